@@ -1,0 +1,63 @@
+//! Command-line definitions (clap) and dispatch. Each verb's rendering is in its own module;
+//! the library never sees clap: options are converted to the library's plain structs here.
+
+mod gc;
+mod ingest;
+mod manifest;
+mod output;
+mod status;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// velo: files stored once by content; whole trees named by manifests.
+///
+/// The store keeps every file's content once, named by its BLAKE3 hash. `velo ingest` turns a
+/// directory into blobs in the store and a manifest (`.velo`) that names the whole tree by
+/// content: the same tree gives the same manifest id wherever and whenever it is ingested.
+#[derive(Debug, Parser)]
+#[command(name = "velo", version, about, long_about, propagate_version = true)]
+#[command(after_help = "Logs: VELO_LOG=debug (or info, trace, velo::ingest=trace, …).\n\
+Exit codes: 0 success, 1 a check found a problem, 2 error.")]
+struct Cli {
+    /// The store directory [default: $VELO_STORE, else $XDG_DATA_HOME/velo, else ~/.local/share/velo]
+    #[arg(long, global = true, value_name = "DIR")]
+    store: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Ingest(ingest::Args),
+    #[command(subcommand)]
+    Manifest(manifest::Command),
+    Status(status::Args),
+    Gc(gc::Args),
+}
+
+pub fn run() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    let store = || velo::store::Store::locate(cli.store.as_deref());
+    match cli.command {
+        Command::Ingest(args) => ingest::run(&store()?, args),
+        Command::Manifest(cmd) => manifest::run(cmd),
+        Command::Status(args) => status::run(&store()?, args),
+        Command::Gc(args) => gc::run(&store()?, args),
+    }
+}
+
+/// `VELO_LOG` sets the filter (`warn` by default); logs go to stderr.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VELO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

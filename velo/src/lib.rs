@@ -1,0 +1,23 @@
+//! velo: build and run environments that do not depend on where they live.
+//!
+//! Files are stored once, by BLAKE3 content hash, in a global [`store`]; a [`manifest`] names a
+//! whole tree by content. This library holds everything the `velo` binary does, one module per
+//! verb a user types, and knows nothing of command-line parsing (that is `src/cli/`).
+//!
+//! | module       | command          | what it owns                                              |
+//! |--------------|------------------|-----------------------------------------------------------|
+//! | [`store`]    |                  | blobs, temp-and-rename writes, the store lock, GC roots   |
+//! | [`manifest`] | `velo manifest`  | the tree model, its canonical encoding, validation, diff  |
+//! | [`ingest`]   | `velo ingest`    | walking a directory into blobs and a manifest             |
+//! | [`status`]   | `velo status`    | store health, dedup ratio, `--verify`                     |
+//! | [`gc`]       | `velo gc`        | collecting blobs no registered manifest needs             |
+//! | [`live`]     |                  | the set of live blobs that status and gc agree on         |
+//!
+//! Errors are typed per module (`thiserror`); the binary adds context with `anyhow`.
+
+pub mod gc;
+pub mod ingest;
+pub mod live;
+pub mod manifest;
+pub mod status;
+pub mod store;

@@ -1,0 +1,329 @@
+//! Manifests: a whole tree named by content.
+//!
+//! A [`Manifest`] lists every directory, file and symlink of a tree by its path relative to the
+//! tree's root. A file is its content hash, size and executable bit; a symlink is its target;
+//! a directory is only its path (so empty directories survive). Nothing else is recorded: no
+//! timestamps, owners or permission bits beyond "executable", so the same tree ingested from
+//! two directories, on two machines or on two days has the same encoding, and the BLAKE3 of
+//! that encoding, the [`ManifestId`], names the tree.
+//!
+//! The byte format is in [`encoding`] and `docs/manifest.md`. Decoding is where untrusted input
+//! enters velo, so [`Manifest::decode`] validates everything invariant 5 asks: relative,
+//! normalized paths without `..` or NUL, canonical order without duplicates, and every entry's
+//! parent present as a directory. A manifest value that exists is therefore always well formed.
+
+pub mod diff;
+pub mod encoding;
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use blake3::Hash;
+
+use crate::store::{self, BlobKey};
+
+pub use diff::{Change, Diff};
+pub use encoding::{DecodeError, DecodeErrorKind};
+
+/// The BLAKE3 of a manifest's canonical encoding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ManifestId(pub Hash);
+
+impl fmt::Display for ManifestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.to_hex())
+    }
+}
+
+/// What an entry is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File { hash: Hash, size: u64, exec: bool },
+    Symlink { target: Vec<u8> },
+}
+
+impl Kind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Kind::Dir => "dir",
+            Kind::File { .. } => "file",
+            Kind::Symlink { .. } => "symlink",
+        }
+    }
+}
+
+/// One path of the tree. `path` is relative, `/`-separated raw bytes (Unix names need not be
+/// UTF-8, and they round-trip exactly).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub path: Vec<u8>,
+    pub kind: Kind,
+}
+
+impl Entry {
+    /// The store blob this entry's content lives in, for files.
+    pub fn blob(&self) -> Option<BlobKey> {
+        match self.kind {
+            Kind::File { hash, exec, .. } => Some(BlobKey { hash, exec }),
+            _ => None,
+        }
+    }
+}
+
+/// Why a set of entries is not a valid tree.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidEntry {
+    #[error("empty path")]
+    Empty,
+    #[error("absolute path")]
+    Absolute,
+    #[error("path contains a NUL byte")]
+    Nul,
+    #[error("path is not normalized (empty, `.` or `..` component, or trailing `/`)")]
+    NotNormalized,
+    #[error("entries out of canonical order")]
+    Unsorted,
+    #[error("duplicate path")]
+    Duplicate,
+    #[error("parent directory is not in the manifest")]
+    MissingParent,
+    #[error("symlink with an empty target or a NUL byte in it")]
+    BadSymlinkTarget,
+}
+
+/// A validated tree: entries in canonical order, each with its parent directory before it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Manifest {
+    entries: Vec<Entry>,
+}
+
+impl Manifest {
+    /// Sorts `entries` into canonical order and validates them.
+    pub fn from_entries(mut entries: Vec<Entry>) -> Result<Manifest, (Vec<u8>, InvalidEntry)> {
+        entries.sort_by(|a, b| canonical_order(&a.path, &b.path));
+        let mut validator = Validator::default();
+        for entry in &entries {
+            validator.push(entry).map_err(|e| (entry.path.clone(), e))?;
+        }
+        Ok(Manifest { entries })
+    }
+
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    pub fn id(&self) -> ManifestId {
+        ManifestId(blake3::hash(&self.encode()))
+    }
+
+    /// The canonical encoding (see [`encoding`]).
+    pub fn encode(&self) -> Vec<u8> {
+        encoding::encode(self)
+    }
+
+    /// Decodes and validates a manifest.
+    pub fn decode(bytes: &[u8]) -> Result<Manifest, DecodeError> {
+        encoding::decode(bytes)
+    }
+
+    /// Reads a manifest file; the error names the file and where in it decoding failed.
+    pub fn read(path: &Path) -> Result<Manifest, ReadError> {
+        let bytes = std::fs::read(path).map_err(|source| ReadError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Manifest::decode(&bytes).map_err(|source| ReadError::Decode {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Writes the manifest to `path` atomically and durably.
+    pub fn write(&self, path: &Path) -> Result<ManifestId, store::Error> {
+        let bytes = self.encode();
+        store::write_atomic(path, &bytes, true)?;
+        Ok(ManifestId(blake3::hash(&bytes)))
+    }
+
+    /// Sum of file sizes.
+    pub fn logical_bytes(&self) -> u64 {
+        self.entries
+            .iter()
+            .map(|e| match e.kind {
+                Kind::File { size, .. } => size,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// Every blob the manifest needs.
+    pub fn blobs(&self) -> impl Iterator<Item = BlobKey> + '_ {
+        self.entries.iter().filter_map(Entry::blob)
+    }
+}
+
+/// Errors reading a manifest file.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("cannot read manifest {path}: {source}", path = .path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("manifest {path} is corrupt: {source}", path = .path.display())]
+    Decode { path: PathBuf, source: DecodeError },
+}
+
+/// The canonical order of paths: component by component, bytewise. Equivalent to comparing
+/// bytes with `/` ranked below every other byte, which puts a directory right before its
+/// contents (`a`, `a/b`, `a.txt`) and makes the order a depth-first walk of the tree.
+pub fn canonical_order(a: &[u8], b: &[u8]) -> Ordering {
+    let rank = |c: u8| if c == b'/' { 0u16 } else { u16::from(c) + 1 };
+    a.iter().map(|&c| rank(c)).cmp(b.iter().map(|&c| rank(c)))
+}
+
+/// Checks one path on its own: relative, normalized, no NUL.
+pub fn check_path(path: &[u8]) -> Result<(), InvalidEntry> {
+    if path.is_empty() {
+        return Err(InvalidEntry::Empty);
+    }
+    if path[0] == b'/' {
+        return Err(InvalidEntry::Absolute);
+    }
+    if path.contains(&0) {
+        return Err(InvalidEntry::Nul);
+    }
+    if path.split(|&c| c == b'/').any(|c| c.is_empty() || c == b"." || c == b"..") {
+        return Err(InvalidEntry::NotNormalized);
+    }
+    Ok(())
+}
+
+/// Validates entries one at a time in order: shared by [`Manifest::from_entries`] and the decoder.
+#[derive(Default)]
+struct Validator {
+    /// The directories on the path from the root to the previous entry (a depth-first stack),
+    /// which in canonical order is all a parent check needs.
+    dirs: Vec<Vec<u8>>,
+    previous: Option<Vec<u8>>,
+}
+
+impl Validator {
+    fn push(&mut self, entry: &Entry) -> Result<(), InvalidEntry> {
+        check_path(&entry.path)?;
+        if let Some(prev) = &self.previous {
+            match canonical_order(prev, &entry.path) {
+                Ordering::Less => {}
+                Ordering::Equal => return Err(InvalidEntry::Duplicate),
+                Ordering::Greater => return Err(InvalidEntry::Unsorted),
+            }
+        }
+        if let Kind::Symlink { target } = &entry.kind
+            && (target.is_empty() || target.contains(&0))
+        {
+            return Err(InvalidEntry::BadSymlinkTarget);
+        }
+        if let Some(slash) = entry.path.iter().rposition(|&c| c == b'/') {
+            let parent = &entry.path[..slash];
+            while self.dirs.last().is_some_and(|d| d.as_slice() != parent) {
+                self.dirs.pop();
+            }
+            if self.dirs.is_empty() {
+                return Err(InvalidEntry::MissingParent);
+            }
+        } else {
+            self.dirs.clear();
+        }
+        if entry.kind == Kind::Dir {
+            self.dirs.push(entry.path.clone());
+        }
+        self.previous = Some(entry.path.clone());
+        Ok(())
+    }
+}
+
+/// Renders raw path bytes for people: UTF-8 as is; otherwise invalid bytes as `\xNN` (and `\`
+/// as `\\`, so the rendering stays unambiguous).
+pub fn display_path(bytes: &[u8]) -> String {
+    if let Ok(s) = std::str::from_utf8(bytes) {
+        return s.to_owned();
+    }
+    let mut out = String::new();
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(&chunk.valid().replace('\\', "\\\\"));
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(p: &str) -> Entry {
+        Entry {
+            path: p.as_bytes().to_vec(),
+            kind: Kind::Dir,
+        }
+    }
+    fn file(p: &str) -> Entry {
+        Entry {
+            path: p.as_bytes().to_vec(),
+            kind: Kind::File {
+                hash: blake3::hash(p.as_bytes()),
+                size: p.len() as u64,
+                exec: false,
+            },
+        }
+    }
+
+    #[test]
+    fn canonical_order_puts_directory_contents_right_after_the_directory() {
+        let m = Manifest::from_entries(vec![file("a.txt"), file("a/b"), dir("a"), file("a-b")]).unwrap();
+        let paths: Vec<_> = m.entries().iter().map(|e| display_path(&e.path)).collect();
+        assert_eq!(paths, ["a", "a/b", "a-b", "a.txt"]);
+    }
+
+    #[test]
+    fn rejects_bad_paths() {
+        for (p, err) in [
+            ("/etc/passwd", InvalidEntry::Absolute),
+            ("a/../b", InvalidEntry::NotNormalized),
+            ("./a", InvalidEntry::NotNormalized),
+            ("a//b", InvalidEntry::NotNormalized),
+            ("a/", InvalidEntry::NotNormalized),
+            ("a\0b", InvalidEntry::Nul),
+            ("", InvalidEntry::Empty),
+        ] {
+            assert_eq!(check_path(p.as_bytes()), Err(err), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn rejects_missing_parents_and_duplicates() {
+        assert_eq!(
+            Manifest::from_entries(vec![file("a/b")]).unwrap_err().1,
+            InvalidEntry::MissingParent
+        );
+        // A file cannot be a parent.
+        assert_eq!(
+            Manifest::from_entries(vec![file("a"), file("a/b")]).unwrap_err().1,
+            InvalidEntry::MissingParent
+        );
+        assert_eq!(
+            Manifest::from_entries(vec![file("a"), file("a")]).unwrap_err().1,
+            InvalidEntry::Duplicate
+        );
+        // Deep nesting after a sibling subtree still finds its parent.
+        Manifest::from_entries(vec![dir("a"), dir("a/b"), file("a/b/c"), dir("a/d"), file("a/d/e"), file("z")])
+            .unwrap();
+    }
+
+    #[test]
+    fn display_escapes_only_non_utf8() {
+        assert_eq!(display_path(b"caf\xc3\xa9"), "café");
+        assert_eq!(display_path(b"a\\b"), "a\\b");
+        assert_eq!(display_path(b"a\\\xffb"), "a\\\\\\xffb");
+    }
+}

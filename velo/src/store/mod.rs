@@ -1,0 +1,556 @@
+//! The content-addressed store: every file's content lives here once, named by its BLAKE3 hash.
+//!
+//! # Layout
+//!
+//! ```text
+//! <store>/
+//!   velo-store            marker and format version ("velo store 1"); a directory without it
+//!                         that is not empty is never used as a store
+//!   lock                  flock(2) target: ingest holds it shared, `gc --run` exclusive
+//!   blobs/ab/ab12…ef      a blob: read-only (0444), named by the BLAKE3 of its content
+//!   blobs/ab/ab12…ef.x    the same content as an executable blob (0555)
+//!   tmp/                  blobs being written; anything here is garbage once no ingest runs
+//!   roots/<hash>          GC roots: one file per registered manifest, holding its path
+//!   index/<hash>          re-ingest stat indexes, one per ingested directory (see `ingest::index`)
+//!   gc-generation         bumped by every `gc --run` that deleted blobs
+//! ```
+//!
+//! Shard directories are created on first use, never ahead of time.
+//!
+//! # Why two blobs for one content
+//!
+//! A projection hard-links blobs into a farm, and a hard link shares its inode's mode. An
+//! executable must stay executable through the link and a plain file must not become one, so the
+//! executable bit is part of a blob's identity ([`BlobKey`]): the rare content that appears both
+//! ways is stored twice. The user's file is never chmod-ed to get there (invariant 1); the store
+//! sets the mode on its own private temporary copy before renaming it into place.
+//!
+//! # Crash safety
+//!
+//! A blob is written to a temporary file under `tmp/`, given its final mode, and renamed into
+//! place with `RENAME_NOREPLACE`: a killed process leaves at worst a stray temporary file, never
+//! a partial blob under a real name, and an existing blob is never replaced. Durability is a
+//! [`Durability`] choice: fsync every blob, or one `syncfs(2)` for the whole batch before the
+//! manifest that references the batch is written (the default; see `cargo xtask bench store`).
+
+mod lock;
+mod roots;
+
+pub use lock::{LockMode, StoreLock};
+pub use roots::Root;
+
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use blake3::Hash;
+
+/// First line of the `velo-store` marker file; the number is the on-disk format version.
+const MARKER: &str = "velo store 1\n";
+
+/// Files up to this size are read into memory, hashed, and written only if the blob is new.
+/// Larger ones are hashed while they are copied to a temporary file, so they are read once.
+pub const SMALL_FILE_LIMIT: u64 = 4 << 20;
+
+/// Errors from store operations. Each names the path it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "no store location: pass --store DIR or set VELO_STORE (neither XDG_DATA_HOME nor HOME is set)"
+    )]
+    NoLocation,
+    #[error(
+        "{path} is not a velo store (no velo-store marker, and the directory is not empty); \
+         choose an empty or new directory with --store",
+        path = .path.display()
+    )]
+    NotAStore { path: PathBuf },
+    #[error("{path} is a velo store of an unsupported format ({found:?}); this velo reads {MARKER:?}", path = .path.display())]
+    UnsupportedFormat { path: PathBuf, found: String },
+    #[error("store {path} does not exist yet (nothing has been ingested into it)", path = .path.display())]
+    Missing { path: PathBuf },
+    #[error("the store's filesystem is full while writing {path}: {source}", path = .path.display())]
+    Full { path: PathBuf, source: io::Error },
+    #[error("{op} {path}: {source}", path = .path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// Wraps an I/O error with the operation and path, recognising a full disk.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        let path = path.into();
+        if source.raw_os_error() == Some(libc::ENOSPC) || source.raw_os_error() == Some(libc::EDQUOT) {
+            Error::Full { path, source }
+        } else {
+            Error::Io { op, path, source }
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How blobs are made durable before a manifest that references them is written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// One `syncfs(2)` on the store's filesystem after the batch, before the manifest.
+    #[default]
+    Batch,
+    /// `fsync(2)` every new blob before it is renamed into place.
+    PerBlob,
+    /// No syncing at all: for throwaway stores and benchmarks. A power cut may lose blobs.
+    None,
+}
+
+/// The identity of a blob: its content hash and whether it is the executable variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BlobKey {
+    pub hash: Hash,
+    pub exec: bool,
+}
+
+impl Ord for BlobKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.hash.as_bytes(), self.exec).cmp(&(other.hash.as_bytes(), other.exec))
+    }
+}
+
+impl PartialOrd for BlobKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl BlobKey {
+    /// The blob's file name inside its shard: 64 hex digits, `.x` for the executable variant.
+    pub fn file_name(&self) -> String {
+        let mut name = self.hash.to_hex().to_string();
+        if self.exec {
+            name.push_str(".x");
+        }
+        name
+    }
+
+    /// Parses a blob file name written by [`BlobKey::file_name`].
+    pub fn parse_file_name(name: &str) -> Option<BlobKey> {
+        let (hex, exec) = match name.strip_suffix(".x") {
+            Some(hex) => (hex, true),
+            None => (name, false),
+        };
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return None;
+        }
+        Some(BlobKey {
+            hash: Hash::from_hex(hex).ok()?,
+            exec,
+        })
+    }
+
+    /// The mode a blob of this key has on disk.
+    pub fn mode(&self) -> u32 {
+        if self.exec { 0o555 } else { 0o444 }
+    }
+}
+
+impl std::fmt::Display for BlobKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.file_name())
+    }
+}
+
+/// Whether an insert wrote a new blob or found it already present.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inserted {
+    New,
+    Existing,
+}
+
+/// One blob found on disk by [`Store::blobs`].
+#[derive(Clone, Debug)]
+pub struct BlobFile {
+    pub key: BlobKey,
+    pub path: PathBuf,
+    pub size: u64,
+}
+
+/// A handle on a store directory. Cheap to clone; holds no open files.
+#[derive(Clone, Debug)]
+pub struct Store {
+    root: PathBuf,
+    durability: Durability,
+}
+
+impl Store {
+    /// Where the store lives: `explicit` (`--store`), else `$VELO_STORE`, else
+    /// `$XDG_DATA_HOME/velo`, else `$HOME/.local/share/velo`.
+    pub fn locate(explicit: Option<&Path>) -> Result<PathBuf> {
+        if let Some(dir) = explicit {
+            return Ok(dir.to_path_buf());
+        }
+        let non_empty = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        if let Some(dir) = non_empty("VELO_STORE") {
+            return Ok(PathBuf::from(dir));
+        }
+        if let Some(dir) = non_empty("XDG_DATA_HOME") {
+            return Ok(PathBuf::from(dir).join("velo"));
+        }
+        if let Some(home) = non_empty("HOME") {
+            return Ok(PathBuf::from(home).join(".local/share/velo"));
+        }
+        Err(Error::NoLocation)
+    }
+
+    /// Opens the store at `root`, creating it (and only its top directory) if needed.
+    pub fn open_or_create(root: &Path) -> Result<Store> {
+        match fs::create_dir_all(root) {
+            Ok(()) => {}
+            Err(e) => return Err(Error::io("creating store directory", root, e)),
+        }
+        let marker = root.join("velo-store");
+        match fs::read_to_string(&marker) {
+            Ok(found) => check_marker(root, found)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let mut entries = fs::read_dir(root).map_err(|e| Error::io("reading store directory", root, e))?;
+                if entries.next().is_some() {
+                    return Err(Error::NotAStore { path: root.to_path_buf() });
+                }
+                write_atomic(&marker, MARKER.as_bytes(), true)?;
+            }
+            Err(e) => return Err(Error::io("reading", marker, e)),
+        }
+        Ok(Store {
+            root: root.to_path_buf(),
+            durability: Durability::default(),
+        })
+    }
+
+    /// Opens an existing store without creating anything; [`Error::Missing`] if there is none.
+    pub fn open_existing(root: &Path) -> Result<Store> {
+        let marker = root.join("velo-store");
+        match fs::read_to_string(&marker) {
+            Ok(found) => check_marker(root, found)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(if root.exists() {
+                    Error::NotAStore { path: root.to_path_buf() }
+                } else {
+                    Error::Missing { path: root.to_path_buf() }
+                });
+            }
+            Err(e) => return Err(Error::io("reading", marker, e)),
+        }
+        Ok(Store {
+            root: root.to_path_buf(),
+            durability: Durability::default(),
+        })
+    }
+
+    pub fn with_durability(mut self, durability: Durability) -> Store {
+        self.durability = durability;
+        self
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub(crate) fn dir(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// Takes the store lock; blocks while another process holds it incompatibly.
+    pub fn lock(&self, mode: LockMode) -> Result<StoreLock> {
+        StoreLock::acquire(&self.root.join("lock"), mode)
+    }
+
+    pub fn blob_path(&self, key: &BlobKey) -> PathBuf {
+        let hex = key.hash.to_hex();
+        let mut path = self.root.join("blobs");
+        path.push(&hex[..2]);
+        path.push(key.file_name());
+        path
+    }
+
+    /// Whether a blob is present (it is not checked for corruption: see [`Store::verify_blob`]).
+    pub fn contains(&self, key: &BlobKey) -> bool {
+        fs::symlink_metadata(self.blob_path(key)).is_ok()
+    }
+
+    /// Stores `data`, whose BLAKE3 the caller has computed as `hash`.
+    pub fn insert_bytes(&self, hash: Hash, exec: bool, data: &[u8]) -> Result<Inserted> {
+        let key = BlobKey { hash, exec };
+        if self.contains(&key) {
+            return Ok(Inserted::Existing);
+        }
+        let mut tmp = self.temp_file()?;
+        tmp.as_file_mut()
+            .write_all(data)
+            .map_err(|e| Error::io("writing", tmp.path(), e))?;
+        self.publish(tmp, key)
+    }
+
+    /// Streams `reader` into a temporary file while hashing it, then publishes the blob.
+    /// The content is read exactly once, and what is stored is exactly what was hashed.
+    pub fn insert_reader(&self, exec: bool, reader: &mut dyn Read) -> Result<(BlobKey, u64, Inserted)> {
+        let mut tmp = self.temp_file()?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut size = 0u64;
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io("reading source for", tmp.path(), e)),
+            };
+            let chunk = &buf[..n];
+            hasher.update(chunk);
+            tmp.as_file_mut()
+                .write_all(chunk)
+                .map_err(|e| Error::io("writing", tmp.path(), e))?;
+            size += n as u64;
+        }
+        let key = BlobKey {
+            hash: hasher.finalize(),
+            exec,
+        };
+        if self.contains(&key) {
+            return Ok((key, size, Inserted::Existing));
+        }
+        Ok((key, size, self.publish(tmp, key)?))
+    }
+
+    /// Tries to reflink `source` into a temporary file (btrfs, XFS, …) and publishes it after
+    /// hashing the private clone. Returns `None` when the filesystem cannot clone, so the
+    /// caller falls back to copying.
+    pub fn insert_reflink(&self, exec: bool, source: &File) -> Result<Option<(BlobKey, u64, Inserted)>> {
+        let tmp = self.temp_file()?;
+        // SAFETY: FICLONE takes the source descriptor as its argument; both fds are open.
+        let rc = unsafe { libc::ioctl(tmp.as_file().as_raw_fd(), libc::FICLONE, source.as_raw_fd()) };
+        if rc != 0 {
+            return Ok(None);
+        }
+        // The clone is private to us, so hashing it cannot race a writer of the source.
+        let mut reader = tmp.reopen().map_err(|e| Error::io("reopening", tmp.path(), e))?;
+        let mut hasher = blake3::Hasher::new();
+        let size = io::copy(&mut reader, &mut hasher).map_err(|e| Error::io("hashing", tmp.path(), e))?;
+        let key = BlobKey {
+            hash: hasher.finalize(),
+            exec,
+        };
+        if self.contains(&key) {
+            return Ok(Some((key, size, Inserted::Existing)));
+        }
+        Ok(Some((key, size, self.publish(tmp, key)?)))
+    }
+
+    fn temp_file(&self) -> Result<tempfile::NamedTempFile> {
+        let dir = self.dir("tmp");
+        match tempfile::Builder::new().prefix("blob-").tempfile_in(&dir) {
+            Ok(f) => Ok(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+                tempfile::Builder::new()
+                    .prefix("blob-")
+                    .tempfile_in(&dir)
+                    .map_err(|e| Error::io("creating temporary file in", &dir, e))
+            }
+            Err(e) => Err(Error::io("creating temporary file in", &dir, e)),
+        }
+    }
+
+    /// Gives a finished temporary file its blob mode and renames it into place without
+    /// replacing an existing blob.
+    fn publish(&self, tmp: tempfile::NamedTempFile, key: BlobKey) -> Result<Inserted> {
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(key.mode()))
+            .map_err(|e| Error::io("setting mode of", tmp.path(), e))?;
+        if self.durability == Durability::PerBlob {
+            tmp.as_file().sync_all().map_err(|e| Error::io("syncing", tmp.path(), e))?;
+        }
+        let dest = self.blob_path(&key);
+        let tmp = match tmp.persist_noclobber(&dest) {
+            Ok(_) => return Ok(Inserted::New),
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => return Ok(Inserted::Existing),
+            Err(e) if e.error.kind() == io::ErrorKind::NotFound => e.file,
+            Err(e) => return Err(Error::io("renaming blob into", &dest, e.error)),
+        };
+        // First blob of this shard: create the shard directory and try once more.
+        let shard = dest.parent().unwrap_or(&self.root);
+        fs::create_dir_all(shard).map_err(|e| Error::io("creating", shard, e))?;
+        match tmp.persist_noclobber(&dest) {
+            Ok(_) => Ok(Inserted::New),
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => Ok(Inserted::Existing),
+            Err(e) => Err(Error::io("renaming blob into", &dest, e.error)),
+        }
+    }
+
+    /// Makes every blob written so far durable, as [`Durability`] asks. Call before writing a
+    /// manifest that references them.
+    pub fn sync(&self) -> Result<()> {
+        if self.durability != Durability::Batch {
+            return Ok(());
+        }
+        let dir = File::open(&self.root).map_err(|e| Error::io("opening", &self.root, e))?;
+        // SAFETY: plain syscall on an owned, open descriptor.
+        if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+            return Err(Error::io("syncing filesystem of", &self.root, io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    /// Every blob on disk. Files in `blobs/` whose names are not blob names are skipped.
+    pub fn blobs(&self) -> Result<Vec<BlobFile>> {
+        let blobs_dir = self.dir("blobs");
+        let shards = match fs::read_dir(&blobs_dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("listing", &blobs_dir, e)),
+        };
+        let mut out = Vec::new();
+        for shard in shards {
+            let shard = shard.map_err(|e| Error::io("listing", &blobs_dir, e))?;
+            let shard_path = shard.path();
+            let entries = fs::read_dir(&shard_path).map_err(|e| Error::io("listing", &shard_path, e))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| Error::io("listing", &shard_path, e))?;
+                let Some(key) = entry.file_name().to_str().and_then(BlobKey::parse_file_name) else {
+                    continue;
+                };
+                let meta = entry.metadata().map_err(|e| Error::io("reading", entry.path(), e))?;
+                out.push(BlobFile {
+                    key,
+                    path: entry.path(),
+                    size: meta.len(),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    /// Re-hashes one blob and checks its name and mode. `Ok(None)` means it is sound.
+    pub fn verify_blob(&self, blob: &BlobFile) -> Result<Option<Corruption>> {
+        let meta = fs::symlink_metadata(&blob.path).map_err(|e| Error::io("reading", &blob.path, e))?;
+        if !meta.file_type().is_file() {
+            return Ok(Some(Corruption::NotAFile));
+        }
+        let mode = meta.permissions().mode() & 0o7777;
+        let mut file = File::open(&blob.path).map_err(|e| Error::io("opening", &blob.path, e))?;
+        let mut hasher = blake3::Hasher::new();
+        io::copy(&mut file, &mut hasher).map_err(|e| Error::io("reading", &blob.path, e))?;
+        let actual = hasher.finalize();
+        if actual != blob.key.hash {
+            return Ok(Some(Corruption::Content { actual }));
+        }
+        if mode != blob.key.mode() {
+            return Ok(Some(Corruption::Mode { actual: mode }));
+        }
+        Ok(None)
+    }
+
+    /// Temporary files left behind by killed writers.
+    pub fn stray_temp_files(&self) -> Result<Vec<PathBuf>> {
+        let dir = self.dir("tmp");
+        match fs::read_dir(&dir) {
+            Ok(rd) => rd
+                .map(|e| e.map(|e| e.path()).map_err(|e| Error::io("listing", &dir, e)))
+                .collect(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(Error::io("listing", &dir, e)),
+        }
+    }
+
+    /// The number of `gc --run`s that deleted anything; the stat index records it to know
+    /// whether blobs it names may have been collected since.
+    pub fn gc_generation(&self) -> u64 {
+        fs::read_to_string(self.dir("gc-generation"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub(crate) fn bump_gc_generation(&self) -> Result<()> {
+        let next = self.gc_generation() + 1;
+        write_atomic(&self.dir("gc-generation"), format!("{next}\n").as_bytes(), true)
+    }
+}
+
+/// Why [`Store::verify_blob`] rejected a blob.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Corruption {
+    Content { actual: Hash },
+    Mode { actual: u32 },
+    NotAFile,
+}
+
+impl std::fmt::Display for Corruption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Corruption::Content { actual } => write!(f, "content hashes to {actual}"),
+            Corruption::Mode { actual } => write!(f, "mode is {actual:04o}"),
+            Corruption::NotAFile => f.write_str("not a regular file"),
+        }
+    }
+}
+
+fn check_marker(root: &Path, found: String) -> Result<()> {
+    if found == MARKER {
+        Ok(())
+    } else {
+        Err(Error::UnsupportedFormat {
+            path: root.to_path_buf(),
+            found,
+        })
+    }
+}
+
+/// Writes `data` to `path` through a temporary file in the same directory and a rename, so
+/// readers see the old content or the new, never a part. With `durable`, fsyncs the file first.
+pub fn write_atomic(path: &Path, data: &[u8], durable: bool) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".velo-tmp-")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io("creating temporary file in", dir, e))?;
+    tmp.as_file_mut()
+        .write_all(data)
+        .map_err(|e| Error::io("writing", tmp.path(), e))?;
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(0o644))
+        .map_err(|e| Error::io("setting mode of", tmp.path(), e))?;
+    if durable {
+        tmp.as_file().sync_all().map_err(|e| Error::io("syncing", tmp.path(), e))?;
+    }
+    tmp.persist(path).map_err(|e| Error::io("renaming into", path, e.error))?;
+    Ok(())
+}
+
+/// Opens a file of the user's for reading without changing anything about it: no symlink
+/// following, and no access-time update where the kernel allows `O_NOATIME` (owner or root).
+pub fn open_source(path: &Path) -> io::Result<File> {
+    let open = |flags| {
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | flags)
+            .open(path)
+    };
+    match open(libc::O_NOATIME) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0),
+        other => other,
+    }
+}
+
+/// Lossless conversion of raw bytes into a path (Unix paths are bytes).
+pub fn bytes_to_path(bytes: &[u8]) -> PathBuf {
+    PathBuf::from(OsString::from_vec(bytes.to_vec()))
+}
