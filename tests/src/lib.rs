@@ -1,1 +1,326 @@
 //! Harness for velo's end-to-end tests (`tests/tests/e2e/`), which drive the real binaries.
+//!
+//! Every test gets a [`Env`]: a private temporary directory with its own store, and a
+//! [`Env::velo`] command builder. [`Run::ok`] and [`Run::fails`] check the exit status and, when
+//! it is not the expected one, panic with the command, its directory, status, stdout and stderr,
+//! so a failure in CI explains itself.
+//!
+//! Tests that need something this machine may lack (root, user namespaces) call [`skip`], which
+//! prints one loud line with the reason, or panics when `CI=true` or `VELO_MUST_WORK=1` is set:
+//! on CI every test must really run.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The built `velo` binary: `$VELO_BIN`, else next to this test executable's `deps/` directory.
+pub fn velo_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("VELO_BIN") {
+        return PathBuf::from(bin);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    let bin = dir.join("velo");
+    assert!(
+        bin.exists(),
+        "{} does not exist: build it first (`cargo xtask test` does, or `cargo build -p velo`)",
+        bin.display()
+    );
+    bin
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Whether skipping is forbidden (CI, or `VELO_MUST_WORK=1`).
+pub fn must_work() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+        || std::env::var("VELO_MUST_WORK").is_ok_and(|v| v == "1")
+}
+
+/// Prints a loud skip line, or fails the test where skipping is forbidden.
+pub fn skip(test: &str, reason: &str) {
+    if must_work() {
+        panic!("{test}: cannot run ({reason}) and CI=true / VELO_MUST_WORK=1 forbids skipping");
+    }
+    eprintln!("\n*** SKIPPED {test}: {reason} ***\n");
+}
+
+/// A test's private world: a temporary directory with a store in it.
+pub struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Default for Env {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("velo-e2e-")
+            .tempdir()
+            .expect("tempdir");
+        Env { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.path().join("store")
+    }
+
+    /// A `velo` command with this env's store and a clean logging environment.
+    pub fn velo<I, S>(&self, args: I) -> Cmd
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = Command::new(velo_bin());
+        cmd.args(args)
+            .current_dir(self.path())
+            .env("VELO_STORE", self.store())
+            .env_remove("VELO_LOG");
+        Cmd { cmd }
+    }
+
+    /// Writes files from `(relative path, content)` pairs, creating directories.
+    pub fn write(&self, rel: &str, content: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.path().join(rel);
+        fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        fs::write(&path, content).expect("write");
+        path
+    }
+
+    /// Makes this env readable and writable by an unprivileged user (see [`Cmd::unprivileged`]).
+    pub fn open_to_everyone(&self) {
+        fs::set_permissions(self.path(), fs::Permissions::from_mode(0o777)).expect("chmod");
+    }
+}
+
+pub struct Cmd {
+    pub cmd: Command,
+}
+
+impl Cmd {
+    pub fn env(mut self, key: &str, value: impl AsRef<OsStr>) -> Cmd {
+        self.cmd.env(key, value);
+        self
+    }
+
+    /// When run as root, drop to `nobody` so permission checks apply (root reads everything).
+    pub fn unprivileged(mut self) -> Cmd {
+        use std::os::unix::process::CommandExt;
+        if is_root() {
+            self.cmd.uid(65534).gid(65534);
+        }
+        self
+    }
+
+    pub fn run(mut self) -> Run {
+        let output = self
+            .cmd
+            .output()
+            .unwrap_or_else(|e| panic!("spawning {:?}: {e}", self.cmd));
+        Run {
+            description: format!("{:?} (in {:?})", self.cmd, self.cmd.get_current_dir()),
+            output,
+        }
+    }
+
+    /// Runs and expects exit status 0.
+    pub fn ok(self) -> Run {
+        self.run().expect_code(0)
+    }
+
+    /// Runs and expects exit status 2 (an error).
+    pub fn fails(self) -> Run {
+        self.run().expect_code(2)
+    }
+}
+
+pub struct Run {
+    description: String,
+    pub output: Output,
+}
+
+impl Run {
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.output.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.explain()))
+    }
+
+    pub fn code(&self) -> Option<i32> {
+        self.output.status.code()
+    }
+
+    pub fn expect_code(self, code: i32) -> Run {
+        assert_eq!(
+            self.code(),
+            Some(code),
+            "unexpected exit status:\n{}",
+            self.explain()
+        );
+        self
+    }
+
+    /// Asserts stderr contains every one of `needles`.
+    pub fn stderr_has(self, needles: &[&str]) -> Run {
+        let stderr = self.stderr();
+        for needle in needles {
+            assert!(
+                stderr.contains(needle),
+                "stderr lacks {needle:?}:\n{}",
+                self.explain()
+            );
+        }
+        self
+    }
+
+    pub fn explain(&self) -> String {
+        format!(
+            "command: {}\nstatus: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.description,
+            self.output.status,
+            self.stdout(),
+            self.stderr()
+        )
+    }
+}
+
+/// Everything about a tree that ingest promises not to change: per path, the kind, bytes or
+/// link target, permission bits, mtime (ns), inode and link count (a hard link into the store
+/// would raise it).
+pub fn fingerprint_tree(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let mut entries: Vec<_> = fs::read_dir(&dir)
+            .expect("read_dir")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        entries.sort();
+        for path in entries {
+            let meta = fs::symlink_metadata(&path).expect("lstat");
+            let content = if meta.is_file() {
+                blake3::hash(&fs::read(&path).unwrap_or_default())
+                    .to_hex()
+                    .to_string()
+            } else if meta.file_type().is_symlink() {
+                format!("-> {:?}", fs::read_link(&path).expect("readlink"))
+            } else {
+                String::new()
+            };
+            out.push(format!(
+                "{:?} mode={:o} mtime={}.{} ino={} nlink={} {}",
+                path.strip_prefix(root)
+                    .expect("prefix")
+                    .as_os_str()
+                    .as_bytes(),
+                meta.mode(),
+                meta.mtime(),
+                meta.mtime_nsec(),
+                meta.ino(),
+                meta.nlink(),
+                content
+            ));
+            if meta.is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Every regular file under `dir`, relative, sorted.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).expect("prefix").to_path_buf());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A small deterministic PRNG (xorshift64*), so tests need no extra crate and print their seed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn from_time() -> (Rng, u64) {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            | 1;
+        (Rng(seed), seed)
+    }
+
+    pub fn seeded(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// Writes a tree of `files` files spread over nested directories, with some duplicate content,
+/// some executables and a few files larger than the store's in-memory limit.
+pub fn generate_tree(root: &Path, files: usize, seed: u64) {
+    let mut rng = Rng::seeded(seed);
+    for i in 0..files {
+        let dir = root.join(format!("d{}/e{}", i % 17, i % 5));
+        fs::create_dir_all(&dir).expect("mkdir");
+        let path = dir.join(format!("f{i}.dat"));
+        let content: Vec<u8> = match i % 10 {
+            0 => b"shared content\n".to_vec(),
+            9 if i % 100 == 99 => (0..(5 << 20))
+                .map(|j: usize| (j as u64 ^ seed) as u8)
+                .collect(),
+            _ => {
+                let len = rng.below(8192) as usize;
+                (0..len).map(|_| rng.next() as u8).collect()
+            }
+        };
+        fs::write(&path, content).expect("write");
+        if i % 7 == 0 {
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+    }
+}

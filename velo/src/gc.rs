@@ -46,10 +46,19 @@ pub struct Plan {
 pub fn gc(root: &std::path::Path, run: bool) -> Result<Plan, Error> {
     let store = match Store::open_existing(root) {
         Ok(store) => store,
-        Err(store::Error::Missing { .. }) => return Ok(Plan { ran: run, ..Plan::default() }),
+        Err(store::Error::Missing { .. }) => {
+            return Ok(Plan {
+                ran: run,
+                ..Plan::default()
+            });
+        }
         Err(e) => return Err(e.into()),
     };
-    let _lock = store.lock(if run { LockMode::Exclusive } else { LockMode::Shared })?;
+    let _lock = store.lock(if run {
+        LockMode::Exclusive
+    } else {
+        LockMode::Shared
+    })?;
     let live = LiveSet::compute(&store)?;
     if let Some(bad) = live.blocking().next() {
         let reason = match &bad.state {
@@ -64,7 +73,7 @@ pub fn gc(root: &std::path::Path, run: bool) -> Result<Plan, Error> {
     let doomed: Vec<_> = store
         .blobs()?
         .into_iter()
-        .filter(|b| !live.referenced.contains(&b.key))
+        .filter(|b| !live.referenced.contains_key(&b.key))
         .collect();
     let stale: Vec<_> = live
         .roots
@@ -83,7 +92,11 @@ pub fn gc(root: &std::path::Path, run: bool) -> Result<Plan, Error> {
         bytes: doomed.iter().map(|b| b.size).sum(),
         // Under a shared lock an ingest may be writing these right now: only report them
         // when we are about to delete them under the exclusive lock.
-        stray_temp_files: if run { store.stray_temp_files()? } else { Vec::new() },
+        stray_temp_files: if run {
+            store.stray_temp_files()?
+        } else {
+            Vec::new()
+        },
         forgotten_manifests: stale.iter().map(|r| r.manifest.clone()).collect(),
     };
     if !run {

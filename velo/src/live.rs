@@ -5,7 +5,7 @@
 //! might be needed, so [`LiveSet::blocking`] lists such manifests and `gc --run` refuses to run
 //! until the user repairs or deletes them (invariant 3: nothing is lost).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -40,7 +40,8 @@ pub struct RootStatus {
 #[derive(Debug, Default)]
 pub struct LiveSet {
     pub roots: Vec<RootStatus>,
-    pub referenced: HashSet<BlobKey>,
+    /// Every referenced blob, with the index in `roots` of the first manifest naming it.
+    pub referenced: HashMap<BlobKey, usize>,
     /// Sum of file sizes over present manifests (a file in two manifests counts twice).
     pub logical_bytes: u64,
 }
@@ -55,16 +56,19 @@ impl LiveSet {
                     Ok(m) => {
                         let logical_bytes = m.logical_bytes();
                         live.logical_bytes += logical_bytes;
-                        let before = live.referenced.len();
-                        live.referenced.extend(m.blobs());
-                        tracing::trace!(new = live.referenced.len() - before, "manifest blobs");
+                        let index = live.roots.len();
+                        for blob in m.blobs() {
+                            live.referenced.entry(blob).or_insert(index);
+                        }
                         RootState::Present {
                             id: m.id().to_string(),
                             files: m.blobs().count() as u64,
                             logical_bytes,
                         }
                     }
-                    Err(e) => RootState::Unreadable { error: e.to_string() },
+                    Err(e) => RootState::Unreadable {
+                        error: e.to_string(),
+                    },
                 },
             };
             live.roots.push(RootStatus {

@@ -27,9 +27,16 @@ pub struct Status {
     pub orphaned_blobs: u64,
     pub orphaned_bytes: u64,
     /// Blobs named by a present manifest but absent from the store.
-    pub missing_blobs: Vec<String>,
+    pub missing_blobs: Vec<MissingBlob>,
     pub stray_temp_files: u64,
     pub verify: Option<Verify>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct MissingBlob {
+    pub blob: String,
+    /// The first registered manifest that names it.
+    pub manifest: PathBuf,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -53,7 +60,11 @@ impl Status {
 }
 
 /// Gathers the status of the store at `root`. `progress` is called per verified blob.
-pub fn status(root: &std::path::Path, verify: bool, progress: &(dyn Fn(u64) + Sync)) -> Result<Status, store::Error> {
+pub fn status(
+    root: &std::path::Path,
+    verify: bool,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Status, store::Error> {
     let store = match Store::open_existing(root) {
         Ok(store) => store,
         Err(store::Error::Missing { .. }) => return Ok(empty(root)),
@@ -65,14 +76,20 @@ pub fn status(root: &std::path::Path, verify: bool, progress: &(dyn Fn(u64) + Sy
     let blobs = store.blobs()?;
     let on_disk: HashSet<BlobKey> = blobs.iter().map(|b| b.key).collect();
     let stored_bytes: u64 = blobs.iter().map(|b| b.size).sum();
-    let orphans: Vec<_> = blobs.iter().filter(|b| !live.referenced.contains(&b.key)).collect();
-    let mut missing: Vec<String> = live
+    let orphans: Vec<_> = blobs
+        .iter()
+        .filter(|b| !live.referenced.contains_key(&b.key))
+        .collect();
+    let mut missing: Vec<MissingBlob> = live
         .referenced
         .iter()
-        .filter(|k| !on_disk.contains(k))
-        .map(ToString::to_string)
+        .filter(|(k, _)| !on_disk.contains(k))
+        .map(|(k, &root)| MissingBlob {
+            blob: k.to_string(),
+            manifest: live.roots[root].manifest.clone(),
+        })
         .collect();
-    missing.sort();
+    missing.sort_by(|a, b| a.blob.cmp(&b.blob));
 
     let verify = if verify {
         let mut corrupt = blobs

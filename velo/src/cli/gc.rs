@@ -32,7 +32,11 @@ pub fn run(store: &std::path::Path, args: Args) -> Result<ExitCode> {
         println!("{verb} {} ({})", blob.blob, output::bytes(blob.size));
     }
     for path in &plan.forgotten_manifests {
-        println!("{} registration of {} (file is gone)", if plan.ran { "dropped" } else { "would drop" }, path.display());
+        println!(
+            "{} registration of {} (file is gone)",
+            if plan.ran { "dropped" } else { "would drop" },
+            path.display()
+        );
     }
     println!(
         "{verb} {} blobs, {}{}",
@@ -41,7 +45,10 @@ pub fn run(store: &std::path::Path, args: Args) -> Result<ExitCode> {
         if plan.stray_temp_files.is_empty() {
             String::new()
         } else {
-            format!(", and {} stray temporary files", plan.stray_temp_files.len())
+            format!(
+                ", and {} stray temporary files",
+                plan.stray_temp_files.len()
+            )
         }
     );
     if !plan.ran && !plan.blobs.is_empty() {

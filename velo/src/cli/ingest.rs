@@ -19,8 +19,10 @@ use super::output;
 /// skipped with a warning. Ingesting the same directory again reads only the files whose stat
 /// data changed.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  velo ingest ./my_project --output my.velo\n  \
-velo ingest . -o app.velo --exclude target --exclude '*.log' --gitignore")]
+#[command(
+    after_help = "Examples:\n  velo ingest ./my_project --output my.velo\n  \
+velo ingest . -o app.velo --exclude target --exclude '*.log' --gitignore"
+)]
 pub struct Args {
     /// The directory to ingest.
     dir: PathBuf,
@@ -94,13 +96,20 @@ pub fn run(store_dir: &std::path::Path, args: Args) -> Result<ExitCode> {
     let report = report?;
 
     for skipped in &report.skipped {
-        eprintln!("velo: warning: skipped {}: {}", skipped.path, skipped.reason);
+        eprintln!(
+            "velo: warning: skipped {}: {}",
+            skipped.path, skipped.reason
+        );
     }
     if args.json {
         output::json(&report)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("ingested {} -> {}", args.dir.display(), report.output.display());
+    println!(
+        "ingested {} -> {}",
+        args.dir.display(),
+        report.output.display()
+    );
     println!("  manifest id  {}", report.manifest_id);
     println!(
         "  tree         {} files ({}), {} dirs, {} symlinks",
@@ -116,10 +125,16 @@ pub fn run(store_dir: &std::path::Path, args: Args) -> Result<ExitCode> {
         output::bytes(report.deduplicated_bytes)
     );
     if report.unchanged_files > 0 {
-        println!("  unchanged    {} files not read again (stat index)", report.unchanged_files);
+        println!(
+            "  unchanged    {} files not read again (stat index)",
+            report.unchanged_files
+        );
     }
     if !report.skipped.is_empty() {
-        println!("  skipped      {} entries (see warnings above)", report.skipped.len());
+        println!(
+            "  skipped      {} entries (see warnings above)",
+            report.skipped.len()
+        );
     }
     println!("  time         {:.2} s", report.seconds);
     Ok(ExitCode::SUCCESS)
@@ -127,8 +142,11 @@ pub fn run(store_dir: &std::path::Path, args: Args) -> Result<ExitCode> {
 
 /// `./<name of DIR>.velo`, with DIR's name taken after resolving `.` and `..`.
 fn default_output(dir: &std::path::Path) -> Result<PathBuf> {
-    let resolved = std::fs::canonicalize(dir).with_context(|| format!("cannot ingest {}", dir.display()))?;
-    let name = resolved.file_name().map_or_else(|| "root".into(), |n| n.to_os_string());
+    let resolved =
+        std::fs::canonicalize(dir).with_context(|| format!("cannot ingest {}", dir.display()))?;
+    let name = resolved
+        .file_name()
+        .map_or_else(|| "root".into(), |n| n.to_os_string());
     let mut file = name;
     file.push(".velo");
     Ok(PathBuf::from(file))

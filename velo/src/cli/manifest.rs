@@ -113,11 +113,17 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
                     match change {
                         manifest::Change::Added { path, kind } => println!("+ {path} ({kind})"),
                         manifest::Change::Removed { path, kind } => println!("- {path} ({kind})"),
-                        manifest::Change::Changed { path, old, new } => println!("~ {path}: {old} => {new}"),
+                        manifest::Change::Changed { path, old, new } => {
+                            println!("~ {path}: {old} => {new}")
+                        }
                     }
                 }
             }
-            Ok(if diff.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if diff.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Id { file } => {
             // The id of the bytes as they are: a valid manifest has exactly one encoding.

@@ -20,8 +20,10 @@ use clap::{Parser, Subcommand};
 /// content: the same tree gives the same manifest id wherever and whenever it is ingested.
 #[derive(Debug, Parser)]
 #[command(name = "velo", version, about, long_about, propagate_version = true)]
-#[command(after_help = "Logs: VELO_LOG=debug (or info, trace, velo::ingest=trace, …).\n\
-Exit codes: 0 success, 1 a check found a problem, 2 error.")]
+#[command(
+    after_help = "Logs: VELO_LOG=debug (or info, trace, velo::ingest=trace, …).\n\
+Exit codes: 0 success, 1 a check found a problem, 2 error."
+)]
 struct Cli {
     /// The store directory [default: $VELO_STORE, else $XDG_DATA_HOME/velo, else ~/.local/share/velo]
     #[arg(long, global = true, value_name = "DIR")]

@@ -15,7 +15,11 @@ pub fn bytes(n: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 /// A borderless table whose first row is a header.
@@ -36,14 +40,17 @@ pub fn progress(len: Option<u64>, what: &str) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = match len {
-        Some(len) => ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr()).with_style(
-            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({eta})")
-                .expect("valid template")
-                .progress_chars("=> "),
-        ),
+        Some(len) => ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr())
+            .with_style(
+                ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({eta})")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            ),
         None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(
-            ProgressStyle::with_template("{spinner} {msg}: {binary_bytes} ({binary_bytes_per_sec})")
-                .expect("valid template"),
+            ProgressStyle::with_template(
+                "{spinner} {msg}: {binary_bytes} ({binary_bytes_per_sec})",
+            )
+            .expect("valid template"),
         ),
     };
     bar.set_message(what.to_owned());

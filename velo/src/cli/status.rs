@@ -35,13 +35,20 @@ pub fn run(store: &std::path::Path, args: Args) -> Result<ExitCode> {
     });
     bar.finish_and_clear();
     let status = status?;
-    let code = if status.healthy() { ExitCode::SUCCESS } else { ExitCode::from(1) };
+    let code = if status.healthy() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    };
     if args.json {
         output::json(&status)?;
         return Ok(code);
     }
     if !status.exists {
-        println!("store {} is empty (nothing ingested yet)", status.store.display());
+        println!(
+            "store {} is empty (nothing ingested yet)",
+            status.store.display()
+        );
         return Ok(code);
     }
     let mut table = output::table(["store", &status.store.display().to_string()]);
@@ -51,7 +58,11 @@ pub fn run(store: &std::path::Path, args: Args) -> Result<ExitCode> {
     table.add_row(["dedup ratio", &format!("{:.2}x", status.dedup_ratio)]);
     table.add_row([
         "orphaned",
-        &format!("{} blobs, {} (velo gc --run frees them)", status.orphaned_blobs, output::bytes(status.orphaned_bytes)),
+        &format!(
+            "{} blobs, {} (velo gc --run frees them)",
+            status.orphaned_blobs,
+            output::bytes(status.orphaned_bytes)
+        ),
     ]);
     if status.stray_temp_files > 0 {
         table.add_row(["stray temp files", &status.stray_temp_files.to_string()]);
@@ -62,26 +73,49 @@ pub fn run(store: &std::path::Path, args: Args) -> Result<ExitCode> {
         for m in &status.manifests {
             let path = m.manifest.display().to_string();
             match &m.state {
-                RootState::Present { id, files, logical_bytes } => {
-                    manifests.add_row([&path, "ok", &files.to_string(), &output::bytes(*logical_bytes), &id[..16]])
-                }
+                RootState::Present {
+                    id,
+                    files,
+                    logical_bytes,
+                } => manifests.add_row([
+                    &path,
+                    "ok",
+                    &files.to_string(),
+                    &output::bytes(*logical_bytes),
+                    &id[..16],
+                ]),
                 RootState::Missing => manifests.add_row([path.as_str(), "gone", "", "", ""]),
-                RootState::Unreadable { error } => manifests.add_row([path.as_str(), "unreadable", "", "", error]),
+                RootState::Unreadable { error } => {
+                    manifests.add_row([path.as_str(), "unreadable", "", "", error])
+                }
             };
         }
         println!("\n{manifests}");
     }
-    for blob in &status.missing_blobs {
-        println!("missing blob {blob}: named by a registered manifest but not in the store");
+    for missing in &status.missing_blobs {
+        println!(
+            "missing blob {}: named by {} but not in the store (ingest its tree again)",
+            missing.blob,
+            missing.manifest.display()
+        );
     }
     if let Some(verify) = &status.verify {
         for c in &verify.corrupt {
-            println!("corrupt blob {} ({}): {}", c.blob, c.path.display(), c.problem);
+            println!(
+                "corrupt blob {} ({}): {}",
+                c.blob,
+                c.path.display(),
+                c.problem
+            );
         }
         println!(
             "\nverified {} blobs: {}",
             verify.checked,
-            if verify.corrupt.is_empty() { "all sound".to_owned() } else { format!("{} corrupt", verify.corrupt.len()) }
+            if verify.corrupt.is_empty() {
+                "all sound".to_owned()
+            } else {
+                format!("{} corrupt", verify.corrupt.len())
+            }
         );
     }
     Ok(code)

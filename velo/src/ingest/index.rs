@@ -181,5 +181,8 @@ fn decode(bytes: &[u8], root_dev: u64) -> Option<StatIndex> {
             },
         );
     }
-    (pos == bytes.len()).then_some(StatIndex { started_ns, records })
+    (pos == bytes.len()).then_some(StatIndex {
+        started_ns,
+        records,
+    })
 }

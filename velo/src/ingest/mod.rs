@@ -120,7 +120,11 @@ pub enum Error {
 /// Ingests `opts.source` into the store at `store_root` (created if needed, but only once the
 /// input has been checked), writes the manifest to `opts.output` and registers it.
 /// `progress` is called once per stored file with its size.
-pub fn ingest(store_root: &Path, opts: &Options, progress: &(dyn Fn(u64) + Sync)) -> Result<Report, Error> {
+pub fn ingest(
+    store_root: &Path,
+    opts: &Options,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Report, Error> {
     let started = Instant::now();
     let started_ns = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -154,13 +158,19 @@ pub fn ingest(store_root: &Path, opts: &Options, progress: &(dyn Fn(u64) + Sync)
     };
     walker(&root, &output, opts)?.visit(&mut VisitorBuilder { shared: &shared });
 
-    let mut errors = shared.errors.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut errors = shared
+        .errors
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner());
     if !errors.is_empty() {
         // Report the error of the first path in tree order, so runs are reproducible.
         errors.sort_by(|a, b| a.0.cmp(&b.0));
         return Err(errors.swap_remove(0).1);
     }
-    let results = shared.results.into_inner().unwrap_or_else(|p| p.into_inner());
+    let results = shared
+        .results
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner());
     let mut entries = Vec::new();
     let mut records = Vec::new();
     let mut skipped = Vec::new();
@@ -247,7 +257,8 @@ fn check_output(output: &Path) -> Result<PathBuf, Error> {
     let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) else {
         return Err(fail("not a file path".into()));
     };
-    let parent = fs::canonicalize(parent).map_err(|e| fail(format!("its directory {}: {e}", parent.display())))?;
+    let parent = fs::canonicalize(parent)
+        .map_err(|e| fail(format!("its directory {}: {e}", parent.display())))?;
     let abs = parent.join(name);
     if abs.is_dir() {
         return Err(fail("it is a directory".into()));
@@ -258,10 +269,12 @@ fn check_output(output: &Path) -> Result<PathBuf, Error> {
 fn walker(root: &Path, output: &Path, opts: &Options) -> Result<ignore::WalkParallel, Error> {
     let mut overrides = ignore::overrides::OverrideBuilder::new(root);
     for glob in &opts.excludes {
-        overrides.add(&format!("!{glob}")).map_err(|e| Error::BadExclude {
-            glob: glob.clone(),
-            message: e.to_string(),
-        })?;
+        overrides
+            .add(&format!("!{glob}"))
+            .map_err(|e| Error::BadExclude {
+                glob: glob.clone(),
+                message: e.to_string(),
+            })?;
     }
     let overrides = overrides.build().map_err(|e| Error::BadExclude {
         glob: opts.excludes.join(" "),
@@ -330,7 +343,11 @@ struct Visitor<'s, 'a> {
 impl Drop for Visitor<'_, '_> {
     fn drop(&mut self) {
         let batch = std::mem::take(&mut self.batch);
-        self.shared.results.lock().unwrap_or_else(|p| p.into_inner()).push(batch);
+        self.shared
+            .results
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(batch);
     }
 }
 
@@ -360,7 +377,10 @@ impl ParallelVisitor for Visitor<'_, '_> {
 
 impl Visitor<'_, '_> {
     fn rel<'p>(&self, path: &'p Path) -> &'p [u8] {
-        path.strip_prefix(self.shared.root).unwrap_or(path).as_os_str().as_bytes()
+        path.strip_prefix(self.shared.root)
+            .unwrap_or(path)
+            .as_os_str()
+            .as_bytes()
     }
 
     fn handle(&mut self, problem: Problem) -> WalkState {
@@ -376,7 +396,10 @@ impl Visitor<'_, '_> {
                 let error = if source.raw_os_error() == Some(libc::ENAMETOOLONG) {
                     path_too_long(&path)
                 } else {
-                    Error::Unreadable { path: path.clone(), source }
+                    Error::Unreadable {
+                        path: path.clone(),
+                        source,
+                    }
                 };
                 (path, error)
             }
@@ -408,9 +431,13 @@ impl Visitor<'_, '_> {
             return Ok(WalkState::Continue);
         };
         if file_type.is_dir() {
-            self.batch.entries.push(Entry { path: rel, kind: Kind::Dir });
+            self.batch.entries.push(Entry {
+                path: rel,
+                kind: Kind::Dir,
+            });
         } else if file_type.is_symlink() {
-            let target = fs::read_link(path).map_err(|e| Problem::Unreadable(path.to_path_buf(), e))?;
+            let target =
+                fs::read_link(path).map_err(|e| Problem::Unreadable(path.to_path_buf(), e))?;
             self.batch.entries.push(Entry {
                 path: rel,
                 kind: Kind::Symlink {
@@ -516,20 +543,26 @@ fn walk_problem(err: ignore::Error) -> Problem {
     fn parts(err: &ignore::Error) -> (Option<&Path>, Option<&io::Error>) {
         match err {
             ignore::Error::WithPath { path, err } => (Some(path.as_path()), parts(err).1),
-            ignore::Error::WithDepth { err, .. } | ignore::Error::WithLineNumber { err, .. } => parts(err),
+            ignore::Error::WithDepth { err, .. } | ignore::Error::WithLineNumber { err, .. } => {
+                parts(err)
+            }
             ignore::Error::Io(e) => (None, Some(e)),
             _ => (None, None),
         }
     }
     match parts(&err) {
-        (Some(path), Some(io)) if io.raw_os_error() == Some(libc::ELOOP) => Problem::Fatal(Error::Source {
-            path: path.to_path_buf(),
-            source: io::Error::from_raw_os_error(libc::ELOOP),
-        }),
+        (Some(path), Some(io)) if io.raw_os_error() == Some(libc::ELOOP) => {
+            Problem::Fatal(Error::Source {
+                path: path.to_path_buf(),
+                source: io::Error::from_raw_os_error(libc::ELOOP),
+            })
+        }
         (Some(path), Some(io)) => Problem::Unreadable(
             path.to_path_buf(),
-            io.raw_os_error()
-                .map_or_else(|| io::Error::other(io.to_string()), io::Error::from_raw_os_error),
+            io.raw_os_error().map_or_else(
+                || io::Error::other(io.to_string()),
+                io::Error::from_raw_os_error,
+            ),
         ),
         _ => Problem::Fatal(Error::Source {
             path: PathBuf::new(),
@@ -541,5 +574,8 @@ fn walk_problem(err: ignore::Error) -> Problem {
 fn path_too_long(path: &Path) -> Error {
     let bytes = path.as_os_str().as_bytes();
     let shown = display_path(&bytes[..bytes.len().min(120)]);
-    Error::PathTooLong { shown, len: bytes.len() }
+    Error::PathTooLong {
+        shown,
+        len: bytes.len(),
+    }
 }

@@ -11,10 +11,20 @@ use super::{Entry, Kind, Manifest, canonical_order, display_path};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "change")]
 pub enum Change {
-    Added { path: String, kind: &'static str },
-    Removed { path: String, kind: &'static str },
+    Added {
+        path: String,
+        kind: &'static str,
+    },
+    Removed {
+        path: String,
+        kind: &'static str,
+    },
     /// Same path, different kind, content, executable bit or symlink target.
-    Changed { path: String, old: String, new: String },
+    Changed {
+        path: String,
+        old: String,
+        new: String,
+    },
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -34,7 +44,11 @@ pub fn describe(kind: &Kind) -> String {
         Kind::Dir => "dir".to_owned(),
         Kind::File { hash, size, exec } => {
             let hex = hash.to_hex();
-            format!("file {} {size} B{}", &hex[..12], if *exec { " exec" } else { "" })
+            format!(
+                "file {} {size} B{}",
+                &hex[..12],
+                if *exec { " exec" } else { "" }
+            )
         }
         Kind::Symlink { target } => format!("symlink -> {}", display_path(target)),
     }

@@ -93,11 +93,17 @@ impl fmt::Display for DecodeErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NotAManifest => f.write_str("not a velo manifest (bad magic)"),
-            Self::UnsupportedVersion(v) => write!(f, "manifest format version {v}, this velo reads {VERSION}"),
-            Self::Truncated { field } => write!(f, "file ends in the middle of the {field}: truncated"),
+            Self::UnsupportedVersion(v) => {
+                write!(f, "manifest format version {v}, this velo reads {VERSION}")
+            }
+            Self::Truncated { field } => {
+                write!(f, "file ends in the middle of the {field}: truncated")
+            }
             Self::UnknownKind(k) => write!(f, "unknown entry kind {k}"),
             Self::BadFlags(b) => write!(f, "invalid flags {b:#04x}"),
-            Self::Invalid { path, reason } => write!(f, "{reason}: {:?}", super::display_path(path)),
+            Self::Invalid { path, reason } => {
+                write!(f, "{reason}: {:?}", super::display_path(path))
+            }
             Self::TrailingBytes(n) => write!(f, "{n} unexpected bytes after the last entry"),
         }
     }
@@ -149,7 +155,11 @@ impl<'a> Reader<'a> {
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Manifest, DecodeError> {
-    let mut r = Reader { bytes, pos: 0, entry: None };
+    let mut r = Reader {
+        bytes,
+        pos: 0,
+        entry: None,
+    };
     if r.bytes.len() < MAGIC.len() || &r.bytes[..MAGIC.len()] != MAGIC {
         return Err(r.err(DecodeErrorKind::NotAManifest));
     }
@@ -190,7 +200,11 @@ pub fn decode(bytes: &[u8]) -> Result<Manifest, DecodeError> {
                 return Err(r.err(DecodeErrorKind::UnknownKind(other)));
             }
         };
-        let allowed = if matches!(kind, Kind::File { .. }) { FLAG_EXEC } else { 0 };
+        let allowed = if matches!(kind, Kind::File { .. }) {
+            FLAG_EXEC
+        } else {
+            0
+        };
         if flags & !allowed != 0 {
             r.pos = flags_at;
             return Err(r.err(DecodeErrorKind::BadFlags(flags)));
@@ -262,7 +276,10 @@ mod tests {
         for len in 0..bytes.len() {
             let err = decode(&bytes[..len]).unwrap_err();
             assert!(
-                matches!(err.kind, DecodeErrorKind::Truncated { .. } | DecodeErrorKind::NotAManifest),
+                matches!(
+                    err.kind,
+                    DecodeErrorKind::Truncated { .. } | DecodeErrorKind::NotAManifest
+                ),
                 "len {len}: {err}"
             );
         }
@@ -272,11 +289,20 @@ mod tests {
     fn errors_say_where() {
         let mut bytes = sample().encode();
         bytes.push(0);
-        assert_eq!(decode(&bytes).unwrap_err().to_string(), format!("at byte {}: 1 unexpected bytes after the last entry", bytes.len() - 1));
+        assert_eq!(
+            decode(&bytes).unwrap_err().to_string(),
+            format!(
+                "at byte {}: 1 unexpected bytes after the last entry",
+                bytes.len() - 1
+            )
+        );
         let bytes = sample().encode();
         let err = decode(&bytes[..bytes.len() - 3]).unwrap_err();
         assert_eq!(err.entry, Some(3));
-        assert!(err.to_string().contains("symlink target: truncated"), "{err}");
+        assert!(
+            err.to_string().contains("symlink target: truncated"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -290,7 +316,13 @@ mod tests {
         bytes.extend_from_slice(b"../up");
         let err = decode(&bytes).unwrap_err();
         assert_eq!(err.offset, 20);
-        assert!(matches!(err.kind, DecodeErrorKind::Invalid { reason: InvalidEntry::NotNormalized, .. }));
+        assert!(matches!(
+            err.kind,
+            DecodeErrorKind::Invalid {
+                reason: InvalidEntry::NotNormalized,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -299,6 +331,9 @@ mod tests {
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&1u32.to_le_bytes());
         bytes.extend_from_slice(&u64::MAX.to_le_bytes());
-        assert!(matches!(decode(&bytes).unwrap_err().kind, DecodeErrorKind::Truncated { .. }));
+        assert!(matches!(
+            decode(&bytes).unwrap_err().kind,
+            DecodeErrorKind::Truncated { .. }
+        ));
     }
 }

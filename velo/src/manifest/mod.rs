@@ -168,7 +168,10 @@ impl Manifest {
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     #[error("cannot read manifest {path}: {source}", path = .path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("manifest {path} is corrupt: {source}", path = .path.display())]
     Decode { path: PathBuf, source: DecodeError },
 }
@@ -192,7 +195,10 @@ pub fn check_path(path: &[u8]) -> Result<(), InvalidEntry> {
     if path.contains(&0) {
         return Err(InvalidEntry::Nul);
     }
-    if path.split(|&c| c == b'/').any(|c| c.is_empty() || c == b"." || c == b"..") {
+    if path
+        .split(|&c| c == b'/')
+        .any(|c| c.is_empty() || c == b"." || c == b"..")
+    {
         return Err(InvalidEntry::NotNormalized);
     }
     Ok(())
@@ -280,7 +286,8 @@ mod tests {
 
     #[test]
     fn canonical_order_puts_directory_contents_right_after_the_directory() {
-        let m = Manifest::from_entries(vec![file("a.txt"), file("a/b"), dir("a"), file("a-b")]).unwrap();
+        let m = Manifest::from_entries(vec![file("a.txt"), file("a/b"), dir("a"), file("a-b")])
+            .unwrap();
         let paths: Vec<_> = m.entries().iter().map(|e| display_path(&e.path)).collect();
         assert_eq!(paths, ["a", "a/b", "a-b", "a.txt"]);
     }
@@ -308,16 +315,27 @@ mod tests {
         );
         // A file cannot be a parent.
         assert_eq!(
-            Manifest::from_entries(vec![file("a"), file("a/b")]).unwrap_err().1,
+            Manifest::from_entries(vec![file("a"), file("a/b")])
+                .unwrap_err()
+                .1,
             InvalidEntry::MissingParent
         );
         assert_eq!(
-            Manifest::from_entries(vec![file("a"), file("a")]).unwrap_err().1,
+            Manifest::from_entries(vec![file("a"), file("a")])
+                .unwrap_err()
+                .1,
             InvalidEntry::Duplicate
         );
         // Deep nesting after a sibling subtree still finds its parent.
-        Manifest::from_entries(vec![dir("a"), dir("a/b"), file("a/b/c"), dir("a/d"), file("a/d/e"), file("z")])
-            .unwrap();
+        Manifest::from_entries(vec![
+            dir("a"),
+            dir("a/b"),
+            file("a/b/c"),
+            dir("a/d"),
+            file("a/d/e"),
+            file("z"),
+        ])
+        .unwrap();
     }
 
     #[test]

@@ -46,6 +46,8 @@ use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use blake3::Hash;
 
@@ -87,7 +89,9 @@ impl Error {
     /// Wraps an I/O error with the operation and path, recognising a full disk.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         let path = path.into();
-        if source.raw_os_error() == Some(libc::ENOSPC) || source.raw_os_error() == Some(libc::EDQUOT) {
+        if source.raw_os_error() == Some(libc::ENOSPC)
+            || source.raw_os_error() == Some(libc::EDQUOT)
+        {
             Error::Full { path, source }
         } else {
             Error::Io { op, path, source }
@@ -144,7 +148,11 @@ impl BlobKey {
             Some(hex) => (hex, true),
             None => (name, false),
         };
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if hex.len() != 64
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return None;
         }
         Some(BlobKey {
@@ -185,6 +193,9 @@ pub struct BlobFile {
 pub struct Store {
     root: PathBuf,
     durability: Durability,
+    /// Set once the store's filesystem has refused a reflink, so later large files go straight
+    /// to copying instead of creating a temporary file for nothing.
+    no_reflink: Arc<AtomicBool>,
 }
 
 impl Store {
@@ -217,9 +228,12 @@ impl Store {
         match fs::read_to_string(&marker) {
             Ok(found) => check_marker(root, found)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let mut entries = fs::read_dir(root).map_err(|e| Error::io("reading store directory", root, e))?;
+                let mut entries = fs::read_dir(root)
+                    .map_err(|e| Error::io("reading store directory", root, e))?;
                 if entries.next().is_some() {
-                    return Err(Error::NotAStore { path: root.to_path_buf() });
+                    return Err(Error::NotAStore {
+                        path: root.to_path_buf(),
+                    });
                 }
                 write_atomic(&marker, MARKER.as_bytes(), true)?;
             }
@@ -228,6 +242,7 @@ impl Store {
         Ok(Store {
             root: root.to_path_buf(),
             durability: Durability::default(),
+            no_reflink: Arc::default(),
         })
     }
 
@@ -238,9 +253,13 @@ impl Store {
             Ok(found) => check_marker(root, found)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(if root.exists() {
-                    Error::NotAStore { path: root.to_path_buf() }
+                    Error::NotAStore {
+                        path: root.to_path_buf(),
+                    }
                 } else {
-                    Error::Missing { path: root.to_path_buf() }
+                    Error::Missing {
+                        path: root.to_path_buf(),
+                    }
                 });
             }
             Err(e) => return Err(Error::io("reading", marker, e)),
@@ -248,6 +267,7 @@ impl Store {
         Ok(Store {
             root: root.to_path_buf(),
             durability: Durability::default(),
+            no_reflink: Arc::default(),
         })
     }
 
@@ -297,7 +317,11 @@ impl Store {
 
     /// Streams `reader` into a temporary file while hashing it, then publishes the blob.
     /// The content is read exactly once, and what is stored is exactly what was hashed.
-    pub fn insert_reader(&self, exec: bool, reader: &mut dyn Read) -> Result<(BlobKey, u64, Inserted)> {
+    pub fn insert_reader(
+        &self,
+        exec: bool,
+        reader: &mut dyn Read,
+    ) -> Result<(BlobKey, u64, Inserted)> {
         let mut tmp = self.temp_file()?;
         let mut hasher = blake3::Hasher::new();
         let mut buf = vec![0u8; 1 << 20];
@@ -329,17 +353,37 @@ impl Store {
     /// Tries to reflink `source` into a temporary file (btrfs, XFS, …) and publishes it after
     /// hashing the private clone. Returns `None` when the filesystem cannot clone, so the
     /// caller falls back to copying.
-    pub fn insert_reflink(&self, exec: bool, source: &File) -> Result<Option<(BlobKey, u64, Inserted)>> {
+    pub fn insert_reflink(
+        &self,
+        exec: bool,
+        source: &File,
+    ) -> Result<Option<(BlobKey, u64, Inserted)>> {
+        if self.no_reflink.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
         let tmp = self.temp_file()?;
         // SAFETY: FICLONE takes the source descriptor as its argument; both fds are open.
-        let rc = unsafe { libc::ioctl(tmp.as_file().as_raw_fd(), libc::FICLONE, source.as_raw_fd()) };
+        let rc =
+            unsafe { libc::ioctl(tmp.as_file().as_raw_fd(), libc::FICLONE, source.as_raw_fd()) };
         if rc != 0 {
+            let err = io::Error::last_os_error();
+            // Unsupported here (ext4, tmpfs) or across filesystems: remember it. Other errors
+            // (a busy file, say) may be specific to this file.
+            if matches!(
+                err.raw_os_error(),
+                Some(libc::EOPNOTSUPP | libc::ENOTTY | libc::EXDEV | libc::EINVAL | libc::ENOSYS)
+            ) {
+                self.no_reflink.store(true, Ordering::Relaxed);
+            }
             return Ok(None);
         }
         // The clone is private to us, so hashing it cannot race a writer of the source.
-        let mut reader = tmp.reopen().map_err(|e| Error::io("reopening", tmp.path(), e))?;
+        let mut reader = tmp
+            .reopen()
+            .map_err(|e| Error::io("reopening", tmp.path(), e))?;
         let mut hasher = blake3::Hasher::new();
-        let size = io::copy(&mut reader, &mut hasher).map_err(|e| Error::io("hashing", tmp.path(), e))?;
+        let size =
+            io::copy(&mut reader, &mut hasher).map_err(|e| Error::io("hashing", tmp.path(), e))?;
         let key = BlobKey {
             hash: hasher.finalize(),
             exec,
@@ -372,12 +416,16 @@ impl Store {
             .set_permissions(fs::Permissions::from_mode(key.mode()))
             .map_err(|e| Error::io("setting mode of", tmp.path(), e))?;
         if self.durability == Durability::PerBlob {
-            tmp.as_file().sync_all().map_err(|e| Error::io("syncing", tmp.path(), e))?;
+            tmp.as_file()
+                .sync_all()
+                .map_err(|e| Error::io("syncing", tmp.path(), e))?;
         }
         let dest = self.blob_path(&key);
         let tmp = match tmp.persist_noclobber(&dest) {
             Ok(_) => return Ok(Inserted::New),
-            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => return Ok(Inserted::Existing),
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
+                return Ok(Inserted::Existing);
+            }
             Err(e) if e.error.kind() == io::ErrorKind::NotFound => e.file,
             Err(e) => return Err(Error::io("renaming blob into", &dest, e.error)),
         };
@@ -400,7 +448,11 @@ impl Store {
         let dir = File::open(&self.root).map_err(|e| Error::io("opening", &self.root, e))?;
         // SAFETY: plain syscall on an owned, open descriptor.
         if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
-            return Err(Error::io("syncing filesystem of", &self.root, io::Error::last_os_error()));
+            return Err(Error::io(
+                "syncing filesystem of",
+                &self.root,
+                io::Error::last_os_error(),
+            ));
         }
         Ok(())
     }
@@ -417,13 +469,20 @@ impl Store {
         for shard in shards {
             let shard = shard.map_err(|e| Error::io("listing", &blobs_dir, e))?;
             let shard_path = shard.path();
-            let entries = fs::read_dir(&shard_path).map_err(|e| Error::io("listing", &shard_path, e))?;
+            let entries =
+                fs::read_dir(&shard_path).map_err(|e| Error::io("listing", &shard_path, e))?;
             for entry in entries {
                 let entry = entry.map_err(|e| Error::io("listing", &shard_path, e))?;
-                let Some(key) = entry.file_name().to_str().and_then(BlobKey::parse_file_name) else {
+                let Some(key) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(BlobKey::parse_file_name)
+                else {
                     continue;
                 };
-                let meta = entry.metadata().map_err(|e| Error::io("reading", entry.path(), e))?;
+                let meta = entry
+                    .metadata()
+                    .map_err(|e| Error::io("reading", entry.path(), e))?;
                 out.push(BlobFile {
                     key,
                     path: entry.path(),
@@ -437,7 +496,8 @@ impl Store {
 
     /// Re-hashes one blob and checks its name and mode. `Ok(None)` means it is sound.
     pub fn verify_blob(&self, blob: &BlobFile) -> Result<Option<Corruption>> {
-        let meta = fs::symlink_metadata(&blob.path).map_err(|e| Error::io("reading", &blob.path, e))?;
+        let meta =
+            fs::symlink_metadata(&blob.path).map_err(|e| Error::io("reading", &blob.path, e))?;
         if !meta.file_type().is_file() {
             return Ok(Some(Corruption::NotAFile));
         }
@@ -460,7 +520,10 @@ impl Store {
         let dir = self.dir("tmp");
         match fs::read_dir(&dir) {
             Ok(rd) => rd
-                .map(|e| e.map(|e| e.path()).map_err(|e| Error::io("listing", &dir, e)))
+                .map(|e| {
+                    e.map(|e| e.path())
+                        .map_err(|e| Error::io("listing", &dir, e))
+                })
                 .collect(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(Error::io("listing", &dir, e)),
@@ -478,7 +541,11 @@ impl Store {
 
     pub(crate) fn bump_gc_generation(&self) -> Result<()> {
         let next = self.gc_generation() + 1;
-        write_atomic(&self.dir("gc-generation"), format!("{next}\n").as_bytes(), true)
+        write_atomic(
+            &self.dir("gc-generation"),
+            format!("{next}\n").as_bytes(),
+            true,
+        )
     }
 }
 
@@ -529,9 +596,12 @@ pub fn write_atomic(path: &Path, data: &[u8], durable: bool) -> Result<()> {
         .set_permissions(fs::Permissions::from_mode(0o644))
         .map_err(|e| Error::io("setting mode of", tmp.path(), e))?;
     if durable {
-        tmp.as_file().sync_all().map_err(|e| Error::io("syncing", tmp.path(), e))?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| Error::io("syncing", tmp.path(), e))?;
     }
-    tmp.persist(path).map_err(|e| Error::io("renaming into", path, e.error))?;
+    tmp.persist(path)
+        .map_err(|e| Error::io("renaming into", path, e.error))?;
     Ok(())
 }
 

@@ -25,13 +25,17 @@ pub struct Root {
 impl Store {
     /// Registers `manifest` (made absolute, not resolved through symlinks) as a GC root.
     pub fn register_root(&self, manifest: &Path) -> Result<Root> {
-        let manifest = std::path::absolute(manifest).map_err(|e| Error::io("resolving", manifest, e))?;
+        let manifest =
+            std::path::absolute(manifest).map_err(|e| Error::io("resolving", manifest, e))?;
         let bytes = manifest.as_os_str().as_bytes();
         let dir = self.dir("roots");
         fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
         let registration = dir.join(blake3::hash(bytes).to_hex().as_str());
         write_atomic(&registration, bytes, false)?;
-        Ok(Root { manifest, registration })
+        Ok(Root {
+            manifest,
+            registration,
+        })
     }
 
     /// All registered roots, sorted by manifest path.
@@ -49,7 +53,8 @@ impl Store {
             if entry.file_name().as_bytes().starts_with(b".velo-tmp-") {
                 continue;
             }
-            let bytes = fs::read(&registration).map_err(|e| Error::io("reading", &registration, e))?;
+            let bytes =
+                fs::read(&registration).map_err(|e| Error::io("reading", &registration, e))?;
             roots.push(Root {
                 manifest: bytes_to_path(&bytes),
                 registration,

@@ -1,0 +1,322 @@
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::Path;
+
+use velo_e2e::{Env, files_under, fingerprint_tree, generate_tree};
+
+/// A small tree with everything a manifest records: nested dirs, an empty dir, an executable,
+/// a symlink, a non-UTF-8 name and duplicate content.
+fn sample_tree(root: &Path) {
+    fs::create_dir_all(root.join("src/nested")).unwrap();
+    fs::create_dir_all(root.join("empty")).unwrap();
+    fs::write(root.join("src/lib.rs"), "pub fn f() {}\n").unwrap();
+    fs::write(root.join("src/nested/copy.rs"), "pub fn f() {}\n").unwrap();
+    fs::write(root.join("run.sh"), "#!/bin/sh\necho run\n").unwrap();
+    fs::set_permissions(root.join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    symlink("src/lib.rs", root.join("link")).unwrap();
+    fs::write(
+        root.join(std::ffi::OsStr::from_bytes(b"caf\xe9.txt")),
+        "latin-1 name\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn same_tree_from_two_paths_has_one_id_and_one_copy() {
+    let env = Env::new();
+    sample_tree(&env.path().join("one"));
+    sample_tree(&env.path().join("elsewhere/two"));
+    let a = env
+        .velo(["ingest", "one", "-o", "a.velo", "--json"])
+        .ok()
+        .json();
+    let b = env
+        .velo(["ingest", "elsewhere/two", "-o", "b.velo", "--json"])
+        .ok()
+        .json();
+    assert_eq!(a["manifest_id"], b["manifest_id"]);
+    assert_eq!(
+        a["new_blobs"], 3,
+        "4 files, and lib.rs and its copy share one blob: {a}"
+    );
+    assert_eq!(b["new_blobs"], 0, "second ingest stores nothing new: {b}");
+    assert_eq!(b["deduplicated_bytes"], b["bytes"]);
+    let blobs = files_under(&env.store().join("blobs"));
+    assert_eq!(blobs.len(), 3, "{blobs:?}");
+
+    let id = env.velo(["manifest", "id", "a.velo"]).ok().stdout();
+    assert_eq!(id.trim(), a["manifest_id"].as_str().unwrap());
+    // The id is the BLAKE3 of the file's bytes.
+    assert_eq!(
+        id.trim(),
+        blake3::hash(&fs::read(env.path().join("a.velo")).unwrap())
+            .to_hex()
+            .as_str()
+    );
+}
+
+#[test]
+fn ingest_never_modifies_the_source_tree() {
+    let env = Env::new();
+    let src = env.path().join("src-tree");
+    sample_tree(&src);
+    generate_tree(&src.join("gen"), 300, 7);
+    let before = fingerprint_tree(&src);
+    env.velo(["ingest", "src-tree", "-o", "t.velo"]).ok();
+    env.velo(["ingest", "src-tree", "-o", "t.velo"]).ok();
+    assert_eq!(
+        before,
+        fingerprint_tree(&src),
+        "bytes, modes, mtimes, inodes or link counts changed"
+    );
+}
+
+#[test]
+fn blobs_are_read_only_and_keep_the_executable_bit() {
+    let env = Env::new();
+    sample_tree(&env.path().join("t"));
+    // The same content once plain and once executable needs both blob variants.
+    fs::write(env.path().join("t/plain.sh"), "#!/bin/sh\necho run\n").unwrap();
+    let shown = env.velo(["ingest", "t", "-o", "t.velo"]).ok();
+    drop(shown);
+    let m = env
+        .velo(["manifest", "show", "t.velo", "--json"])
+        .ok()
+        .json();
+    let entry = |p: &str| {
+        m["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["path"] == p)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(entry("run.sh")["exec"], true);
+    assert_eq!(entry("plain.sh")["exec"], false);
+    assert_eq!(entry("run.sh")["hash"], entry("plain.sh")["hash"]);
+    let hash = entry("run.sh")["hash"].as_str().unwrap().to_owned();
+    let shard = env.store().join("blobs").join(&hash[..2]);
+    let mode = |name: &str| fs::metadata(shard.join(name)).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&format!("{hash}.x")), 0o555);
+    assert_eq!(mode(&hash), 0o444);
+    // Every blob is read-only.
+    for blob in files_under(&env.store().join("blobs")) {
+        let mode = fs::metadata(env.store().join("blobs").join(&blob))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o222, 0, "{blob:?} is writable");
+    }
+}
+
+#[test]
+fn manifest_records_kinds_targets_and_non_utf8_names() {
+    let env = Env::new();
+    sample_tree(&env.path().join("t"));
+    env.velo(["ingest", "t", "-o", "t.velo"]).ok();
+    let m = env
+        .velo(["manifest", "show", "t.velo", "--json"])
+        .ok()
+        .json();
+    let paths: Vec<_> = m["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "caf\\xe9.txt",
+            "empty",
+            "link",
+            "run.sh",
+            "src",
+            "src/lib.rs",
+            "src/nested",
+            "src/nested/copy.rs"
+        ]
+    );
+    let link = &m["entries"][2];
+    assert_eq!(
+        (link["kind"].as_str(), link["target"].as_str()),
+        (Some("symlink"), Some("src/lib.rs"))
+    );
+    // The raw name survives: a byte-for-byte identical tree elsewhere gives the same id, and a
+    // tree whose name differs in that one byte does not.
+    sample_tree(&env.path().join("u"));
+    fs::rename(
+        env.path()
+            .join("u")
+            .join(std::ffi::OsStr::from_bytes(b"caf\xe9.txt")),
+        env.path()
+            .join("u")
+            .join(std::ffi::OsStr::from_bytes(b"caf\xe8.txt")),
+    )
+    .unwrap();
+    env.velo(["ingest", "u", "-o", "u.velo"]).ok();
+    let diff = env
+        .velo(["manifest", "diff", "t.velo", "u.velo"])
+        .run()
+        .expect_code(1);
+    // In canonical (bytewise) order: \xe8 before \xe9.
+    assert_eq!(
+        diff.stdout(),
+        "+ caf\\xe8.txt (file)\n- caf\\xe9.txt (file)\n"
+    );
+}
+
+#[test]
+fn excludes_gitignore_and_special_files() {
+    let env = Env::new();
+    let t = env.path().join("t");
+    sample_tree(&t);
+    env.write("t/target/debug/big.o", "object");
+    env.write("t/notes.log", "log");
+    env.write("t/.gitignore", "ignored-by-git/\n");
+    env.write("t/ignored-by-git/x", "x");
+    let fifo = t.join("pipe");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+    // SAFETY: valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+
+    let paths = |file: &str| -> Vec<String> {
+        let m = env.velo(["manifest", "show", file, "--json"]).ok().json();
+        m["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["path"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let run = env.velo(["ingest", "t", "-o", "all.velo"]).ok();
+    assert!(
+        run.stderr().contains("skipped pipe: is a fifo"),
+        "{}",
+        run.explain()
+    );
+    let all = paths("all.velo");
+    assert!(all.contains(&"ignored-by-git/x".to_owned()) && !all.contains(&"pipe".to_owned()));
+
+    env.velo([
+        "ingest",
+        "t",
+        "-o",
+        "some.velo",
+        "--exclude",
+        "target",
+        "--exclude",
+        "*.log",
+        "--gitignore",
+    ])
+    .ok();
+    let some = paths("some.velo");
+    for gone in [
+        "target",
+        "target/debug/big.o",
+        "notes.log",
+        "ignored-by-git",
+        "ignored-by-git/x",
+    ] {
+        assert!(
+            !some.contains(&gone.to_owned()),
+            "{gone} should be excluded: {some:?}"
+        );
+    }
+    assert!(some.contains(&"src/lib.rs".to_owned()) && some.contains(&".gitignore".to_owned()));
+}
+
+#[test]
+fn manifest_written_inside_the_tree_does_not_describe_itself() {
+    let env = Env::new();
+    sample_tree(&env.path().join("t"));
+    let first = env
+        .velo(["ingest", "t", "-o", "t/self.velo", "--json"])
+        .ok()
+        .json();
+    let second = env
+        .velo(["ingest", "t", "-o", "t/self.velo", "--json"])
+        .ok()
+        .json();
+    assert_eq!(first["manifest_id"], second["manifest_id"]);
+}
+
+#[test]
+fn default_output_is_named_after_the_directory() {
+    let env = Env::new();
+    sample_tree(&env.path().join("proj"));
+    let run = env.velo(["ingest", "proj"]).ok();
+    assert!(env.path().join("proj.velo").is_file(), "{}", run.explain());
+}
+
+#[test]
+fn re_ingest_reads_only_changed_files() {
+    let env = Env::new();
+    let t = env.path().join("t");
+    generate_tree(&t, 200, 3);
+    // Files changed within the racy window of an ingest are never trusted, so let the tree
+    // settle past it first (see velo::ingest::index::RACY_WINDOW_NS).
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let cold = env
+        .velo(["ingest", "t", "-o", "t.velo", "--json"])
+        .ok()
+        .json();
+    assert_eq!(cold["unchanged_files"], 0);
+    let warm = env
+        .velo(["ingest", "t", "-o", "t.velo", "--json"])
+        .ok()
+        .json();
+    assert_eq!(warm["unchanged_files"], warm["files"], "{warm}");
+    assert_eq!(warm["manifest_id"], cold["manifest_id"]);
+
+    // Same size, same mtime, new content: ctime still moves, so it is read again.
+    let victim = t.join("d1/e1/f1.dat");
+    let old = fs::metadata(&victim).unwrap();
+    let mut bytes = fs::read(&victim).unwrap();
+    bytes[0] ^= 0xff;
+    fs::write(&victim, &bytes).unwrap();
+    let times = fs::FileTimes::new().set_modified(old.modified().unwrap());
+    fs::File::options()
+        .write(true)
+        .open(&victim)
+        .unwrap()
+        .set_times(times)
+        .unwrap();
+    let after = env
+        .velo(["ingest", "t", "-o", "t.velo", "--json"])
+        .ok()
+        .json();
+    assert_ne!(after["manifest_id"], cold["manifest_id"]);
+    assert_eq!(
+        after["unchanged_files"].as_u64().unwrap(),
+        warm["files"].as_u64().unwrap() - 1
+    );
+
+    // --no-index reads everything and agrees.
+    let full = env
+        .velo(["ingest", "t", "-o", "full.velo", "--json", "--no-index"])
+        .ok()
+        .json();
+    assert_eq!(full["unchanged_files"], 0);
+    assert_eq!(full["manifest_id"], after["manifest_id"]);
+}
+
+#[test]
+fn re_ingest_does_not_trust_a_blob_that_gc_removed() {
+    let env = Env::new();
+    let t = env.path().join("t");
+    generate_tree(&t, 20, 5);
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    env.velo(["ingest", "t", "-o", "t.velo"]).ok();
+    fs::remove_file(env.path().join("t.velo")).unwrap();
+    env.velo(["gc", "--run"]).ok();
+    assert!(files_under(&env.store().join("blobs")).is_empty());
+    let again = env
+        .velo(["ingest", "t", "-o", "t.velo", "--json"])
+        .ok()
+        .json();
+    assert_eq!(again["unchanged_files"], 0, "{again}");
+    env.velo(["status", "--verify"]).ok();
+}
