@@ -40,7 +40,7 @@ fn sigkill_during_ingest_leaves_a_sound_store() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_micros(rng.below(full * 11 / 10)));
+        std::thread::sleep(Duration::from_micros(rng.below(full)));
         child.kill().unwrap();
         let status = child.wait().unwrap();
         if status.code().is_none() {

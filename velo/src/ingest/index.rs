@@ -15,7 +15,9 @@
 //!   change again without changing its timestamps (git's "racy git" problem). Entries whose
 //!   ctime is not [`RACY_WINDOW_NS`] older than the start of the ingest that recorded them are
 //!   never trusted. `ctime` is used because no program can set it back.
-//! - **Blobs collected since**: an entry is used only if its blob still exists.
+//! - **Blobs collected since**: the index records the store's GC generation (bumped by every
+//!   `gc --run` that deletes blobs). If it has moved, each entry is used only if its blob still
+//!   exists; if not, no collection has happened since and the existence check is skipped.
 
 use std::collections::HashMap;
 use std::fs::Metadata;
@@ -26,7 +28,7 @@ use std::path::{Path, PathBuf};
 use crate::store::{self, BlobKey, Store};
 
 const MAGIC: &[u8; 8] = b"velo-ix\n";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 /// How much older than the recording ingest's start a file's ctime must be to be trusted.
 /// Generous against coarse filesystem clocks (1–2 s on some network and FAT filesystems).
@@ -60,6 +62,7 @@ impl Record {
 #[derive(Debug, Default)]
 pub struct StatIndex {
     started_ns: i64,
+    gc_generation: u64,
     records: HashMap<Box<[u8]>, Record>,
 }
 
@@ -86,6 +89,11 @@ impl StatIndex {
         }
     }
 
+    /// The store's GC generation when this index was recorded.
+    pub fn gc_generation(&self) -> u64 {
+        self.gc_generation
+    }
+
     pub fn len(&self) -> usize {
         self.records.len()
     }
@@ -106,20 +114,25 @@ impl StatIndex {
     }
 
     /// Writes an index for directory on `root_dev`, recorded by an ingest that started at
-    /// `started_ns` (wall clock, nanoseconds since the epoch).
+    /// `started_ns` (wall clock, nanoseconds since the epoch) in GC generation `gc_generation`.
     pub fn save<'a>(
         path: &Path,
         root_dev: u64,
         started_ns: i64,
-        records: impl ExactSizeIterator<Item = (&'a [u8], Record)>,
+        gc_generation: u64,
+        records: impl Iterator<Item = (&'a [u8], Record)>,
     ) -> Result<(), store::Error> {
-        let mut out = Vec::with_capacity(32 + records.len() * 120);
+        let mut out = Vec::with_capacity(1 << 20);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
         out.extend_from_slice(&root_dev.to_le_bytes());
         out.extend_from_slice(&started_ns.to_le_bytes());
-        out.extend_from_slice(&(records.len() as u64).to_le_bytes());
+        out.extend_from_slice(&gc_generation.to_le_bytes());
+        let count_at = out.len();
+        out.extend_from_slice(&0u64.to_le_bytes()); // patched below
+        let mut count = 0u64;
         for (rel, r) in records {
+            count += 1;
             out.extend_from_slice(&(rel.len() as u32).to_le_bytes());
             out.extend_from_slice(rel);
             for v in [r.dev, r.ino, r.size] {
@@ -131,6 +144,7 @@ impl StatIndex {
             out.push(u8::from(r.key.exec));
             out.extend_from_slice(r.key.hash.as_bytes());
         }
+        out[count_at..count_at + 8].copy_from_slice(&count.to_le_bytes());
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| store::Error::io("creating", dir, e))?;
         }
@@ -156,6 +170,7 @@ fn decode(bytes: &[u8], root_dev: u64) -> Option<StatIndex> {
         return None;
     }
     let started_ns = u64_at(take(8)?) as i64;
+    let gc_generation = u64_at(take(8)?);
     let count = u64_at(take(8)?);
     let mut records = HashMap::with_capacity(count.min(bytes.len() as u64 / 77) as usize);
     for _ in 0..count {
@@ -183,6 +198,7 @@ fn decode(bytes: &[u8], root_dev: u64) -> Option<StatIndex> {
     }
     (pos == bytes.len()).then_some(StatIndex {
         started_ns,
+        gc_generation,
         records,
     })
 }

@@ -141,12 +141,16 @@ pub fn ingest(
     } else {
         StatIndex::default()
     };
-    tracing::debug!(records = index.len(), "loaded stat index");
+    // Read before walking: a gc that runs after this ingest ends cannot matter to it, and none
+    // can run during it (we hold the lock shared).
+    let gc_generation = store.gc_generation();
+    tracing::debug!(records = index.len(), elapsed = ?started.elapsed(), "loaded stat index");
 
     let shared = Shared {
         store,
         root: &root,
         index: &index,
+        blobs_unchanged_since_index: !index.is_empty() && index.gc_generation() == gc_generation,
         on_unreadable: opts.on_unreadable,
         progress,
         failed: AtomicBool::new(false),
@@ -157,6 +161,7 @@ pub fn ingest(
         unchanged: AtomicU64::new(0),
     };
     walker(&root, &output, opts)?.visit(&mut VisitorBuilder { shared: &shared });
+    tracing::debug!(elapsed = ?started.elapsed(), "walked");
 
     let mut errors = shared
         .errors
@@ -172,35 +177,44 @@ pub fn ingest(
         .into_inner()
         .unwrap_or_else(|p| p.into_inner());
     let mut entries = Vec::new();
-    let mut records = Vec::new();
     let mut skipped = Vec::new();
     for batch in results {
         entries.extend(batch.entries);
-        records.extend(batch.records);
         skipped.extend(batch.skipped);
     }
+    // Sorted here, so the index is written in tree order and from_entries finds them sorted.
+    entries.sort_unstable_by(|a: &(Entry, Option<Record>), b| {
+        crate::manifest::canonical_order(&a.0.path, &b.0.path)
+    });
+    if opts.use_index {
+        let saved = StatIndex::save(
+            &index_path,
+            root_meta.dev(),
+            started_ns,
+            gc_generation,
+            entries
+                .iter()
+                .filter_map(|(e, r)| Some((e.path.as_slice(), (*r)?))),
+        );
+        if let Err(e) = saved {
+            // Only a cache: the next ingest reads everything again.
+            tracing::warn!("could not save the stat index: {e}");
+        }
+        tracing::debug!(elapsed = ?started.elapsed(), "saved stat index");
+    }
+    let entries: Vec<Entry> = entries.into_iter().map(|(e, _)| e).collect();
     skipped.sort_by(|a: &Skipped, b| a.path.cmp(&b.path));
     let manifest = Manifest::from_entries(entries).map_err(|(path, reason)| Error::Output {
         path: output.clone(),
         reason: format!("entry {:?}: {reason}", display_path(&path)),
     })?;
 
+    tracing::debug!(elapsed = ?started.elapsed(), "built manifest");
     store.sync()?;
+    tracing::debug!(elapsed = ?started.elapsed(), "synced blobs");
     let id = manifest.write(&output)?;
     store.register_root(&output)?;
-    if opts.use_index || !records.is_empty() {
-        let saved = StatIndex::save(
-            &index_path,
-            root_meta.dev(),
-            started_ns,
-            records.iter().map(|(rel, r)| (rel.as_slice(), *r)),
-        );
-        if let Err(e) = saved {
-            // Only a cache: the next ingest reads everything again.
-            tracing::warn!("could not save the stat index: {e}");
-        }
-    }
-
+    tracing::debug!(elapsed = ?started.elapsed(), "wrote manifest");
     let mut report = Report {
         manifest_id: id.to_string(),
         output,
@@ -301,6 +315,8 @@ struct Shared<'a> {
     store: &'a Store,
     root: &'a Path,
     index: &'a StatIndex,
+    /// No `gc --run` has deleted blobs since the index was written: its blobs all exist.
+    blobs_unchanged_since_index: bool,
     on_unreadable: OnUnreadable,
     progress: &'a (dyn Fn(u64) + Sync),
     failed: AtomicBool,
@@ -314,8 +330,8 @@ struct Shared<'a> {
 /// One walker thread's results, handed over when the thread finishes.
 #[derive(Default)]
 struct Batch {
-    entries: Vec<Entry>,
-    records: Vec<(Vec<u8>, Record)>,
+    /// Entries, with the stat record of each file.
+    entries: Vec<(Entry, Option<Record>)>,
     skipped: Vec<Skipped>,
 }
 
@@ -431,23 +447,19 @@ impl Visitor<'_, '_> {
             return Ok(WalkState::Continue);
         };
         if file_type.is_dir() {
-            self.batch.entries.push(Entry {
-                path: rel,
-                kind: Kind::Dir,
-            });
+            self.batch.entries.push((Entry { path: rel, kind: Kind::Dir }, None));
         } else if file_type.is_symlink() {
             let target =
                 fs::read_link(path).map_err(|e| Problem::Unreadable(path.to_path_buf(), e))?;
-            self.batch.entries.push(Entry {
-                path: rel,
-                kind: Kind::Symlink {
-                    target: target.as_os_str().as_bytes().to_vec(),
-                },
-            });
+            let kind = Kind::Symlink {
+                target: target.as_os_str().as_bytes().to_vec(),
+            };
+            self.batch.entries.push((Entry { path: rel, kind }, None));
         } else if file_type.is_file() {
             let (kind, record) = self.ingest_file(path, &rel)?;
-            self.batch.records.push((rel.clone(), record));
-            self.batch.entries.push(Entry { path: rel, kind });
+            self.batch
+                .entries
+                .push((Entry { path: rel, kind }, Some(record)));
         } else {
             let what = if file_type.is_fifo() {
                 "fifo"
@@ -474,7 +486,7 @@ impl Visitor<'_, '_> {
         if !shared.index.is_empty() {
             let meta = fs::symlink_metadata(path).map_err(unreadable)?;
             if let Some(key) = shared.index.lookup(rel, &meta)
-                && shared.store.contains(&key)
+                && (shared.blobs_unchanged_since_index || shared.store.contains(&key))
             {
                 shared.unchanged.fetch_add(1, Ordering::Relaxed);
                 (shared.progress)(meta.size());
@@ -490,7 +502,9 @@ impl Visitor<'_, '_> {
             let file = store::open_source(path).map_err(unreadable)?;
             let before = file.metadata().map_err(unreadable)?;
             let exec = before.mode() & 0o111 != 0;
-            let (key, size, inserted) = self.store_file(&file, &before, exec, path)?;
+            let Some((key, size, inserted)) = self.store_file(&file, &before, exec, path)? else {
+                continue; // shrank while being read
+            };
             let after = file.metadata().map_err(unreadable)?;
             if Record::new(&before, key) != Record::new(&after, key) || size != after.size() {
                 tracing::debug!(path = %path.display(), "changed while being read; reading again");
@@ -513,28 +527,40 @@ impl Visitor<'_, '_> {
         }))
     }
 
+    /// Stores one open file; `None` if it turned out shorter than `fstat` said (it is being
+    /// written: the caller reads it again). Growth is caught by the caller's second `fstat`.
     fn store_file(
         &mut self,
         file: &File,
         meta: &Metadata,
         exec: bool,
         path: &Path,
-    ) -> Result<(BlobKey, u64, Inserted), Problem> {
+    ) -> Result<Option<(BlobKey, u64, Inserted)>, Problem> {
         let store = self.shared.store;
         let fatal = |e: store::Error| Problem::Fatal(e.into());
         if meta.size() <= SMALL_FILE_LIMIT {
-            self.buf.clear();
-            Read::take(file, SMALL_FILE_LIMIT + 1)
-                .read_to_end(&mut self.buf)
-                .map_err(|e| Problem::Unreadable(path.to_path_buf(), e))?;
+            // Exactly one read(2) for the expected size.
+            self.buf.resize(meta.size() as usize, 0);
+            match Read::read_exact(&mut { file }, &mut self.buf) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+                Err(e) => return Err(Problem::Unreadable(path.to_path_buf(), e)),
+            }
             let hash = blake3::hash(&self.buf);
             let inserted = store.insert_bytes(hash, exec, &self.buf).map_err(fatal)?;
-            return Ok((BlobKey { hash, exec }, self.buf.len() as u64, inserted));
+            return Ok(Some((
+                BlobKey { hash, exec },
+                self.buf.len() as u64,
+                inserted,
+            )));
         }
         if let Some(done) = store.insert_reflink(exec, file).map_err(fatal)? {
-            return Ok(done);
+            return Ok(Some(done));
         }
-        store.insert_reader(exec, &mut { file }).map_err(fatal)
+        store
+            .insert_reader(exec, &mut { file })
+            .map(Some)
+            .map_err(fatal)
     }
 }
 

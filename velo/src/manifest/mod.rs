@@ -181,7 +181,11 @@ pub enum ReadError {
 /// contents (`a`, `a/b`, `a.txt`) and makes the order a depth-first walk of the tree.
 pub fn canonical_order(a: &[u8], b: &[u8]) -> Ordering {
     let rank = |c: u8| if c == b'/' { 0u16 } else { u16::from(c) + 1 };
-    a.iter().map(|&c| rank(c)).cmp(b.iter().map(|&c| rank(c)))
+    // Only the first differing byte matters; up to it the paths are equal.
+    match a.iter().zip(b).position(|(x, y)| x != y) {
+        Some(i) => rank(a[i]).cmp(&rank(b[i])),
+        None => a.len().cmp(&b.len()),
+    }
 }
 
 /// Checks one path on its own: relative, normalized, no NUL.
@@ -210,14 +214,15 @@ struct Validator {
     /// The directories on the path from the root to the previous entry (a depth-first stack),
     /// which in canonical order is all a parent check needs.
     dirs: Vec<Vec<u8>>,
-    previous: Option<Vec<u8>>,
+    /// The previous entry's path (a reused buffer: no allocation per entry).
+    previous: Vec<u8>,
 }
 
 impl Validator {
     fn push(&mut self, entry: &Entry) -> Result<(), InvalidEntry> {
         check_path(&entry.path)?;
-        if let Some(prev) = &self.previous {
-            match canonical_order(prev, &entry.path) {
+        if !self.previous.is_empty() {
+            match canonical_order(&self.previous, &entry.path) {
                 Ordering::Less => {}
                 Ordering::Equal => return Err(InvalidEntry::Duplicate),
                 Ordering::Greater => return Err(InvalidEntry::Unsorted),
@@ -242,7 +247,8 @@ impl Validator {
         if entry.kind == Kind::Dir {
             self.dirs.push(entry.path.clone());
         }
-        self.previous = Some(entry.path.clone());
+        self.previous.clear();
+        self.previous.extend_from_slice(&entry.path);
         Ok(())
     }
 }
@@ -290,6 +296,20 @@ mod tests {
             .unwrap();
         let paths: Vec<_> = m.entries().iter().map(|e| display_path(&e.path)).collect();
         assert_eq!(paths, ["a", "a/b", "a-b", "a.txt"]);
+    }
+
+    #[test]
+    fn canonical_order_is_componentwise() {
+        // The fast comparison must agree with comparing component lists.
+        let paths: [&[u8]; 9] = [
+            b"a", b"a/b", b"a.txt", b"a-b", b"ab", b"a/b/c", b"a/\xff", b"b", b"\x01",
+        ];
+        for x in paths {
+            for y in paths {
+                let slow = x.split(|&c| c == b'/').cmp(y.split(|&c| c == b'/'));
+                assert_eq!(canonical_order(x, y), slow, "{x:?} vs {y:?}");
+            }
+        }
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //!   lock                  flock(2) target: ingest holds it shared, `gc --run` exclusive
 //!   blobs/ab/ab12…ef      a blob: read-only (0444), named by the BLAKE3 of its content
 //!   blobs/ab/ab12…ef.x    the same content as an executable blob (0555)
-//!   tmp/                  blobs being written; anything here is garbage once no ingest runs
+//!   tmp/                  named temporary blobs, only where O_TMPFILE is unavailable; anything
+//!                         here is garbage once no ingest runs
 //!   roots/<hash>          GC roots: one file per registered manifest, holding its path
 //!   index/<hash>          re-ingest stat indexes, one per ingested directory (see `ingest::index`)
 //!   gc-generation         bumped by every `gc --run` that deleted blobs
@@ -27,27 +28,28 @@
 //!
 //! # Crash safety
 //!
-//! A blob is written to a temporary file under `tmp/`, given its final mode, and renamed into
-//! place with `RENAME_NOREPLACE`: a killed process leaves at worst a stray temporary file, never
-//! a partial blob under a real name, and an existing blob is never replaced. Durability is a
+//! A blob is written to an anonymous `O_TMPFILE` inode, given its final mode, and only then
+//! named with `linkat` (see [`write`]): a killed process leaves no partial blob under a real name
+//! and no temporary file, and an existing blob is never replaced. Durability is a
 //! [`Durability`] choice: fsync every blob, or one `syncfs(2)` for the whole batch before the
 //! manifest that references the batch is written (the default; see `cargo xtask bench store`).
 
 mod lock;
 mod roots;
+mod write;
 
 pub use lock::{LockMode, StoreLock};
 pub use roots::Root;
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use blake3::Hash;
 
@@ -196,6 +198,11 @@ pub struct Store {
     /// Set once the store's filesystem has refused a reflink, so later large files go straight
     /// to copying instead of creating a temporary file for nothing.
     no_reflink: Arc<AtomicBool>,
+    /// Set once `O_TMPFILE` + `linkat` has proved unusable here; blobs then go through named
+    /// temporary files in `tmp/`.
+    no_tmpfile: Arc<AtomicBool>,
+    /// Bits the process umask clears; blobs whose mode it would change get an `fchmod`.
+    umask: u32,
 }
 
 impl Store {
@@ -239,11 +246,7 @@ impl Store {
             }
             Err(e) => return Err(Error::io("reading", marker, e)),
         }
-        Ok(Store {
-            root: root.to_path_buf(),
-            durability: Durability::default(),
-            no_reflink: Arc::default(),
-        })
+        Ok(Store::handle(root))
     }
 
     /// Opens an existing store without creating anything; [`Error::Missing`] if there is none.
@@ -264,11 +267,19 @@ impl Store {
             }
             Err(e) => return Err(Error::io("reading", marker, e)),
         }
-        Ok(Store {
-            root: root.to_path_buf(),
+        Ok(Store::handle(root))
+    }
+
+    fn handle(root: &Path) -> Store {
+        // Absolute once, so no later call resolves a relative path again (getcwd per blob).
+        let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+        Store {
+            root,
             durability: Durability::default(),
             no_reflink: Arc::default(),
-        })
+            no_tmpfile: Arc::new(AtomicBool::new(!Path::new("/proc/self/fd").is_dir())),
+            umask: write::process_umask(),
+        }
     }
 
     pub fn with_durability(mut self, durability: Durability) -> Store {
@@ -302,159 +313,39 @@ impl Store {
         fs::symlink_metadata(self.blob_path(key)).is_ok()
     }
 
-    /// Stores `data`, whose BLAKE3 the caller has computed as `hash`.
-    pub fn insert_bytes(&self, hash: Hash, exec: bool, data: &[u8]) -> Result<Inserted> {
-        let key = BlobKey { hash, exec };
-        if self.contains(&key) {
-            return Ok(Inserted::Existing);
-        }
-        let mut tmp = self.temp_file()?;
-        tmp.as_file_mut()
-            .write_all(data)
-            .map_err(|e| Error::io("writing", tmp.path(), e))?;
-        self.publish(tmp, key)
-    }
-
-    /// Streams `reader` into a temporary file while hashing it, then publishes the blob.
-    /// The content is read exactly once, and what is stored is exactly what was hashed.
-    pub fn insert_reader(
-        &self,
-        exec: bool,
-        reader: &mut dyn Read,
-    ) -> Result<(BlobKey, u64, Inserted)> {
-        let mut tmp = self.temp_file()?;
-        let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut size = 0u64;
-        loop {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::io("reading source for", tmp.path(), e)),
-            };
-            let chunk = &buf[..n];
-            hasher.update(chunk);
-            tmp.as_file_mut()
-                .write_all(chunk)
-                .map_err(|e| Error::io("writing", tmp.path(), e))?;
-            size += n as u64;
-        }
-        let key = BlobKey {
-            hash: hasher.finalize(),
-            exec,
-        };
-        if self.contains(&key) {
-            return Ok((key, size, Inserted::Existing));
-        }
-        Ok((key, size, self.publish(tmp, key)?))
-    }
-
-    /// Tries to reflink `source` into a temporary file (btrfs, XFS, …) and publishes it after
-    /// hashing the private clone. Returns `None` when the filesystem cannot clone, so the
-    /// caller falls back to copying.
-    pub fn insert_reflink(
-        &self,
-        exec: bool,
-        source: &File,
-    ) -> Result<Option<(BlobKey, u64, Inserted)>> {
-        if self.no_reflink.load(Ordering::Relaxed) {
-            return Ok(None);
-        }
-        let tmp = self.temp_file()?;
-        // SAFETY: FICLONE takes the source descriptor as its argument; both fds are open.
-        let rc =
-            unsafe { libc::ioctl(tmp.as_file().as_raw_fd(), libc::FICLONE, source.as_raw_fd()) };
-        if rc != 0 {
-            let err = io::Error::last_os_error();
-            // Unsupported here (ext4, tmpfs) or across filesystems: remember it. Other errors
-            // (a busy file, say) may be specific to this file.
-            if matches!(
-                err.raw_os_error(),
-                Some(libc::EOPNOTSUPP | libc::ENOTTY | libc::EXDEV | libc::EINVAL | libc::ENOSYS)
-            ) {
-                self.no_reflink.store(true, Ordering::Relaxed);
-            }
-            return Ok(None);
-        }
-        // The clone is private to us, so hashing it cannot race a writer of the source.
-        let mut reader = tmp
-            .reopen()
-            .map_err(|e| Error::io("reopening", tmp.path(), e))?;
-        let mut hasher = blake3::Hasher::new();
-        let size =
-            io::copy(&mut reader, &mut hasher).map_err(|e| Error::io("hashing", tmp.path(), e))?;
-        let key = BlobKey {
-            hash: hasher.finalize(),
-            exec,
-        };
-        if self.contains(&key) {
-            return Ok(Some((key, size, Inserted::Existing)));
-        }
-        Ok(Some((key, size, self.publish(tmp, key)?)))
-    }
-
-    fn temp_file(&self) -> Result<tempfile::NamedTempFile> {
-        let dir = self.dir("tmp");
-        match tempfile::Builder::new().prefix("blob-").tempfile_in(&dir) {
-            Ok(f) => Ok(f),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
-                tempfile::Builder::new()
-                    .prefix("blob-")
-                    .tempfile_in(&dir)
-                    .map_err(|e| Error::io("creating temporary file in", &dir, e))
-            }
-            Err(e) => Err(Error::io("creating temporary file in", &dir, e)),
-        }
-    }
-
-    /// Gives a finished temporary file its blob mode and renames it into place without
-    /// replacing an existing blob.
-    fn publish(&self, tmp: tempfile::NamedTempFile, key: BlobKey) -> Result<Inserted> {
-        tmp.as_file()
-            .set_permissions(fs::Permissions::from_mode(key.mode()))
-            .map_err(|e| Error::io("setting mode of", tmp.path(), e))?;
-        if self.durability == Durability::PerBlob {
-            tmp.as_file()
-                .sync_all()
-                .map_err(|e| Error::io("syncing", tmp.path(), e))?;
-        }
-        let dest = self.blob_path(&key);
-        let tmp = match tmp.persist_noclobber(&dest) {
-            Ok(_) => return Ok(Inserted::New),
-            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
-                return Ok(Inserted::Existing);
-            }
-            Err(e) if e.error.kind() == io::ErrorKind::NotFound => e.file,
-            Err(e) => return Err(Error::io("renaming blob into", &dest, e.error)),
-        };
-        // First blob of this shard: create the shard directory and try once more.
-        let shard = dest.parent().unwrap_or(&self.root);
-        fs::create_dir_all(shard).map_err(|e| Error::io("creating", shard, e))?;
-        match tmp.persist_noclobber(&dest) {
-            Ok(_) => Ok(Inserted::New),
-            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => Ok(Inserted::Existing),
-            Err(e) => Err(Error::io("renaming blob into", &dest, e.error)),
-        }
-    }
-
     /// Makes every blob written so far durable, as [`Durability`] asks. Call before writing a
     /// manifest that references them.
     pub fn sync(&self) -> Result<()> {
-        if self.durability != Durability::Batch {
-            return Ok(());
+        match self.durability {
+            Durability::None => Ok(()),
+            Durability::Batch => {
+                let dir =
+                    File::open(&self.root).map_err(|e| Error::io("opening", &self.root, e))?;
+                // SAFETY: plain syscall on an owned, open descriptor.
+                if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+                    return Err(Error::io(
+                        "syncing filesystem of",
+                        &self.root,
+                        io::Error::last_os_error(),
+                    ));
+                }
+                Ok(())
+            }
+            // Each blob's data was synced before it was named; the names live in the shards.
+            Durability::PerBlob => {
+                let blobs = self.dir("blobs");
+                let Ok(shards) = fs::read_dir(&blobs) else {
+                    return Ok(());
+                };
+                for shard in shards.flatten() {
+                    let path = shard.path();
+                    File::open(&path)
+                        .and_then(|d| d.sync_all())
+                        .map_err(|e| Error::io("syncing", &path, e))?;
+                }
+                Ok(())
+            }
         }
-        let dir = File::open(&self.root).map_err(|e| Error::io("opening", &self.root, e))?;
-        // SAFETY: plain syscall on an owned, open descriptor.
-        if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
-            return Err(Error::io(
-                "syncing filesystem of",
-                &self.root,
-                io::Error::last_os_error(),
-            ));
-        }
-        Ok(())
     }
 
     /// Every blob on disk. Files in `blobs/` whose names are not blob names are skipped.
