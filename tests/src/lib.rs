@@ -288,7 +288,7 @@ impl Rng {
         Rng(seed | 1)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -296,7 +296,7 @@ impl Rng {
     }
 
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.next_u64() % n.max(1)
     }
 }
 
@@ -315,7 +315,7 @@ pub fn generate_tree(root: &Path, files: usize, seed: u64) {
                 .collect(),
             _ => {
                 let len = rng.below(8192) as usize;
-                (0..len).map(|_| rng.next() as u8).collect()
+                (0..len).map(|_| rng.next_u64() as u8).collect()
             }
         };
         fs::write(&path, content).expect("write");

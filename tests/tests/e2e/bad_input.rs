@@ -135,6 +135,20 @@ fn unreadable_file_is_fatal_by_default_and_skippable() {
 }
 
 #[test]
+fn unreadable_root_directory() {
+    let env = Env::new();
+    env.open_to_everyone();
+    env.write("locked/a", "x");
+    fs::set_permissions(env.path().join("locked"), fs::Permissions::from_mode(0o000)).unwrap();
+    env.velo(["ingest", "locked", "-o", "l.velo"])
+        .unprivileged()
+        .fails()
+        .stderr_has(&["cannot ingest locked", "Permission denied"]);
+    assert!(!env.store().exists(), "the store is not even created");
+    fs::set_permissions(env.path().join("locked"), fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
 fn unreadable_directory_is_fatal_by_default_and_skippable() {
     let env = Env::new();
     with_unreadable(&env, "t/sub/locked", true);

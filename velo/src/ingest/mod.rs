@@ -447,7 +447,13 @@ impl Visitor<'_, '_> {
             return Ok(WalkState::Continue);
         };
         if file_type.is_dir() {
-            self.batch.entries.push((Entry { path: rel, kind: Kind::Dir }, None));
+            self.batch.entries.push((
+                Entry {
+                    path: rel,
+                    kind: Kind::Dir,
+                },
+                None,
+            ));
         } else if file_type.is_symlink() {
             let target =
                 fs::read_link(path).map_err(|e| Problem::Unreadable(path.to_path_buf(), e))?;

@@ -56,6 +56,9 @@ use blake3::Hash;
 /// First line of the `velo-store` marker file; the number is the on-disk format version.
 const MARKER: &str = "velo store 1\n";
 
+/// Prefix of the temporary files [`write_atomic`] renames into place.
+const TEMP_PREFIX: &str = ".velo-tmp-";
+
 /// Files up to this size are read into memory, hashed, and written only if the blob is new.
 /// Larger ones are hashed while they are copied to a temporary file, so they are read once.
 pub const SMALL_FILE_LIMIT: u64 = 4 << 20;
@@ -235,12 +238,20 @@ impl Store {
         match fs::read_to_string(&marker) {
             Ok(found) => check_marker(root, found)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let mut entries = fs::read_dir(root)
+                // Empty, or holding only the temporary marker of a creation that was killed.
+                let entries = fs::read_dir(root)
                     .map_err(|e| Error::io("reading store directory", root, e))?;
-                if entries.next().is_some() {
-                    return Err(Error::NotAStore {
-                        path: root.to_path_buf(),
-                    });
+                for entry in entries {
+                    let entry = entry.map_err(|e| Error::io("reading store directory", root, e))?;
+                    if !entry
+                        .file_name()
+                        .as_encoded_bytes()
+                        .starts_with(TEMP_PREFIX.as_bytes())
+                    {
+                        return Err(Error::NotAStore {
+                            path: root.to_path_buf(),
+                        });
+                    }
                 }
                 write_atomic(&marker, MARKER.as_bytes(), true)?;
             }
@@ -381,7 +392,7 @@ impl Store {
                 });
             }
         }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out.sort_by_key(|b| b.key);
         Ok(out)
     }
 
@@ -477,7 +488,7 @@ pub fn write_atomic(path: &Path, data: &[u8], durable: bool) -> Result<()> {
         _ => Path::new("."),
     };
     let mut tmp = tempfile::Builder::new()
-        .prefix(".velo-tmp-")
+        .prefix(TEMP_PREFIX)
         .tempfile_in(dir)
         .map_err(|e| Error::io("creating temporary file in", dir, e))?;
     tmp.as_file_mut()
@@ -514,4 +525,30 @@ pub fn open_source(path: &Path) -> io::Result<File> {
 /// Lossless conversion of raw bytes into a path (Unix paths are bytes).
 pub fn bytes_to_path(bytes: &[u8]) -> PathBuf {
     PathBuf::from(OsString::from_vec(bytes.to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_creation_killed_before_its_marker_was_renamed_can_be_resumed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        fs::create_dir(&root).unwrap();
+        fs::write(root.join(format!("{TEMP_PREFIX}abc123")), "").unwrap();
+        Store::open_or_create(&root).unwrap();
+        assert_eq!(fs::read_to_string(root.join("velo-store")).unwrap(), MARKER);
+    }
+
+    #[test]
+    fn a_directory_with_other_files_is_never_taken_for_a_store() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+        assert!(matches!(
+            Store::open_or_create(dir.path()),
+            Err(Error::NotAStore { .. })
+        ));
+        assert!(!dir.path().join("velo-store").exists());
+    }
 }

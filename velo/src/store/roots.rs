@@ -50,7 +50,11 @@ impl Store {
         for entry in entries {
             let entry = entry.map_err(|e| Error::io("listing", &dir, e))?;
             let registration = entry.path();
-            if entry.file_name().as_bytes().starts_with(b".velo-tmp-") {
+            if entry
+                .file_name()
+                .as_bytes()
+                .starts_with(super::TEMP_PREFIX.as_bytes())
+            {
                 continue;
             }
             let bytes =

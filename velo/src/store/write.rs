@@ -306,3 +306,87 @@ pub(super) fn process_umask() -> u32 {
         })
         .unwrap_or(0o777)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::Ordering;
+
+    use super::super::{Durability, Inserted, Store};
+
+    fn stores() -> Vec<(tempfile::TempDir, Store)> {
+        [false, true]
+            .into_iter()
+            .flat_map(|named| {
+                [Durability::None, Durability::Batch, Durability::PerBlob].map(|d| {
+                    let dir = tempfile::tempdir().unwrap();
+                    let store = Store::open_or_create(&dir.path().join("s"))
+                        .unwrap()
+                        .with_durability(d);
+                    store.no_tmpfile.store(named, Ordering::Relaxed);
+                    (dir, store)
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_write_path_stores_exact_content_with_the_blob_mode() {
+        for (_dir, store) in stores() {
+            let data = b"hello blob";
+            let hash = blake3::hash(data);
+            assert_eq!(
+                store.insert_bytes(hash, false, data).unwrap(),
+                Inserted::New
+            );
+            assert_eq!(
+                store.insert_bytes(hash, false, data).unwrap(),
+                Inserted::Existing
+            );
+            assert_eq!(store.insert_bytes(hash, true, data).unwrap(), Inserted::New);
+            let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+            let (key, size, inserted) = store.insert_reader(true, &mut &big[..]).unwrap();
+            assert_eq!(
+                (key.hash, size, inserted),
+                (blake3::hash(&big), big.len() as u64, Inserted::New)
+            );
+            let (_, _, again) = store.insert_reader(true, &mut &big[..]).unwrap();
+            assert_eq!(again, Inserted::Existing);
+            store.sync().unwrap();
+
+            let blobs = store.blobs().unwrap();
+            assert_eq!(blobs.len(), 3);
+            for blob in &blobs {
+                assert_eq!(
+                    store.verify_blob(blob).unwrap(),
+                    None,
+                    "{}",
+                    blob.path.display()
+                );
+                let mode = std::fs::metadata(&blob.path).unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode, blob.key.mode());
+            }
+            assert!(
+                store.stray_temp_files().unwrap().is_empty(),
+                "no temporary file left behind"
+            );
+        }
+    }
+
+    #[test]
+    fn blob_file_names_round_trip() {
+        let key = super::super::BlobKey {
+            hash: blake3::hash(b"x"),
+            exec: true,
+        };
+        assert_eq!(
+            super::super::BlobKey::parse_file_name(&key.file_name()),
+            Some(key)
+        );
+        assert_eq!(super::super::BlobKey::parse_file_name("blob-123"), None);
+        assert_eq!(
+            super::super::BlobKey::parse_file_name(&"G".repeat(64)),
+            None
+        );
+    }
+}

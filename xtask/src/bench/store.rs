@@ -52,6 +52,31 @@ fn sync() -> Result<()> {
     exec(&mut Command::new("sync"))
 }
 
+/// Flushes dirty data and reads `tree` back into the page cache, so the next timed command
+/// starts from the same state whichever it is. Needed here because the machine's DAMON pages out
+/// anything untouched for a minute, so a tree read at the start of a run is cold minutes later.
+fn settle(tree: &Path) -> Result<()> {
+    sync()?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut stack = vec![tree.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(ft) = entry.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(entry.path());
+            } else if ft.is_file()
+                && let Ok(mut f) = fs::File::open(entry.path())
+            {
+                while matches!(f.read(&mut buf), Ok(n) if n > 0) {}
+            }
+        }
+    }
+    Ok(())
+}
+
 fn rm(path: &Path) -> Result<()> {
     if path.exists() {
         exec(Command::new("rm").arg("-rf").arg(path))?;
@@ -133,7 +158,7 @@ pub fn run(opts: &Options) -> Result<()> {
     for mode in ["none", "batch", "per-blob"] {
         let store = work.join("store-durability");
         rm(&store)?;
-        sync()?;
+        settle(&subset)?;
         let (t, json) = time(|| {
             velo.ingest(
                 &store,
@@ -192,14 +217,14 @@ fn measure_tree(velo: &Velo, work: &Path, tree: &Path, runs: usize) -> Result<Ve
     let mut unchanged = 0;
     for _ in 0..runs {
         rm(&copy)?;
-        sync()?;
+        settle(tree)?;
         cp.push(
             time(|| exec(Command::new("cp").arg("-a").arg(tree).arg(&copy)))?
                 .0
                 .as_secs_f64(),
         );
         rm(&copy)?;
-        sync()?;
+        settle(tree)?;
         cp_sync.push(
             time(|| {
                 exec(Command::new("cp").arg("-a").arg(tree).arg(&copy))?;
@@ -210,20 +235,20 @@ fn measure_tree(velo: &Velo, work: &Path, tree: &Path, runs: usize) -> Result<Ve
         );
         rm(&copy)?;
         rm(&store)?;
-        sync()?;
+        settle(tree)?;
         cold_nosync.push(
             time(|| velo.ingest(&store, tree, &manifest, &["--fsync", "none"]))?
                 .0
                 .as_secs_f64(),
         );
         rm(&store)?;
-        sync()?;
+        settle(tree)?;
         cold.push(
             time(|| velo.ingest(&store, tree, &manifest, &[]))?
                 .0
                 .as_secs_f64(),
         );
-        sync()?;
+        settle(tree)?;
         let (t, json) = time(|| velo.ingest(&store, tree, &manifest, &[]))?;
         warm.push(t.as_secs_f64());
         unchanged = json["unchanged_files"].as_u64().unwrap_or(0);
@@ -337,15 +362,18 @@ fn machine() -> Result<String> {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let kernel = output(Command::new("uname").arg("-r"))?.trim().to_owned();
     let fs_type = output(
-        Command::new("stat")
-            .args(["-f", "-c", "%T"])
+        Command::new("findmnt")
+            .args(["-no", "FSTYPE", "-T"])
             .arg(std::env::temp_dir()),
     )?
     .trim()
     .to_owned();
     Ok(format!(
-        "Machine: {cores} cores, Linux {kernel}, {fs_type} filesystem; page cache warm for every run \
-         (each timed command starts after `sync`); medians of the runs."
+        "Machine: {cores} cores, Linux {kernel}, {fs_type} filesystem. Each timed command starts \
+         after `sync` and an untimed read of the source tree, so all run with a warm page cache: \
+         this machine's DAMON pages out data untouched for a minute, which otherwise makes the \
+         first command of a round read from disk. Medians of the runs; the spread between runs \
+         on this VM is large (up to 2x), so compare ratios within one report only."
     ))
 }
 
