@@ -96,7 +96,15 @@ impl Env {
         Cmd { cmd }
     }
 
-    /// Writes files from `(relative path, content)` pairs, creating directories.
+    /// Runs `velo ingest ARGS… --json`, expects success and returns the JSON summary.
+    pub fn ingest_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["ingest"];
+        all.extend_from_slice(args);
+        all.push("--json");
+        self.velo(all).ok().json()
+    }
+
+    /// Writes `content` to `rel`, creating directories.
     pub fn write(&self, rel: &str, content: impl AsRef<[u8]>) -> PathBuf {
         let path = self.path().join(rel);
         fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");

@@ -27,14 +27,8 @@ fn same_tree_from_two_paths_has_one_id_and_one_copy() {
     let env = Env::new();
     sample_tree(&env.path().join("one"));
     sample_tree(&env.path().join("elsewhere/two"));
-    let a = env
-        .velo(["ingest", "one", "-o", "a.velo", "--json"])
-        .ok()
-        .json();
-    let b = env
-        .velo(["ingest", "elsewhere/two", "-o", "b.velo", "--json"])
-        .ok()
-        .json();
+    let a = env.ingest_json(&["one", "-o", "a.velo"]);
+    let b = env.ingest_json(&["elsewhere/two", "-o", "b.velo"]);
     assert_eq!(a["manifest_id"], b["manifest_id"]);
     assert_eq!(
         a["new_blobs"], 3,
@@ -232,14 +226,8 @@ fn excludes_gitignore_and_special_files() {
 fn manifest_written_inside_the_tree_does_not_describe_itself() {
     let env = Env::new();
     sample_tree(&env.path().join("t"));
-    let first = env
-        .velo(["ingest", "t", "-o", "t/self.velo", "--json"])
-        .ok()
-        .json();
-    let second = env
-        .velo(["ingest", "t", "-o", "t/self.velo", "--json"])
-        .ok()
-        .json();
+    let first = env.ingest_json(&["t", "-o", "t/self.velo"]);
+    let second = env.ingest_json(&["t", "-o", "t/self.velo"]);
     assert_eq!(first["manifest_id"], second["manifest_id"]);
 }
 
@@ -259,15 +247,9 @@ fn re_ingest_reads_only_changed_files() {
     // Files changed within the racy window of an ingest are never trusted, so let the tree
     // settle past it first (see velo::ingest::index::RACY_WINDOW_NS).
     std::thread::sleep(std::time::Duration::from_millis(2100));
-    let cold = env
-        .velo(["ingest", "t", "-o", "t.velo", "--json"])
-        .ok()
-        .json();
+    let cold = env.ingest_json(&["t", "-o", "t.velo"]);
     assert_eq!(cold["unchanged_files"], 0);
-    let warm = env
-        .velo(["ingest", "t", "-o", "t.velo", "--json"])
-        .ok()
-        .json();
+    let warm = env.ingest_json(&["t", "-o", "t.velo"]);
     assert_eq!(warm["unchanged_files"], warm["files"], "{warm}");
     assert_eq!(warm["manifest_id"], cold["manifest_id"]);
 
@@ -284,10 +266,7 @@ fn re_ingest_reads_only_changed_files() {
         .unwrap()
         .set_times(times)
         .unwrap();
-    let after = env
-        .velo(["ingest", "t", "-o", "t.velo", "--json"])
-        .ok()
-        .json();
+    let after = env.ingest_json(&["t", "-o", "t.velo"]);
     assert_ne!(after["manifest_id"], cold["manifest_id"]);
     assert_eq!(
         after["unchanged_files"].as_u64().unwrap(),
@@ -295,10 +274,7 @@ fn re_ingest_reads_only_changed_files() {
     );
 
     // --no-index reads everything and agrees.
-    let full = env
-        .velo(["ingest", "t", "-o", "full.velo", "--json", "--no-index"])
-        .ok()
-        .json();
+    let full = env.ingest_json(&["t", "-o", "full.velo", "--no-index"]);
     assert_eq!(full["unchanged_files"], 0);
     assert_eq!(full["manifest_id"], after["manifest_id"]);
 }
@@ -313,10 +289,7 @@ fn re_ingest_does_not_trust_a_blob_that_gc_removed() {
     fs::remove_file(env.path().join("t.velo")).unwrap();
     env.velo(["gc", "--run"]).ok();
     assert!(files_under(&env.store().join("blobs")).is_empty());
-    let again = env
-        .velo(["ingest", "t", "-o", "t.velo", "--json"])
-        .ok()
-        .json();
+    let again = env.ingest_json(&["t", "-o", "t.velo"]);
     assert_eq!(again["unchanged_files"], 0, "{again}");
     env.velo(["status", "--verify"]).ok();
 }

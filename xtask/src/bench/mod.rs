@@ -12,7 +12,7 @@ pub struct Options {
     #[arg(value_enum)]
     area: Area,
     /// Repetitions of each timed command (the median is reported).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     runs: usize,
     /// Files in the generated tree.
     #[arg(long, default_value_t = 100_000)]
