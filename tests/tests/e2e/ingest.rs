@@ -249,7 +249,18 @@ fn re_ingest_reads_only_changed_files() {
     std::thread::sleep(std::time::Duration::from_millis(2100));
     let cold = env.ingest_json(&["t", "-o", "t.velo"]);
     assert_eq!(cold["unchanged_files"], 0);
+    let stamp = |p: &str| {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::metadata(env.path().join(p)).unwrap();
+        (m.ino(), m.mtime(), m.mtime_nsec())
+    };
+    let manifest_before = stamp("t.velo");
     let warm = env.ingest_json(&["t", "-o", "t.velo"]);
+    assert_eq!(
+        stamp("t.velo"),
+        manifest_before,
+        "an identical manifest is not rewritten"
+    );
     assert_eq!(warm["unchanged_files"], warm["files"], "{warm}");
     assert_eq!(warm["manifest_id"], cold["manifest_id"]);
 

@@ -186,7 +186,13 @@ pub fn ingest(
     entries.sort_unstable_by(|a: &(Entry, Option<Record>), b| {
         crate::manifest::canonical_order(&a.0.path, &b.0.path)
     });
-    if opts.use_index {
+    let files = entries.iter().filter(|(_, r)| r.is_some()).count();
+    let unchanged = shared.unchanged.load(Ordering::Relaxed) as usize;
+    // Every file matched a record and every record a file, in the same GC generation: the
+    // index would be written back as it is.
+    let index_is_current =
+        unchanged == files && index.len() == files && shared.blobs_unchanged_since_index;
+    if opts.use_index && !index_is_current {
         let saved = StatIndex::save(
             &index_path,
             root_meta.dev(),

@@ -140,11 +140,17 @@ impl Manifest {
         })
     }
 
-    /// Writes the manifest to `path` atomically and durably.
+    /// Writes the manifest to `path` atomically and durably, unless `path` already holds
+    /// exactly these bytes (re-ingesting an unchanged tree then touches nothing).
     pub fn write(&self, path: &Path) -> Result<ManifestId, store::Error> {
         let bytes = self.encode();
-        store::write_atomic(path, &bytes, true)?;
-        Ok(ManifestId(blake3::hash(&bytes)))
+        let id = ManifestId(blake3::hash(&bytes));
+        let same = std::fs::metadata(path).is_ok_and(|m| m.len() == bytes.len() as u64)
+            && std::fs::read(path).is_ok_and(|old| old == bytes);
+        if !same {
+            store::write_atomic(path, &bytes, true)?;
+        }
+        Ok(id)
     }
 
     /// Sum of file sizes.
