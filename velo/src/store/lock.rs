@@ -20,7 +20,6 @@ pub enum LockMode {
 #[derive(Debug)]
 pub struct StoreLock {
     _file: File,
-    pub mode: LockMode,
 }
 
 impl StoreLock {
@@ -48,6 +47,6 @@ impl StoreLock {
             }
             Err(TryLockError::Error(e)) => return Err(Error::io("locking", path, e)),
         }
-        Ok(StoreLock { _file: file, mode })
+        Ok(StoreLock { _file: file })
     }
 }

@@ -168,7 +168,7 @@ impl BlobKey {
 
     /// The mode a blob of this key has on disk.
     pub fn mode(&self) -> u32 {
-        if self.exec { 0o555 } else { 0o444 }
+        blob_mode(self.exec)
     }
 }
 
@@ -176,6 +176,11 @@ impl std::fmt::Display for BlobKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.file_name())
     }
+}
+
+/// The mode of a blob on disk: read-only, executable or not.
+pub fn blob_mode(exec: bool) -> u32 {
+    if exec { 0o555 } else { 0o444 }
 }
 
 /// Whether an insert wrote a new blob or found it already present.

@@ -23,7 +23,7 @@ use std::sync::atomic::Ordering;
 
 use blake3::Hash;
 
-use super::{BlobKey, Durability, Error, Inserted, Result, Store};
+use super::{BlobKey, Durability, Error, Inserted, Result, Store, blob_mode};
 
 /// A blob being written.
 enum Pending {
@@ -145,11 +145,7 @@ impl Store {
             return self.temp_file(exec).map(Pending::Named);
         }
         let blobs = self.dir("blobs");
-        let mode = BlobKey {
-            hash: Hash::from_bytes([0; 32]),
-            exec,
-        }
-        .mode();
+        let mode = blob_mode(exec);
         let open = || {
             OpenOptions::new()
                 .write(true)
@@ -201,7 +197,7 @@ impl Store {
             other => other,
         }
         .map_err(|e| Error::io("creating temporary file in", &dir, e))?;
-        let mode = if exec { 0o555 } else { 0o444 };
+        let mode = blob_mode(exec);
         tmp.as_file()
             .set_permissions(fs::Permissions::from_mode(mode))
             .map_err(|e| Error::io("setting mode of", tmp.path(), e))?;
@@ -267,11 +263,7 @@ fn link_anonymous(file: &File, dest: &Path) -> io::Result<()> {
             libc::AT_SYMLINK_FOLLOW,
         )
     };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    check(rc)
 }
 
 /// `renameat2(RENAME_NOREPLACE)`: fails with `EEXIST` instead of replacing `to`.
@@ -287,6 +279,11 @@ fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
             libc::RENAME_NOREPLACE,
         )
     };
+    check(rc)
+}
+
+/// A libc return code as an `io::Result`.
+fn check(rc: libc::c_int) -> io::Result<()> {
     if rc == 0 {
         Ok(())
     } else {
