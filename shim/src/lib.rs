@@ -1,11 +1,44 @@
 //! `libvelo_shim.so`: velo's `LD_PRELOAD` interception layer.
 //!
-//! This crate will hold the libc entry points velo intercepts to present a project under one
-//! canonical path (`/vrift_workspace`, "inception") and, later, to serve a manifest's tree
-//! straight from the store ("Mode B"). It will also hold the **interception table**, the single
-//! source of truth naming every intercepted symbol, which arguments are paths, the direction of
-//! translation (inbound, outbound) and the raw syscalls it ends in; the tracer and `velo audit`
-//! read the same table. Hooks are held to the strictest rules in the code base: no allocation,
-//! locks, output or signal changes, errno preserved, and a straight pass-through when velo's
-//! environment variables are unset. Nothing is exported yet: the first hooks arrive with
-//! `velo inception`.
+//! Loaded into every process of a projected tree, the shim presents a project under one
+//! canonical path (`/vrift_workspace`) while all I/O happens on the physical directory
+//! ("inception", see `docs/inception.md`). It does so by exporting libc's filesystem entry points
+//! under their own names: the dynamic linker binds the program's calls to them first, and each
+//! hook translates its path arguments canonical → physical before calling the real function
+//! (found with `dlsym(RTLD_NEXT)`), or rewrites the physical paths a call returns back to
+//! canonical ones. Every export is a row of the interception table in `velo-intercept`; a test
+//! checks the built library against it both ways.
+//!
+//! Hooks run inside arbitrary programs, in signal handlers, between `vfork` and `exec`, and while
+//! allocators are starting up (jemalloc calls `readlink` from inside `malloc`), so they obey
+//! rules stricter than the rest of velo:
+//!
+//! - **no allocation, locks, output or signal changes**: paths are built in stack buffers,
+//!   configuration lives in static buffers filled once, real functions are cached in atomics.
+//!   The only heap memory touched is what an API itself promises to return (`getcwd(NULL, 0)`,
+//!   `realpath(p, NULL)`), allocated with the program's own `malloc`; `exec` and `posix_spawn`
+//!   build a patched environment in an anonymous `mmap`, which takes no lock.
+//! - **errno is preserved**: a pass-through leaves it as the real call set it; translation
+//!   failures report `ENAMETOOLONG` as the kernel would.
+//! - **pass-through when not projecting**: without `VRIFT_PHYSICAL_ROOT` every hook calls the real
+//!   function with its arguments untouched.
+//!
+//! The variadic exec entry points (`execl`, `execle`, `execlp`) are written in C (`c/variadic.c`)
+//! and exported through naked trampolines; `open`/`openat` take their optional mode as a fixed
+//! third (fourth) argument, which is ABI-compatible on Linux x86_64 and aarch64 (see
+//! [`hooks::open`]).
+
+#![cfg_attr(
+    not(target_os = "linux"),
+    allow(dead_code, reason = "hooks are Linux-only for now")
+)]
+
+mod config;
+mod path;
+mod real;
+
+#[cfg(target_os = "linux")]
+mod hooks;
+
+#[cfg(target_os = "macos")]
+mod macos;

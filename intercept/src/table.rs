@@ -1,0 +1,362 @@
+//! The interception table: every libc entry point the shim exports.
+//!
+//! One row per symbol: the platform it is exported on, which of its arguments (or its return
+//! value) are paths and which way each is translated, and the raw syscalls the call ends in on
+//! that platform. Three readers depend on it:
+//!
+//! - a test reads the dynamic symbols of the built `libvelo_shim.so` and fails if an export is
+//!   missing here or a Linux row is not exported, so the table cannot drift from the code;
+//! - the tracer (`velo trace`) maps a syscall that reached the kernel with a canonical path back
+//!   to the entry points that should have translated it ([`entry_points_for`]);
+//! - `velo audit` proposes new rows from what the tracer saw.
+//!
+//! How to add a row (docs/interception.md has the long version): write the hook in
+//! `shim/src/hooks/`, add its row here with the same argument positions, rebuild, run the tests.
+
+/// Where a symbol is exported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Platform {
+    Linux,
+    MacOs,
+}
+
+/// Which way a path crosses the hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Direction {
+    /// Canonical → physical before the call (a path the program passes in).
+    In,
+    /// Physical → canonical after the call (a path the call hands back).
+    Out,
+    /// Both: a buffer passed in and rewritten (a `mkstemp` template).
+    Both,
+}
+
+/// Where the path is: an argument (0-based) or the return value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Slot {
+    Arg(u8),
+    Return,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PathArg {
+    pub slot: Slot,
+    pub direction: Direction,
+}
+
+/// One intercepted entry point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Entry {
+    pub symbol: &'static str,
+    pub platform: Platform,
+    pub paths: &'static [PathArg],
+    /// Raw syscalls (by their kernel names) the call can end in.
+    pub syscalls: &'static [&'static str],
+    /// Whether the hook also carries the projection into a new program (`LD_PRELOAD`, the
+    /// `VRIFT_*` variables, a translated `LD_LIBRARY_PATH`).
+    pub propagates: bool,
+}
+
+impl Entry {
+    /// The overall direction: `Both` when paths cross in both directions.
+    pub fn direction(&self) -> Option<Direction> {
+        let has = |d| {
+            self.paths
+                .iter()
+                .any(|p| p.direction == d || p.direction == Direction::Both)
+        };
+        match (has(Direction::In), has(Direction::Out)) {
+            (true, true) => Some(Direction::Both),
+            (true, false) => Some(Direction::In),
+            (false, true) => Some(Direction::Out),
+            (false, false) => None,
+        }
+    }
+}
+
+const fn p(slot: Slot, direction: Direction) -> PathArg {
+    PathArg { slot, direction }
+}
+
+use Direction::{Both, In, Out};
+use Slot::{Arg, Return};
+
+// The path shapes the rows share.
+const IN0: &[PathArg] = &[p(Arg(0), In)];
+const IN1: &[PathArg] = &[p(Arg(1), In)];
+const IN2: &[PathArg] = &[p(Arg(2), In)];
+const IN0_IN1: &[PathArg] = &[p(Arg(0), In), p(Arg(1), In)];
+const IN0_IN2: &[PathArg] = &[p(Arg(0), In), p(Arg(2), In)];
+const IN1_IN3: &[PathArg] = &[p(Arg(1), In), p(Arg(3), In)];
+const TEMPLATE: &[PathArg] = &[p(Arg(0), Both)];
+const TEMPLATE_RET: &[PathArg] = &[p(Arg(0), Both), p(Return, Out)];
+const READLINK: &[PathArg] = &[p(Arg(0), In), p(Arg(1), Out)];
+const READLINKAT: &[PathArg] = &[p(Arg(1), In), p(Arg(2), Out)];
+const REALPATH: &[PathArg] = &[p(Arg(0), In), p(Arg(1), Out), p(Return, Out)];
+const CANONICALIZE: &[PathArg] = &[p(Arg(0), In), p(Return, Out)];
+const GETCWD: &[PathArg] = &[p(Arg(0), Out), p(Return, Out)];
+const RET: &[PathArg] = &[p(Return, Out)];
+const NONE: &[PathArg] = &[];
+
+const fn linux(
+    symbol: &'static str,
+    paths: &'static [PathArg],
+    syscalls: &'static [&'static str],
+) -> Entry {
+    Entry {
+        symbol,
+        platform: Platform::Linux,
+        paths,
+        syscalls,
+        propagates: false,
+    }
+}
+
+const fn linux_exec(
+    symbol: &'static str,
+    paths: &'static [PathArg],
+    syscalls: &'static [&'static str],
+) -> Entry {
+    Entry {
+        propagates: true,
+        ..linux(symbol, paths, syscalls)
+    }
+}
+
+const fn macos(
+    symbol: &'static str,
+    paths: &'static [PathArg],
+    syscalls: &'static [&'static str],
+) -> Entry {
+    Entry {
+        symbol,
+        platform: Platform::MacOs,
+        paths,
+        syscalls,
+        propagates: false,
+    }
+}
+
+const OPEN: &[&str] = &["openat", "open"];
+const STAT: &[&str] = &["newfstatat", "statx", "stat", "lstat"];
+const ACCESS: &[&str] = &["faccessat2", "faccessat", "access"];
+const UTIMES: &[&str] = &["utimensat"];
+const EXEC: &[&str] = &["execve"];
+const SPAWN: &[&str] = &["clone3", "clone", "vfork", "execve"];
+
+/// Every entry point, sorted by platform and symbol.
+pub const TABLE: &[Entry] = &[
+    linux("__fxstatat", IN2, STAT),
+    linux("__fxstatat64", IN2, STAT),
+    linux("__getcwd_chk", GETCWD, &["getcwd"]),
+    linux("__lxstat", IN1, STAT),
+    linux("__lxstat64", IN1, STAT),
+    linux("__open64_2", IN0, OPEN),
+    linux("__open_2", IN0, OPEN),
+    linux("__openat64_2", IN1, OPEN),
+    linux("__openat_2", IN1, OPEN),
+    linux("__readlink_chk", READLINK, &["readlink", "readlinkat"]),
+    linux("__readlinkat_chk", READLINKAT, &["readlinkat"]),
+    linux(
+        "__realpath_chk",
+        REALPATH,
+        &["readlink", "newfstatat", "getcwd"],
+    ),
+    linux("__xstat", IN1, STAT),
+    linux("__xstat64", IN1, STAT),
+    linux("access", IN0, ACCESS),
+    linux(
+        "canonicalize_file_name",
+        CANONICALIZE,
+        &["readlink", "newfstatat", "getcwd"],
+    ),
+    linux("chdir", IN0, &["chdir"]),
+    linux("chmod", IN0, &["fchmodat", "chmod"]),
+    linux("chown", IN0, &["fchownat", "chown"]),
+    linux("creat", IN0, OPEN),
+    linux("creat64", IN0, OPEN),
+    linux("dlmopen", IN1, OPEN),
+    linux("dlopen", IN0, OPEN),
+    linux("eaccess", IN0, ACCESS),
+    linux("euidaccess", IN0, ACCESS),
+    linux_exec("execl", IN0, EXEC),
+    linux_exec("execle", IN0, EXEC),
+    linux_exec("execlp", IN0, EXEC),
+    linux_exec("execv", IN0, EXEC),
+    linux_exec("execve", IN0, EXEC),
+    linux_exec("execveat", IN1, &["execveat"]),
+    linux_exec("execvp", IN0, EXEC),
+    linux_exec("execvpe", IN0, EXEC),
+    linux("faccessat", IN1, ACCESS),
+    linux("fchmodat", IN1, &["fchmodat", "fchmodat2"]),
+    linux("fchownat", IN1, &["fchownat"]),
+    linux_exec("fexecve", NONE, &["execveat", "execve"]),
+    linux("fopen", IN0, OPEN),
+    linux("fopen64", IN0, OPEN),
+    linux("freopen", IN0, OPEN),
+    linux("freopen64", IN0, OPEN),
+    linux("fstatat", IN1, STAT),
+    linux("fstatat64", IN1, STAT),
+    linux("futimesat", IN1, &["futimesat"]),
+    linux("get_current_dir_name", RET, &["getcwd", "newfstatat"]),
+    linux("getcwd", GETCWD, &["getcwd"]),
+    linux("getxattr", IN0, &["getxattr"]),
+    linux("lchmod", IN0, &["fchmodat", "fchmodat2"]),
+    linux("lchown", IN0, &["fchownat", "lchown"]),
+    linux("lgetxattr", IN0, &["lgetxattr"]),
+    linux("link", IN0_IN1, &["linkat", "link"]),
+    linux("linkat", IN1_IN3, &["linkat"]),
+    linux("listxattr", IN0, &["listxattr"]),
+    linux("llistxattr", IN0, &["llistxattr"]),
+    linux("lremovexattr", IN0, &["lremovexattr"]),
+    linux("lsetxattr", IN0, &["lsetxattr"]),
+    linux("lstat", IN0, STAT),
+    linux("lstat64", IN0, STAT),
+    linux("lutimes", IN0, UTIMES),
+    linux("mkdir", IN0, &["mkdirat", "mkdir"]),
+    linux("mkdirat", IN1, &["mkdirat"]),
+    linux("mkdtemp", TEMPLATE_RET, &["mkdirat", "mkdir"]),
+    linux("mkfifo", IN0, &["mknodat", "mknod"]),
+    linux("mkfifoat", IN1, &["mknodat"]),
+    linux("mknod", IN0, &["mknodat", "mknod"]),
+    linux("mknodat", IN1, &["mknodat"]),
+    linux("mkostemp", TEMPLATE, OPEN),
+    linux("mkostemp64", TEMPLATE, OPEN),
+    linux("mkostemps", TEMPLATE, OPEN),
+    linux("mkostemps64", TEMPLATE, OPEN),
+    linux("mkstemp", TEMPLATE, OPEN),
+    linux("mkstemp64", TEMPLATE, OPEN),
+    linux("mkstemps", TEMPLATE, OPEN),
+    linux("mkstemps64", TEMPLATE, OPEN),
+    linux("open", IN0, OPEN),
+    linux("open64", IN0, OPEN),
+    linux("openat", IN1, OPEN),
+    linux("openat64", IN1, OPEN),
+    linux("opendir", IN0, OPEN),
+    linux("pathconf", IN0, &["statfs"]),
+    linux_exec("posix_spawn", IN1, SPAWN),
+    linux("posix_spawn_file_actions_addchdir_np", IN1, &["chdir"]),
+    linux("posix_spawn_file_actions_addopen", IN2, OPEN),
+    linux_exec("posix_spawnp", IN1, SPAWN),
+    linux("readlink", READLINK, &["readlink", "readlinkat"]),
+    linux("readlinkat", READLINKAT, &["readlinkat"]),
+    linux("realpath", REALPATH, &["readlink", "newfstatat", "getcwd"]),
+    linux("remove", IN0, &["unlink", "rmdir", "unlinkat"]),
+    linux("removexattr", IN0, &["removexattr"]),
+    linux("rename", IN0_IN1, &["rename", "renameat", "renameat2"]),
+    linux("renameat", IN1_IN3, &["renameat", "renameat2"]),
+    linux("renameat2", IN1_IN3, &["renameat2"]),
+    linux("rmdir", IN0, &["rmdir", "unlinkat"]),
+    linux("scandir", IN0, OPEN),
+    linux("scandir64", IN0, OPEN),
+    linux("setxattr", IN0, &["setxattr"]),
+    linux("stat", IN0, STAT),
+    linux("stat64", IN0, STAT),
+    linux("statfs", IN0, &["statfs"]),
+    linux("statfs64", IN0, &["statfs"]),
+    linux("statvfs", IN0, &["statfs"]),
+    linux("statvfs64", IN0, &["statfs"]),
+    linux("statx", IN1, &["statx"]),
+    linux("symlink", IN0_IN1, &["symlinkat", "symlink"]),
+    linux("symlinkat", IN0_IN2, &["symlinkat"]),
+    linux("truncate", IN0, &["truncate"]),
+    linux("truncate64", IN0, &["truncate"]),
+    linux("unlink", IN0, &["unlink", "unlinkat"]),
+    linux("unlinkat", IN1, &["unlinkat"]),
+    linux("utime", IN0, UTIMES),
+    linux("utimensat", IN1, UTIMES),
+    linux("utimes", IN0, UTIMES),
+    // macOS (`DYLD_INSERT_LIBRARIES` + `__interpose`): the calls the seed names as critical.
+    macos("chdir", IN0, &["chdir"]),
+    macos("clonefileat", IN1_IN3, &["clonefileat"]),
+    macos("fcntl", &[p(Arg(2), Out)], &["fcntl"]),
+    macos("getattrlist", IN0, &["getattrlist"]),
+    macos("getcwd", GETCWD, &["__getcwd", "fcntl"]),
+    macos("lstat", IN0, &["lstat64"]),
+    macos("open", IN0, &["open"]),
+    macos("openat", IN1, &["openat"]),
+    macos("readlink", READLINK, &["readlink"]),
+    macos(
+        "realpath",
+        REALPATH,
+        &["lstat64", "readlink", "getattrlist"],
+    ),
+    macos("stat", IN0, &["stat64"]),
+];
+
+/// The rows exported on `platform`.
+pub fn for_platform(platform: Platform) -> impl Iterator<Item = &'static Entry> {
+    TABLE.iter().filter(move |e| e.platform == platform)
+}
+
+/// The row for `symbol` on `platform`.
+pub fn lookup(platform: Platform, symbol: &str) -> Option<&'static Entry> {
+    for_platform(platform).find(|e| e.symbol == symbol)
+}
+
+/// The entry points on `platform` that can end in `syscall` and take a path inbound: what the
+/// tracer names when a canonical path reaches the kernel through `syscall`.
+pub fn entry_points_for(platform: Platform, syscall: &str) -> impl Iterator<Item = &'static Entry> {
+    for_platform(platform).filter(move |e| {
+        e.syscalls.contains(&syscall)
+            && e.paths
+                .iter()
+                .any(|p| matches!(p.direction, Direction::In | Direction::Both))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_sorted_and_unique_per_platform() {
+        for pair in TABLE.windows(2) {
+            let (a, b) = (&pair[0], &pair[1]);
+            assert!(
+                (a.platform, a.symbol) < (b.platform, b.symbol),
+                "{:?}/{} must come before {:?}/{}",
+                a.platform,
+                a.symbol,
+                b.platform,
+                b.symbol
+            );
+        }
+    }
+
+    #[test]
+    fn every_row_names_syscalls_and_its_paths_are_consistent() {
+        for e in TABLE {
+            assert!(!e.syscalls.is_empty(), "{} names no syscall", e.symbol);
+            assert!(
+                e.direction().is_some() || e.propagates,
+                "{} has no path and propagates nothing",
+                e.symbol
+            );
+        }
+        assert_eq!(
+            lookup(Platform::Linux, "realpath").unwrap().direction(),
+            Some(Direction::Both)
+        );
+        assert_eq!(
+            lookup(Platform::Linux, "getcwd").unwrap().direction(),
+            Some(Direction::Out)
+        );
+        assert_eq!(
+            lookup(Platform::Linux, "stat").unwrap().direction(),
+            Some(Direction::In)
+        );
+    }
+
+    #[test]
+    fn syscalls_map_back_to_entry_points() {
+        let names: std::vec::Vec<_> = entry_points_for(Platform::Linux, "chdir")
+            .map(|e| e.symbol)
+            .collect();
+        assert_eq!(names, ["chdir", "posix_spawn_file_actions_addchdir_np"]);
+        assert!(
+            !entry_points_for(Platform::Linux, "getcwd").any(|e| e.symbol == "getcwd"),
+            "getcwd takes no path in"
+        );
+    }
+}

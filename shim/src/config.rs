@@ -1,0 +1,260 @@
+//! The projection this process tree runs under, read once from the environment.
+//!
+//! Filled on first use (from the library constructor, or from whichever hook runs first) into
+//! static buffers, with no allocation: `getenv` to read, raw syscalls to resolve the physical
+//! root. A state word moves `UNINIT → BUSY → ON | OFF` exactly once; hooks read the finished
+//! configuration after an acquire load. A second thread that meets `BUSY` (possible only when
+//! another library's constructor starts threads before ours runs) spins until the first is done:
+//! that short wait before `main` is the only one in the shim.
+
+use core::cell::UnsafeCell;
+use core::ffi::CStr;
+use core::sync::atomic::{AtomicU8, Ordering};
+
+use velo_intercept::env;
+use velo_intercept::translate::{self, Mapping};
+
+use crate::real::keep_errno;
+
+/// Longest root, and longest `KEY=VALUE` we keep for re-adding to a child's environment.
+pub const ROOT_MAX: usize = libc::PATH_MAX as usize;
+const ENTRY_MAX: usize = ROOT_MAX + 32;
+
+const UNINIT: u8 = 0;
+const BUSY: u8 = 1;
+const OFF: u8 = 2;
+const ON: u8 = 3;
+
+static STATE: AtomicU8 = AtomicU8::new(UNINIT);
+
+pub struct Config {
+    pub maps: [Mapping<'static>; 1],
+    /// `VRIFT_CANONICAL_ROOT=…`, `VRIFT_PHYSICAL_ROOT=…` and `LD_PRELOAD=<this library>`
+    /// (empty when this library was not found in `LD_PRELOAD`), NUL-terminated: the entries the
+    /// exec hooks add to a child's environment when it lacks them.
+    pub env_canonical: &'static [u8],
+    pub env_physical: &'static [u8],
+    pub env_preload: &'static [u8],
+    /// This library's entry in `LD_PRELOAD`, without the key.
+    pub shim: &'static [u8],
+}
+
+struct Storage {
+    canonical: [u8; ROOT_MAX],
+    physical: [u8; ROOT_MAX],
+    resolved: [u8; ROOT_MAX],
+    env_canonical: [u8; ENTRY_MAX],
+    env_physical: [u8; ENTRY_MAX],
+    env_preload: [u8; ENTRY_MAX],
+    config: Option<Config>,
+}
+
+struct Shared(UnsafeCell<Storage>);
+
+// SAFETY: written only by the thread that moved STATE to BUSY, read only after STATE is ON
+// (release/acquire), never written again.
+unsafe impl Sync for Shared {}
+
+static STORAGE: Shared = Shared(UnsafeCell::new(Storage {
+    canonical: [0; ROOT_MAX],
+    physical: [0; ROOT_MAX],
+    resolved: [0; ROOT_MAX],
+    env_canonical: [0; ENTRY_MAX],
+    env_physical: [0; ENTRY_MAX],
+    env_preload: [0; ENTRY_MAX],
+    config: None,
+}));
+
+/// The active projection, or `None` when this process is not projecting (pass-through).
+#[inline]
+pub fn get() -> Option<&'static Config> {
+    match STATE.load(Ordering::Acquire) {
+        ON => Some(finished()),
+        OFF => None,
+        _ => init(),
+    }
+}
+
+fn finished() -> &'static Config {
+    // SAFETY: STATE is ON, so `config` was written and is never written again.
+    unsafe { (*STORAGE.0.get()).config.as_ref() }.expect("config is set when STATE is ON")
+}
+
+#[cold]
+pub fn init() -> Option<&'static Config> {
+    loop {
+        match STATE.compare_exchange(UNINIT, BUSY, Ordering::Acquire, Ordering::Acquire) {
+            Ok(_) => {
+                // SAFETY: we own the storage while STATE is BUSY.
+                let on = keep_errno(|| unsafe { load(&mut *STORAGE.0.get()) });
+                STATE.store(if on { ON } else { OFF }, Ordering::Release);
+                return on.then(finished);
+            }
+            Err(ON) => return Some(finished()),
+            Err(OFF) => return None,
+            Err(_) => core::hint::spin_loop(),
+        }
+    }
+}
+
+/// Reads the environment into `s`; `false` when there is nothing to project.
+///
+/// # Safety
+/// The caller has exclusive access to `s`.
+unsafe fn load(s: &mut Storage) -> bool {
+    let Some(physical) = getenv(c"VRIFT_PHYSICAL_ROOT") else {
+        return false;
+    };
+    let canonical = getenv(c"VRIFT_CANONICAL_ROOT")
+        .filter(|c| !c.is_empty())
+        .unwrap_or(env::DEFAULT_CANONICAL_ROOT.as_bytes());
+    let (Some(canonical), Some(physical)) = (
+        copy(canonical, &mut s.canonical),
+        copy(physical, &mut s.physical),
+    ) else {
+        return false;
+    };
+    let resolved = resolve(physical, &mut s.resolved);
+    // SAFETY: the buffers live in a static and are not written again once STATE is ON.
+    let (canonical, physical, resolved): (&'static [u8], &'static [u8], Option<&'static [u8]>) = unsafe {
+        (
+            core::slice::from_raw_parts(canonical.as_ptr(), canonical.len()),
+            core::slice::from_raw_parts(physical.as_ptr(), physical.len()),
+            resolved.map(|r| core::slice::from_raw_parts(r.as_ptr(), r.len())),
+        )
+    };
+    let Some(map) = Mapping::new(canonical, physical, resolved) else {
+        return false;
+    };
+
+    let env_canonical = entry(
+        env::CANONICAL_ROOT.as_bytes(),
+        map.canonical(),
+        &mut s.env_canonical,
+    );
+    let env_physical = entry(
+        env::PHYSICAL_ROOT.as_bytes(),
+        map.physical(),
+        &mut s.env_physical,
+    );
+    let shim = getenv(c"LD_PRELOAD").and_then(find_shim).unwrap_or(&[]);
+    let env_preload = if shim.is_empty() {
+        &[][..]
+    } else {
+        entry(b"LD_PRELOAD", shim, &mut s.env_preload).unwrap_or(&[])
+    };
+    let (Some(env_canonical), Some(env_physical)) = (env_canonical, env_physical) else {
+        return false;
+    };
+    let stat = |b: &[u8]| -> &'static [u8] {
+        // SAFETY: as above.
+        unsafe { core::slice::from_raw_parts(b.as_ptr(), b.len()) }
+    };
+    s.config = Some(Config {
+        maps: [map],
+        env_canonical: stat(env_canonical),
+        env_physical: stat(env_physical),
+        env_preload: stat(env_preload),
+        shim,
+    });
+    true
+}
+
+/// The entry of a `LD_PRELOAD` list (space- or colon-separated) that is this library.
+fn find_shim(list: &'static [u8]) -> Option<&'static [u8]> {
+    let name = env::SHIM_FILE_NAME.as_bytes();
+    list.split(|&b| b == b' ' || b == b':')
+        .find(|e| *e == name || (e.ends_with(name) && e[e.len() - name.len() - 1] == b'/'))
+}
+
+/// Whether the `LD_PRELOAD` value `list` names this library.
+pub fn preload_has_shim(list: &[u8], shim: &[u8]) -> bool {
+    list.split(|&b| b == b' ' || b == b':').any(|e| e == shim)
+}
+
+fn getenv(name: &CStr) -> Option<&'static [u8]> {
+    // SAFETY: `name` is NUL-terminated; the value lives as long as the environment entry, which
+    // we copy out of before any hook returns to the program.
+    let p = unsafe { libc::getenv(name.as_ptr()) };
+    // SAFETY: getenv returns a NUL-terminated string or NULL.
+    (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_bytes())
+}
+
+fn copy<'b>(src: &[u8], buf: &'b mut [u8]) -> Option<&'b [u8]> {
+    let src = translate::trim_root(src);
+    (src.len() < buf.len()).then(|| {
+        buf[..src.len()].copy_from_slice(src);
+        buf[src.len()] = 0;
+        &buf[..src.len()]
+    })
+}
+
+/// `KEY=VALUE\0` in `buf`, returned with its NUL.
+fn entry<'b>(key: &[u8], value: &[u8], buf: &'b mut [u8]) -> Option<&'b [u8]> {
+    let len = key.len() + 1 + value.len();
+    (len < buf.len()).then(|| {
+        buf[..key.len()].copy_from_slice(key);
+        buf[key.len()] = b'=';
+        buf[key.len() + 1..len].copy_from_slice(value);
+        buf[len] = 0;
+        &buf[..=len]
+    })
+}
+
+/// `realpath(path)` without libc's allocating implementation: open it `O_PATH` and read the
+/// kernel's name for the descriptor. `None` when that fails (no `/proc`) or names the same path.
+fn resolve<'b>(path: &[u8], buf: &'b mut [u8]) -> Option<&'b [u8]> {
+    // `path` is followed by a NUL in its storage buffer (see `copy`).
+    // SAFETY: raw syscalls on valid, NUL-terminated buffers.
+    unsafe {
+        let fd = libc::syscall(
+            libc::SYS_openat,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::O_PATH | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return None;
+        }
+        let mut link = *b"/proc/self/fd/\0\0\0\0\0\0\0\0\0\0\0\0";
+        let mut digits = [0u8; 12];
+        let mut n = fd as u64;
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        let d = &digits[i..];
+        link[14..14 + d.len()].copy_from_slice(d);
+        let len = libc::syscall(
+            libc::SYS_readlinkat,
+            libc::AT_FDCWD,
+            link.as_ptr(),
+            buf.as_mut_ptr(),
+            buf.len() - 1,
+        );
+        libc::syscall(libc::SYS_close, fd);
+        if len <= 0 || len as usize >= buf.len() - 1 {
+            return None;
+        }
+        let len = len as usize;
+        buf[len] = 0;
+        let resolved = &buf[..len];
+        (resolved != path && resolved.first() == Some(&b'/')).then_some(resolved)
+    }
+}
+
+/// Reads the configuration as the library loads, so the first hook does not pay for it.
+#[cfg(target_os = "linux")]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static INIT: extern "C" fn() = {
+    extern "C" fn init_on_load() {
+        let _ = get();
+    }
+    init_on_load
+};

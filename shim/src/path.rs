@@ -1,0 +1,154 @@
+//! Translating the paths a hook receives, in stack buffers.
+//!
+//! The fast path, taken by every call when nothing is projected or the path is not canonical,
+//! is a load of the state word and a comparison that usually stops at the second byte; only a
+//! canonical path reaches the `#[cold]` functions that own a `PATH_MAX` buffer, so ordinary calls
+//! do not pay for reserving it.
+
+use core::ffi::{CStr, c_char};
+
+use velo_intercept::translate::{self, Mapping};
+
+use crate::config::{self, Config};
+use crate::real::{Fail, set_errno};
+
+pub const PATH_MAX: usize = libc::PATH_MAX as usize;
+
+/// A path buffer on the stack.
+pub type Buf = [u8; PATH_MAX];
+
+#[inline]
+fn canonical(cfg: &Config, path: *const c_char) -> Option<(&Mapping<'static>, *const u8)> {
+    if path.is_null() {
+        return None;
+    }
+    // SAFETY: `path` is a non-null C string from the program.
+    unsafe { translate::find_canonical_cstr(&cfg.maps, path.cast()) }
+}
+
+/// Writes the physical form of a canonical path into `buf`.
+fn physical(map: &Mapping, rest: *const u8, buf: &mut Buf) -> Option<*const c_char> {
+    // SAFETY: `rest` points into the program's NUL-terminated path.
+    let rest = unsafe { CStr::from_ptr(rest.cast()) }.to_bytes();
+    match translate::join(map.physical(), rest, buf) {
+        Ok(_) => Some(buf.as_ptr().cast()),
+        Err(translate::TooLong) => {
+            set_errno(libc::ENAMETOOLONG);
+            None
+        }
+    }
+}
+
+/// Calls `call` with `path` translated inbound.
+#[inline(always)]
+pub fn in1<R: Fail>(path: *const c_char, call: impl FnOnce(*const c_char) -> R) -> R {
+    if let Some(cfg) = config::get()
+        && let Some((map, rest)) = canonical(cfg, path)
+    {
+        return in1_slow(map, rest, call);
+    }
+    call(path)
+}
+
+#[cold]
+#[inline(never)]
+fn in1_slow<R: Fail>(map: &Mapping, rest: *const u8, call: impl FnOnce(*const c_char) -> R) -> R {
+    let mut buf: Buf = [0; PATH_MAX];
+    match physical(map, rest, &mut buf) {
+        Some(p) => call(p),
+        None => R::FAIL,
+    }
+}
+
+/// Calls `call` with both paths translated inbound (rename, link, symlink, …).
+#[inline(always)]
+pub fn in2<R: Fail>(
+    a: *const c_char,
+    b: *const c_char,
+    call: impl FnOnce(*const c_char, *const c_char) -> R,
+) -> R {
+    if let Some(cfg) = config::get() {
+        let (ta, tb) = (canonical(cfg, a), canonical(cfg, b));
+        if ta.is_some() || tb.is_some() {
+            return in2_slow(a, ta, b, tb, call);
+        }
+    }
+    call(a, b)
+}
+
+type Hit<'a> = Option<(&'a Mapping<'static>, *const u8)>;
+
+#[cold]
+#[inline(never)]
+fn in2_slow<R: Fail>(
+    a: *const c_char,
+    ta: Hit,
+    b: *const c_char,
+    tb: Hit,
+    call: impl FnOnce(*const c_char, *const c_char) -> R,
+) -> R {
+    let (mut buf_a, mut buf_b): (Buf, Buf) = ([0; PATH_MAX], [0; PATH_MAX]);
+    let a = match ta {
+        Some((map, rest)) => match physical(map, rest, &mut buf_a) {
+            Some(p) => p,
+            None => return R::FAIL,
+        },
+        None => a,
+    };
+    let b = match tb {
+        Some((map, rest)) => match physical(map, rest, &mut buf_b) {
+            Some(p) => p,
+            None => return R::FAIL,
+        },
+        None => b,
+    };
+    call(a, b)
+}
+
+/// For the `mkstemp` family: `template` is both read and written (its `XXXXXX` are replaced).
+/// A canonical template is translated into a buffer, `call` fills in the buffer's `XXXXXX`, and
+/// the generated tail is copied back into the program's template, whose canonical prefix stays.
+#[inline(always)]
+pub fn template<R: Fail>(template: *mut c_char, call: impl FnOnce(*mut c_char) -> R) -> R {
+    if let Some(cfg) = config::get()
+        && let Some((map, rest)) = canonical(cfg, template)
+    {
+        return template_slow(map, rest, call);
+    }
+    call(template)
+}
+
+#[cold]
+#[inline(never)]
+fn template_slow<R: Fail>(
+    map: &Mapping,
+    rest: *const u8,
+    call: impl FnOnce(*mut c_char) -> R,
+) -> R {
+    let mut buf: Buf = [0; PATH_MAX];
+    let Some(p) = physical(map, rest, &mut buf) else {
+        return R::FAIL;
+    };
+    let out = call(p.cast_mut());
+    // SAFETY: `rest` is the tail of the program's writable template, and the buffer holds the
+    // same tail, of the same length, after the physical root.
+    unsafe {
+        let len = CStr::from_ptr(rest.cast()).to_bytes().len();
+        core::ptr::copy_nonoverlapping(
+            buf.as_ptr().add(map.physical().len()),
+            rest.cast_mut(),
+            len,
+        );
+    }
+    out
+}
+
+/// Outbound: rewrites `path` (physical → canonical) into `out`. Returns the length written
+/// (without the NUL), or `None` when `path` is not under a physical root.
+pub fn to_canonical(
+    cfg: &Config,
+    path: &[u8],
+    out: &mut Buf,
+) -> Result<Option<usize>, translate::TooLong> {
+    translate::to_canonical(&cfg.maps, path, out)
+}
