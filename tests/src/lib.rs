@@ -35,6 +35,58 @@ pub fn velo_bin() -> PathBuf {
     bin
 }
 
+/// The directory holding the built binaries (`velo`, `libvelo_shim.so`, the test helpers).
+pub fn bin_dir() -> PathBuf {
+    velo_bin()
+        .parent()
+        .expect("velo lives in a directory")
+        .to_owned()
+}
+
+/// A helper binary built from `tests/src/bin/` (`shim-stress`, `shim-bench`).
+pub fn helper_bin(name: &str) -> PathBuf {
+    let bin = bin_dir().join(name);
+    assert!(
+        bin.exists(),
+        "{} does not exist: build it first (`cargo xtask test` does, or `cargo build -p velo-e2e --bins`)",
+        bin.display()
+    );
+    bin
+}
+
+/// A fixture under `tests/fixtures/`.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+/// `cp -a SRC DST`: a copy that keeps modes and mtimes (DST must not exist).
+pub fn copy_tree(src: &Path, dst: &Path) {
+    fs::create_dir_all(dst.parent().expect("parent")).expect("mkdir");
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(src)
+        .arg(dst)
+        .status()
+        .expect("cp");
+    assert!(
+        status.success(),
+        "cp -a {} {}",
+        src.display(),
+        dst.display()
+    );
+}
+
+/// Every file under `dir` whose bytes contain `needle`.
+pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .map(|f| dir.join(f))
+        .filter(|f| fs::read(f).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle)))
+        .collect()
+}
+
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
@@ -123,6 +175,56 @@ pub struct Cmd {
 }
 
 impl Cmd {
+    /// Any program, with the same failure explanations as `velo` commands.
+    pub fn new(program: impl AsRef<OsStr>) -> Cmd {
+        Cmd {
+            cmd: Command::new(program),
+        }
+    }
+
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Cmd {
+        self.cmd.arg(arg);
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Cmd
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.cmd.args(args);
+        self
+    }
+
+    pub fn dir(mut self, dir: impl AsRef<Path>) -> Cmd {
+        self.cmd.current_dir(dir);
+        self
+    }
+
+    pub fn env_remove(mut self, key: &str) -> Cmd {
+        self.cmd.env_remove(key);
+        self
+    }
+
+    /// Removes what `cargo test` and the caller's shell put in the environment that would steer
+    /// a nested cargo (target dir, flags, wrappers, the test's own `CARGO_*` and library path),
+    /// so a fixture builds the way a user's shell would build it.
+    pub fn clean_cargo_env(mut self) -> Cmd {
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            let steers = (key.starts_with("CARGO") && key != "CARGO_HOME")
+                || key.starts_with("RUST")
+                || key == "LD_LIBRARY_PATH"
+                || key == "LD_PRELOAD"
+                || key.starts_with("VRIFT_");
+            if steers && key != "RUSTUP_HOME" && key != "RUSTUP_TOOLCHAIN" {
+                self.cmd.env_remove(&*key);
+            }
+        }
+        self.cmd.env("CARGO_TERM_COLOR", "never");
+        self
+    }
+
     pub fn env(mut self, key: &str, value: impl AsRef<OsStr>) -> Cmd {
         self.cmd.env(key, value);
         self

@@ -12,10 +12,12 @@
 //! | [`status`]   | `velo status`    | store health, dedup ratio, `--verify`                     |
 //! | [`gc`]       | `velo gc`        | collecting blobs no registered manifest needs             |
 //! | [`live`]     |                  | the set of live blobs that status and gc agree on         |
+//! | [`inception`]| `velo inception` | project root, shim location, the projection's environment |
 //!
 //! Errors are typed per module (`thiserror`); the binary adds context with `anyhow`.
 
 pub mod gc;
+pub mod inception;
 pub mod ingest;
 pub mod live;
 pub mod manifest;

@@ -3,14 +3,17 @@
 //! Two checkouts of `examples/sample` at different paths (as two developers, or a developer and
 //! a CI runner, would have them) are ingested into one store. The demo shows that both give the
 //! same manifest id, that the store holds each distinct content once, and what `velo status`
-//! reports. Everything happens under `target/demo/`, which is wiped first.
+//! reports. Then both checkouts are built under `velo inception`, which projects each at
+//! `/vrift_workspace`: no physical path lands in either `target/`, and a third checkout that
+//! receives a copy of the first one's `target/` finds every unit fresh, while the same experiment
+//! without velo rebuilds. Everything happens under `target/demo/`, which is wiped first.
 
 use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result, ensure};
 
-use crate::util::{build_velo, exec, output, root};
+use crate::util::{build_velo, exec, output, root, user_cargo};
 
 #[derive(clap::Args)]
 pub struct Options {
@@ -96,6 +99,8 @@ pub fn run(opts: Options) -> Result<()> {
 
     step("velo status");
     exec(&mut velo_cmd(&["status"]))?;
+
+    inception(&velo, &work, &checkouts)?;
     println!("\ndemo finished; its files are in {}", work.display());
     Ok(())
 }
@@ -112,4 +117,113 @@ fn count_files(dir: &Path) -> Result<usize> {
         }
     }
     Ok(n)
+}
+
+/// Builds each checkout under `velo inception`, checks `target/` for physical paths, then moves
+/// a built checkout and rebuilds it with and without velo.
+fn inception(velo: &Path, work: &Path, checkouts: &[&str]) -> Result<()> {
+    let under_velo = |dir: &Path, args: &[&str]| {
+        let mut cmd = user_cargo(dir);
+        let cargo = std::mem::replace(&mut cmd, Command::new(velo));
+        cmd.current_dir(dir)
+            .args(["inception", "--", "cargo"])
+            .args(args);
+        for (key, value) in cargo.get_envs() {
+            match value {
+                Some(v) => cmd.env(key, v),
+                None => cmd.env_remove(key),
+            };
+        }
+        cmd
+    };
+    step("velo inception -- cargo build, in each checkout");
+    for checkout in checkouts {
+        let dir = work.join(checkout);
+        println!("$ cd {checkout} && velo inception -- cargo build");
+        exec(&mut under_velo(&dir, &["build", "--quiet"]))?;
+        let target = dir.join("target");
+        let leaked = files_containing(&target, dir.as_os_str().as_encoded_bytes())?;
+        let canonical = files_containing(&target, b"/vrift_workspace")?;
+        ensure!(
+            leaked.is_empty(),
+            "{} leaked into {leaked:?}",
+            dir.display()
+        );
+        println!(
+            "    {} files in target/ name /vrift_workspace, none names {}",
+            canonical.len(),
+            dir.display()
+        );
+    }
+
+    step("move a built checkout (sources and target/, mtimes kept) and build again");
+    let moved = work.join("bob/elsewhere/sample");
+    std::fs::create_dir_all(moved.parent().expect("parent"))?;
+    exec(
+        Command::new("cp")
+            .arg("-a")
+            .arg(work.join(checkouts[0]))
+            .arg(&moved),
+    )?;
+    let out = under_velo(&moved, &["build", "-v"]).output()?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (fresh, compiled) = count_units(&out.stderr);
+    println!("    with velo:    {fresh} fresh, {compiled} compiled");
+    ensure!(
+        compiled == 0,
+        "a moved checkout rebuilt under velo inception"
+    );
+
+    let native = work.join("native/sample");
+    std::fs::create_dir_all(native.parent().expect("parent"))?;
+    exec(
+        Command::new("cp")
+            .arg("-a")
+            .arg(root().join("examples/sample"))
+            .arg(&native),
+    )?;
+    exec(user_cargo(&native).args(["build", "--quiet"]))?;
+    let native_moved = work.join("native-moved/elsewhere/sample");
+    std::fs::create_dir_all(native_moved.parent().expect("parent"))?;
+    exec(Command::new("cp").arg("-a").arg(&native).arg(&native_moved))?;
+    let out = user_cargo(&native_moved).args(["build", "-v"]).output()?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (fresh, compiled) = count_units(&out.stderr);
+    println!("    without velo: {fresh} fresh, {compiled} compiled (the absolute paths moved)");
+    Ok(())
+}
+
+fn count_units(stderr: &[u8]) -> (usize, usize) {
+    let text = String::from_utf8_lossy(stderr);
+    let count = |word: &str| {
+        text.lines()
+            .filter(|l| l.trim_start().starts_with(word))
+            .count()
+    };
+    (count("Fresh"), count("Compiling"))
+}
+
+fn files_containing(dir: &Path, needle: &[u8]) -> Result<Vec<std::path::PathBuf>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            found.extend(files_containing(&path, needle)?);
+        } else if std::fs::read(&path)?
+            .windows(needle.len())
+            .any(|w| w == needle)
+        {
+            found.push(path);
+        }
+    }
+    Ok(found)
 }

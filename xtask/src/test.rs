@@ -1,4 +1,5 @@
-//! `cargo xtask test`: build every binary the end-to-end tests drive, then run all tests.
+//! `cargo xtask test`: build every binary the end-to-end tests drive (velo, `libvelo_shim.so`,
+//! the helpers in tests/src/bin), then run all tests.
 //!
 //! On CI (`CI=true`) it sets `VELO_MUST_WORK=1`, which turns every "skipped: needs root /
 //! namespaces" into a failure: on CI every test must really run.
@@ -18,11 +19,12 @@ pub struct Options {
 
 pub fn run(opts: Options) -> Result<()> {
     let cargo = env!("CARGO");
-    exec(
-        Command::new(cargo)
-            .current_dir(root())
-            .args(["build", "--workspace", "--bins"]),
-    )?;
+    exec(Command::new(cargo).current_dir(root()).args([
+        "build",
+        "--workspace",
+        "--lib",
+        "--bins",
+    ]))?;
     let mut test = Command::new(cargo);
     test.current_dir(root())
         .args(["test", "--workspace"])

@@ -36,11 +36,12 @@ pub fn output(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Builds the velo binary (`release` or dev profile) and returns its path.
+/// Builds the velo binary and the shim beside it (`release` or dev profile) and returns the
+/// binary's path.
 pub fn build_velo(release: bool) -> Result<PathBuf> {
     let mut cmd = Command::new(env!("CARGO"));
     cmd.current_dir(root())
-        .args(["build", "--quiet", "-p", "velo"]);
+        .args(["build", "--quiet", "-p", "velo", "-p", "velo-shim"]);
     if release {
         cmd.arg("--release");
     }
@@ -56,4 +57,21 @@ pub fn time<T>(f: impl FnOnce() -> Result<T>) -> Result<(Duration, T)> {
     let start = Instant::now();
     let value = f()?;
     Ok((start.elapsed(), value))
+}
+
+/// A `cargo` command for building a user's project: without the variables that running under
+/// `cargo xtask` put in the environment (target dir, flags, this package's `CARGO_*`).
+pub fn user_cargo(dir: &Path) -> Command {
+    let mut cmd = Command::new("cargo");
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if (key.starts_with("CARGO") && key != "CARGO_HOME")
+            || key.starts_with("RUSTC")
+            || key.starts_with("RUSTFLAGS")
+        {
+            cmd.env_remove(&*key);
+        }
+    }
+    cmd.current_dir(dir).env("CARGO_TERM_COLOR", "never");
+    cmd
 }

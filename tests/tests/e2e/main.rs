@@ -1,7 +1,9 @@
 //! End-to-end tests: the real `velo` binary on real trees, one module per area.
 
 mod bad_input; // every malformed input gets a clear error and changes nothing
+mod inception; // the shim under real cargo builds, tools and threads
 mod ingest; // ingest, dedup, identity of manifests, the stat index
+mod interception_table; // the shim's exports match the interception table
 mod reliability; // SIGKILL during ingest, concurrent ingest and gc
 mod reports; // snapshots of every human and JSON output
 mod store; // status, verify and gc

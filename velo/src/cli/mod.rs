@@ -1,7 +1,9 @@
 //! Command-line definitions (clap) and dispatch. Each verb's rendering is in its own module;
 //! the library never sees clap: options are converted to the library's plain structs here.
 
+mod child;
 mod gc;
+mod inception;
 mod ingest;
 mod manifest;
 mod output;
@@ -40,6 +42,7 @@ enum Command {
     Manifest(manifest::Command),
     Status(status::Args),
     Gc(gc::Args),
+    Inception(inception::Args),
 }
 
 pub fn run() -> Result<ExitCode> {
@@ -50,6 +53,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Manifest(cmd) => manifest::run(cmd),
         Command::Status(args) => status::run(&store()?, args),
         Command::Gc(args) => gc::run(&store()?, args),
+        Command::Inception(args) => inception::run(args),
     }
 }
 

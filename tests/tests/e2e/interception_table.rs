@@ -1,0 +1,60 @@
+//! The interception table and the built shim agree, both ways: every exported function is a
+//! Linux row, every Linux row is exported. Adding a hook without a row (or a row without a
+//! hook) fails here, which is what keeps the tracer and `velo audit` honest.
+
+use std::collections::BTreeSet;
+
+use velo_e2e::bin_dir;
+use velo_intercept::table::{self, Platform};
+
+fn exported_functions() -> BTreeSet<String> {
+    let path = bin_dir().join("libvelo_shim.so");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (build it: cargo build -p velo-shim)",
+            path.display()
+        )
+    });
+    let elf = goblin::elf::Elf::parse(&bytes).expect("libvelo_shim.so is an ELF file");
+    elf.dynsyms
+        .iter()
+        .filter(|s| {
+            s.st_shndx != 0
+                && s.st_type() == goblin::elf::sym::STT_FUNC
+                && s.st_bind() != goblin::elf::sym::STB_LOCAL
+        })
+        .filter_map(|s| elf.dynstrtab.get_at(s.st_name).map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn every_export_is_a_table_row_and_every_row_is_exported() {
+    let exported = exported_functions();
+    let rows: BTreeSet<String> = table::for_platform(Platform::Linux)
+        .map(|e| e.symbol.to_owned())
+        .collect();
+    let unlisted: Vec<_> = exported.difference(&rows).collect();
+    let missing: Vec<_> = rows.difference(&exported).collect();
+    assert!(
+        unlisted.is_empty() && missing.is_empty(),
+        "exported but not in velo_intercept::table: {unlisted:?}\nin the table but not exported: {missing:?}\n\
+         (docs/interception.md explains how to add a row)"
+    );
+    // The symbols the platform notes name as imported by cargo, rustc and python here.
+    for needed in [
+        "__xstat64",
+        "__lxstat64",
+        "__fxstatat64",
+        "open64",
+        "openat64",
+        "stat64",
+        "fstatat64",
+        "statx",
+        "realpath",
+        "posix_spawn_file_actions_addchdir_np",
+        "remove",
+        "execvp",
+    ] {
+        assert!(exported.contains(needed), "{needed} is not exported");
+    }
+}
