@@ -414,3 +414,114 @@ fn missing_roots_and_shims_are_explained() {
         .fails()
         .stderr_has(&["VELO_SHIM=/nonexistent/libvelo_shim.so"]);
 }
+
+#[test]
+fn library_paths_are_made_physical_for_the_loader() {
+    // The dynamic loader searches LD_LIBRARY_PATH with raw syscalls the shim never sees, so a
+    // canonical entry must be physical by the time a program starts.
+    let env = Env::new();
+    let ws = checkout(&env, "ldpath/ws");
+    let run = inception(
+        &env,
+        &ws,
+        &[
+            "env",
+            "LD_LIBRARY_PATH=/vrift_workspace/target/debug/deps:/usr/lib",
+            "sh",
+            "-c",
+            "echo \"$LD_LIBRARY_PATH\"",
+        ],
+    )
+    .ok();
+    assert_eq!(
+        run.stdout(),
+        format!("{}/target/debug/deps:/usr/lib\n", ws.display()),
+        "{}",
+        run.explain()
+    );
+}
+
+#[test]
+fn errors_keep_their_errno() {
+    let env = Env::new();
+    let ws = checkout(&env, "errno/ws");
+    let script = "import errno, os\n\
+        def code(f):\n    \
+            try: f(); return 'ok'\n    \
+            except OSError as e: return errno.errorcode[e.errno]\n\
+        print(code(lambda: os.stat('/vrift_workspace/missing')))\n\
+        print(code(lambda: os.stat('/vrift_workspace/' + 'x' * 5000)))\n\
+        print(code(lambda: os.mkdir('/vrift_workspace/app')))\n\
+        print(code(lambda: os.rmdir('/vrift_workspace/app')))\n\
+        print(code(lambda: os.readlink('/vrift_workspace/Cargo.toml')))\n\
+        print(code(lambda: os.stat('/vrift_workspace/Cargo.toml')))";
+    let run = inception(&env, &ws, &["python3", "-c", script]).ok();
+    assert_eq!(
+        run.stdout(),
+        "ENOENT\nENAMETOOLONG\nEEXIST\nENOTEMPTY\nEINVAL\nok\n",
+        "{}",
+        run.explain()
+    );
+}
+
+#[test]
+fn without_a_command_a_marked_shell_opens_projected() {
+    let env = Env::new();
+    let ws = checkout(&env, "shell/ws");
+    for shell in ["/bin/bash", "/bin/sh"] {
+        let mut cmd = env
+            .velo(["inception"])
+            .clean_cargo_env()
+            .dir(ws.join("app"))
+            .env("SHELL", shell)
+            .cmd;
+        cmd.env_remove("PS1")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"pwd\necho \"marker:$PS1\"\nexit 3\n")
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(out.status.code(), Some(3), "{shell}: {stdout}\n{stderr}");
+        assert!(
+            stdout.starts_with(&format!("{CANONICAL}/app\n")),
+            "{shell}: {stdout}\n{stderr}"
+        );
+        assert!(
+            stdout.contains("(velo /vrift_workspace)"),
+            "{shell}: {stdout}\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn physical_paths_on_a_terminal_keep_it_a_terminal() {
+    // `script` gives velo a terminal; the command must still see one (a pty) and its output
+    // must come back rewritten.
+    let env = Env::new();
+    let ws = checkout(&env, "pty/ws");
+    let inner = format!(
+        "{} inception --physical-paths -- sh -c 'test -t 1 && test -t 2 && echo tty /vrift_workspace/x'",
+        velo_e2e::velo_bin().display()
+    );
+    let run = Cmd::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .clean_cargo_env()
+        .dir(&ws)
+        .ok();
+    assert!(
+        run.stdout().contains(&format!("tty {}/x", ws.display())),
+        "{}",
+        run.explain()
+    );
+}

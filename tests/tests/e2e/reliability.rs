@@ -17,10 +17,24 @@ fn sigkill_during_ingest_leaves_a_sound_store() {
     let (mut rng, seed) = Rng::from_time();
     eprintln!("seed {seed}");
 
-    let timed = Instant::now();
-    env.velo(["--store", "timing", "ingest", "t", "-o", "timing.velo"])
-        .ok();
-    let full = timed.elapsed().as_micros() as u64;
+    // The shortest of three fresh-store ingests: other tests (cargo builds) load the machine at
+    // random moments, and a delay drawn from a slow calibration would mostly land after the end.
+    let full = (0..3)
+        .map(|i| {
+            let timed = Instant::now();
+            env.velo([
+                "--store",
+                &format!("timing-{i}"),
+                "ingest",
+                "t",
+                "-o",
+                "timing.velo",
+            ])
+            .ok();
+            timed.elapsed().as_micros() as u64
+        })
+        .min()
+        .expect("three runs");
 
     const KILLS: usize = 24;
     let mut killed_mid_run = 0;

@@ -3,7 +3,12 @@
 //! Each area prints a table of medians and ratios and writes it to `reports/bench-<area>.md`.
 //! Nothing here asserts on timings: the targets are printed next to the measurements.
 
+mod shim;
 mod store;
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::PathBuf;
 
 use anyhow::Result;
 
@@ -26,11 +31,14 @@ pub struct Options {
 enum Area {
     /// Ingest (cold and unchanged) vs `cp -a`; durability modes; hashing vs reading.
     Store,
+    /// ns per stat/open with and without the shim; cargo builds natively vs under inception.
+    Shim,
 }
 
 pub fn run(opts: Options) -> Result<()> {
     match opts.area {
         Area::Store => store::run(&opts),
+        Area::Shim => shim::run(&opts),
     }
 }
 
@@ -38,4 +46,54 @@ pub fn run(opts: Options) -> Result<()> {
 pub fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs[xs.len() / 2]
+}
+
+/// One timed command: the minimum and median over the runs. Ratios use the minimum, the run
+/// least disturbed by the machine (see the note at the top of the report).
+pub struct Row {
+    pub what: String,
+    pub min: f64,
+    pub median: f64,
+    pub note: String,
+}
+
+pub struct Times(pub Vec<f64>);
+
+impl Times {
+    pub fn min(&self) -> f64 {
+        self.0.iter().copied().fold(f64::INFINITY, f64::min)
+    }
+    pub fn median(&self) -> f64 {
+        median(self.0.clone())
+    }
+    pub fn row(&self, what: &str, note: String) -> Row {
+        Row {
+            what: what.to_owned(),
+            min: self.min(),
+            median: self.median(),
+            note,
+        }
+    }
+}
+
+pub fn write_rows(report: &mut String, rows: &[Row]) -> Result<()> {
+    writeln!(report, "| command | min s | median s | ratio (of minima) |")?;
+    writeln!(report, "|---|---:|---:|---|")?;
+    for row in rows {
+        let Row {
+            what,
+            min,
+            median,
+            note,
+        } = row;
+        writeln!(report, "| {what} | {min:.3} | {median:.3} | {note} |")?;
+    }
+    writeln!(report)?;
+    Ok(())
+}
+
+pub fn tempdir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("velo-bench-{}", std::process::id()));
+    fs::create_dir_all(&dir)?;
+    Ok(dir)
 }

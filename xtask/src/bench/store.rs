@@ -18,7 +18,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 
-use super::{Options, median};
+use super::{Options, Row, Times, tempdir, write_rows};
 use crate::util::{build_velo, exec, output, root, time};
 
 struct Velo {
@@ -82,34 +82,6 @@ fn rm(path: &Path) -> Result<()> {
         exec(Command::new("rm").arg("-rf").arg(path))?;
     }
     Ok(())
-}
-
-/// One timed command: the minimum and median over the runs. Ratios use the minimum, the run
-/// least disturbed by the machine (see the note at the top of the report).
-struct Row {
-    what: String,
-    min: f64,
-    median: f64,
-    note: String,
-}
-
-struct Times(Vec<f64>);
-
-impl Times {
-    fn min(&self) -> f64 {
-        self.0.iter().copied().fold(f64::INFINITY, f64::min)
-    }
-    fn median(&self) -> f64 {
-        median(self.0.clone())
-    }
-    fn row(&self, what: &str, note: String) -> Row {
-        Row {
-            what: what.to_owned(),
-            min: self.min(),
-            median: self.median(),
-            note,
-        }
-    }
 }
 
 pub fn run(opts: &Options) -> Result<()> {
@@ -322,22 +294,6 @@ fn measure_tree(velo: &Velo, work: &Path, tree: &Path, runs: usize) -> Result<Ve
     ])
 }
 
-fn write_rows(report: &mut String, rows: &[Row]) -> Result<()> {
-    writeln!(report, "| command | min s | median s | ratio (of minima) |")?;
-    writeln!(report, "|---|---:|---:|---|")?;
-    for row in rows {
-        let Row {
-            what,
-            min,
-            median,
-            note,
-        } = row;
-        writeln!(report, "| {what} | {min:.3} | {median:.3} | {note} |")?;
-    }
-    writeln!(report)?;
-    Ok(())
-}
-
 fn tree_size(velo: &Velo, work: &Path, tree: &Path) -> Result<(u64, u64)> {
     let store = work.join("store-size");
     let json = velo.ingest(&store, tree, &work.join("size.velo"), &["--fsync", "none"])?;
@@ -407,12 +363,6 @@ fn machine() -> Result<String> {
          varies up to 4x between runs on this VM (seen: `cp -a /usr/share` 3.6 s, then 15.3 s), so \
          ratios use the minimum of the runs, the least disturbed one; medians are shown too."
     ))
-}
-
-fn tempdir() -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("velo-bench-{}", std::process::id()));
-    fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
 
 /// xorshift64*: deterministic content without a crate.
