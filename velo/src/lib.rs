@@ -13,13 +13,17 @@
 //! | [`gc`]       | `velo gc`        | collecting blobs no registered manifest needs             |
 //! | [`live`]     |                  | the set of live blobs that status and gc agree on         |
 //! | [`inception`]| `velo inception` | project root, shim location, the projection's environment |
+//! | [`run`]      | `velo run`       | layers, link farms, the overlay and the `--isolate` sandbox |
+//! | [`doctor`]   | `velo doctor`    | what namespaces and OverlayFS this machine allows         |
 //!
 //! Errors are typed per module (`thiserror`); the binary adds context with `anyhow`.
 
+pub mod doctor;
 pub mod gc;
 pub mod inception;
 pub mod ingest;
 pub mod live;
 pub mod manifest;
+pub mod run;
 pub mod status;
 pub mod store;

@@ -4,7 +4,7 @@
 //! whole foreground group) while SIGTERM and SIGHUP sent to velo are forwarded to it.
 
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, ExitCode, ExitStatus};
+use std::process::{ExitCode, ExitStatus};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 static CHILD: AtomicI32 = AtomicI32::new(0);
@@ -28,8 +28,8 @@ pub struct Forwarding {
 }
 
 impl Forwarding {
-    pub fn start(child: &Child) -> Forwarding {
-        CHILD.store(child.id() as i32, Ordering::Relaxed);
+    pub fn start(pid: i32) -> Forwarding {
+        CHILD.store(pid, Ordering::Relaxed);
         let handler = forward as extern "C" fn(libc::c_int) as libc::sighandler_t;
         let saved = [
             (libc::SIGINT, libc::SIG_IGN),

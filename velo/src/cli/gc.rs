@@ -23,6 +23,17 @@ pub struct Args {
 
 pub fn run(store: &std::path::Path, args: Args) -> Result<ExitCode> {
     let plan = velo::gc::gc(store, args.run)?;
+    // Run directories of `velo run` processes that died without cleaning up.
+    let stale_runs = if args.run {
+        velo::run::remove_stale(store)?
+    } else {
+        0
+    };
+    if stale_runs > 0 && !args.json {
+        println!(
+            "removed {stale_runs} run directories left by velo processes that no longer exist"
+        );
+    }
     if args.json {
         output::json(&plan)?;
         return Ok(ExitCode::SUCCESS);

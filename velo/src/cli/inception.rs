@@ -147,7 +147,7 @@ fn run_rewriting(mut cmd: Command, projection: &Projection, program: &OsStr) -> 
     let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot run {}", program.to_string_lossy()))?;
-    let forwarding = child::Forwarding::start(&child);
+    let forwarding = child::Forwarding::start(child.id() as i32);
 
     let from = projection.canonical.as_os_str().as_encoded_bytes().to_vec();
     let to = projection.physical.as_os_str().as_encoded_bytes().to_vec();

@@ -2,11 +2,13 @@
 //! the library never sees clap: options are converted to the library's plain structs here.
 
 mod child;
+mod doctor;
 mod gc;
 mod inception;
 mod ingest;
 mod manifest;
 mod output;
+mod run;
 mod status;
 
 use std::path::PathBuf;
@@ -43,6 +45,8 @@ enum Command {
     Status(status::Args),
     Gc(gc::Args),
     Inception(inception::Args),
+    Run(run::Args),
+    Doctor(doctor::Args),
 }
 
 pub fn run() -> Result<ExitCode> {
@@ -54,6 +58,8 @@ pub fn run() -> Result<ExitCode> {
         Command::Status(args) => status::run(&store()?, args),
         Command::Gc(args) => gc::run(&store()?, args),
         Command::Inception(args) => inception::run(args),
+        Command::Run(args) => run::run(&store()?, args),
+        Command::Doctor(args) => doctor::run(args),
     }
 }
 

@@ -1,0 +1,374 @@
+//! `velo run [--manifest APP.velo] [--base BASE.velo]… [--isolate] -- CMD ARGS…`
+
+use std::ffi::{CString, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, ExitStatus};
+
+use anyhow::{Context, Result, bail};
+use velo::manifest::Manifest;
+use velo::run::{self, RunDir, exe, farm, layers, sandbox};
+use velo::store::Store;
+
+use super::child;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Farm for static executables (the shim cannot reach them); farm for the rest too until
+    /// shim mode lands.
+    Auto,
+    /// A link farm: hard links into the store, covered by a private overlay.
+    Farm,
+    /// Serve the tree from the store through the shim, with no directory on disk (Mode B).
+    Shim,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Net {
+    /// The host's network.
+    Host,
+    /// A private network namespace with only a loopback device, down.
+    None,
+}
+
+/// Run a command on a manifest's tree.
+///
+/// The layers (--base manifests in order, then --manifest) are merged path by path, later layers
+/// winning: a directory over a directory merges, anything else replaces what was there (a file
+/// over a directory hides everything beneath it). The tree is materialized as a link farm (hard
+/// links into the store), covered by a private overlay so that writes never reach the store, and
+/// the command runs in it. Its exit status, or death by a signal, is velo's.
+///
+/// With --isolate the command runs in a rootless sandbox: user, mount, PID, UTS and IPC
+/// namespaces, the tree as its root filesystem, a private writable layer discarded at exit, a
+/// fresh /proc, a minimal /dev and a tmpfs /tmp. You are root (uid 0) inside, nobody outside.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+velo run --manifest app.velo -- ./bin/server --port 8080\n  \
+velo run --isolate --base busybox.velo --manifest app.velo -- /bin/sh -c 'id -u'\n  \
+velo run --keep --manifest app.velo -- make test      # keep the farm and what the command wrote")]
+pub struct Args {
+    /// The manifest to run [default: the one *.velo file in the current directory]
+    #[arg(long, value_name = "APP.velo")]
+    manifest: Option<PathBuf>,
+
+    /// A base layer under the manifest (repeatable, lowest first).
+    #[arg(long = "base", value_name = "BASE.velo")]
+    bases: Vec<PathBuf>,
+
+    /// How to project the tree.
+    #[arg(long, value_enum, default_value_t = Mode::Auto)]
+    mode: Mode,
+
+    /// Run in a rootless namespace sandbox with the tree as its root filesystem.
+    #[arg(long)]
+    isolate: bool,
+
+    /// With --isolate: the network (none: a private namespace with no interfaces up).
+    #[arg(long, value_enum, default_value_t = Net::Host, requires = "isolate")]
+    net: Net,
+
+    /// The working directory: inside the tree (relative to its root) [default: the tree's root]
+    #[arg(long, value_name = "PATH")]
+    workdir: Option<PathBuf>,
+
+    /// Keep the farm and the writable layer afterwards (their path is printed).
+    #[arg(long)]
+    keep: bool,
+
+    /// With --isolate: keep the writable layer in DIR (created if missing, must be empty).
+    #[arg(long, value_name = "DIR", requires = "isolate")]
+    keep_upper: Option<PathBuf>,
+
+    /// Say which mode was chosen and why, and how the farm was made.
+    #[arg(short, long)]
+    verbose: bool,
+
+    /// The command and its arguments.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        required = true,
+        value_name = "CMD"
+    )]
+    command: Vec<OsString>,
+}
+
+pub fn run(store_dir: &Path, args: Args) -> Result<ExitCode> {
+    let manifest_path = match &args.manifest {
+        Some(m) => m.clone(),
+        None => default_manifest()?,
+    };
+    let mut layers_read = Vec::new();
+    for path in args.bases.iter().chain(std::iter::once(&manifest_path)) {
+        layers_read
+            .push(Manifest::read(path).with_context(|| format!("reading {}", path.display()))?);
+    }
+    let refs: Vec<&Manifest> = layers_read.iter().collect();
+    let tree = layers::merge(&refs)?;
+    if args.mode == Mode::Shim {
+        bail!(
+            "--mode shim (serving the tree from the store through the shim, with no directory on disk) is not \
+             available yet; use --mode farm (or the default, auto)"
+        );
+    }
+    let store = Store::open_existing(store_dir).with_context(|| {
+        format!(
+            "the manifests' blobs live in a store; {} is not one",
+            store_dir.display()
+        )
+    })?;
+
+    let run_dir = RunDir::create(&store, args.keep)
+        .with_context(|| format!("creating a run directory in {}", store.root().display()))?;
+    let protected = args.isolate || sandbox_available();
+    let method = if protected {
+        farm::Method::Link
+    } else {
+        farm::Method::Copy
+    };
+    // Shared with ingests, exclusive with gc: no blob disappears while the farm links to it.
+    let lock = store.lock(velo::store::LockMode::Shared)?;
+    let stats = farm::materialize(&store, &tree, &run_dir.tree(), method)?;
+    drop(lock);
+    if let Some(reason) = &stats.copy_reason {
+        eprintln!(
+            "velo: copied {} of {} files instead of hard-linking them: {reason}",
+            stats.copied + stats.reflinked,
+            stats.files
+        );
+    }
+    if !protected {
+        eprintln!(
+            "velo: namespaces are not available here, so the farm is made of private copies (run `velo doctor`)"
+        );
+    }
+    if args.verbose {
+        eprintln!(
+            "velo: farm {}: {} files ({} linked, {} reflinked, {} copied), {} directories, {} symlinks",
+            run_dir.tree().display(),
+            stats.files,
+            stats.linked,
+            stats.reflinked,
+            stats.copied,
+            stats.dirs,
+            stats.symlinks
+        );
+    }
+
+    let inside_workdir = args.workdir.clone().unwrap_or_else(|| PathBuf::from("/"));
+    let relative_workdir = inside_workdir
+        .strip_prefix("/")
+        .unwrap_or(&inside_workdir)
+        .to_owned();
+    let (program, rest) = args.command.split_first().expect("clap requires a command");
+    let resolved = if args.isolate {
+        run::resolve_program(
+            program,
+            Some(&run_dir.tree()),
+            &run_dir.tree().join(&relative_workdir),
+            run::SANDBOX_PATH,
+        )
+    } else {
+        let path = std::env::var("PATH").unwrap_or_default();
+        run::resolve_program(
+            program,
+            None,
+            &run_dir.tree().join(&relative_workdir),
+            &path,
+        )
+    };
+    explain_mode(args.mode, program, resolved.as_deref(), args.verbose);
+
+    let status = if args.isolate {
+        run_isolated(&args, &run_dir, program, rest, &inside_workdir)?
+    } else {
+        let workdir = run_dir.tree().join(&relative_workdir);
+        let mut cmd = Command::new(program);
+        cmd.args(rest).current_dir(&workdir);
+        if protected {
+            sandbox::cover_farm(
+                &mut cmd,
+                &run_dir.tree(),
+                &run_dir.upper(),
+                &run_dir.work(),
+                &workdir,
+            )?;
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot run {}", program.to_string_lossy()))?;
+        let forwarding = child::Forwarding::start(child.id() as i32);
+        let status = child.wait().context("waiting for the command")?;
+        drop(forwarding);
+        status
+    };
+    if args.keep {
+        eprintln!(
+            "velo: kept the farm in {} (what the command wrote is in upper/)",
+            run_dir.path().display()
+        );
+    }
+    drop(run_dir);
+    Ok(child::exit_like(status))
+}
+
+fn run_isolated(
+    args: &Args,
+    run_dir: &RunDir,
+    program: &OsString,
+    rest: &[OsString],
+    workdir: &Path,
+) -> Result<ExitStatus> {
+    let keep_upper = match &args.keep_upper {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating --keep-upper {}", dir.display()))?;
+            if std::fs::read_dir(dir)?.next().is_some() {
+                bail!(
+                    "--keep-upper {}: the directory must be empty",
+                    dir.display()
+                );
+            }
+            let dir = std::fs::canonicalize(dir)?;
+            let work = dir.with_file_name(format!(
+                ".{}.velo-work",
+                dir.file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default()
+            ));
+            std::fs::create_dir_all(&work)?;
+            Some((dir, work))
+        }
+        None => None,
+    };
+    let to_c =
+        |s: &std::ffi::OsStr| CString::new(s.as_bytes()).context("an argument contains a NUL byte");
+    let mut argv = vec![to_c(program)?];
+    for a in rest {
+        argv.push(to_c(a)?);
+    }
+    let mut env = Vec::new();
+    for (k, v) in std::env::vars_os() {
+        if k != "PATH" {
+            let mut entry = k.as_bytes().to_vec();
+            entry.push(b'=');
+            entry.extend_from_slice(v.as_bytes());
+            if let Ok(c) = CString::new(entry) {
+                env.push(c);
+            }
+        }
+    }
+    env.push(CString::new(format!("PATH={}", run::SANDBOX_PATH))?);
+    let spec = sandbox::Isolate {
+        farm: run_dir.tree(),
+        mountpoint: run_dir.mountpoint(),
+        keep_upper: keep_upper.clone(),
+        workdir: workdir.to_owned(),
+        argv,
+        env,
+        net_none: args.net == Net::None,
+    };
+    let (helper, report) = sandbox::spawn_isolated(&spec).map_err(|e| preflight_hint(e.into()))?;
+    let forwarding = child::Forwarding::start(helper);
+    let outcome = sandbox::wait(helper, report);
+    drop(forwarding);
+    if let Some((_, work)) = &keep_upper {
+        let _ = run::remove_tree(work);
+    }
+    if let Some((upper, _)) = &keep_upper {
+        eprintln!("velo: what the command wrote is in {}", upper.display());
+    }
+    match outcome.map_err(|e| preflight_hint(e.into()))? {
+        sandbox::Outcome::Exited(raw) => Ok(ExitStatus::from_raw(raw)),
+        sandbox::Outcome::ExecFailed(err) => {
+            // As `env` and shells do: say why, exit 127 (126 when found but not runnable).
+            eprintln!(
+                "velo: cannot run {} inside the sandbox: {err}",
+                program.to_string_lossy()
+            );
+            let code = if err.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
+            Ok(ExitStatus::from_raw(code << 8))
+        }
+    }
+}
+
+/// Adds what to check when the sandbox could not be set up.
+fn preflight_hint(err: anyhow::Error) -> anyhow::Error {
+    let failing: Vec<String> = velo::doctor::checks()
+        .into_iter()
+        .filter(|c| !c.ok)
+        .map(|c| format!("{}: {}", c.name, c.detail))
+        .collect();
+    if failing.is_empty() {
+        err
+    } else {
+        err.context(format!(
+            "this machine restricts namespaces: {}",
+            failing.join("; ")
+        ))
+    }
+}
+
+fn sandbox_available() -> bool {
+    velo::doctor::checks()
+        .iter()
+        .all(|c| c.ok || !c.needed_for_farm)
+}
+
+fn explain_mode(mode: Mode, program: &OsString, resolved: Option<&Path>, verbose: bool) {
+    if !verbose {
+        return;
+    }
+    let name = program.to_string_lossy();
+    let why = match resolved.map(exe::inspect) {
+        None => format!("{name} was not found before the run; the kernel will decide"),
+        Some(exe::Executable::Static) => {
+            format!("{name} is a static ELF (no interpreter): the shim cannot reach it")
+        }
+        Some(exe::Executable::Dynamic { interpreter }) => {
+            format!("{name} is dynamically linked ({interpreter}); shim mode is not available yet")
+        }
+        Some(exe::Executable::Script { interpreter }) => {
+            format!("{name} is a script for {interpreter}; shim mode is not available yet")
+        }
+        Some(exe::Executable::Unknown) => format!("{name} is not an ELF file or script"),
+    };
+    let chosen = if mode == Mode::Auto {
+        "auto → farm"
+    } else {
+        "farm"
+    };
+    eprintln!("velo: mode {chosen}: {why}");
+}
+
+/// The one `*.velo` file in the current directory, or an explanation.
+fn default_manifest() -> Result<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(".")
+        .context("listing the current directory")?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "velo") && p.is_file())
+        .collect();
+    found.sort();
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => bail!(
+            "velo run needs a manifest: pass --manifest FILE.velo, or run it in a directory holding one \
+             (make one with `velo ingest DIR --output FILE.velo`)"
+        ),
+        _ => bail!(
+            "several manifests here ({}); say which with --manifest",
+            found
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}

@@ -1,0 +1,204 @@
+//! `velo run`: a manifest's tree, projected for a command.
+//!
+//! Mode A of the usage guide: the layers (`--base`… then `--manifest`) are merged
+//! ([`layers`]), materialized as a link farm of hard links into the store ([`farm`]), and the
+//! command runs on it at native speed, static binaries included ([`exe`] tells them apart for
+//! `--mode auto`). The farm is always covered by a private OverlayFS before the command sees it,
+//! so writes land in a private upper layer and store blobs stay immutable even for root; with
+//! `--isolate` the overlay becomes the root of a rootless namespace sandbox ([`sandbox`]).
+//!
+//! Each run works in a private directory of the store, `farms/<name>/`:
+//!
+//! | path     | what                                                              |
+//! |----------|-------------------------------------------------------------------|
+//! | `tree/`  | the farm (hard links into `blobs/`, so it must share the store's filesystem) |
+//! | `upper/` | the overlay's upper layer: everything the command wrote            |
+//! | `work/`  | OverlayFS's work directory                                         |
+//! | `root/`  | `--isolate`: the mountpoint of the sandbox's root (empty on the host) |
+//!
+//! It is removed when the command ends unless `--keep` is given. `velo gc --run` removes the
+//! directories of runs whose velo process died without cleaning up.
+
+pub mod exe;
+pub mod farm;
+pub mod layers;
+pub mod sandbox;
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::store::Store;
+
+/// A run's private directory in the store (see the module docs).
+#[derive(Debug)]
+pub struct RunDir {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl RunDir {
+    /// Creates `farms/<pid>-<n>/` in the store with its subdirectories.
+    pub fn create(store: &Store, keep: bool) -> io::Result<RunDir> {
+        let farms = store.root().join("farms");
+        let mut builder = fs::DirBuilder::new();
+        builder.mode(0o700).recursive(true);
+        builder.create(&farms)?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{}-", std::process::id()))
+            .tempdir_in(&farms)?
+            .keep();
+        let run = RunDir { path: dir, keep };
+        for sub in ["tree", "upper", "work", "root"] {
+            fs::create_dir(run.path.join(sub))?;
+        }
+        Ok(run)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn tree(&self) -> PathBuf {
+        self.path.join("tree")
+    }
+    pub fn upper(&self) -> PathBuf {
+        self.path.join("upper")
+    }
+    pub fn work(&self) -> PathBuf {
+        self.path.join("work")
+    }
+    pub fn mountpoint(&self) -> PathBuf {
+        self.path.join("root")
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = remove_tree(&self.path);
+        }
+    }
+}
+
+/// Removes a run directory, including what OverlayFS leaves behind (a `work/work` directory
+/// with mode 000).
+pub fn remove_tree(path: &Path) -> io::Result<()> {
+    if fs::remove_dir_all(path).is_ok() {
+        return Ok(());
+    }
+    for entry in walk_dirs(path) {
+        let _ = fs::set_permissions(&entry, fs::Permissions::from_mode(0o700));
+    }
+    fs::remove_dir_all(path)
+}
+
+fn walk_dirs(root: &Path) -> Vec<PathBuf> {
+    let mut out = vec![root.to_owned()];
+    let mut i = 0;
+    while i < out.len() {
+        let _ = fs::set_permissions(&out[i], fs::Permissions::from_mode(0o700));
+        if let Ok(rd) = fs::read_dir(&out[i]) {
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    out.push(e.path());
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Removes the run directories of velo processes that no longer exist; returns how many.
+pub fn remove_stale(store_root: &Path) -> io::Result<usize> {
+    let Ok(rd) = fs::read_dir(store_root.join("farms")) else {
+        return Ok(0);
+    };
+    let mut removed = 0;
+    for entry in rd.flatten() {
+        let name = entry.file_name();
+        let pid = name
+            .to_string_lossy()
+            .split('-')
+            .next()
+            .and_then(|p| p.parse::<i32>().ok());
+        // SAFETY: kill with signal 0 only checks for existence.
+        let alive = pid.is_some_and(|pid| unsafe { libc::kill(pid, 0) } == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM));
+        if !alive {
+            remove_tree(&entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// Resolves `program` as exec would, inside `root` (a farm) when `inside` is set: relative
+/// names with a `/` against `cwd`, bare names along `path`; symlinks inside the tree are followed
+/// within it (an absolute target means the tree's root, not the host's).
+pub fn resolve_program(
+    program: &OsStr,
+    root: Option<&Path>,
+    cwd: &Path,
+    path: &str,
+) -> Option<PathBuf> {
+    let program = Path::new(program);
+    let place = |p: &Path| -> PathBuf {
+        match root {
+            Some(root) if p.is_absolute() => root.join(p.strip_prefix("/").expect("absolute")),
+            _ if p.is_absolute() => p.to_owned(),
+            _ => cwd.join(p),
+        }
+    };
+    let candidate = if program.as_os_str().as_encoded_bytes().contains(&b'/') {
+        place(program)
+    } else {
+        path.split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| place(Path::new(d)).join(program))
+            .find(|c| fs::symlink_metadata(c).is_ok())?
+    };
+    follow_within(candidate, root)
+}
+
+fn follow_within(mut path: PathBuf, root: Option<&Path>) -> Option<PathBuf> {
+    for _ in 0..40 {
+        let meta = fs::symlink_metadata(&path).ok()?;
+        if !meta.file_type().is_symlink() {
+            return Some(path);
+        }
+        let target = fs::read_link(&path).ok()?;
+        path = match root {
+            Some(root) if target.is_absolute() => {
+                root.join(target.strip_prefix("/").expect("absolute"))
+            }
+            _ => path.parent()?.join(target),
+        };
+    }
+    None
+}
+
+/// The `PATH` a sandboxed command gets: the host's entries mean nothing inside.
+pub const SANDBOX_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programs_resolve_inside_the_tree_following_links_within_it() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        fs::create_dir_all(root.join("bin")).unwrap();
+        fs::write(root.join("bin/busybox"), "x").unwrap();
+        std::os::unix::fs::symlink("/bin/busybox", root.join("bin/sh")).unwrap();
+        std::os::unix::fs::symlink("busybox", root.join("bin/ls")).unwrap();
+        let find =
+            |p: &str| resolve_program(OsStr::new(p), Some(root), Path::new("/"), SANDBOX_PATH);
+        assert_eq!(find("/bin/sh"), Some(root.join("bin/busybox")));
+        assert_eq!(find("sh"), Some(root.join("bin/busybox")));
+        assert_eq!(find("ls"), Some(root.join("bin/busybox")));
+        assert_eq!(find("missing"), None);
+    }
+}
