@@ -2,10 +2,12 @@
 //!
 //! - `demo`: build velo and run its main job on the bundled sample project.
 //! - `test`: build every binary, then run the whole test suite (what CI runs).
+//! - `busybox`: build `busybox.velo`, a static base image for `velo run --isolate`.
 //! - `bench <area>`: measure velo against the peer tool on the same data in one run and write
 //!   the ratios to `reports/`.
 
 mod bench;
+mod busybox;
 mod demo;
 mod test;
 mod util;
@@ -27,6 +29,8 @@ enum Task {
     Test(test::Options),
     /// Measure velo against its peer tools; results go to reports/.
     Bench(bench::Options),
+    /// Build busybox.velo, a static base image (installs busybox-static when missing).
+    Busybox(busybox::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,5 +38,6 @@ fn main() -> anyhow::Result<()> {
         Task::Demo(opts) => demo::run(opts),
         Task::Test(opts) => test::run(opts),
         Task::Bench(opts) => bench::run(opts),
+        Task::Busybox(opts) => busybox::run(opts),
     }
 }

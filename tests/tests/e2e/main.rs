@@ -6,4 +6,5 @@ mod ingest; // ingest, dedup, identity of manifests, the stat index
 mod interception_table; // the shim's exports match the interception table
 mod reliability; // SIGKILL during ingest, concurrent ingest and gc
 mod reports; // snapshots of every human and JSON output
+mod run; // velo run: farms, the store's immutability, --isolate, malicious manifests
 mod store; // status, verify and gc

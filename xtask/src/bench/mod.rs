@@ -3,6 +3,7 @@
 //! Each area prints a table of medians and ratios and writes it to `reports/bench-<area>.md`.
 //! Nothing here asserts on timings: the targets are printed next to the measurements.
 
+mod run;
 mod shim;
 mod store;
 
@@ -33,12 +34,15 @@ enum Area {
     Store,
     /// ns per stat/open with and without the shim; cargo builds natively vs under inception.
     Shim,
+    /// Farm materialization vs `cp -al`/`cp -a`; `--isolate` start-up vs bubblewrap.
+    Run,
 }
 
 pub fn run(opts: Options) -> Result<()> {
     match opts.area {
         Area::Store => store::run(&opts),
         Area::Shim => shim::run(&opts),
+        Area::Run => run::run(&opts),
     }
 }
 

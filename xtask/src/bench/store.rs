@@ -55,7 +55,7 @@ fn sync() -> Result<()> {
 /// Flushes dirty data and reads `tree` back into the page cache, so the next timed command
 /// starts from the same state whichever it is. Needed here because the machine's DAMON pages out
 /// anything untouched for a minute, so a tree read at the start of a run is cold minutes later.
-fn settle(tree: &Path) -> Result<()> {
+pub(super) fn settle(tree: &Path) -> Result<()> {
     sync()?;
     let mut buf = vec![0u8; 1 << 20];
     let mut stack = vec![tree.to_path_buf()];
@@ -77,7 +77,7 @@ fn settle(tree: &Path) -> Result<()> {
     Ok(())
 }
 
-fn rm(path: &Path) -> Result<()> {
+pub(super) fn rm(path: &Path) -> Result<()> {
     if path.exists() {
         exec(Command::new("rm").arg("-rf").arg(path))?;
     }
@@ -345,7 +345,7 @@ fn hash_vs_read(dir: &Path) -> Result<String> {
     ))
 }
 
-fn machine() -> Result<String> {
+pub(super) fn machine() -> Result<String> {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let kernel = output(Command::new("uname").arg("-r"))?.trim().to_owned();
     let fs_type = output(
@@ -383,7 +383,7 @@ impl Rng {
     }
 }
 
-fn generate(dir: &Path, files: usize) -> Result<()> {
+pub(super) fn generate(dir: &Path, files: usize) -> Result<()> {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut buf = vec![0u8; 8192];
     for i in 0..files {
