@@ -3,8 +3,8 @@
 //! Debian's `busybox-static` is one statically linked binary with a few hundred applets. The
 //! image is that binary at `bin/busybox`, a symlink for every applet where `busybox --list-full`
 //! puts it (`bin/sh`, `sbin/ifconfig`, `usr/bin/env`, …, relative, so they resolve inside any
-//! root), and a minimal `etc/passwd` and `etc/group` so `id` and `whoami` name root. It is then
-//! ingested into the store. `velo run --isolate --base busybox.velo …` uses it as a root
+//! root), a minimal `etc/passwd` and `etc/group` so `id` and `whoami` name root, and the empty
+//! mountpoints a runtime expects (`proc dev tmp sys root`). It is then ingested into the store. `velo run --isolate --base busybox.velo …` uses it as a root
 //! filesystem, and it is what static binaries in farm mode look like.
 
 use std::fs;
@@ -94,7 +94,10 @@ pub fn build_tree(busybox: &Path, dir: &Path) -> Result<usize> {
         "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
     )?;
     fs::write(dir.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
-    fs::create_dir_all(dir.join("root"))?;
+    // Mountpoints a runtime expects to find (bubblewrap cannot create them in a read-only root).
+    for mountpoint in ["root", "proc", "dev", "tmp", "sys"] {
+        fs::create_dir_all(dir.join(mountpoint))?;
+    }
     Ok(applets)
 }
 

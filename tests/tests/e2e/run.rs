@@ -88,9 +88,15 @@ fn store_snapshot(env: &Env) -> Vec<(PathBuf, Vec<u8>, u32)> {
 }
 
 fn assert_no_run_dirs_left(env: &Env) {
+    // The farm cache (`farms/cache/`) stays by design; per-run directories must not.
     let farms = env.store().join("farms");
     let left: Vec<_> = fs::read_dir(&farms)
-        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| !p.ends_with("cache"))
+                .collect()
+        })
         .unwrap_or_default();
     assert!(left.is_empty(), "run directories left behind: {left:?}");
 }
@@ -579,5 +585,46 @@ fn doctor_reports_namespaces_and_overlayfs() {
         checks.as_array().unwrap().iter().all(|c| c["ok"] == true),
         "{}",
         run.explain()
+    );
+}
+
+#[test]
+fn farms_are_cached_per_manifest_and_gc_clears_the_cache() {
+    let Some(busybox) = busybox("farms_are_cached_per_manifest_and_gc_clears_the_cache") else {
+        return;
+    };
+    let env = Env::new();
+    let (_base, app) = manifests(&env, &busybox, false);
+    let app = app.to_str().unwrap();
+    let first = velo_run(
+        &env,
+        &["-v", "--manifest", app, "--", "cat", "data.txt"],
+        false,
+    )
+    .expect_code(0);
+    assert!(
+        first.stderr().contains("3 files (3 linked"),
+        "{}",
+        first.explain()
+    );
+    let second = velo_run(
+        &env,
+        &["-v", "--manifest", app, "--", "cat", "data.txt"],
+        false,
+    )
+    .expect_code(0);
+    assert!(second.stderr().contains("(cached)"), "{}", second.explain());
+    assert_eq!(second.stdout(), "original data\n");
+    let gc = env.velo(["gc", "--run"]).ok();
+    assert!(
+        gc.stdout().contains("removed 1 cached link farms"),
+        "{}",
+        gc.explain()
+    );
+    let third = velo_run(&env, &["-v", "--manifest", app, "--", "true"], false).expect_code(0);
+    assert!(
+        third.stderr().contains("linked"),
+        "rebuilt after gc: {}",
+        third.explain()
     );
 }

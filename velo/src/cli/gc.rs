@@ -23,16 +23,23 @@ pub struct Args {
 
 pub fn run(store: &std::path::Path, args: Args) -> Result<ExitCode> {
     let plan = velo::gc::gc(store, args.run)?;
-    // Run directories of `velo run` processes that died without cleaning up.
-    let stale_runs = if args.run {
-        velo::run::remove_stale(store)?
+    // Run directories of `velo run` processes that died without cleaning up, and the farm
+    // cache (cached farms pin the inodes of the blobs just deleted).
+    let (stale_runs, cached_farms) = if args.run {
+        (
+            velo::run::remove_stale(store)?,
+            velo::run::clear_farm_cache(store)?,
+        )
     } else {
-        0
+        (0, 0)
     };
     if stale_runs > 0 && !args.json {
         println!(
             "removed {stale_runs} run directories left by velo processes that no longer exist"
         );
+    }
+    if cached_farms > 0 && !args.json {
+        println!("removed {cached_farms} cached link farms (velo run rebuilds them on demand)");
     }
     if args.json {
         output::json(&plan)?;

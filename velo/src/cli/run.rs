@@ -123,38 +123,44 @@ pub fn run(store_dir: &Path, args: Args) -> Result<ExitCode> {
     let run_dir = RunDir::create(&store, args.keep)
         .with_context(|| format!("creating a run directory in {}", store.root().display()))?;
     let protected = args.isolate || sandbox_available();
-    let method = if protected {
-        farm::Method::Link
-    } else {
-        farm::Method::Copy
-    };
-    // Shared with ingests, exclusive with gc: no blob disappears while the farm links to it.
+    // Shared with ingests, exclusive with gc: no blob disappears while a farm links to it.
     let lock = store.lock(velo::store::LockMode::Shared)?;
-    let stats = farm::materialize(&store, &tree, &run_dir.tree(), method)?;
-    drop(lock);
-    if let Some(reason) = &stats.copy_reason {
-        eprintln!(
-            "velo: copied {} of {} files instead of hard-linking them: {reason}",
-            stats.copied + stats.reflinked,
-            stats.files
-        );
-    }
-    if !protected {
+    let mut in_use = None;
+    let (farm_dir, stats) = if protected {
+        let farm = run::cached_farm(&store, &tree)?;
+        let (path, built) = (farm.path.clone(), farm.built.clone());
+        in_use = Some(farm);
+        (path, built)
+    } else {
         eprintln!(
             "velo: namespaces are not available here, so the farm is made of private copies (run `velo doctor`)"
         );
+        let stats = farm::materialize(&store, &tree, &run_dir.tree(), farm::Method::Copy)?;
+        (run_dir.tree(), Some(stats))
+    };
+    drop(lock);
+    if let Some(reason) = stats.as_ref().and_then(|s| s.copy_reason.as_ref()) {
+        let s = stats.as_ref().expect("stats");
+        eprintln!(
+            "velo: copied {} of {} files instead of hard-linking them: {reason}",
+            s.copied + s.reflinked,
+            s.files
+        );
     }
     if args.verbose {
-        eprintln!(
-            "velo: farm {}: {} files ({} linked, {} reflinked, {} copied), {} directories, {} symlinks",
-            run_dir.tree().display(),
-            stats.files,
-            stats.linked,
-            stats.reflinked,
-            stats.copied,
-            stats.dirs,
-            stats.symlinks
-        );
+        match &stats {
+            Some(s) => eprintln!(
+                "velo: farm {}: {} files ({} linked, {} reflinked, {} copied), {} directories, {} symlinks",
+                farm_dir.display(),
+                s.files,
+                s.linked,
+                s.reflinked,
+                s.copied,
+                s.dirs,
+                s.symlinks
+            ),
+            None => eprintln!("velo: farm {} (cached)", farm_dir.display()),
+        }
     }
 
     let inside_workdir = args.workdir.clone().unwrap_or_else(|| PathBuf::from("/"));
@@ -166,31 +172,26 @@ pub fn run(store_dir: &Path, args: Args) -> Result<ExitCode> {
     let resolved = if args.isolate {
         run::resolve_program(
             program,
-            Some(&run_dir.tree()),
-            &run_dir.tree().join(&relative_workdir),
+            Some(&farm_dir),
+            &farm_dir.join(&relative_workdir),
             run::SANDBOX_PATH,
         )
     } else {
         let path = std::env::var("PATH").unwrap_or_default();
-        run::resolve_program(
-            program,
-            None,
-            &run_dir.tree().join(&relative_workdir),
-            &path,
-        )
+        run::resolve_program(program, None, &farm_dir.join(&relative_workdir), &path)
     };
     explain_mode(args.mode, program, resolved.as_deref(), args.verbose);
 
     let status = if args.isolate {
-        run_isolated(&args, &run_dir, program, rest, &inside_workdir)?
+        run_isolated(&args, &run_dir, &farm_dir, program, rest, &inside_workdir)?
     } else {
-        let workdir = run_dir.tree().join(&relative_workdir);
+        let workdir = farm_dir.join(&relative_workdir);
         let mut cmd = Command::new(program);
         cmd.args(rest).current_dir(&workdir);
         if protected {
             sandbox::cover_farm(
                 &mut cmd,
-                &run_dir.tree(),
+                &farm_dir,
                 &run_dir.upper(),
                 &run_dir.work(),
                 &workdir,
@@ -206,17 +207,20 @@ pub fn run(store_dir: &Path, args: Args) -> Result<ExitCode> {
     };
     if args.keep {
         eprintln!(
-            "velo: kept the farm in {} (what the command wrote is in upper/)",
-            run_dir.path().display()
+            "velo: kept {} (what the command wrote is in upper/; the farm is {})",
+            run_dir.path().display(),
+            farm_dir.display()
         );
     }
     drop(run_dir);
+    drop(in_use);
     Ok(child::exit_like(status))
 }
 
 fn run_isolated(
     args: &Args,
     run_dir: &RunDir,
+    farm_dir: &Path,
     program: &OsString,
     rest: &[OsString],
     workdir: &Path,
@@ -262,7 +266,7 @@ fn run_isolated(
     }
     env.push(CString::new(format!("PATH={}", run::SANDBOX_PATH))?);
     let spec = sandbox::Isolate {
-        farm: run_dir.tree(),
+        farm: farm_dir.to_owned(),
         mountpoint: run_dir.mountpoint(),
         keep_upper: keep_upper.clone(),
         workdir: workdir.to_owned(),

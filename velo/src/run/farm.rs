@@ -91,6 +91,9 @@ pub fn check_blobs(store: &Store, manifest: &Manifest) -> Result<(), Error> {
     }
 }
 
+/// Below this many entries, threads cost more than they save.
+const PARALLEL_FROM: usize = 4096;
+
 /// How to make a farm's files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -130,38 +133,48 @@ pub fn materialize(
     }
     let (linked, reflinked, copied) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
     let reason = std::sync::Mutex::new(None::<String>);
-    manifest
-        .entries()
-        .par_iter()
-        .filter_map(|e| e.blob().map(|b| (b, e)))
-        .try_for_each(|(blob, entry)| {
-            let path = dest.join(bytes_to_path(&entry.path));
-            let source = store.blob_path(&blob);
-            if method == Method::Link {
-                match fs::hard_link(&source, &path) {
-                    Ok(()) => {
-                        linked.fetch_add(1, Ordering::Relaxed);
-                        return Ok(());
-                    }
-                    Err(e)
-                        if matches!(
-                            e.raw_os_error(),
-                            Some(libc::EXDEV | libc::EPERM | libc::EMLINK)
-                        ) =>
-                    {
-                        let mut r = reason.lock().expect("not poisoned");
-                        r.get_or_insert_with(|| link_refusal(&e));
-                    }
-                    Err(e) => return Err(io_err("linking", &path)(e)),
+    let make = |(blob, entry): (BlobKey, &crate::manifest::Entry)| {
+        let path = dest.join(bytes_to_path(&entry.path));
+        let source = store.blob_path(&blob);
+        if method == Method::Link {
+            match fs::hard_link(&source, &path) {
+                Ok(()) => {
+                    linked.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
                 }
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EXDEV | libc::EPERM | libc::EMLINK)
+                    ) =>
+                {
+                    let mut r = reason.lock().expect("not poisoned");
+                    r.get_or_insert_with(|| link_refusal(&e));
+                }
+                Err(e) => return Err(io_err("linking", &path)(e)),
             }
-            if copy_file(&source, &path, blob).map_err(io_err("copying", &path))? {
-                reflinked.fetch_add(1, Ordering::Relaxed);
-            } else {
-                copied.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(())
-        })?;
+        }
+        if copy_file(&source, &path, blob).map_err(io_err("copying", &path))? {
+            reflinked.fetch_add(1, Ordering::Relaxed);
+        } else {
+            copied.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok::<(), Error>(())
+    };
+    let with_blob = |e| crate::manifest::Entry::blob(e).map(|b| (b, e));
+    if manifest.entries().len() < PARALLEL_FROM {
+        manifest
+            .entries()
+            .iter()
+            .filter_map(with_blob)
+            .try_for_each(make)?;
+    } else {
+        manifest
+            .entries()
+            .par_iter()
+            .filter_map(with_blob)
+            .try_for_each(make)?;
+    }
     stats.linked = linked.into_inner();
     stats.reflinked = reflinked.into_inner();
     stats.copied = copied.into_inner();

@@ -7,11 +7,18 @@
 //! so writes land in a private upper layer and store blobs stay immutable even for root; with
 //! `--isolate` the overlay becomes the root of a rootless namespace sandbox ([`sandbox`]).
 //!
-//! Each run works in a private directory of the store, `farms/<name>/`:
+//! A farm of hard links is only ever seen through an overlay, so it never changes, and the farm
+//! of a given (merged) manifest is built once and kept in the store's farm cache,
+//! `farms/cache/<manifest id>/` (on the store's filesystem, so hard links work): the second run
+//! of a manifest starts without materializing anything. A farm is built under a temporary name
+//! and renamed into place, so a farm in the cache is always complete. `velo gc --run` empties
+//! the cache (cached farms pin the inodes of blobs gc deletes).
+//!
+//! Each run also gets a private directory, `farms/<pid>-<random>/`:
 //!
 //! | path     | what                                                              |
 //! |----------|-------------------------------------------------------------------|
-//! | `tree/`  | the farm (hard links into `blobs/`, so it must share the store's filesystem) |
+//! | `tree/`  | a private farm of copies, when namespaces are unavailable          |
 //! | `upper/` | the overlay's upper layer: everything the command wrote            |
 //! | `work/`  | OverlayFS's work directory                                         |
 //! | `root/`  | `--isolate`: the mountpoint of the sandbox's root (empty on the host) |
@@ -111,6 +118,105 @@ fn walk_dirs(root: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// A cached farm in use: holds a shared lock on `<id>.lock` beside it until dropped, so that
+/// `velo gc --run` leaves the farm alone while a command runs on it (changing an overlay's lower
+/// layer under a mounted overlay is undefined).
+#[derive(Debug)]
+pub struct FarmInUse {
+    pub path: PathBuf,
+    /// How the farm was built, when this run built it.
+    pub built: Option<farm::Stats>,
+    _lock: fs::File,
+}
+
+fn lock_file(path: &Path) -> io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+}
+
+/// The cached link farm of `tree`, built now if it is not in the cache yet.
+pub fn cached_farm(
+    store: &Store,
+    tree: &crate::manifest::Manifest,
+) -> Result<FarmInUse, farm::Error> {
+    let cache = store.root().join("farms/cache");
+    let id = tree.id().to_string();
+    let path = cache.join(&id);
+    let io = |op, p: &Path| {
+        let p = p.to_owned();
+        move |source| farm::Error::Io {
+            op,
+            path: p,
+            source,
+        }
+    };
+    let mut builder = fs::DirBuilder::new();
+    builder.mode(0o700).recursive(true);
+    builder
+        .create(&cache)
+        .map_err(io("creating the farm cache", &cache))?;
+    let lock_path = cache.join(format!("{id}.lock"));
+    let lock = lock_file(&lock_path).map_err(io("opening the farm lock", &lock_path))?;
+    lock.lock_shared()
+        .map_err(io("locking the farm", &lock_path))?;
+    if path.is_dir() {
+        return Ok(FarmInUse {
+            path,
+            built: None,
+            _lock: lock,
+        });
+    }
+    let building = tempfile::Builder::new()
+        .prefix(&format!(".building-{}-", std::process::id()))
+        .tempdir_in(&cache)
+        .map_err(io("creating a farm", &cache))?;
+    fs::set_permissions(building.path(), fs::Permissions::from_mode(0o755))
+        .map_err(io("creating a farm", building.path()))?;
+    let stats = farm::materialize(store, tree, building.path(), farm::Method::Link)?;
+    let built = building.keep();
+    match fs::rename(&built, &path) {
+        Ok(()) => {}
+        // Another run built the same farm first: use theirs.
+        Err(_) if path.is_dir() => {
+            let _ = remove_tree(&built);
+        }
+        Err(e) => return Err(io("caching the farm", &path)(e)),
+    }
+    Ok(FarmInUse {
+        path,
+        built: Some(stats),
+        _lock: lock,
+    })
+}
+
+/// Empties the farm cache of farms no command is running on; returns how many were removed.
+pub fn clear_farm_cache(store_root: &Path) -> io::Result<usize> {
+    let cache = store_root.join("farms/cache");
+    let Ok(rd) = fs::read_dir(&cache) else {
+        return Ok(0);
+    };
+    let mut removed = 0;
+    for entry in rd.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // Farms still being built belong to a live run; lock files go with their farm.
+        if name.starts_with(".building-") || name.ends_with(".lock") {
+            continue;
+        }
+        let lock_path = cache.join(format!("{name}.lock"));
+        let lock = lock_file(&lock_path)?;
+        if lock.try_lock().is_err() {
+            continue; // a command is running on it
+        }
+        remove_tree(&entry.path())?;
+        let _ = fs::remove_file(&lock_path);
+        removed += 1;
+    }
+    Ok(removed)
+}
+
 /// Removes the run directories of velo processes that no longer exist; returns how many.
 pub fn remove_stale(store_root: &Path) -> io::Result<usize> {
     let Ok(rd) = fs::read_dir(store_root.join("farms")) else {
@@ -119,6 +225,9 @@ pub fn remove_stale(store_root: &Path) -> io::Result<usize> {
     let mut removed = 0;
     for entry in rd.flatten() {
         let name = entry.file_name();
+        if name == "cache" {
+            continue;
+        }
         let pid = name
             .to_string_lossy()
             .split('-')

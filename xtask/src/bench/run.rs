@@ -4,11 +4,14 @@
 //!   default) against `cp -al` (hard links, the same work without a store) and `cp -a` (copies),
 //!   each into a fresh directory on the same filesystem (target: at most 1.0× `cp -al`). velo's
 //!   time includes reading the manifest, checking every blob is present, the overlay mount and
-//!   running `true`; the farm is removed untimed afterwards.
+//!   running `true`; the farm cache is emptied untimed before each run. A last row shows a run
+//!   whose farm is already cached.
 //! - **sandbox**: start-to-exit of `/bin/true` in `velo run --isolate` on the busybox base image
 //!   against bubblewrap doing the same set-up (user, mount, PID, UTS and IPC namespaces, uid 0
-//!   inside, an overlay of the same tree with a private tmpfs upper, /proc, /dev, /tmp; target:
-//!   at most 1.5×). bubblewrap gets the tree ready-made; velo builds its farm each time.
+//!   inside, the same tree as root, /proc, /dev, /tmp; target: at most 1.5×). Debian 12's
+//!   bubblewrap (0.8) has no overlay options (`--overlay-src` came in 0.9), so it binds the
+//!   tree read-only where velo mounts a writable overlay. Both get the tree ready-made (velo's
+//!   farm is in its cache after the first run).
 
 use std::fmt::Write as _;
 use std::fs;
@@ -70,7 +73,7 @@ pub fn run(opts: &Options) -> Result<()> {
         farm.push(
             time(|| {
                 exec(
-                    &mut velo_cmd(&["run", "--keep", "--manifest", "tree.velo", "--", "true"])
+                    velo_cmd(&["run", "--keep", "--manifest", "tree.velo", "--", "true"])
                         .stderr(std::process::Stdio::null()),
                 )
             })?
@@ -79,7 +82,26 @@ pub fn run(opts: &Options) -> Result<()> {
         );
         rm(&farms)?;
     }
-    let (cp_al, cp_a, farm) = (Times(cp_al), Times(cp_a), Times(farm));
+    // Warm: the farm of this manifest is in the cache; only the overlay and the run remain.
+    exec(
+        velo_cmd(&["run", "--manifest", "tree.velo", "--", "true"])
+            .stderr(std::process::Stdio::null()),
+    )?;
+    let mut warm = Vec::new();
+    for _ in 0..opts.runs {
+        warm.push(
+            time(|| {
+                exec(
+                    velo_cmd(&["run", "--manifest", "tree.velo", "--", "true"])
+                        .stderr(std::process::Stdio::null()),
+                )
+            })?
+            .0
+            .as_secs_f64(),
+        );
+    }
+    rm(&farms)?;
+    let (cp_al, cp_a, farm, warm) = (Times(cp_al), Times(cp_a), Times(farm), Times(warm));
     let farm_rows = vec![
         cp_al.row("cp -al (hard links)", "baseline".into()),
         cp_a.row(
@@ -93,6 +115,10 @@ pub fn run(opts: &Options) -> Result<()> {
                 farm.min() / cp_al.min(),
                 farm.min() / cp_a.min()
             ),
+        ),
+        warm.row(
+            "velo run -- true, farm already cached",
+            format!("{:.3}× cp -al", warm.min() / cp_al.min()),
         ),
     ];
 
@@ -108,6 +134,15 @@ pub fn run(opts: &Options) -> Result<()> {
     )?;
     let bwrap =
         which("bwrap").context("bubblewrap is not installed (apt-get install bubblewrap)")?;
+    // Build the busybox farm once: the rows compare starting a sandbox, not building a farm.
+    exec(&mut velo_cmd(&[
+        "run",
+        "--isolate",
+        "--manifest",
+        "busybox.velo",
+        "--",
+        "/bin/true",
+    ]))?;
     let mut velo_times = Vec::new();
     let mut bwrap_times = Vec::new();
     let runs = opts.runs.max(10);
@@ -137,10 +172,9 @@ pub fn run(opts: &Options) -> Result<()> {
             "--gid",
             "0",
         ])
-        .arg("--overlay-src")
+        .arg("--ro-bind")
         .arg(&image)
         .args([
-            "--tmp-overlay",
             "/",
             "--proc",
             "/proc",
@@ -158,11 +192,11 @@ pub fn run(opts: &Options) -> Result<()> {
     let (velo_t, bwrap_t) = (Times(velo_times), Times(bwrap_times));
     let sandbox_rows = vec![
         bwrap_t.row(
-            "bwrap, overlay of the ready tree, /bin/true",
+            "bwrap, read-only bind of the ready tree, /bin/true",
             "baseline".into(),
         ),
         velo_t.row(
-            "velo run --isolate, /bin/true (includes building the farm)",
+            "velo run --isolate, /bin/true (farm cached)",
             format!("{:.2}× bwrap (target ≤ 1.5×)", velo_t.min() / bwrap_t.min()),
         ),
     ];

@@ -88,7 +88,7 @@ pub fn run(opts: &Options) -> Result<()> {
     )?;
     write_rows(
         &mut report,
-        &builds(&tools, &fixture, &[], opts.runs, opts.runs)?,
+        &builds(&tools, &fixture, &[], opts.runs.max(10), opts.runs.max(20))?,
     )?;
 
     let large = work.join("velo-clone");
@@ -282,7 +282,7 @@ fn per_call(tools: &Tools, work: &Path, runs: usize) -> Result<Vec<String>> {
             .arg(&tools.shim)
             .arg(hook_path)
             .arg(libc_path)
-            .arg((runs * 1_000_000).to_string());
+            .arg((runs * 4_000_000).to_string());
         cmd.env_remove("LD_PRELOAD")
             .env_remove("VRIFT_PHYSICAL_ROOT");
         if projected {
