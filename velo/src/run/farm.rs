@@ -11,7 +11,8 @@
 //! writable tree: `velo run` covers it with a private OverlayFS (or, failing namespaces, uses
 //! copies); see [`super::sandbox`].
 //!
-//! Everything is checked before anything is written: every blob must be in the store. The
+//! A farm is built in a directory nobody else sees and published by a rename only when complete,
+//! so a blob missing from the store fails the build without leaving anything visible behind. The
 //! manifest itself was validated when it was decoded (relative normalized paths, parents are
 //! directories), so joining its paths under the farm cannot leave the farm, and no entry lies
 //! beneath a symlink the farm creates.
@@ -67,6 +68,15 @@ pub struct Stats {
     pub copied: u64,
     /// Why files were copied rather than linked (the first refusal seen), if any were.
     pub copy_reason: Option<String>,
+}
+
+/// The error naming every blob of `manifest` missing from `store` (after a link found one).
+fn missing(store: &Store, manifest: &Manifest) -> Error {
+    check_blobs(store, manifest).err().unwrap_or_else(|| Error::Io {
+        op: "linking",
+        path: store.root().join("blobs"),
+        source: io::Error::new(io::ErrorKind::NotFound, "a blob disappeared while the farm was being built"),
+    })
 }
 
 /// Checks that every blob `manifest` names is in `store`.
@@ -151,10 +161,19 @@ pub fn materialize(
                     let mut r = reason.lock().expect("not poisoned");
                     r.get_or_insert_with(|| link_refusal(&e));
                 }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(missing(store, manifest));
+                }
                 Err(e) => return Err(io_err("linking", &path)(e)),
             }
         }
-        if copy_file(&source, &path, blob).map_err(io_err("copying", &path))? {
+        let copied_file = match copy_file(&source, &path, blob) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !store.contains(&blob) => {
+                return Err(missing(store, manifest));
+            }
+            other => other.map_err(io_err("copying", &path))?,
+        };
+        if copied_file {
             reflinked.fetch_add(1, Ordering::Relaxed);
         } else {
             copied.fetch_add(1, Ordering::Relaxed);
