@@ -72,11 +72,16 @@ pub struct Stats {
 
 /// The error naming every blob of `manifest` missing from `store` (after a link found one).
 fn missing(store: &Store, manifest: &Manifest) -> Error {
-    check_blobs(store, manifest).err().unwrap_or_else(|| Error::Io {
-        op: "linking",
-        path: store.root().join("blobs"),
-        source: io::Error::new(io::ErrorKind::NotFound, "a blob disappeared while the farm was being built"),
-    })
+    check_blobs(store, manifest)
+        .err()
+        .unwrap_or_else(|| Error::Io {
+            op: "linking",
+            path: store.root().join("blobs"),
+            source: io::Error::new(
+                io::ErrorKind::NotFound,
+                "a blob disappeared while the farm was being built",
+            ),
+        })
 }
 
 /// Checks that every blob `manifest` names is in `store`.
