@@ -15,9 +15,11 @@
 //! | [`inception`]| `velo inception` | project root, shim location, the projection's environment |
 //! | [`run`]      | `velo run`       | layers, link farms, the overlay and the `--isolate` sandbox |
 //! | [`doctor`]   | `velo doctor`    | what namespaces and OverlayFS this machine allows         |
+//! | [`cache`]    | `velo cache`     | the content key of a Cargo project (snapshots to come)    |
 //!
 //! Errors are typed per module (`thiserror`); the binary adds context with `anyhow`.
 
+pub mod cache;
 pub mod doctor;
 pub mod gc;
 pub mod inception;

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `velo` binary on real trees, one module per area.
 
 mod bad_input; // every malformed input gets a clear error and changes nothing
+mod cache; // velo cache key: content, not paths
 mod inception; // the shim under real cargo builds, tools and threads
 mod ingest; // ingest, dedup, identity of manifests, the stat index
 mod interception_table; // the shim's exports match the interception table

@@ -101,3 +101,74 @@ fn report_formats() {
     snap("gc_dry_run", env.velo(["gc"]).ok());
     snap("gc_run_json", env.velo(["gc", "--run", "--json"]).ok());
 }
+
+/// Redacts what differs between machines in `velo cache key`: hashes, and the details of the
+/// compiler, the host triple and the cargo config files the ancestors of the temp dir hold.
+fn redact_key_table(text: &str) -> String {
+    let machine = ["rustc -vV", "target", "cargo config"];
+    text.lines()
+        .map(|line| {
+            let cells: Vec<&str> = line
+                .split("  ")
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect();
+            match cells.as_slice() {
+                [name, _hash, rest @ ..] if *name != "input" => {
+                    let detail = if machine.contains(name) {
+                        "[machine]".to_owned()
+                    } else {
+                        rest.join("  ")
+                    };
+                    format!("{name}  [hash]  {detail}").trim_end().to_owned()
+                }
+                [key] if key.starts_with("key ") => "key [hash]".to_owned(),
+                _ => cells.join("  "),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn cache_key_and_doctor_formats() {
+    let env = Env::new();
+    fixed_tree(&env, "proj");
+    fs::write(env.path().join("proj/Cargo.lock"), "version = 4\n").unwrap();
+    let dir = env.path().join("proj");
+    let human = env.velo(["cache", "key"]).clean_cargo_env().dir(&dir).ok();
+    insta::assert_snapshot!("cache_key_human", redact_key_table(&human.stdout()));
+    let json = env
+        .velo(["cache", "key", "--json"])
+        .clean_cargo_env()
+        .dir(&dir)
+        .ok()
+        .json();
+    let machine = ["rustc -vV", "target", "cargo config"];
+    let mut lines = vec![format!(
+        "key: {} hex digits",
+        json["key"].as_str().unwrap().len()
+    )];
+    for input in json["inputs"].as_array().unwrap() {
+        let name = input["name"].as_str().unwrap();
+        let detail = if machine.contains(&name) {
+            "[machine]"
+        } else {
+            input["detail"].as_str().unwrap()
+        };
+        lines.push(format!(
+            "{name}: hash of {} hex digits, detail {detail:?}",
+            input["hash"].as_str().unwrap().len()
+        ));
+    }
+    insta::assert_snapshot!("cache_key_json", lines.join("\n"));
+    let doctor = env.velo(["doctor", "--json"]).ok();
+    let names: Vec<String> = doctor
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| format!("{} ok={}", c["name"].as_str().unwrap(), c["ok"]))
+        .collect();
+    insta::assert_snapshot!("doctor_checks", names.join("\n"));
+}

@@ -1,6 +1,7 @@
 //! Command-line definitions (clap) and dispatch. Each verb's rendering is in its own module;
 //! the library never sees clap: options are converted to the library's plain structs here.
 
+mod cache;
 mod child;
 mod doctor;
 mod gc;
@@ -47,6 +48,8 @@ enum Command {
     Inception(inception::Args),
     Run(run::Args),
     Doctor(doctor::Args),
+    #[command(subcommand)]
+    Cache(cache::Command),
 }
 
 pub fn run() -> Result<ExitCode> {
@@ -60,6 +63,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Inception(args) => inception::run(args),
         Command::Run(args) => run::run(&store()?, args),
         Command::Doctor(args) => doctor::run(args),
+        Command::Cache(cmd) => cache::run(cmd),
     }
 }
 
