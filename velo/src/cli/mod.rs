@@ -18,11 +18,15 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-/// velo: files stored once by content; whole trees named by manifests.
+/// velo: build and run environments that do not depend on where they live.
 ///
 /// The store keeps every file's content once, named by its BLAKE3 hash. `velo ingest` turns a
 /// directory into blobs in the store and a manifest (`.velo`) that names the whole tree by
 /// content: the same tree gives the same manifest id wherever and whenever it is ingested.
+/// `velo run` runs a command on a manifest's tree (a link farm into the store, or a rootless
+/// sandbox with --isolate). `velo inception` runs a build with the project at /vrift_workspace,
+/// so target/ holds the same paths in every checkout; `velo cache key` names a project by
+/// content.
 #[derive(Debug, Parser)]
 #[command(name = "velo", version, about, long_about, propagate_version = true)]
 #[command(

@@ -73,7 +73,8 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     workdir: Option<PathBuf>,
 
-    /// Keep the farm and the writable layer afterwards (their path is printed).
+    /// Keep the run's directory afterwards: what the command wrote, in upper/ (the path is
+    /// printed). The farm itself always stays in the store's farm cache until `velo gc --run`.
     #[arg(long)]
     keep: bool,
 
