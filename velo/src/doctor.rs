@@ -5,9 +5,6 @@
 //! unprivileged OverlayFS (Linux ≥ 5.11). Distributions restrict these in different ways; each
 //! check names the setting and how to change it. The last check tries the real thing.
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
-
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Check {
     pub name: &'static str,
@@ -100,97 +97,24 @@ pub fn checks() -> Vec<Check> {
     out
 }
 
-/// Forks a child that enters new namespaces and mounts a tmpfs and an overlay on it.
+/// Runs velo itself (`--version`) exactly as `velo run` runs a command on a farm: in new
+/// namespaces, with an overlay over a (here empty) farm. A failure names the step that failed.
 fn probe_overlay() -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
-    let c = |rel: &str| CString::new(dir.path().join(rel).as_os_str().as_bytes()).expect("no NUL");
-    let (base, lower, upper, work, merged) = (c(""), c("l"), c("u"), c("w"), c("m"));
-    let root = is_root();
-    // SAFETY: no preconditions.
-    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-    let uid_map = CString::new(format!("{uid} {uid} 1")).expect("digits");
-    let gid_map = CString::new(format!("{gid} {gid} 1")).expect("digits");
-    let options = CString::new(format!(
-        "lowerdir={},upperdir={},workdir={}",
-        dir.path().join("l").display(),
-        dir.path().join("u").display(),
-        dir.path().join("w").display()
-    ))
-    .expect("no NUL");
-    // SAFETY: the child makes system calls on buffers prepared above, then _exits.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(format!("fork: {}", std::io::Error::last_os_error()));
+    let [farm, upper, work] = ["farm", "upper", "work"].map(|d| dir.path().join(d));
+    for d in [&farm, &upper, &work] {
+        std::fs::create_dir(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
     }
-    if pid == 0 {
-        // SAFETY: as above.
-        unsafe {
-            let write = |path: &std::ffi::CStr, data: &[u8]| {
-                let fd = libc::open(path.as_ptr(), libc::O_WRONLY);
-                fd >= 0 && libc::write(fd, data.as_ptr().cast(), data.len()) == data.len() as isize
-            };
-            let step = |ok: bool, code: i32| {
-                if !ok {
-                    libc::_exit(code);
-                }
-            };
-            let flags = if root {
-                libc::CLONE_NEWNS
-            } else {
-                libc::CLONE_NEWNS | libc::CLONE_NEWUSER
-            };
-            step(libc::unshare(flags) == 0, 10);
-            if !root {
-                step(write(c"/proc/self/setgroups", b"deny"), 11);
-                step(write(c"/proc/self/uid_map", uid_map.as_bytes()), 11);
-                step(write(c"/proc/self/gid_map", gid_map.as_bytes()), 11);
-            }
-            let null = std::ptr::null::<libc::c_char>();
-            step(
-                libc::mount(
-                    null,
-                    c"/".as_ptr(),
-                    null,
-                    libc::MS_REC | libc::MS_PRIVATE,
-                    null.cast(),
-                ) == 0,
-                12,
-            );
-            step(
-                libc::mount(
-                    c"tmpfs".as_ptr(),
-                    base.as_ptr(),
-                    c"tmpfs".as_ptr(),
-                    0,
-                    null.cast(),
-                ) == 0,
-                13,
-            );
-            for d in [&lower, &upper, &work, &merged] {
-                step(libc::mkdir(d.as_ptr(), 0o700) == 0, 14);
-            }
-            step(
-                libc::mount(
-                    c"overlay".as_ptr(),
-                    merged.as_ptr(),
-                    c"overlay".as_ptr(),
-                    0,
-                    options.as_ptr().cast(),
-                ) == 0,
-                15,
-            );
-            libc::_exit(0);
-        }
-    }
-    let mut status = 0;
-    // SAFETY: waiting for our child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    match libc::WEXITSTATUS(status) {
-        0 if libc::WIFEXITED(status) => Ok(()),
-        10 => Err("unshare failed: namespaces are restricted here (see the checks above)".into()),
-        11 => Err("writing the uid/gid map failed".into()),
-        12..=14 => Err("mounting in the new namespace failed".into()),
-        15 => Err("mounting OverlayFS failed (unprivileged OverlayFS needs Linux ≥ 5.11)".into()),
-        code => Err(format!("the probe failed (status {code})")),
+    let exe = std::env::current_exe().map_err(|e| format!("finding velo's own binary: {e}"))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    crate::run::sandbox::cover_farm(&mut cmd, &farm, &upper, &work, &farm)
+        .map_err(|e| e.to_string())?;
+    match cmd.status() {
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => Err(format!("the probe ran but failed ({status})")),
+        Err(e) => Err(e.to_string()),
     }
 }
