@@ -96,8 +96,32 @@ pub fn write_rows(report: &mut String, rows: &[Row]) -> Result<()> {
     Ok(())
 }
 
-pub fn tempdir() -> Result<PathBuf> {
+fn tempdir() -> Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("velo-bench-{}", std::process::id()));
     fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// The directory to work in: `--work-dir` (kept afterwards), else a fresh temporary one.
+pub fn work_dir(opts: &Options) -> Result<PathBuf> {
+    match &opts.work_dir {
+        Some(dir) => {
+            fs::create_dir_all(dir)?;
+            Ok(dir.clone())
+        }
+        None => tempdir(),
+    }
+}
+
+/// Prints `report`, writes it to `reports/bench-<area>.md`, and removes a temporary work dir.
+pub fn finish(opts: &Options, area: &str, report: &str, work: &std::path::Path) -> Result<()> {
+    use anyhow::Context as _;
+    print!("{report}");
+    let out = crate::util::root().join(format!("reports/bench-{area}.md"));
+    fs::write(&out, report).with_context(|| format!("writing {}", out.display()))?;
+    eprintln!("written to {}", out.display());
+    if opts.work_dir.is_none() {
+        let _ = fs::remove_dir_all(work);
+    }
+    Ok(())
 }

@@ -14,25 +14,19 @@
 //!   farm is in its cache after the first run).
 
 use std::fmt::Write as _;
-use std::fs;
+
 use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result};
 
 use super::store::{generate, machine, rm, settle};
-use super::{Options, Times, tempdir, write_rows};
-use crate::util::{build_velo, exec, root, time};
+use super::{Options, Times, write_rows};
+use crate::util::{build_velo, exec, time};
 
 pub fn run(opts: &Options) -> Result<()> {
     let velo = build_velo(true)?;
-    let work = match &opts.work_dir {
-        Some(dir) => {
-            fs::create_dir_all(dir)?;
-            dir.clone()
-        }
-        None => tempdir()?,
-    };
+    let work = super::work_dir(opts)?;
     let store = work.join("store");
     let velo_cmd = |args: &[&str]| {
         let mut cmd = Command::new(&velo);
@@ -216,14 +210,7 @@ pub fn run(opts: &Options) -> Result<()> {
         "## Starting a sandbox ({runs} runs each, busybox base image)\n"
     )?;
     write_rows(&mut report, &sandbox_rows)?;
-    let path = root().join("reports/bench-run.md");
-    fs::write(&path, &report)?;
-    println!("{report}");
-    println!("written to {}", path.display());
-    if opts.work_dir.is_none() {
-        let _ = fs::remove_dir_all(&work);
-    }
-    Ok(())
+    super::finish(opts, "run", &report, &work)
 }
 
 fn which(name: &str) -> Option<std::path::PathBuf> {

@@ -18,7 +18,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, ensure};
 
-use super::{Options, Row, Times, tempdir, write_rows};
+use super::{Options, Row, Times, write_rows};
 use crate::util::{build_velo, exec, output, root, time, user_cargo};
 
 struct Tools {
@@ -44,13 +44,7 @@ pub fn run(opts: &Options) -> Result<()> {
         bench: dir.join("shim-bench"),
         velo: velo.clone(),
     };
-    let work = match &opts.work_dir {
-        Some(dir) => {
-            fs::create_dir_all(dir)?;
-            dir.clone()
-        }
-        None => tempdir()?,
-    };
+    let work = super::work_dir(opts)?;
 
     let mut report = String::new();
     writeln!(report, "# Benchmark: the shim\n")?;
@@ -124,14 +118,7 @@ pub fn run(opts: &Options) -> Result<()> {
          for a hook. Ratios use the minimum of the runs (this VM's timing varies between runs; see \
          bench-store.md)."
     )?;
-    let path = root().join("reports/bench-shim.md");
-    fs::write(&path, &report)?;
-    println!("{report}");
-    println!("written to {}", path.display());
-    if opts.work_dir.is_none() {
-        let _ = fs::remove_dir_all(&work);
-    }
-    Ok(())
+    super::finish(opts, "shim", &report, &work)
 }
 
 trait TapParent {

@@ -16,10 +16,10 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
-use super::{Options, Row, Times, tempdir, write_rows};
-use crate::util::{build_velo, exec, output, root, time};
+use super::{Options, Row, Times, write_rows};
+use crate::util::{build_velo, exec, output, time};
 
 struct Velo {
     bin: PathBuf,
@@ -88,17 +88,7 @@ pub fn run(opts: &Options) -> Result<()> {
     let velo = Velo {
         bin: build_velo(true)?,
     };
-    let tmp;
-    let work = match &opts.work_dir {
-        Some(dir) => {
-            fs::create_dir_all(dir)?;
-            dir.clone()
-        }
-        None => {
-            tmp = tempdir()?;
-            tmp.clone()
-        }
-    };
+    let work = super::work_dir(opts)?;
     let generated = work.join("generated");
     if !generated.exists() {
         eprintln!(
@@ -191,14 +181,7 @@ pub fn run(opts: &Options) -> Result<()> {
     )?;
     writeln!(report, "{}", hash_vs_read(&generated.join("large"))?)?;
 
-    print!("{report}");
-    let out = root().join("reports/bench-store.md");
-    fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
-    eprintln!("written to {}", out.display());
-    if opts.work_dir.is_none() {
-        rm(&work)?;
-    }
-    Ok(())
+    super::finish(opts, "store", &report, &work)
 }
 
 fn measure_tree(velo: &Velo, work: &Path, tree: &Path, runs: usize) -> Result<Vec<Row>> {
