@@ -11,6 +11,14 @@ pub const CANONICAL_ROOT: &str = "VRIFT_CANONICAL_ROOT";
 /// The physical directory the canonical root stands for. The shim is a pass-through without it.
 pub const PHYSICAL_ROOT: &str = "VRIFT_PHYSICAL_ROOT";
 
+/// More roots to project, as `CANONICAL=PHYSICAL` entries separated by `:` (at most three;
+/// neither side may contain `:` or `=`). `velo inception` uses it to present `CARGO_HOME` at
+/// [`CARGO_HOME_ROOT`], so registry sources have one name on every machine.
+pub const EXTRA_ROOTS: &str = "VRIFT_EXTRA_ROOTS";
+
+/// Where `velo inception` presents `CARGO_HOME`.
+pub const CARGO_HOME_ROOT: &str = "/cargo-home";
+
 /// Where every project appears under `velo inception`.
 pub const DEFAULT_CANONICAL_ROOT: &str = "/vrift_workspace";
 

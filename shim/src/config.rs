@@ -19,6 +19,10 @@ use crate::real::keep_errno;
 /// Longest root, and longest `KEY=VALUE` we keep for re-adding to a child's environment.
 pub const ROOT_MAX: usize = libc::PATH_MAX as usize;
 const ENTRY_MAX: usize = ROOT_MAX + 32;
+/// The project root plus up to three extra roots (`VRIFT_EXTRA_ROOTS`), such as `CARGO_HOME`.
+pub const MAX_MAPS: usize = 4;
+/// Longest `VRIFT_EXTRA_ROOTS` value.
+const EXTRA_MAX: usize = 2 * ROOT_MAX;
 
 const UNINIT: u8 = 0;
 const BUSY: u8 = 1;
@@ -28,24 +32,41 @@ const ON: u8 = 3;
 static STATE: AtomicU8 = AtomicU8::new(UNINIT);
 
 pub struct Config {
-    pub maps: [Mapping<'static>; 1],
+    /// The project mapping first, then the extra roots; only `..count` are valid.
+    maps: [Mapping<'static>; MAX_MAPS],
+    count: usize,
     /// `VRIFT_CANONICAL_ROOT=…`, `VRIFT_PHYSICAL_ROOT=…` and `LD_PRELOAD=<this library>`
     /// (empty when this library was not found in `LD_PRELOAD`), NUL-terminated: the entries the
     /// exec hooks add to a child's environment when it lacks them.
     pub env_canonical: &'static [u8],
     pub env_physical: &'static [u8],
     pub env_preload: &'static [u8],
+    /// `VRIFT_EXTRA_ROOTS=…\0`, or empty when there are no extra roots.
+    pub env_extra: &'static [u8],
     /// This library's entry in `LD_PRELOAD`, without the key.
     pub shim: &'static [u8],
+}
+
+impl Config {
+    /// Every active mapping; the longest matching root wins (see `velo_intercept::translate`).
+    #[inline]
+    pub fn maps(&self) -> &[Mapping<'static>] {
+        &self.maps[..self.count]
+    }
 }
 
 struct Storage {
     canonical: [u8; ROOT_MAX],
     physical: [u8; ROOT_MAX],
     resolved: [u8; ROOT_MAX],
+    /// The `VRIFT_EXTRA_ROOTS` value with its `=` and `:` separators replaced by NULs, so each
+    /// root is a C string for [`resolve`].
+    extra: [u8; EXTRA_MAX],
+    extra_resolved: [[u8; ROOT_MAX]; MAX_MAPS - 1],
     env_canonical: [u8; ENTRY_MAX],
     env_physical: [u8; ENTRY_MAX],
     env_preload: [u8; ENTRY_MAX],
+    env_extra: [u8; EXTRA_MAX + 32],
     config: Option<Config>,
 }
 
@@ -59,9 +80,12 @@ static STORAGE: Shared = Shared(UnsafeCell::new(Storage {
     canonical: [0; ROOT_MAX],
     physical: [0; ROOT_MAX],
     resolved: [0; ROOT_MAX],
+    extra: [0; EXTRA_MAX],
+    extra_resolved: [[0; ROOT_MAX]; MAX_MAPS - 1],
     env_canonical: [0; ENTRY_MAX],
     env_physical: [0; ENTRY_MAX],
     env_preload: [0; ENTRY_MAX],
+    env_extra: [0; EXTRA_MAX + 32],
     config: None,
 }));
 
@@ -150,14 +174,73 @@ unsafe fn load(s: &mut Storage) -> bool {
         // SAFETY: as above.
         unsafe { core::slice::from_raw_parts(b.as_ptr(), b.len()) }
     };
+    let mut maps = [map; MAX_MAPS];
+    let mut count = 1;
+    let mut env_extra: &[u8] = &[];
+    if let Some(value) = getenv(c"VRIFT_EXTRA_ROOTS").filter(|v| !v.is_empty()) {
+        // An extra root that cannot be read is left out rather than turning the whole
+        // projection off: the project mapping still holds.
+        count += extra_maps(value, &mut s.extra, &mut s.extra_resolved, &mut maps[1..]);
+        if count > 1 {
+            env_extra = entry(b"VRIFT_EXTRA_ROOTS", value, &mut s.env_extra).unwrap_or(&[]);
+        }
+    }
     s.config = Some(Config {
-        maps: [map],
+        maps,
+        count,
         env_canonical: stat(env_canonical),
         env_physical: stat(env_physical),
         env_preload: stat(env_preload),
+        env_extra: stat(env_extra),
         shim,
     });
     true
+}
+
+/// Parses `CANONICAL=PHYSICAL[:CANONICAL=PHYSICAL]…` into `out`; returns how many it filled.
+/// Entries that are malformed, not absolute or beyond `out.len()` are skipped.
+fn extra_maps(
+    value: &[u8],
+    buf: &mut [u8; EXTRA_MAX],
+    resolved: &mut [[u8; ROOT_MAX]; MAX_MAPS - 1],
+    out: &mut [Mapping<'static>],
+) -> usize {
+    if value.len() >= buf.len() {
+        return 0;
+    }
+    buf[..value.len()].copy_from_slice(value);
+    buf[value.len()] = 0;
+    for b in &mut buf[..value.len()] {
+        if *b == b':' || *b == b'=' {
+            *b = 0;
+        }
+    }
+    // SAFETY: the buffer lives in a static and is not written again once STATE is ON.
+    let text: &'static [u8] = unsafe { core::slice::from_raw_parts(buf.as_ptr(), value.len()) };
+    let mut filled = 0;
+    let mut pos = 0;
+    for sep in value.split(|&b| b == b':') {
+        let start = pos;
+        pos += sep.len() + 1;
+        let Some(eq) = sep.iter().position(|&b| b == b'=') else {
+            continue;
+        };
+        if filled == out.len() {
+            break;
+        }
+        let canonical = &text[start..start + eq];
+        let physical = &text[start + eq + 1..start + sep.len()];
+        // `physical` is followed by a NUL in `buf`, as `resolve` needs.
+        let real = resolve(physical, &mut resolved[filled]).map(|r| {
+            // SAFETY: as above, for the resolved buffers.
+            unsafe { core::slice::from_raw_parts(r.as_ptr(), r.len()) }
+        });
+        if let Some(m) = Mapping::new(canonical, physical, real) {
+            out[filled] = m;
+            filled += 1;
+        }
+    }
+    filled
 }
 
 /// The entry of a `LD_PRELOAD` list (space- or colon-separated) that is this library.

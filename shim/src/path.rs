@@ -23,7 +23,7 @@ fn canonical(cfg: &Config, path: *const c_char) -> Option<(&Mapping<'static>, *c
         return None;
     }
     // SAFETY: `path` is a non-null C string from the program.
-    unsafe { translate::find_canonical_cstr(&cfg.maps, path.cast()) }
+    unsafe { translate::find_canonical_cstr(cfg.maps(), path.cast()) }
 }
 
 /// Writes the physical form of a canonical path into `buf`.
@@ -150,5 +150,5 @@ pub fn to_canonical(
     path: &[u8],
     out: &mut Buf,
 ) -> Result<Option<usize>, translate::TooLong> {
-    translate::to_canonical(&cfg.maps, path, out)
+    translate::to_canonical(cfg.maps(), path, out)
 }

@@ -78,6 +78,96 @@ pub fn copy_tree(src: &Path, dst: &Path) {
     );
 }
 
+/// `cp -r SRC DST`: a copy with new mtimes, as `git clone` gives (DST must not exist).
+pub fn copy_fresh(src: &Path, dst: &Path) {
+    fs::create_dir_all(dst.parent().expect("parent")).expect("mkdir");
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(src)
+        .arg(dst)
+        .status()
+        .expect("cp");
+    assert!(
+        status.success(),
+        "cp -r {} {}",
+        src.display(),
+        dst.display()
+    );
+}
+
+/// The user's `CARGO_HOME` (`$CARGO_HOME`, else `~/.cargo`).
+pub fn user_cargo_home() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cargo"))
+}
+
+/// A private `CARGO_HOME` at `dest` holding the crates.io index entries and `.crate` files of
+/// `crates` (`name-version`), copied from the user's `CARGO_HOME` (building velo fetched them),
+/// so `cargo build --offline` works in it. Falls back to `cargo fetch` (network) in `project`
+/// when the user's home lacks one of them.
+pub fn private_cargo_home(dest: &Path, crates: &[&str], project: &Path) {
+    let user = user_cargo_home().join("registry");
+    let mut complete = true;
+    for index in fs::read_dir(user.join("index"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = index.file_name();
+        let to = dest.join("registry/index").join(&name);
+        fs::create_dir_all(&to).expect("mkdir");
+        if index.path().join("config.json").is_file() {
+            fs::copy(index.path().join("config.json"), to.join("config.json")).expect("copy");
+        }
+        for krate in crates {
+            let (name, _) = krate.rsplit_once('-').expect("name-version");
+            let shard = match name.len() {
+                1 => format!("1/{name}"),
+                2 => format!("2/{name}"),
+                3 => format!("3/{}/{name}", &name[..1]),
+                _ => format!("{}/{}/{name}", &name[..2], &name[2..4]),
+            };
+            let from = index.path().join(".cache").join(&shard);
+            if from.is_file() {
+                fs::create_dir_all(to.join(".cache").join(&shard).parent().unwrap()).unwrap();
+                fs::copy(&from, to.join(".cache").join(&shard)).expect("copy");
+            } else {
+                complete = false;
+            }
+        }
+    }
+    for cache in fs::read_dir(user.join("cache"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let to = dest.join("registry/cache").join(cache.file_name());
+        fs::create_dir_all(&to).expect("mkdir");
+        for krate in crates {
+            let from = cache.path().join(format!("{krate}.crate"));
+            if from.is_file() {
+                fs::copy(&from, to.join(format!("{krate}.crate"))).expect("copy");
+            } else {
+                complete = false;
+            }
+        }
+    }
+    if !complete || !dest.join("registry/cache").is_dir() {
+        eprintln!(
+            "note: fetching {crates:?} from the network into {}",
+            dest.display()
+        );
+        Cmd::new("cargo")
+            .arg("fetch")
+            .clean_cargo_env()
+            .env("CARGO_HOME", dest)
+            .dir(project)
+            .ok();
+    }
+}
+
 /// Every file under `dir` whose bytes contain `needle`.
 pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
     files_under(dir)

@@ -88,6 +88,7 @@ unsafe fn push(at: &mut *mut u8, parts: &[&[u8]]) -> *const c_char {
 fn child_env(cfg: &Config, envp: Argv) -> Result<ChildEnv, c_int> {
     let mut n = 0;
     let (mut has_canonical, mut has_physical) = (false, false);
+    let mut has_extra = cfg.env_extra.is_empty();
     let mut preload: Option<(usize, &[u8])> = None;
     let mut library_path: Option<(usize, &[u8])> = None;
     if !envp.is_null() {
@@ -103,6 +104,8 @@ fn child_env(cfg: &Config, envp: Argv) -> Result<ChildEnv, c_int> {
                 has_canonical = true;
             } else if value(entry, b"VRIFT_PHYSICAL_ROOT").is_some() {
                 has_physical = true;
+            } else if value(entry, b"VRIFT_EXTRA_ROOTS").is_some() {
+                has_extra = true;
             } else if let Some(v) = value(entry, b"LD_PRELOAD") {
                 preload = Some((n, v));
             } else if let Some(v) = value(entry, b"LD_LIBRARY_PATH") {
@@ -114,8 +117,8 @@ fn child_env(cfg: &Config, envp: Argv) -> Result<ChildEnv, c_int> {
     let fix_preload =
         !cfg.shim.is_empty() && preload.is_none_or(|(_, v)| !preload_has_shim(v, cfg.shim));
     let fix_library_path =
-        library_path.filter(|(_, v)| translate::list_has_canonical(&cfg.maps, v));
-    if !fix_preload && has_canonical && has_physical && fix_library_path.is_none() {
+        library_path.filter(|(_, v)| translate::list_has_canonical(cfg.maps(), v));
+    if !fix_preload && has_canonical && has_physical && has_extra && fix_library_path.is_none() {
         return Ok(ChildEnv {
             envp,
             map: core::ptr::null_mut(),
@@ -123,9 +126,9 @@ fn child_env(cfg: &Config, envp: Argv) -> Result<ChildEnv, c_int> {
         });
     }
 
-    let pointers = (n + 4) * size_of::<*const c_char>();
+    let pointers = (n + 5) * size_of::<*const c_char>();
     let longest_root = cfg
-        .maps
+        .maps()
         .iter()
         .map(|m| m.physical().len())
         .max()
@@ -157,7 +160,7 @@ fn child_env(cfg: &Config, envp: Argv) -> Result<ChildEnv, c_int> {
     let mut strings = unsafe { map.cast::<u8>().add(pointers) };
     let mut k = 0;
     let mut put = |p: *const c_char| {
-        // SAFETY: at most n + 3 pointers and a NULL were reserved.
+        // SAFETY: at most n + 4 pointers and a NULL were reserved.
         unsafe { *out.add(k) = p };
         k += 1;
     };
@@ -170,7 +173,7 @@ fn child_env(cfg: &Config, envp: Argv) -> Result<ChildEnv, c_int> {
             // SAFETY: reserved: the translated list is at most `library_path_len` long.
             let buf = unsafe { core::slice::from_raw_parts_mut(strings, library_path_len) };
             buf[..16].copy_from_slice(b"LD_LIBRARY_PATH=");
-            let written = translate::list_to_physical(&cfg.maps, list, &mut buf[16..])
+            let written = translate::list_to_physical(cfg.maps(), list, &mut buf[16..])
                 .map_err(|_| libc::E2BIG);
             match written {
                 Ok(w) => {
@@ -202,6 +205,9 @@ fn child_env(cfg: &Config, envp: Argv) -> Result<ChildEnv, c_int> {
     }
     if fix_preload && preload.is_none() {
         put(cfg.env_preload.as_ptr().cast());
+    }
+    if !has_extra {
+        put(cfg.env_extra.as_ptr().cast());
     }
     put(core::ptr::null());
     Ok(ChildEnv {
@@ -273,7 +279,7 @@ pub unsafe extern "C" fn execvpe(file: *const c_char, argv: Argv, envp: Argv) ->
     }
     let search = search_path();
     with_env(cfg, envp, |envp| {
-        if !translate::list_has_canonical(&cfg.maps, search) {
+        if !translate::list_has_canonical(cfg.maps(), search) {
             return real(file, envp);
         }
         let mut denied = false;
@@ -352,7 +358,7 @@ fn search_path() -> &'static [u8] {
 /// `dir/name`, physical, NUL-terminated in `buf`. An empty entry is the working directory.
 fn candidate(cfg: &Config, dir: &[u8], name: &[u8], buf: &mut Buf) -> Option<usize> {
     let dir: &[u8] = if dir.is_empty() { b"." } else { dir };
-    let (root, rest) = match translate::find_canonical(&cfg.maps, dir) {
+    let (root, rest) = match translate::find_canonical(cfg.maps(), dir) {
         Some((m, rest)) => (m.physical(), rest),
         None => (&[][..], dir),
     };
@@ -455,7 +461,7 @@ pub unsafe extern "C" fn posix_spawnp(
     }
     let search = search_path();
     spawn_with_env(cfg, envp, |envp| {
-        if translate::list_has_canonical(&cfg.maps, search) {
+        if translate::list_has_canonical(cfg.maps(), search) {
             // SAFETY: checked non-null above.
             let name = unsafe { CStr::from_ptr(file) }.to_bytes();
             for dir in search.split(|&b| b == b':') {

@@ -172,3 +172,99 @@ fn cache_key_and_doctor_formats() {
         .collect();
     insta::assert_snapshot!("doctor_checks", names.join("\n"));
 }
+
+/// Every `velo cache` report, human and JSON, on the fixture workspace. Ids, keys, sizes, ages
+/// and timings differ between runs and machines and are redacted; the shape must be stable.
+#[test]
+fn cache_report_formats() {
+    let env = Env::new();
+    let a = env.path().join("a");
+    velo_e2e::copy_fresh(&velo_e2e::fixture("inception-ws"), &a);
+    let b = env.path().join("b");
+    velo_e2e::copy_fresh(&velo_e2e::fixture("inception-ws"), &b);
+    let velo = |args: &[&str], dir: &std::path::Path| {
+        let mut cmd = env.velo(args).clean_cargo_env().dir(dir);
+        cmd.cmd.env_remove("PWD");
+        cmd.ok()
+    };
+    velo(&["inception", "--", "cargo", "build"], &a);
+    let mut settings = insta::Settings::clone_current();
+    settings.add_filter(&regex_escape(env.path().to_str().unwrap()), "[ENV]");
+    settings.add_filter(r"\b\d{13}-\d+\b", "[id]");
+    settings.add_filter(r"\b[0-9a-f]{64}\b", "[key]");
+    settings.add_filter(r"\b[0-9a-f]{12}\b", "[key]");
+    settings.add_filter(r"\d+(\.\d+)? (B|KiB|MiB|GiB)\b", "[size]");
+    settings.add_filter(r"\d+\.\d+ s\b", "[secs]");
+    settings.add_filter(r"(\d+|\[n\]) (s|min|h|d) ago", "[age]");
+    settings.add_filter(r#""(created|bytes|new_bytes|unique_bytes|logical_bytes|stored_bytes|seconds|files|reflinked|copied)": [0-9.]+"#, r#""$1": [n]"#);
+    settings.add_filter(r"\b\d+ files\b", "[n] files");
+    settings.add_filter(
+        r"\b\d+ reflinked, \d+ copied\b",
+        "[n] reflinked, [n] copied",
+    );
+    settings.add_filter(r"\(\d+\.\dx shared\)", "([ratio] shared)");
+    // Table columns are as wide as their (redacted) contents: one space between cells.
+    let collapse = |text: String| -> String {
+        text.lines()
+            .map(|l| {
+                // A snapshot row starts with its id (`<ms>-<pid>`).
+                let row = l.split_whitespace().next().is_some_and(|w| {
+                    w.contains('-') && w.starts_with(|c: char| c.is_ascii_digit())
+                });
+                l.split_whitespace()
+                    .map(|w| match w.parse::<u64>() {
+                        Ok(_) if row => "[n]",
+                        _ => w,
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    settings.bind(|| {
+        insta::assert_snapshot!("cache_save_human", velo(&["cache", "save"], &a).stdout());
+        insta::assert_snapshot!(
+            "cache_status_human",
+            velo(&["cache", "status"], &b).stdout()
+        );
+        insta::assert_snapshot!(
+            "cache_status_json",
+            velo(&["cache", "status", "--json"], &b).stdout()
+        );
+        insta::assert_snapshot!(
+            "cache_list_human",
+            collapse(velo(&["cache", "list"], &b).stdout())
+        );
+        insta::assert_snapshot!(
+            "cache_list_json",
+            velo(&["cache", "list", "--json"], &b).stdout()
+        );
+        insta::assert_snapshot!(
+            "cache_restore_human",
+            velo(&["cache", "restore"], &b).stdout()
+        );
+        insta::assert_snapshot!(
+            "cache_save_json",
+            velo(&["cache", "save", "--json"], &b).stdout()
+        );
+        let c = env.path().join("c");
+        velo_e2e::copy_fresh(&velo_e2e::fixture("inception-ws"), &c);
+        insta::assert_snapshot!(
+            "cache_restore_json",
+            velo(&["cache", "restore", "--json"], &c).stdout()
+        );
+    });
+}
+
+fn regex_escape(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let special = "\\.+*?()|[]{}^$#&-~".contains(c);
+            special
+                .then_some('\\')
+                .into_iter()
+                .chain(std::iter::once(c))
+        })
+        .collect()
+}

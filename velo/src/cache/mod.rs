@@ -1,6 +1,138 @@
-//! `velo cache`: content-keyed snapshots of Cargo's `target/` directory.
+//! `velo cache`: content-keyed snapshots of Cargo's `target/` directory that restore fresh in
+//! any checkout.
 //!
-//! This first part is the [`key`]: what a snapshot is filed under. Saving, restoring and the
-//! freshness rules build on it.
+//! # The idea
+//!
+//! Under `velo inception` every path Cargo records is canonical (`/vrift_workspace/…` for the
+//! project, `/cargo-home/…` for registry sources), so a `target/` built in one checkout is valid
+//! in any other checkout of the same commit. Three things make that usable:
+//!
+//! 1. **The [`key`]** files a snapshot under the content of what decides compilation (lockfile,
+//!    manifests, toolchain, profile, flags), never under a path.
+//! 2. **Snapshots** ([`snapshot`]) are ordinary store manifests of the target directory, plus a
+//!    record of the mtime checks Cargo makes ([`fingerprint`]) and the BLAKE3 of every source
+//!    file those checks name.
+//! 3. **Restore** ([`restore`]) copies the tree out of the store (reflinks where possible:
+//!    Cargo writes into `target/`, so restored files must not share inodes with blobs) and then
+//!    makes Cargo's mtime view agree with content: every restored file gets the restore time,
+//!    which is newer than the checkout's sources, so Cargo sees each unit fresh; except that a
+//!    check whose sources differ from the snapshot's gets a reference file from 1970, so Cargo
+//!    rebuilds exactly those units and, through its own dependency tracking, their dependents.
+//!    No source file's mtime is ever touched (invariant 1), and no changed input is presented
+//!    as fresh (invariant 4).
+//!
+//! docs/cache.md tells the same story for users, with every adjustment and why it is safe.
 
+pub mod fingerprint;
 pub mod key;
+pub mod restore;
+pub mod snapshot;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use crate::inception::Projection;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Key(#[from] key::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    #[error(transparent)]
+    Ingest(#[from] crate::ingest::Error),
+    #[error("{}: there is nothing to save (build the project first)", .0.display())]
+    NothingToSave(PathBuf),
+    #[error(
+        "the target directory {} is not empty: velo cache restore only restores into a missing or empty target directory, so nothing of yours is overwritten (remove it, or pass --target-dir)",
+        .0.display()
+    )]
+    TargetNotEmpty(PathBuf),
+    #[error(
+        "snapshot {id} is missing {count} blob(s) in the store (garbage-collected or damaged); nothing was restored. Build normally and save again (`velo cargo build`)"
+    )]
+    MissingBlobs { id: String, count: usize },
+    #[error("snapshot record {}: {reason}", .path.display())]
+    BadRecord { path: PathBuf, reason: String },
+    #[error("{op} {}: {source}{hint}", .path.display(), hint = disk_full_hint(.source))]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn disk_full_hint(e: &std::io::Error) -> &'static str {
+    if e.raw_os_error() == Some(libc::ENOSPC) {
+        " (the disk is full: the partial restore was removed and the target directory left as it was)"
+    } else {
+        ""
+    }
+}
+
+pub(crate) fn io_err<'p>(
+    op: &'static str,
+    path: &'p Path,
+) -> impl FnOnce(std::io::Error) -> Error + 'p {
+    move |source| Error::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// A project as the cache sees it: where it lives, where its target directory is, how it is
+/// projected, and its content key.
+#[derive(Debug, Clone)]
+pub struct Project {
+    /// The physical project root.
+    pub root: PathBuf,
+    /// The physical target directory (inside the root, or artifacts hold its physical path).
+    pub target_dir: PathBuf,
+    /// The projection builds run under: the root at `/vrift_workspace`, `CARGO_HOME` at
+    /// `/cargo-home`.
+    pub projection: Projection,
+    pub profile: String,
+    pub key: key::Key,
+}
+
+impl Project {
+    /// The physical file a canonical source path names here: through the projection when it is
+    /// under a canonical root, else the path itself (a system header, say).
+    pub fn physical(&self, canonical: &str) -> PathBuf {
+        let path = Path::new(canonical);
+        self.projection
+            .to_physical(path)
+            .unwrap_or_else(|| path.to_owned())
+    }
+}
+
+/// The BLAKE3 (hex) of each source, or `None` when it cannot be read: hashed in parallel.
+pub fn hash_sources<'a>(
+    project: &Project,
+    sources: impl IntoIterator<Item = &'a String>,
+) -> BTreeMap<String, Option<String>> {
+    let unique: BTreeSet<&String> = sources.into_iter().collect();
+    unique
+        .into_par_iter()
+        .map(|s| (s.clone(), hash_file(&project.physical(s))))
+        .collect()
+}
+
+fn hash_file(path: &Path) -> Option<String> {
+    // Followed through symlinks, as Cargo follows them when it reads the mtime.
+    let file = std::fs::File::open(path).ok()?;
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(file).ok()?;
+    Some(hasher.finalize().to_hex().to_string())
+}
+
+/// Whether `dir` is missing or an empty directory: a "cold" target directory.
+pub fn is_cold(dir: &Path) -> bool {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    }
+}

@@ -39,6 +39,12 @@ pub struct Args {
     #[arg(long)]
     physical_paths: bool,
 
+    /// Leave CARGO_HOME where it is. By default it is presented at /cargo-home (and
+    /// CARGO_HOME is set to that for the command), so registry sources have one path on every
+    /// machine and a moved CARGO_HOME rebuilds nothing.
+    #[arg(long)]
+    no_cargo_home: bool,
+
     /// Say what is projected where.
     #[arg(short, long)]
     verbose: bool,
@@ -55,7 +61,12 @@ pub struct Args {
 pub fn run(args: Args) -> Result<ExitCode> {
     let cwd = inception::unproject(&inception::current_dir()?);
     let root = inception::unproject(&inception::find_root(args.root.as_deref(), &cwd)?);
-    let projection = Projection::new(root)?;
+    let mut projection = Projection::new(root)?;
+    if !args.no_cargo_home
+        && let Err(why) = projection.add_cargo_home()
+    {
+        tracing::info!("CARGO_HOME is not projected: {why}");
+    }
     let shim = inception::locate_shim()?;
     // Outside the root there is no canonical equivalent: stay where we are.
     let pwd = projection.to_canonical(&cwd).unwrap_or_else(|| cwd.clone());
@@ -68,6 +79,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
             shim.display(),
             pwd.display()
         );
+        for (canonical, physical) in &projection.extra {
+            eprintln!(
+                "velo: projecting {} at {}",
+                physical.display(),
+                canonical.display()
+            );
+        }
     }
 
     let mut cmd = match args.command.split_first() {
@@ -89,7 +107,28 @@ pub fn run(args: Args) -> Result<ExitCode> {
         let err = cmd.exec();
         return Err(err).with_context(|| format!("cannot run {}", program.to_string_lossy()));
     }
-    run_rewriting(cmd, &projection, &program)
+    let status = run_rewriting(cmd, &projection, &program)?;
+    Ok(child::exit_like(status))
+}
+
+/// `program args…` under `projection`, starting in the physical directory `start`.
+pub(super) fn projected_command(
+    projection: &Projection,
+    shim: &std::path::Path,
+    program: &OsStr,
+    args: &[OsString],
+    start: &std::path::Path,
+) -> Command {
+    let pwd = projection
+        .to_canonical(start)
+        .unwrap_or_else(|| start.to_owned());
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    let preload = std::env::var_os("LD_PRELOAD");
+    cmd.current_dir(start)
+        .envs(projection.environment(shim, preload.as_deref(), &pwd))
+        .env("VELO_INCEPTION", &projection.physical);
+    cmd
 }
 
 /// `$SHELL` (else /bin/sh) with a prompt marker: bash gets an rc file (on a memfd, so nothing
@@ -126,7 +165,11 @@ fn shell(projection: &Projection) -> Result<Command> {
 }
 
 /// Runs `cmd` with its stdout and stderr rewritten canonical → physical.
-fn run_rewriting(mut cmd: Command, projection: &Projection, program: &OsStr) -> Result<ExitCode> {
+pub(super) fn run_rewriting(
+    mut cmd: Command,
+    projection: &Projection,
+    program: &OsStr,
+) -> Result<std::process::ExitStatus> {
     let tty = |fd| {
         // SAFETY: isatty on our own standard descriptors.
         unsafe { libc::isatty(fd) == 1 }
@@ -175,7 +218,7 @@ fn run_rewriting(mut cmd: Command, projection: &Projection, program: &OsStr) -> 
         let _ = p.join();
     }
     drop(forwarding);
-    Ok(child::exit_like(status))
+    Ok(status)
 }
 
 fn copy_rewriting(mut source: Box<dyn Read + Send>, mut rewriter: Rewriter, to_stderr: bool) {

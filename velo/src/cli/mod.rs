@@ -54,6 +54,7 @@ enum Command {
     Doctor(doctor::Args),
     #[command(subcommand)]
     Cache(cache::Command),
+    Cargo(cache::CargoArgs),
 }
 
 pub fn run() -> Result<ExitCode> {
@@ -67,7 +68,8 @@ pub fn run() -> Result<ExitCode> {
         Command::Inception(args) => inception::run(args),
         Command::Run(args) => run::run(&store()?, args),
         Command::Doctor(args) => doctor::run(args),
-        Command::Cache(cmd) => cache::run(cmd),
+        Command::Cache(cmd) => cache::run(&store()?, cmd),
+        Command::Cargo(args) => cache::cargo(&store()?, args),
     }
 }
 

@@ -33,8 +33,8 @@ where
     table
 }
 
-/// A progress bar on stderr when it is a terminal, else a hidden one. `len` unknown: a spinner
-/// counting bytes.
+/// A progress bar on stderr when it is a terminal, else a hidden one, counting bytes: toward
+/// `len`, or with a spinner when the total is unknown.
 pub fn progress(len: Option<u64>, what: &str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
@@ -42,9 +42,11 @@ pub fn progress(len: Option<u64>, what: &str) -> ProgressBar {
     let bar = match len {
         Some(len) => ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr())
             .with_style(
-                ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({eta})")
-                    .expect("valid template")
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} ({eta})",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
             ),
         None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(
             ProgressStyle::with_template(

@@ -10,6 +10,13 @@
 //! | `VRIFT_CANONICAL_ROOT` | where the project appears (`/vrift_workspace`)                 |
 //! | `VRIFT_PHYSICAL_ROOT`  | the project's real directory                                   |
 //! | `PWD`                  | the canonical form of the starting directory (shells trust it) |
+//! | `VRIFT_EXTRA_ROOTS`    | more roots, `CANONICAL=PHYSICAL:…`: `CARGO_HOME` at `/cargo-home` |
+//! | `CARGO_HOME`           | `/cargo-home`, when `CARGO_HOME` is projected                  |
+//!
+//! `CARGO_HOME` is projected by default: registry sources land in build-script dep-info, in
+//! Cargo's fingerprints (a registry crate's source path is hashed into them, cargo#10915) and in
+//! debug info, so a different home directory or a moved `CARGO_HOME` would otherwise change
+//! `target/` and rebuild every dependency.
 //!
 //! Nothing is mounted and nothing global changes, so two terminals can project two checkouts to
 //! the same canonical root at once. The command keeps the real working directory; the shim
@@ -62,12 +69,17 @@ pub enum Error {
     Cwd(std::io::Error),
 }
 
-/// A projection of one physical directory at one canonical root.
+/// A projection of one physical directory at one canonical root, and of extra roots beside it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Projection {
     pub canonical: PathBuf,
     pub physical: PathBuf,
+    /// `(canonical, physical)` pairs carried in `VRIFT_EXTRA_ROOTS`.
+    pub extra: Vec<(PathBuf, PathBuf)>,
 }
+
+/// The most extra roots the shim holds (its tables have fixed sizes).
+pub const MAX_EXTRA_ROOTS: usize = 3;
 
 impl Projection {
     /// `physical` (absolute) at the canonical root from `$VRIFT_CANONICAL_ROOT` or the default.
@@ -87,7 +99,43 @@ impl Projection {
         Ok(Projection {
             canonical,
             physical,
+            extra: Vec::new(),
         })
+    }
+
+    /// Also presents the physical `CARGO_HOME` (`$CARGO_HOME`, else `~/.cargo`) at
+    /// `/cargo-home`. Returns why not when it cannot: no such directory, nested with the project
+    /// root, or a name the shim's variable cannot carry.
+    pub fn add_cargo_home(&mut self) -> Result<&Path, String> {
+        let physical = cargo_home().ok_or("neither CARGO_HOME nor HOME is set")?;
+        self.add_root(PathBuf::from(env::CARGO_HOME_ROOT), physical)
+    }
+
+    fn add_root(&mut self, canonical: PathBuf, physical: PathBuf) -> Result<&Path, String> {
+        let physical = normalize(&physical);
+        let shown = physical.display().to_string();
+        if !physical.is_dir() {
+            return Err(format!("{shown} is not a directory"));
+        }
+        if physical.starts_with(&self.physical) || self.physical.starts_with(&physical) {
+            return Err(format!("{shown} and the project root contain one another"));
+        }
+        if [&canonical, &physical].iter().any(|p| {
+            p.as_os_str()
+                .as_bytes()
+                .iter()
+                .any(|&b| b == b':' || b == b'=')
+        }) {
+            return Err(format!(
+                "{shown}: `:` and `=` cannot be carried in {}",
+                env::EXTRA_ROOTS
+            ));
+        }
+        if self.extra.len() == MAX_EXTRA_ROOTS {
+            return Err(format!("at most {MAX_EXTRA_ROOTS} extra roots"));
+        }
+        self.extra.push((canonical, physical));
+        Ok(&self.extra.last().expect("just pushed").1)
     }
 
     fn mapping(&self) -> Mapping<'_> {
@@ -99,10 +147,11 @@ impl Projection {
         .expect("validated in Projection::new")
     }
 
-    /// The canonical name of `path` (physical), if it lies under the physical root.
+    /// The canonical name of `path` (physical), if it lies under a physical root.
     pub fn to_canonical(&self, path: &Path) -> Option<PathBuf> {
-        let rest = self.mapping().strip_physical(path.as_os_str().as_bytes())?;
-        let mut out = self.canonical.as_os_str().as_bytes().to_vec();
+        let maps = self.mappings();
+        let (m, rest) = translate::find_physical(&maps, path.as_os_str().as_bytes())?;
+        let mut out = m.canonical().to_vec();
         out.extend_from_slice(rest);
         Some(PathBuf::from(OsString::from_vec(out)))
     }
@@ -128,7 +177,7 @@ impl Projection {
                 preload_value.push(existing);
             }
         }
-        vec![
+        let mut vars: Vec<(OsString, OsString)> = vec![
             ("LD_PRELOAD".into(), preload_value),
             (
                 env::CANONICAL_ROOT.into(),
@@ -139,7 +188,57 @@ impl Projection {
                 self.physical.clone().into_os_string(),
             ),
             ("PWD".into(), pwd.as_os_str().to_owned()),
-        ]
+        ];
+        if !self.extra.is_empty() {
+            let mut value = OsString::new();
+            for (i, (canonical, physical)) in self.extra.iter().enumerate() {
+                if i > 0 {
+                    value.push(":");
+                }
+                value.push(canonical);
+                value.push("=");
+                value.push(physical);
+            }
+            vars.push((env::EXTRA_ROOTS.into(), value));
+        }
+        if let Some((canonical, _)) = self
+            .extra
+            .iter()
+            .find(|(c, _)| c.as_os_str() == env::CARGO_HOME_ROOT)
+        {
+            vars.push(("CARGO_HOME".into(), canonical.clone().into_os_string()));
+        }
+        vars
+    }
+
+    /// Every mapping, the project's first, as the shim sees them.
+    pub fn mappings(&self) -> Vec<Mapping<'_>> {
+        std::iter::once(self.mapping())
+            .chain(self.extra.iter().filter_map(|(c, p)| {
+                Mapping::new(c.as_os_str().as_bytes(), p.as_os_str().as_bytes(), None)
+            }))
+            .collect()
+    }
+
+    /// The physical name of `path` when it lies under any canonical root.
+    pub fn to_physical(&self, path: &Path) -> Option<PathBuf> {
+        let maps = self.mappings();
+        let bytes = path.as_os_str().as_bytes();
+        let (m, rest) = translate::find_canonical(&maps, bytes)?;
+        let mut out = m.physical().to_vec();
+        out.extend_from_slice(rest);
+        Some(PathBuf::from(OsString::from_vec(out)))
+    }
+}
+
+/// The physical `CARGO_HOME`: `$CARGO_HOME` (made physical when this process itself runs under
+/// a projection), else `$HOME/.cargo`.
+pub fn cargo_home() -> Option<PathBuf> {
+    match std::env::var_os("CARGO_HOME").filter(|h| !h.is_empty()) {
+        Some(home) => Some(unproject(Path::new(&home))),
+        None => std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map(|h| Path::new(&h).join(".cargo")),
     }
 }
 
@@ -177,8 +276,15 @@ pub fn unproject(path: &Path) -> PathBuf {
     let Some(map) = Mapping::new(canonical.as_bytes(), physical.as_bytes(), None) else {
         return path.to_owned();
     };
-    let mut out = vec![0u8; path.as_os_str().len() + physical.len() + 1];
-    match translate::to_physical(&[map], path.as_os_str().as_bytes(), &mut out) {
+    let extra = std::env::var_os(env::EXTRA_ROOTS).unwrap_or_default();
+    let mut maps = vec![map];
+    maps.extend(extra.as_bytes().split(|&b| b == b':').filter_map(|e| {
+        let eq = e.iter().position(|&b| b == b'=')?;
+        Mapping::new(&e[..eq], &e[eq + 1..], None)
+    }));
+    let longest = maps.iter().map(|m| m.physical().len()).max().unwrap_or(0);
+    let mut out = vec![0u8; path.as_os_str().len() + longest + 1];
+    match translate::to_physical(&maps, path.as_os_str().as_bytes(), &mut out) {
         Ok(Some(len)) => {
             out.truncate(len);
             PathBuf::from(OsString::from_vec(out))
@@ -330,6 +436,7 @@ mod tests {
         let p = Projection {
             canonical: "/vrift_workspace".into(),
             physical: "/home/a/proj".into(),
+            extra: vec![("/cargo-home".into(), "/home/a/.cargo".into())],
         };
         let env = p.environment(
             Path::new("/lib/libvelo_shim.so"),
@@ -348,5 +455,15 @@ mod tests {
             Some("/vrift_workspace/src".into())
         );
         assert_eq!(p.to_canonical(Path::new("/home/a/project")), None);
+        let var = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        assert_eq!(
+            var("VRIFT_EXTRA_ROOTS").unwrap(),
+            "/cargo-home=/home/a/.cargo"
+        );
+        assert_eq!(var("CARGO_HOME").unwrap(), "/cargo-home");
+        assert_eq!(
+            p.to_physical(Path::new("/cargo-home/registry")),
+            Some("/home/a/.cargo/registry".into())
+        );
     }
 }

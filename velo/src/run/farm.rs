@@ -125,6 +125,17 @@ pub fn materialize(
     dest: &Path,
     method: Method,
 ) -> Result<Stats, Error> {
+    materialize_with_progress(store, manifest, dest, method, &|_| {})
+}
+
+/// [`materialize`], calling `progress` with each file's size once it is made.
+pub fn materialize_with_progress(
+    store: &Store,
+    manifest: &Manifest,
+    dest: &Path,
+    method: Method,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Stats, Error> {
     check_blobs(store, manifest)?;
     let mut stats = Stats::default();
     let mut dirs = fs::DirBuilder::new();
@@ -155,6 +166,9 @@ pub fn materialize(
             match fs::hard_link(&source, &path) {
                 Ok(()) => {
                     linked.fetch_add(1, Ordering::Relaxed);
+                    if let Kind::File { size, .. } = entry.kind {
+                        progress(size);
+                    }
                     return Ok(());
                 }
                 Err(e)
@@ -182,6 +196,9 @@ pub fn materialize(
             reflinked.fetch_add(1, Ordering::Relaxed);
         } else {
             copied.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Kind::File { size, .. } = entry.kind {
+            progress(size);
         }
         Ok::<(), Error>(())
     };

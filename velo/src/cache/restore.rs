@@ -1,0 +1,297 @@
+//! Restoring a snapshot so that Cargo's view agrees with content.
+//!
+//! 1. **Plan** ([`plan`]): hash the current checkout's files that the key's snapshots name, and
+//!    pick the snapshot with the most checks whose sources all match (the newest on a tie).
+//! 2. **Copy** ([`apply`]): materialize the snapshot's manifest into a temporary directory
+//!    beside the target directory, as private copies (reflinks where the filesystem has them):
+//!    Cargo writes into `target/`, so nothing restored may share an inode with a store blob.
+//! 3. **Adjust mtimes**, inside the temporary directory only:
+//!    - every restored file gets one time `T`: 1 ns before the kernel's file clock
+//!      (`CLOCK_REALTIME_COARSE`) as read *before* the checkout's sources were hashed, and after
+//!      it passed their mtimes. Cargo's checks are strict comparisons (a source newer than its
+//!      reference; a dependency's output newer than the unit's): with one time nothing in
+//!      `target/` is newer than anything else, every hashed source is no newer than `T`, and
+//!      any write after the reading (so any content the hash did not see) is newer;
+//!    - the reference file of every check whose sources differ from the snapshot's (or could
+//!      not all be named) gets `1970-01-01T00:00:01Z`, so the current sources are newer and
+//!      Cargo rebuilds that unit; its dependents follow through Cargo's own tracking.
+//! 4. **Publish**: rename the directory into place. A failure before that (a full disk, a
+//!    missing blob) removes the temporary directory, so no half-restored target is ever seen,
+//!    let alone marked fresh.
+//!
+//! Sources are never touched; only files velo itself has just written.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use super::snapshot::{self, Snapshot, Stored};
+use super::{Error, Project, hash_sources, io_err};
+use crate::manifest::{Kind, Manifest};
+use crate::run::farm;
+use crate::store::{self, LockMode, Store};
+
+/// Why a check is restored stale.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Stale {
+    /// The reference file, relative to the target directory.
+    pub reference: String,
+    /// The first source that differs (canonical path), or why the check is unknown.
+    pub reason: String,
+}
+
+/// How a snapshot fits the current checkout.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Evaluation {
+    pub fresh: usize,
+    pub stale: Vec<Stale>,
+}
+
+/// Compares a snapshot's recorded sources with `current` hashes.
+pub fn evaluate(snapshot: &Snapshot, current: &BTreeMap<String, Option<String>>) -> Evaluation {
+    let mut eval = Evaluation::default();
+    for check in &snapshot.checks {
+        let changed = check.sources.iter().find(|s| {
+            let then = snapshot.sources.get(*s).cloned().flatten();
+            let now = current.get(*s).cloned().flatten();
+            then.is_none() || now.is_none() || then != now
+        });
+        match (check.complete, changed) {
+            (true, None) => eval.fresh += 1,
+            (false, _) => eval.stale.push(Stale {
+                reference: check.reference.clone(),
+                reason: "not every input could be named when it was saved".into(),
+            }),
+            (true, Some(path)) => eval.stale.push(Stale {
+                reference: check.reference.clone(),
+                reason: match current.get(path).cloned().flatten() {
+                    None => format!("{path} is missing"),
+                    Some(_) => format!("{path} changed"),
+                },
+            }),
+        }
+    }
+    eval
+}
+
+/// The snapshot to restore for `project`, and how it fits.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub stored: Stored,
+    pub evaluation: Evaluation,
+    /// How many snapshots the key has.
+    pub candidates: usize,
+    /// The file clock before the checkout was hashed; restored files are dated 1 ns earlier.
+    pub clock: std::time::Duration,
+}
+
+/// The best snapshot of the project's key, or `None` when the key has none.
+pub fn plan(store: &Store, project: &Project) -> Result<Option<Plan>, Error> {
+    let candidates = snapshot::list_key(store, &project.key.key)?;
+    let sources: BTreeSet<&String> = candidates
+        .iter()
+        .flat_map(|c| c.snapshot.sources.keys())
+        .collect();
+    // The clock reading restored files are dated just before. Taken *before* hashing, so a
+    // source written after the hash was read carries a later mtime and Cargo sees it; and only
+    // once the filesystem clock has passed every source's mtime, so sources written just
+    // before the restore (a clone a millisecond ago) are older than it.
+    let newest = sources
+        .par_iter()
+        .filter_map(|s| std::fs::metadata(project.physical(s)).ok())
+        .filter_map(|m| m.modified().ok())
+        .max();
+    let clock = file_clock_after(newest);
+    let current = hash_sources(project, sources);
+    let count = candidates.len();
+    let best = candidates
+        .into_iter()
+        .map(|stored| {
+            let evaluation = evaluate(&stored.snapshot, &current);
+            (stored, evaluation)
+        })
+        // Newest first, so on a tie `max_by_key` (which keeps the last maximum) must not win:
+        // reverse to keep the newest.
+        .rev()
+        .max_by_key(|(_, e)| e.fresh);
+    Ok(best.map(|(stored, evaluation)| Plan {
+        stored,
+        evaluation,
+        candidates: count,
+        clock,
+    }))
+}
+
+/// The clock the kernel stamps file times with (`CLOCK_REALTIME_COARSE`: a file written after
+/// this reading gets an mtime at least this large, multigrain timestamps included), read once it
+/// is past `newest` (waiting at most a second; sources dated in the future are not waited for).
+fn file_clock_after(newest: Option<std::time::SystemTime>) -> std::time::Duration {
+    let read = || {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes the timespec we pass.
+        unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
+        std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    };
+    let newest = newest
+        .and_then(|n| n.duration_since(std::time::UNIX_EPOCH).ok())
+        .unwrap_or_default();
+    let deadline = Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        let now = read();
+        if now > newest || Instant::now() > deadline {
+            return now;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Restored {
+    pub id: String,
+    pub key: String,
+    pub files: u64,
+    pub bytes: u64,
+    pub reflinked: u64,
+    pub copied: u64,
+    pub fresh: usize,
+    pub stale: Vec<Stale>,
+    pub seconds: f64,
+}
+
+/// 1970-01-01T00:00:01Z: older than any source a checkout can have.
+const STALE_TIME: libc::timespec = libc::timespec {
+    tv_sec: 1,
+    tv_nsec: 0,
+};
+
+/// Restores `plan` into `project.target_dir`, which must be missing or empty.
+pub fn apply(
+    store: &Store,
+    project: &Project,
+    plan: &Plan,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Restored, Error> {
+    let started = Instant::now();
+    let target = &project.target_dir;
+    if !super::is_cold(target) {
+        return Err(Error::TargetNotEmpty(target.clone()));
+    }
+    let _lock = store.lock(LockMode::Shared)?;
+    let manifest = Manifest::read(&plan.stored.manifest).map_err(|e| Error::BadRecord {
+        path: plan.stored.manifest.clone(),
+        reason: e.to_string(),
+    })?;
+    let missing = manifest
+        .blobs()
+        .collect::<BTreeSet<_>>()
+        .into_par_iter()
+        .filter(|b| !store.contains(b))
+        .count();
+    if missing > 0 {
+        return Err(Error::MissingBlobs {
+            id: plan.stored.snapshot.id.clone(),
+            count: missing,
+        });
+    }
+    let parent = target.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(parent).map_err(io_err("creating", parent))?;
+    // Removed on every early return: nothing half-restored is left behind.
+    let staging = tempfile::Builder::new()
+        .prefix(".velo-restore-")
+        .tempdir_in(parent)
+        .map_err(io_err("creating a staging directory in", parent))?;
+    let stats = farm::materialize_with_progress(
+        store,
+        &manifest,
+        staging.path(),
+        farm::Method::Copy,
+        progress,
+    )
+    .map_err(|e| match e {
+        farm::Error::MissingBlobs { count, .. } => Error::MissingBlobs {
+            id: plan.stored.snapshot.id.clone(),
+            count,
+        },
+        farm::Error::Io { op, path, source } => Error::Io { op, path, source },
+    })?;
+
+    // 1 ns before the clock reading: every source hashed as unchanged is no newer, and any
+    // write from that reading on (even within the same clock tick) is newer.
+    let fresh = plan
+        .clock
+        .saturating_sub(std::time::Duration::from_nanos(1));
+    let fresh_time = libc::timespec {
+        tv_sec: fresh.as_secs() as libc::time_t,
+        tv_nsec: fresh.subsec_nanos() as _,
+    };
+    // Store modes are read-only; Cargo and rustc rewrite files in place (and rustc hard-links
+    // incremental objects into deps/), so restored files get ordinary writable modes.
+    manifest.entries().par_iter().try_for_each(|e| {
+        let Kind::File { exec, .. } = e.kind else {
+            return Ok(());
+        };
+        let path = staging.path().join(store::bytes_to_path(&e.path));
+        let mode = if exec { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+            .map_err(io_err("setting the mode of", &path))?;
+        set_mtime(&path, fresh_time)
+    })?;
+    for stale in &plan.evaluation.stale {
+        let reference = staging.path().join(&stale.reference);
+        if reference.exists() {
+            set_mtime(&reference, STALE_TIME)?;
+        }
+    }
+
+    let staged = staging.keep();
+    if let Err(e) = std::fs::rename(&staged, target) {
+        let _ = std::fs::remove_dir_all(&staged);
+        return Err(io_err("moving the restored tree to", target)(e));
+    }
+    Ok(Restored {
+        id: plan.stored.snapshot.id.clone(),
+        key: plan.stored.snapshot.key.clone(),
+        files: stats.files,
+        bytes: manifest.logical_bytes(),
+        reflinked: stats.reflinked,
+        copied: stats.copied,
+        fresh: plan.evaluation.fresh,
+        stale: plan.evaluation.stale.clone(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn set_mtime(path: &Path, mtime: libc::timespec) -> Result<(), Error> {
+    let c = CString::new(path.as_os_str().as_bytes()).expect("paths have no NUL");
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        mtime,
+    ];
+    // SAFETY: a NUL-terminated path and a two-element array, as utimensat requires.
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc != 0 {
+        return Err(io_err("setting the mtime of", path)(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
