@@ -6,7 +6,9 @@
 //! reports. Then both checkouts are built under `velo inception`, which projects each at
 //! `/vrift_workspace`: no physical path lands in either `target/`, and a third checkout that
 //! receives a copy of the first one's `target/` finds every unit fresh, while the same experiment
-//! without velo rebuilds. Finally `velo run` projects alice's manifest as a link farm, and runs
+//! without velo rebuilds. `velo cargo build` then saves a snapshot of `target/`, and a fresh
+//! clone elsewhere (new mtimes, no `target/`) restores it with every unit fresh. Finally `velo
+//! run` projects alice's manifest as a link farm, and runs
 //! it in an `--isolate` sandbox on a static busybox base image, as root inside and nobody
 //! outside. Everything happens under `target/demo/`, which is wiped first.
 
@@ -15,7 +17,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, ensure};
 
-use crate::util::{build_velo, exec, output, root, user_cargo};
+use crate::util::{build_velo, exec, output, root, user_cargo, user_command};
 
 #[derive(clap::Args)]
 pub struct Options {
@@ -103,6 +105,7 @@ pub fn run(opts: Options) -> Result<()> {
     exec(&mut velo_cmd(&["status"]))?;
 
     inception(&velo, &work, &checkouts)?;
+    cache(&velo, &work, &store)?;
     velo_run(&velo, &work, &store)?;
     println!("\ndemo finished; its files are in {}", work.display());
     Ok(())
@@ -126,17 +129,8 @@ fn count_files(dir: &Path) -> Result<usize> {
 /// a built checkout and rebuilds it with and without velo.
 fn inception(velo: &Path, work: &Path, checkouts: &[&str]) -> Result<()> {
     let under_velo = |dir: &Path, args: &[&str]| {
-        let mut cmd = user_cargo(dir);
-        let cargo = std::mem::replace(&mut cmd, Command::new(velo));
-        cmd.current_dir(dir)
-            .args(["inception", "--", "cargo"])
-            .args(args);
-        for (key, value) in cargo.get_envs() {
-            match value {
-                Some(v) => cmd.env(key, v),
-                None => cmd.env_remove(key),
-            };
-        }
+        let mut cmd = user_command(velo, dir);
+        cmd.args(["inception", "--", "cargo"]).args(args);
         cmd
     };
     step("velo inception -- cargo build, in each checkout");
@@ -201,6 +195,62 @@ fn inception(velo: &Path, work: &Path, checkouts: &[&str]) -> Result<()> {
     );
     let (fresh, compiled) = count_units(&out.stderr);
     println!("    without velo: {fresh} fresh, {compiled} compiled (the absolute paths moved)");
+    Ok(())
+}
+
+/// `velo cargo build` saves a snapshot; a fresh clone restores it and compiles nothing.
+fn cache(velo: &Path, work: &Path, store: &Path) -> Result<()> {
+    let velo_cargo = |dir: &Path| {
+        let mut cmd = user_command(velo, dir);
+        cmd.env("VELO_STORE", store).args(["cargo", "build"]);
+        cmd
+    };
+    step("velo cargo build: build projected and save target/ under the content key");
+    let first = work.join("cache/alice/sample");
+    let clone = work.join("cache/ci-runner/builds/8b1c/sample");
+    for dir in [&first, &clone] {
+        std::fs::create_dir_all(dir.parent().expect("parent"))?;
+    }
+    exec(
+        Command::new("cp")
+            .arg("-r")
+            .arg(root().join("examples/sample"))
+            .arg(&first),
+    )?;
+    println!("$ cd cache/alice/sample && velo cargo build");
+    let started = std::time::Instant::now();
+    exec(&mut velo_cargo(&first))?;
+    let cold = started.elapsed();
+
+    step("a fresh clone elsewhere (new mtimes, no target/): velo cargo build restores");
+    exec(
+        Command::new("cp")
+            .arg("-r")
+            .arg(root().join("examples/sample"))
+            .arg(&clone),
+    )?;
+    println!("$ cd cache/ci-runner/builds/8b1c/sample && velo cargo build");
+    let started = std::time::Instant::now();
+    let out = velo_cargo(&clone).output()?;
+    let warm = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    print!("{stderr}");
+    ensure!(out.status.success(), "velo cargo build failed");
+    ensure!(
+        !stderr
+            .lines()
+            .any(|l| l.trim_start().starts_with("Compiling")),
+        "the restored clone compiled something"
+    );
+    println!(
+        "    cold build {:.2} s, restore + no-op build {:.2} s",
+        cold.as_secs_f64(),
+        warm.as_secs_f64()
+    );
+    println!("$ velo cache list");
+    let mut list = Command::new(velo);
+    list.env("VELO_STORE", store).args(["cache", "list"]);
+    exec(&mut list)?;
     Ok(())
 }
 

@@ -62,7 +62,13 @@ pub fn time<T>(f: impl FnOnce() -> Result<T>) -> Result<(Duration, T)> {
 /// A `cargo` command for building a user's project: without the variables that running under
 /// `cargo xtask` put in the environment (target dir, flags, this package's `CARGO_*`).
 pub fn user_cargo(dir: &Path) -> Command {
-    let mut cmd = Command::new("cargo");
+    user_command("cargo", dir)
+}
+
+/// `program` in `dir` with the environment of [`user_cargo`]: for `velo cargo` or
+/// `velo inception -- cargo`, which run the user's cargo.
+pub fn user_command(program: impl AsRef<std::ffi::OsStr>, dir: &Path) -> Command {
+    let mut cmd = Command::new(program);
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy();
         if (key.starts_with("CARGO") && key != "CARGO_HOME")

@@ -3,6 +3,7 @@
 //! Each area prints a table of medians and ratios and writes it to `reports/bench-<area>.md`.
 //! Nothing here asserts on timings: the targets are printed next to the measurements.
 
+mod cache;
 mod run;
 mod shim;
 mod store;
@@ -36,6 +37,9 @@ enum Area {
     Shim,
     /// Farm materialization vs `cp -al`/`cp -a`; `--isolate` start-up vs bubblewrap.
     Run,
+    /// Clean build vs restore + no-op build of velo's workspace; restore vs `cp -a`; store
+    /// bytes of successive snapshots.
+    Cache,
 }
 
 pub fn run(opts: Options) -> Result<()> {
@@ -43,6 +47,7 @@ pub fn run(opts: Options) -> Result<()> {
         Area::Store => store::run(&opts),
         Area::Shim => shim::run(&opts),
         Area::Run => run::run(&opts),
+        Area::Cache => cache::run(&opts),
     }
 }
 
