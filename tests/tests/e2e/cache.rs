@@ -244,6 +244,9 @@ fn registry_crates_stay_fresh_when_cargo_home_moves() {
     std::fs::create_dir_all(home_b.parent().unwrap()).unwrap();
     copy_fresh(&home_a, &home_b);
     std::fs::remove_dir_all(&home_a).unwrap();
+    // As on a CI machine that caches downloads but not extracted sources: velo cargo runs
+    // `cargo fetch` before it restores, so build scripts watching those sources stay fresh.
+    std::fs::remove_dir_all(home_b.join("registry/src")).unwrap();
     let b = env.path().join("b/app");
     copy_fresh(&fixture("registry-app"), &b);
     let build = velo_cargo(&env, &b, Some(&home_b), &["build", "--offline"]);

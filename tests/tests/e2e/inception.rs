@@ -525,3 +525,44 @@ fn physical_paths_on_a_terminal_keep_it_a_terminal() {
         run.explain()
     );
 }
+
+#[test]
+fn cargo_home_is_projected_at_cargo_home_and_survives_a_cleared_environment() {
+    let env = Env::new();
+    let ws = checkout(&env, "ws");
+    let home = env.path().join("somewhere/else/.cargo");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join("marker"), "the real CARGO_HOME\n").unwrap();
+    // `env -i` drops every variable; the shim's exec hook puts the projection back, extra
+    // roots included.
+    let script = "echo home=$CARGO_HOME; cat /cargo-home/marker; \
+                  env -i /bin/sh -c 'cat /cargo-home/marker; readlink -f /cargo-home'";
+    let out = inception(&env, &ws, &["sh", "-c", script])
+        .env("CARGO_HOME", &home)
+        .ok()
+        .stdout();
+    assert_eq!(
+        out, "home=/cargo-home\nthe real CARGO_HOME\nthe real CARGO_HOME\n/cargo-home\n",
+        "{out}"
+    );
+    let mut off = env
+        .velo([
+            "inception",
+            "--no-cargo-home",
+            "--",
+            "sh",
+            "-c",
+            "echo $CARGO_HOME; ls /cargo-home",
+        ])
+        .clean_cargo_env()
+        .dir(&ws)
+        .env("CARGO_HOME", &home);
+    off.cmd.env_remove("PWD");
+    let run = off.run();
+    assert_ne!(run.code(), Some(0), "no /cargo-home without the mapping");
+    assert!(
+        run.stdout().starts_with(home.to_str().unwrap()),
+        "{}",
+        run.stdout()
+    );
+}

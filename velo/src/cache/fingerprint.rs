@@ -229,21 +229,40 @@ pub fn parse_encoded_dep_info(mut bytes: &[u8]) -> Option<Vec<(PathKind, PathBuf
     Some(files)
 }
 
-/// Package roots from `cargo metadata` run in `root` (offline: everything a build used is on
-/// disk), each made canonical with `to_canonical`. Empty when cargo cannot tell, which makes
-/// relative checks incomplete (stale on restore), never wrong.
-pub fn package_roots(root: &Path, to_canonical: impl Fn(&Path) -> PathBuf) -> PackageRoots {
+/// Package roots from `cargo metadata` run in `root`, each made canonical with `to_canonical`.
+/// Offline and filtered to `platforms` (the host and the target): everything a build for them
+/// used is on disk, while packages of other platforms (Windows-only crates, say) never were.
+/// Empty when cargo cannot tell, which makes relative checks incomplete (stale on restore),
+/// never wrong.
+pub fn package_roots(
+    root: &Path,
+    platforms: &[&str],
+    to_canonical: impl Fn(&Path) -> PathBuf,
+) -> PackageRoots {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = std::process::Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--offline"])
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args(["metadata", "--format-version", "1", "--offline"]);
+    for platform in platforms {
+        cmd.args(["--filter-platform", platform]);
+    }
+    let out = cmd
         .current_dir(root)
         .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
         .output();
     let mut roots = PackageRoots::new();
-    let Some(out) = out.ok().filter(|o| o.status.success()) else {
-        tracing::warn!("cargo metadata failed in {}", root.display());
-        return roots;
+    let out = match out {
+        Ok(out) if out.status.success() => out,
+        other => {
+            let why = match other {
+                Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+                Err(e) => e.to_string(),
+            };
+            tracing::warn!(
+                "cargo metadata failed in {} ({why}); the snapshot's units with package-relative inputs will restore stale",
+                root.display()
+            );
+            return roots;
+        }
     };
     let Ok(meta) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
         return roots;

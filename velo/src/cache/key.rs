@@ -110,6 +110,25 @@ fn manifests(root: &Path) -> Result<Vec<PathBuf>, Error> {
     Ok(found)
 }
 
+/// The compiler's host triple (`host:` of `rustc -vV`).
+pub fn host_triple() -> Result<String, Error> {
+    Ok(rustc_version()?
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .unwrap_or("unknown")
+        .to_owned())
+}
+
+impl Key {
+    /// The target triple the key was computed for.
+    pub fn target(&self) -> Option<&str> {
+        self.inputs
+            .iter()
+            .find(|i| i.name == "target")
+            .map(|i| i.detail.as_str())
+    }
+}
+
 /// `rustc -vV`, from `$RUSTC` or `rustc` on `PATH`.
 fn rustc_version() -> Result<String, Error> {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());

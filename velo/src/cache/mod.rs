@@ -121,12 +121,56 @@ pub fn hash_sources<'a>(
         .collect()
 }
 
+/// The BLAKE3 of a file's content; of a directory, over every entry beneath it (sorted
+/// relative names, kinds and file contents), because Cargo checks a directory named by
+/// `rerun-if-changed` by the newest mtime of everything in it. Symlinks are followed, as Cargo
+/// follows them when it reads mtimes.
 fn hash_file(path: &Path) -> Option<String> {
-    // Followed through symlinks, as Cargo follows them when it reads the mtime.
-    let file = std::fs::File::open(path).ok()?;
     let mut hasher = blake3::Hasher::new();
-    hasher.update_reader(file).ok()?;
+    if std::fs::metadata(path).ok()?.is_dir() {
+        for entry in walk(path)? {
+            let rel = entry.path().strip_prefix(path).ok()?;
+            hasher.update(rel.as_os_str().as_encoded_bytes());
+            if entry.file_type().is_some_and(|t| t.is_dir()) {
+                hasher.update(b"\0dir\0");
+            } else {
+                hasher.update(b"\0file\0");
+                hasher
+                    .update_reader(std::fs::File::open(entry.path()).ok()?)
+                    .ok()?;
+            }
+        }
+    } else {
+        hasher.update_reader(std::fs::File::open(path).ok()?).ok()?;
+    }
     Some(hasher.finalize().to_hex().to_string())
+}
+
+/// Every entry below `dir`, sorted, following symlinks; `None` if any cannot be read.
+fn walk(dir: &Path) -> Option<Vec<ignore::DirEntry>> {
+    ignore::WalkBuilder::new(dir)
+        .standard_filters(false)
+        .follow_links(true)
+        .sort_by_file_path(|a, b| a.cmp(b))
+        .build()
+        .skip(1)
+        .map(Result::ok)
+        .collect()
+}
+
+/// The newest mtime of `path`, and of everything beneath it when it is a directory (Cargo's
+/// `mtime_recursive`).
+pub fn newest_mtime(path: &Path) -> Option<std::time::SystemTime> {
+    let own = std::fs::metadata(path).ok()?;
+    let mut newest = own.modified().ok()?;
+    if own.is_dir() {
+        for entry in walk(path)? {
+            if let Some(m) = entry.metadata().ok().and_then(|m| m.modified().ok()) {
+                newest = newest.max(m);
+            }
+        }
+    }
+    Some(newest)
 }
 
 /// Whether `dir` is missing or an empty directory: a "cold" target directory.
@@ -134,5 +178,36 @@ pub fn is_cold(dir: &Path) -> bool {
     match std::fs::read_dir(dir) {
         Ok(mut entries) => entries.next().is_none(),
         Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_hashes_over_its_contents_and_its_newest_mtime_is_inside() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("cmake");
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("sub/a.cmake"), "one").unwrap();
+        let before = hash_file(&dir).expect("a directory has a hash");
+        assert_eq!(hash_file(&dir), Some(before.clone()), "stable");
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        std::fs::File::open(&dir)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert!(newest_mtime(&dir).unwrap() > old, "a file inside is newer");
+        std::fs::write(dir.join("sub/a.cmake"), "two").unwrap();
+        assert_ne!(
+            hash_file(&dir),
+            Some(before.clone()),
+            "content inside changed"
+        );
+        std::fs::write(dir.join("sub/a.cmake"), "one").unwrap();
+        std::fs::write(dir.join("b"), "").unwrap();
+        assert_ne!(hash_file(&dir), Some(before), "an entry was added");
+        assert_eq!(hash_file(&t.path().join("missing")), None);
     }
 }

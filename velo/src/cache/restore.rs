@@ -103,8 +103,7 @@ pub fn plan(store: &Store, project: &Project) -> Result<Option<Plan>, Error> {
     // before the restore (a clone a millisecond ago) are older than it.
     let newest = sources
         .par_iter()
-        .filter_map(|s| std::fs::metadata(project.physical(s)).ok())
-        .filter_map(|m| m.modified().ok())
+        .filter_map(|s| super::newest_mtime(&project.physical(s)))
         .max();
     let clock = file_clock_after(newest);
     let current = hash_sources(project, sources);

@@ -91,7 +91,12 @@ pub fn save(
         return Err(Error::NothingToSave(project.target_dir.clone()));
     }
     // Roots come from the build's own view of the packages, in canonical form.
-    let roots = fingerprint::package_roots(&project.root, |p| {
+    let host = super::key::host_triple()?;
+    let mut platforms = vec![host.as_str()];
+    if let Some(target) = project.key.target().filter(|t| *t != host) {
+        platforms.push(target);
+    }
+    let roots = fingerprint::package_roots(&project.root, &platforms, |p| {
         project
             .projection
             .to_canonical(p)

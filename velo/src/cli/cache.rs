@@ -575,6 +575,43 @@ fn parse_cargo_args(args: &[OsString]) -> CargoInvocation {
     inv
 }
 
+/// Runs `cargo fetch` when registry sources the key's snapshots were checked against are not
+/// in this `CARGO_HOME` (a fresh CI machine): extracted first, they are hashed and found
+/// unchanged, instead of arriving during the build, newer than every restored file, and
+/// rerunning the build scripts that watch them.
+fn fetch_missing_registry_sources(store: &Path, project: &Project, cargo_args: &[OsString]) {
+    let Ok(store) = Store::open_existing(store) else {
+        return;
+    };
+    let Ok(snapshots) = snapshot::list_key(&store, &project.key.key) else {
+        return;
+    };
+    let prefix = format!("{}/", velo_intercept::env::CARGO_HOME_ROOT);
+    let missing = snapshots
+        .iter()
+        .flat_map(|s| s.snapshot.sources.keys())
+        .filter(|s| s.starts_with(&prefix))
+        .filter(|s| !project.physical(s).exists())
+        .count();
+    if missing == 0 {
+        return;
+    }
+    eprintln!("velo: {missing} registry source(s) are not in CARGO_HOME yet: cargo fetch");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut fetch = std::process::Command::new(cargo);
+    fetch.arg("fetch").current_dir(&project.root);
+    for flag in ["--offline", "--locked", "--frozen"] {
+        if cargo_args.iter().any(|a| a == flag) {
+            fetch.arg(flag);
+        }
+    }
+    if let Ok(status) = fetch.status()
+        && !status.success()
+    {
+        eprintln!("velo: warning: cargo fetch failed; the build will fetch what it needs");
+    }
+}
+
 /// Fingerprints under `target_dir` (one JSON per unit), and how many were written since `since`.
 fn units(target_dir: &Path, since: SystemTime) -> (usize, usize) {
     let (mut total, mut written) = (0, 0);
@@ -639,33 +676,30 @@ pub fn cargo(store: &Path, args: CargoArgs) -> Result<ExitCode> {
     }
 
     let mut summary = Vec::new();
-    let restored = if cache::is_cold(&project.target_dir) {
+    let cold = cache::is_cold(&project.target_dir);
+    if cold {
+        fetch_missing_registry_sources(store, &project, &args.args);
+    }
+    let restored = if cold {
         match restore(store, &project) {
-            Ok(Some(r)) => {
-                summary.push(format!(
-                    "restored {} ({} files, {}, {:.2} s)",
-                    r.id,
-                    r.files,
-                    output::bytes(r.bytes),
-                    r.seconds
-                ));
-                Some(r)
-            }
-            Ok(None) => {
-                summary.push("nothing to restore".to_owned());
-                None
-            }
+            Ok(Some(r)) => format!(
+                "restored {} ({} files, {}, {:.2} s)",
+                r.id,
+                r.files,
+                output::bytes(r.bytes),
+                r.seconds
+            ),
+            Ok(None) => "nothing to restore".to_owned(),
             Err(e) => {
                 // A cache that cannot serve is a slow build, not a failed one.
                 eprintln!("velo: warning: not restored: {e:#}");
-                summary.push("not restored".to_owned());
-                None
+                "not restored".to_owned()
             }
         }
     } else {
-        summary.push("target warm, not restored".to_owned());
-        None
+        "target warm, not restored".to_owned()
     };
+    summary.push(restored);
 
     let shim = inception::locate_shim()?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -683,9 +717,15 @@ pub fn cargo(store: &Path, args: CargoArgs) -> Result<ExitCode> {
         build_seconds
     ));
 
-    if status.success()
-        && (compiled > 0 || restored.is_none())
-        && !cache::is_cold(&project.target_dir)
+    // Save what is new: anything compiled, or a first snapshot for this key. A no-op build
+    // over a snapshot's own tree saves nothing (and spends no time walking target/).
+    let has_snapshot = || {
+        Store::open_existing(store)
+            .ok()
+            .and_then(|s| snapshot::list_key(&s, &project.key.key).ok())
+            .is_some_and(|l| !l.is_empty())
+    };
+    if status.success() && !cache::is_cold(&project.target_dir) && (compiled > 0 || !has_snapshot())
     {
         match save(store, &project, true) {
             Ok(s) if s.unchanged => summary.push("snapshot unchanged".to_owned()),

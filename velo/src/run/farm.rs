@@ -203,7 +203,12 @@ pub fn materialize_with_progress(
         Ok::<(), Error>(())
     };
     let with_blob = |e| crate::manifest::Entry::blob(e).map(|b| (b, e));
-    if manifest.entries().len() < PARALLEL_FROM {
+    // Copies cost more per file than links: worth threads sooner.
+    let parallel_from = match method {
+        Method::Link => PARALLEL_FROM,
+        Method::Copy => PARALLEL_FROM / 16,
+    };
+    if manifest.entries().len() < parallel_from {
         manifest
             .entries()
             .iter()

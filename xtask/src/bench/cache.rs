@@ -217,8 +217,7 @@ pub fn run(opts: &Options) -> Result<()> {
     writeln!(
         report,
         "Project: velo's own workspace at HEAD (`git archive`), debug profile, `--offline`, \
-         {} runs of the restore rows (one of each build). {}. Timings on this VM vary 2–4× \
-         between runs; ratios use minima.\n",
+         {} runs of the restore rows (one of each build). {}\n",
         opts.runs,
         super::store::machine()?
     )?;
