@@ -290,8 +290,9 @@ fn resolve<'b>(path: &[u8], buf: &'b mut [u8]) -> Option<&'b [u8]> {
     // `path` is followed by a NUL in its storage buffer (see `copy`).
     // SAFETY: raw syscalls on valid, NUL-terminated buffers.
     unsafe {
-        let fd = libc::syscall(
-            libc::SYS_openat,
+        // From the shim's own code (see `crate::kernel`): a tracer sees the physical root come
+        // back to the shim, not to the program.
+        let fd = crate::kernel::openat(
             libc::AT_FDCWD,
             path.as_ptr(),
             libc::O_PATH | libc::O_CLOEXEC,
@@ -313,14 +314,13 @@ fn resolve<'b>(path: &[u8], buf: &'b mut [u8]) -> Option<&'b [u8]> {
         }
         let d = &digits[i..];
         link[14..14 + d.len()].copy_from_slice(d);
-        let len = libc::syscall(
-            libc::SYS_readlinkat,
+        let len = crate::kernel::readlinkat(
             libc::AT_FDCWD,
             link.as_ptr(),
             buf.as_mut_ptr(),
             buf.len() - 1,
         );
-        libc::syscall(libc::SYS_close, fd);
+        crate::kernel::close(fd as i32);
         if len <= 0 || len as usize >= buf.len() - 1 {
             return None;
         }

@@ -34,6 +34,8 @@
 )]
 
 mod config;
+#[cfg(target_os = "linux")]
+mod kernel;
 mod path;
 mod real;
 

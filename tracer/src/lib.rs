@@ -1,9 +1,20 @@
 //! velo's verifier on the syscall side: watch a build from outside the shim.
 //!
-//! This crate will hold the event model (pid, parent, executable, syscall, path arguments
-//! resolved against the dirfd and cwd, return value, returned paths), three backends to record
-//! events (eBPF through aya on Linux, ptrace with a seccomp filter as the unprivileged
-//! fallback, and a parser for dtrace output on macOS that is platform-independent and tested on
-//! Linux), and the analysis that compares events with the shim's interception table to find
-//! canonical paths that reached the kernel untranslated, physical paths that leaked back to a
-//! process, and processes that ran without the shim. It is empty until `velo trace` lands.
+//! Interception by an `LD_PRELOAD` shim is never complete: static binaries, Go programs, raw
+//! `syscall()` users and glibc-internal calls slip past it. This crate records what really
+//! reached the kernel and compares it with what the shim promises:
+//!
+//! - [`event`]: the event model: one record per file syscall (pid, tid, parent, executable,
+//!   syscall, path arguments as passed and resolved against the dirfd or cwd, return value,
+//!   returned path), plus process fork, exec and exit;
+//! - [`syscalls`]: which syscalls touch paths and where their path arguments are;
+//! - [`ptrace`]: the backend any user can run: a seccomp filter stops the tracee only on the
+//!   syscalls of [`syscalls`], so everything else runs at full speed;
+//! - [`analysis`]: the findings (*uncaught*, *leak*, *unshimmed*) against the shim's
+//!   interception table (`velo_intercept::table`).
+
+pub mod analysis;
+pub mod event;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub mod ptrace;
+pub mod syscalls;

@@ -11,6 +11,7 @@ use core::ffi::{CStr, c_char, c_int};
 use libc::{size_t, ssize_t};
 
 use crate::config::{self, Config};
+use crate::kernel;
 use crate::path::{Buf, PATH_MAX, in1, to_canonical};
 use crate::real::{Real, fail};
 
@@ -51,9 +52,10 @@ pub unsafe extern "C" fn getcwd(buf: *mut c_char, size: size_t) -> *mut c_char {
         return unsafe { real(buf, size) };
     };
     let mut raw: Buf = [0; PATH_MAX];
-    // SAFETY: `raw` is PATH_MAX bytes.
-    if unsafe { real(raw.as_mut_ptr().cast(), PATH_MAX) }.is_null() {
-        return core::ptr::null_mut();
+    // SAFETY: `raw` is PATH_MAX bytes. From the shim's own code: see `crate::kernel`.
+    let n = unsafe { kernel::getcwd(raw.as_mut_ptr(), PATH_MAX) };
+    if n < 0 {
+        return fail(-n as c_int);
     }
     // SAFETY: getcwd succeeded, so `raw` holds a NUL-terminated path.
     let cwd = unsafe { CStr::from_ptr(raw.as_ptr().cast()) }.to_bytes();
@@ -148,18 +150,10 @@ fn readlink_at(dirfd: c_int, path: *const c_char, buf: *mut c_char, size: size_t
                 as ssize_t;
         };
         let mut raw: Buf = [0; PATH_MAX];
-        // SAFETY: `raw` holds PATH_MAX bytes.
-        let n = unsafe {
-            libc::syscall(
-                libc::SYS_readlinkat,
-                dirfd,
-                path,
-                raw.as_mut_ptr(),
-                PATH_MAX,
-            )
-        };
+        // SAFETY: `raw` holds PATH_MAX bytes. From the shim's own code: see `crate::kernel`.
+        let n = unsafe { kernel::readlinkat(dirfd, path.cast(), raw.as_mut_ptr(), PATH_MAX) };
         if n < 0 {
-            return -1;
+            return fail(-n as c_int);
         }
         let mut out: Buf = [0; PATH_MAX];
         let target = match outbound(cfg, &raw[..n as usize], &mut out) {
@@ -243,12 +237,22 @@ pub unsafe extern "C" fn realpath(path: *const c_char, resolved: *mut c_char) ->
     };
     in1(path, |path| {
         let mut raw: Buf = [0; PATH_MAX];
-        // SAFETY: realpath writes at most PATH_MAX bytes into `raw`.
-        if unsafe { real(path, raw.as_mut_ptr().cast()) }.is_null() {
-            return core::ptr::null_mut();
-        }
-        // SAFETY: realpath succeeded: `raw` is NUL-terminated.
-        let found = unsafe { CStr::from_ptr(raw.as_ptr().cast()) }.to_bytes();
+        // The kernel's name for the file, from the shim's own code (see `crate::kernel`): open
+        // it O_PATH and read /proc/self/fd/N. No allocation, and the same answer as realpath
+        // (it must exist; every symlink is resolved). libc's realpath is the fallback when
+        // /proc is not there.
+        let found = match kernel_realpath(path, &mut raw) {
+            Ok(len) => &raw[..len],
+            Err(None) => {
+                // SAFETY: realpath writes at most PATH_MAX bytes into `raw`.
+                if unsafe { real(path, raw.as_mut_ptr().cast()) }.is_null() {
+                    return core::ptr::null_mut();
+                }
+                // SAFETY: realpath succeeded: `raw` is NUL-terminated.
+                unsafe { CStr::from_ptr(raw.as_ptr().cast()) }.to_bytes()
+            }
+            Err(Some(e)) => return fail(e),
+        };
         let mut out: Buf = [0; PATH_MAX];
         let found = match outbound(cfg, found, &mut out) {
             Ok(p) if p.len() < PATH_MAX => p,
@@ -265,6 +269,40 @@ pub unsafe extern "C" fn realpath(path: *const c_char, resolved: *mut c_char) ->
         }
         resolved
     })
+}
+
+/// `realpath(path)` into `out` as the kernel names the file: `Err(Some(errno))` on failure,
+/// `Err(None)` when `/proc` cannot name it (not mounted).
+fn kernel_realpath(path: *const c_char, out: &mut Buf) -> Result<usize, Option<c_int>> {
+    if path.is_null() {
+        return Err(Some(libc::EINVAL));
+    }
+    // SAFETY: `path` is the program's NUL-terminated string.
+    let fd = unsafe { kernel::openat(libc::AT_FDCWD, path.cast(), libc::O_PATH | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(Some(-fd as c_int));
+    }
+    let mut link = *b"/proc/self/fd/\0\0\0\0\0\0\0\0\0\0\0\0";
+    let mut digits = [0u8; 11];
+    let (mut n, mut i) = (fd as u64, digits.len());
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    link[14..14 + digits.len() - i].copy_from_slice(&digits[i..]);
+    // SAFETY: `link` is NUL-terminated; `out` holds PATH_MAX bytes.
+    let len =
+        unsafe { kernel::readlinkat(libc::AT_FDCWD, link.as_ptr(), out.as_mut_ptr(), PATH_MAX) };
+    kernel::close(fd as c_int);
+    match len {
+        n if n < 0 || out[0] != b'/' => Err(None),
+        n if n as usize >= PATH_MAX => Err(Some(libc::ENAMETOOLONG)),
+        n => Ok(n as usize),
+    }
 }
 
 #[unsafe(no_mangle)]

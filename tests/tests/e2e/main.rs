@@ -1,7 +1,7 @@
 //! End-to-end tests: the real `velo` binary on real trees, one module per area.
 
 mod bad_input; // every malformed input gets a clear error and changes nothing
-mod cache; // velo cache key: content, not paths
+mod cache; // velo cache and velo cargo: keys, snapshots, fresh restores, bad input
 mod inception; // the shim under real cargo builds, tools and threads
 mod ingest; // ingest, dedup, identity of manifests, the stat index
 mod interception_table; // the shim's exports match the interception table
@@ -9,3 +9,4 @@ mod reliability; // SIGKILL during ingest, concurrent ingest and gc
 mod reports; // snapshots of every human and JSON output
 mod run; // velo run: farms, the store's immutability, --isolate, malicious manifests
 mod store; // status, verify and gc
+mod trace; // velo trace: uncaught syscalls, leaks and unshimmed processes, seen from outside

@@ -11,6 +11,7 @@ mod manifest;
 mod output;
 mod run;
 mod status;
+mod trace;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,6 +56,7 @@ enum Command {
     #[command(subcommand)]
     Cache(cache::Command),
     Cargo(cache::CargoArgs),
+    Trace(trace::Args),
 }
 
 pub fn run() -> Result<ExitCode> {
@@ -70,6 +72,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Doctor(args) => doctor::run(args),
         Command::Cache(cmd) => cache::run(&store()?, cmd),
         Command::Cargo(args) => cache::cargo(&store()?, args),
+        Command::Trace(args) => trace::run(args),
     }
 }
 

@@ -1,0 +1,108 @@
+//! The system calls whose results the shim translates outbound, issued from the shim's own code.
+//!
+//! `getcwd`, `readlinkat` and the `openat(O_PATH)` behind `realpath` return physical paths to
+//! the shim, which renames them before the program sees them. A tracer watching from outside
+//! (`velo trace`) must tell these calls from a program's own raw ones, which would leak the
+//! physical path: it does so by the instruction pointer, which for these calls lies in this
+//! library's text. Hence an inline `syscall` instruction here, rather than libc's wrappers,
+//! whose instruction lies in libc. Results are the kernel's: `-errno` on failure.
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn syscall4(nr: libc::c_long, a: usize, b: usize, c: usize, d: usize) -> isize {
+    let ret: isize;
+    // SAFETY: the caller passes valid arguments for `nr`; the syscall instruction clobbers
+    // rcx and r11 only.
+    unsafe {
+        core::arch::asm!(
+            "syscall",
+            inlateout("rax") nr as isize => ret,
+            in("rdi") a,
+            in("rsi") b,
+            in("rdx") c,
+            in("r10") d,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret
+}
+
+#[cfg(target_arch = "aarch64")]
+#[inline(always)]
+unsafe fn syscall4(nr: libc::c_long, a: usize, b: usize, c: usize, d: usize) -> isize {
+    let ret: isize;
+    // SAFETY: as above; `svc 0` with the number in x8.
+    unsafe {
+        core::arch::asm!(
+            "svc 0",
+            in("x8") nr,
+            inlateout("x0") a as isize => ret,
+            in("x1") b,
+            in("x2") c,
+            in("x3") d,
+            options(nostack),
+        );
+    }
+    ret
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+unsafe fn syscall4(nr: libc::c_long, a: usize, b: usize, c: usize, d: usize) -> isize {
+    // SAFETY: forwarded.
+    let r = unsafe { libc::syscall(nr, a, b, c, d) } as isize;
+    if r < 0 {
+        -(crate::real::errno() as isize)
+    } else {
+        r
+    }
+}
+
+/// `getcwd(buf, size)`: the length including the NUL, or `-errno`.
+///
+/// # Safety
+/// `buf` holds `size` bytes.
+pub unsafe fn getcwd(buf: *mut u8, size: usize) -> isize {
+    // SAFETY: forwarded.
+    unsafe { syscall4(libc::SYS_getcwd, buf as usize, size, 0, 0) }
+}
+
+/// `readlinkat(dirfd, path, buf, size)`: the length, or `-errno`.
+///
+/// # Safety
+/// `path` is NUL-terminated; `buf` holds `size` bytes.
+pub unsafe fn readlinkat(dirfd: i32, path: *const u8, buf: *mut u8, size: usize) -> isize {
+    // SAFETY: forwarded.
+    unsafe {
+        syscall4(
+            libc::SYS_readlinkat,
+            dirfd as isize as usize,
+            path as usize,
+            buf as usize,
+            size,
+        )
+    }
+}
+
+/// `openat(dirfd, path, flags)`: a descriptor, or `-errno`.
+///
+/// # Safety
+/// `path` is NUL-terminated.
+pub unsafe fn openat(dirfd: i32, path: *const u8, flags: i32) -> isize {
+    // SAFETY: forwarded.
+    unsafe {
+        syscall4(
+            libc::SYS_openat,
+            dirfd as isize as usize,
+            path as usize,
+            flags as usize,
+            0,
+        )
+    }
+}
+
+pub fn close(fd: i32) {
+    // SAFETY: closing a descriptor we opened.
+    unsafe { syscall4(libc::SYS_close, fd as usize, 0, 0, 0) };
+}

@@ -1,0 +1,302 @@
+//! `velo trace` with the ptrace backend: a raw-syscall C program, a static busybox, fork/exec
+//! trees, a syscall-bound workload, and a real cargo build under `--inception`.
+
+use std::path::{Path, PathBuf};
+
+use velo_e2e::{Cmd, Env, copy_tree, fixture};
+
+/// `tests/fixtures/trace/raw.c` built with the system compiler into the env.
+fn raw(env: &Env) -> PathBuf {
+    let out = env.path().join("bin/raw");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    Cmd::new("cc")
+        .args(["-O1", "-o"])
+        .arg(&out)
+        .arg(fixture("trace/raw.c"))
+        .ok();
+    out
+}
+
+fn workspace(env: &Env) -> PathBuf {
+    let ws = env.path().join("ws");
+    copy_tree(&fixture("inception-ws"), &ws);
+    ws
+}
+
+/// `velo trace ARGS…` in `dir` (no `PWD`, a clean cargo environment).
+fn trace(env: &Env, dir: &Path, args: &[&str]) -> Cmd {
+    let mut all = vec!["trace"];
+    all.extend_from_slice(args);
+    let mut cmd = env.velo(all).clean_cargo_env().dir(dir);
+    cmd.cmd.env_remove("PWD");
+    cmd
+}
+
+/// The findings JSON velo printed after the command's own output.
+fn findings(run: &velo_e2e::Run) -> serde_json::Value {
+    let out = run.stdout();
+    let start = out
+        .find("\n{\n")
+        .map(|i| i + 1)
+        .or_else(|| out.starts_with("{\n").then_some(0))
+        .unwrap_or_else(|| panic!("no findings JSON: {}", run.explain()));
+    serde_json::from_str(&out[start..]).unwrap()
+}
+
+fn events(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_raw_openat_is_uncaught_and_a_raw_getcwd_leaks() {
+    let env = Env::new();
+    let raw = raw(&env);
+    let ws = workspace(&env);
+    let raw_s = raw.to_str().unwrap();
+    let run = trace(
+        &env,
+        &ws,
+        &[
+            "--inception",
+            "--json",
+            "--",
+            raw_s,
+            "openat",
+            "/vrift_workspace/Cargo.toml",
+        ],
+    )
+    .run();
+    // The raw openat fails (nothing is at /vrift_workspace): exit 3, passed through.
+    assert_eq!(run.code(), Some(3), "{}", run.explain());
+    let findings = findings(&run);
+    let uncaught = findings["uncaught"].as_array().unwrap();
+    assert_eq!(uncaught.len(), 1, "{findings:#}");
+    assert_eq!(uncaught[0]["syscall"], "openat");
+    assert_eq!(uncaught[0]["exe"], raw_s);
+    assert_eq!(uncaught[0]["example_path"], "/vrift_workspace/Cargo.toml");
+    assert!(
+        uncaught[0]["entry_points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "openat"),
+        "names the hooked libc functions: {findings:#}"
+    );
+
+    let run = trace(&env, &ws, &["--inception", "--json", "--", raw_s, "getcwd"]).ok();
+    assert_eq!(
+        run.stdout().lines().next(),
+        Some(ws.to_str().unwrap()),
+        "raw: physical"
+    );
+    let findings = self::findings(&run);
+    let leaks = findings["leaks"].as_array().unwrap();
+    assert_eq!(leaks.len(), 1, "{findings:#}");
+    assert_eq!(leaks[0]["syscall"], "getcwd");
+    assert_eq!(leaks[0]["example_path"], ws.to_str().unwrap());
+    // The shim's own getcwd, readlink and realpath calls are not leaks: pwd under the shim.
+    let clean = trace(
+        &env,
+        &ws,
+        &[
+            "--inception",
+            "--json",
+            "--",
+            "sh",
+            "-c",
+            "pwd; realpath .; readlink /proc/self/cwd",
+        ],
+    )
+    .ok();
+    let text = clean.stdout();
+    assert!(
+        text.starts_with("/vrift_workspace\n/vrift_workspace\n/vrift_workspace\n"),
+        "{text}"
+    );
+    let findings = self::findings(&clean);
+    assert_eq!(findings["counts"]["leaks"], 0, "{findings:#}");
+    assert_eq!(findings["counts"]["uncaught"], 0, "{findings:#}");
+}
+
+#[test]
+fn a_static_busybox_is_unshimmed() {
+    let Some(busybox) = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+    else {
+        velo_e2e::skip(
+            "a_static_busybox_is_unshimmed",
+            "busybox-static is not installed (apt-get install busybox-static)",
+        );
+        return;
+    };
+    let env = Env::new();
+    let ws = workspace(&env);
+    let run = trace(
+        &env,
+        &ws,
+        &[
+            "--inception",
+            "--json",
+            "--",
+            busybox.to_str().unwrap(),
+            "cat",
+            "Cargo.toml",
+        ],
+    )
+    .ok();
+    let findings = findings(&run);
+    let unshimmed = findings["unshimmed"].as_array().unwrap();
+    assert_eq!(unshimmed.len(), 1, "{findings:#}");
+    let real = std::fs::canonicalize(&busybox).unwrap();
+    assert_eq!(
+        unshimmed[0]["exe"],
+        real.to_str().unwrap(),
+        "as the kernel names it"
+    );
+    assert!(
+        unshimmed[0]["advice"]
+            .as_str()
+            .unwrap()
+            .contains("--mode farm")
+    );
+}
+
+#[test]
+fn fork_exec_trees_are_followed_and_no_event_is_lost() {
+    let env = Env::new();
+    let raw = raw(&env);
+    let ws = workspace(&env);
+    let log = env.path().join("events.jsonl");
+    trace(
+        &env,
+        &ws,
+        &[
+            "--events",
+            log.to_str().unwrap(),
+            "--",
+            raw.to_str().unwrap(),
+            "tree",
+            "4",
+        ],
+    )
+    .ok();
+    let all = events(&log);
+    // Four processes, each a child of the previous one, each opening its own program.
+    let forks: Vec<(i64, i64)> = all
+        .iter()
+        .filter(|e| e["kind"] == "fork" && e["thread"] == false)
+        .map(|e| (e["parent"].as_i64().unwrap(), e["pid"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(forks.len(), 3, "{forks:?}");
+    assert_eq!(forks[0].1, forks[1].0, "a chain");
+    assert_eq!(forks[1].1, forks[2].0, "a chain");
+    let opens: Vec<i64> = all
+        .iter()
+        .filter(|e| e["syscall"] == "open" || e["syscall"] == "openat")
+        .filter(|e| e["paths"][0] == raw.to_str().unwrap())
+        .map(|e| e["pid"].as_i64().unwrap())
+        .collect();
+    assert_eq!(opens.len(), 4, "every level's open is seen");
+    assert!(opens.contains(&forks[2].1), "the deepest process too");
+    let execs = all.iter().filter(|e| e["kind"] == "exec").count();
+    assert_eq!(execs, 4);
+
+    // 100,000 syscalls: every one is recorded (ptrace stops the tracee: nothing can drop).
+    let log = env.path().join("stat.jsonl");
+    let n = 100_000;
+    trace(
+        &env,
+        &ws,
+        &[
+            "--events",
+            log.to_str().unwrap(),
+            "--",
+            raw.to_str().unwrap(),
+            "stat",
+            &n.to_string(),
+            "Cargo.toml",
+        ],
+    )
+    .ok();
+    let stats = events(&log)
+        .iter()
+        .filter(|e| e["syscall"] == "newfstatat" && e["paths"][0] == "Cargo.toml")
+        .count();
+    assert_eq!(stats, n);
+}
+
+#[test]
+fn a_cargo_build_under_inception_has_no_findings() {
+    let env = Env::new();
+    let ws = workspace(&env);
+    let run = trace(
+        &env,
+        &ws,
+        &["--inception", "--json", "--", "cargo", "build"],
+    )
+    .ok();
+    let findings = findings(&run);
+    assert_eq!(findings["counts"]["uncaught"], 0, "{findings:#}");
+    assert_eq!(findings["counts"]["leaks"], 0, "{findings:#}");
+    assert_eq!(findings["counts"]["unshimmed"], 0, "{findings:#}");
+    assert!(
+        findings["counts"]["processes"].as_u64().unwrap() >= 5,
+        "cargo, rustc, build script…"
+    );
+    assert!(findings["counts"]["syscalls"].as_u64().unwrap() > 1000);
+}
+
+#[test]
+fn the_exit_status_passes_through_and_killing_velo_kills_the_tracees() {
+    let env = Env::new();
+    let ws = workspace(&env);
+    trace(&env, &ws, &["--", "sh", "-c", "exit 7"])
+        .run()
+        .expect_code(7);
+    let killed = trace(&env, &ws, &["--", "sh", "-c", "kill -TERM $$"]).run();
+    assert_eq!(killed.code(), Some(128 + 15), "{}", killed.explain());
+
+    // velo killed with SIGKILL: PTRACE_O_EXITKILL takes the traced command with it.
+    let marker = env.path().join("tracee.pid");
+    let mut velo = std::process::Command::new(velo_e2e::velo_bin())
+        .args(["trace", "--", "sh", "-c"])
+        .arg(format!("echo $$ > {}; exec sleep 60", marker.display()))
+        .current_dir(&ws)
+        .env("VELO_STORE", env.store())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let pid = loop {
+        if let Ok(text) = std::fs::read_to_string(&marker)
+            && let Ok(pid) = text.trim().parse::<i32>()
+        {
+            break pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the tracee did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    velo.kill().unwrap();
+    velo.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    while unsafe { libc::kill(pid, 0) } == 0 {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if state.split_whitespace().nth(2) == Some("Z") {
+            break; // dead, waiting for its parent (now init) to reap it
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the tracee outlived velo: {state}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,281 @@
+//! Findings: what the events say about the projection.
+//!
+//! - **uncaught**: a path argument under a *canonical* root reached the kernel: the shim did not
+//!   translate it (a raw `syscall()`, a static binary, a libc-internal call). Reported with the
+//!   interception table's entry points that end in that syscall, or "raw syscall, no libc entry
+//!   point" when there are none.
+//! - **leak**: a syscall returned a path under a *physical* root (`getcwd`, `readlink`) and no
+//!   shim hook was on the caller's stack to translate it: the program saw the physical path.
+//! - **unshimmed**: a process that touched files under a root without the shim mapped (a static
+//!   binary, or an environment cleared by a program the shim could not reach). The advice is
+//!   link-farm mode (`velo run --mode farm`), which needs no shim.
+//!
+//! Findings are grouped (per executable and syscall) with counts and one example each, so a
+//! build that makes the same mistake a million times yields one line.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use velo_intercept::table::{self, Platform};
+
+use crate::event::Event;
+
+/// The roots the analysis looks for.
+#[derive(Debug, Clone, Default)]
+pub struct Roots {
+    /// Where projects appear (`/vrift_workspace`, `/cargo-home`).
+    pub canonical: Vec<String>,
+    /// The real directories (the project, `CARGO_HOME`), in every spelling.
+    pub physical: Vec<String>,
+}
+
+/// Whether `path` is `root` or lies below it, on a component boundary.
+fn under(path: &str, root: &str) -> bool {
+    let root = root.trim_end_matches('/');
+    !root.is_empty()
+        && path
+            .strip_prefix(root)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+impl Roots {
+    fn canonical(&self, path: &str) -> bool {
+        self.canonical.iter().any(|r| under(path, r))
+    }
+    fn physical(&self, path: &str) -> bool {
+        self.physical.iter().any(|r| under(path, r))
+    }
+    fn any(&self, path: &str) -> bool {
+        self.canonical(path) || self.physical(path)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Uncaught {
+    pub exe: String,
+    pub syscall: String,
+    pub count: usize,
+    pub example_pid: i32,
+    pub example_path: String,
+    /// libc functions that end in this syscall and that the shim hooks; empty for a raw
+    /// syscall with no libc entry point.
+    pub entry_points: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Leak {
+    pub exe: String,
+    pub syscall: String,
+    pub count: usize,
+    pub example_pid: i32,
+    pub example_path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unshimmed {
+    pub exe: String,
+    pub processes: usize,
+    /// File syscalls under a root.
+    pub syscalls: usize,
+    pub example_pid: i32,
+    pub example_path: String,
+    pub advice: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub events: usize,
+    pub syscalls: usize,
+    pub processes: usize,
+    pub uncaught: usize,
+    pub leaks: usize,
+    pub unshimmed: usize,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Findings {
+    pub counts: Counts,
+    pub uncaught: Vec<Uncaught>,
+    pub leaks: Vec<Leak>,
+    pub unshimmed: Vec<Unshimmed>,
+}
+
+impl Findings {
+    /// Whether nothing was found.
+    pub fn is_clean(&self) -> bool {
+        self.uncaught.is_empty() && self.leaks.is_empty() && self.unshimmed.is_empty()
+    }
+}
+
+/// The libc entry points (Linux) whose calls end in `syscall`.
+pub fn entry_points(syscall: &str) -> Vec<String> {
+    table::entry_points_for(Platform::Linux, syscall)
+        .map(|e| e.symbol.to_owned())
+        .collect()
+}
+
+pub fn analyze(events: &[Event], roots: &Roots) -> Findings {
+    let mut findings = Findings::default();
+    let mut uncaught: BTreeMap<(String, String), Uncaught> = BTreeMap::new();
+    let mut leaks: BTreeMap<(String, String), Leak> = BTreeMap::new();
+    // Per process: exe, whether the shim was ever seen, syscalls under a root, an example.
+    let mut procs: BTreeMap<i32, (String, bool, usize, String)> = BTreeMap::new();
+    let mut pids = BTreeSet::new();
+    for event in events {
+        findings.counts.events += 1;
+        let Event::Syscall(s) = event else {
+            if let Event::Exec { pid, .. } = event {
+                // A new program: its shim state starts over.
+                procs.remove(pid);
+            }
+            continue;
+        };
+        findings.counts.syscalls += 1;
+        pids.insert(s.pid);
+        if let Some(path) = s.paths.iter().find(|p| roots.canonical(p)) {
+            let u = uncaught
+                .entry((s.exe.clone(), s.syscall.clone()))
+                .or_insert_with(|| Uncaught {
+                    exe: s.exe.clone(),
+                    syscall: s.syscall.clone(),
+                    count: 0,
+                    example_pid: s.pid,
+                    example_path: path.clone(),
+                    entry_points: entry_points(&s.syscall),
+                });
+            u.count += 1;
+        }
+        if let Some(path) = &s.returned
+            && roots.physical(path)
+            && !s.via_shim
+        {
+            let l = leaks
+                .entry((s.exe.clone(), s.syscall.clone()))
+                .or_insert_with(|| Leak {
+                    exe: s.exe.clone(),
+                    syscall: s.syscall.clone(),
+                    count: 0,
+                    example_pid: s.pid,
+                    example_path: path.clone(),
+                });
+            l.count += 1;
+        }
+        let p = procs
+            .entry(s.pid)
+            .or_insert_with(|| (s.exe.clone(), false, 0, String::new()));
+        p.1 |= s.shim;
+        if let Some(path) = s.resolved.iter().chain(&s.paths).find(|p| roots.any(p)) {
+            p.2 += 1;
+            if p.3.is_empty() {
+                p.3 = path.clone();
+            }
+        }
+    }
+    let mut unshimmed: BTreeMap<String, Unshimmed> = BTreeMap::new();
+    for (pid, (exe, shim, touched, example)) in procs {
+        if shim || touched == 0 {
+            continue;
+        }
+        let u = unshimmed.entry(exe.clone()).or_insert_with(|| Unshimmed {
+            exe: exe.clone(),
+            processes: 0,
+            syscalls: 0,
+            example_pid: pid,
+            example_path: example,
+            advice: "the shim cannot reach it (static binary or cleared environment): run it on a link farm, `velo run --mode farm`".into(),
+        });
+        u.processes += 1;
+        u.syscalls += touched;
+    }
+    findings.counts.processes = pids.len();
+    findings.uncaught = uncaught.into_values().collect();
+    findings.leaks = leaks.into_values().collect();
+    findings.unshimmed = unshimmed.into_values().collect();
+    findings.counts.uncaught = findings.uncaught.iter().map(|u| u.count).sum();
+    findings.counts.leaks = findings.leaks.iter().map(|l| l.count).sum();
+    findings.counts.unshimmed = findings.unshimmed.iter().map(|u| u.processes).sum();
+    findings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Syscall;
+
+    fn call(pid: i32, exe: &str, name: &str, path: &str, returned: Option<&str>) -> Event {
+        Event::Syscall(Syscall {
+            pid,
+            tid: pid,
+            ppid: 1,
+            exe: exe.into(),
+            syscall: name.into(),
+            paths: if path.is_empty() {
+                vec![]
+            } else {
+                vec![path.into()]
+            },
+            resolved: if path.is_empty() {
+                vec![]
+            } else {
+                vec![path.into()]
+            },
+            ret: 0,
+            returned: returned.map(Into::into),
+            shim: exe != "/bin/busybox",
+            via_shim: false,
+        })
+    }
+
+    #[test]
+    fn the_three_findings_are_told_apart_and_grouped() {
+        let roots = Roots {
+            canonical: vec!["/vrift_workspace".into()],
+            physical: vec!["/home/a/proj".into()],
+        };
+        let events = vec![
+            call(
+                10,
+                "/usr/bin/raw",
+                "openat",
+                "/vrift_workspace/src/lib.rs",
+                None,
+            ),
+            call(
+                10,
+                "/usr/bin/raw",
+                "openat",
+                "/vrift_workspace/src/main.rs",
+                None,
+            ),
+            call(10, "/usr/bin/raw", "openat", "/vrift_workspace2/x", None),
+            call(10, "/usr/bin/raw", "getcwd", "", Some("/home/a/proj/src")),
+            call(
+                11,
+                "/bin/busybox",
+                "newfstatat",
+                "/home/a/proj/Cargo.toml",
+                None,
+            ),
+            call(
+                12,
+                "/usr/bin/cargo",
+                "openat",
+                "/home/a/proj/Cargo.toml",
+                None,
+            ),
+        ];
+        let f = analyze(&events, &roots);
+        assert_eq!(f.uncaught.len(), 1);
+        assert_eq!(
+            f.uncaught[0].count, 2,
+            "grouped; /vrift_workspace2 is not under the root"
+        );
+        assert!(f.uncaught[0].entry_points.contains(&"open".to_owned()));
+        assert_eq!(f.leaks.len(), 1);
+        assert_eq!(f.leaks[0].syscall, "getcwd");
+        assert_eq!(f.unshimmed.len(), 1);
+        assert_eq!(f.unshimmed[0].exe, "/bin/busybox");
+        assert_eq!(f.counts.processes, 3);
+        assert!(entry_points("no_such_syscall").is_empty());
+    }
+}

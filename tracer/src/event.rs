@@ -1,0 +1,49 @@
+//! What a backend records. Every backend produces the same [`Event`]s, written as JSON lines by
+//! `velo trace --events FILE`, so the analysis and any later tool read one format.
+
+use serde::{Deserialize, Serialize};
+
+/// One observation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    /// A file syscall, seen at its exit.
+    Syscall(Syscall),
+    /// `parent` created `pid` (fork, vfork, or a thread with `clone`).
+    Fork { parent: i32, pid: i32, thread: bool },
+    /// `pid` replaced its program.
+    Exec { pid: i32, exe: String },
+    /// `pid` ended: its exit code, or the signal that killed it.
+    Exit {
+        pid: i32,
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Syscall {
+    /// The thread group (process) id.
+    pub pid: i32,
+    pub tid: i32,
+    /// The parent process, when known.
+    pub ppid: i32,
+    /// The process's executable, as the kernel names it (`/proc/PID/exe`).
+    pub exe: String,
+    /// The syscall's name (`openat`, `newfstatat`, …), as in the interception table.
+    pub syscall: String,
+    /// Path arguments exactly as passed (may be relative).
+    pub paths: Vec<String>,
+    /// The same, resolved against the dirfd or working directory (absolute; empty when the
+    /// descriptor could not be read).
+    pub resolved: Vec<String>,
+    /// The return value (`-errno` on failure).
+    pub ret: i64,
+    /// A path the syscall returned (`getcwd`, `readlink`, `readlinkat`).
+    pub returned: Option<String>,
+    /// Whether the process had the shim (`libvelo_shim.so`) mapped.
+    pub shim: bool,
+    /// Whether the shim itself made the call (its instruction pointer is in the shim's code):
+    /// the shim translates what it returns before the program sees it.
+    pub via_shim: bool,
+}

@@ -1,0 +1,608 @@
+//! The ptrace backend: works for any user, no kernel privileges needed.
+//!
+//! # How
+//!
+//! The command is forked by hand (not with `std::process::Command`: its child must stop and
+//! wait for the tracer before `exec`, and blocking in `pre_exec` while the parent waits in
+//! `spawn` deadlocks). The child asks to be traced, sets `no_new_privs`, stops itself, and, once
+//! the tracer has set its options, installs a seccomp filter that returns `SECCOMP_RET_TRACE`
+//! for the syscalls of [`crate::syscalls`] and `SECCOMP_RET_ALLOW` for everything else, then
+//! execs. Only file syscalls stop the process (a `find /usr` costs ~5× native instead of ~25×
+//! with every syscall stopped). The filter is inherited by every descendant.
+//!
+//! Per stopped file syscall: at the seccomp stop (entry) the tracer reads the registers and the
+//! path arguments (`process_vm_readv`), resolves relative ones against the dirfd or cwd
+//! (`/proc/PID/fd/N`, `/proc/TID/cwd`), and restarts with `PTRACE_SYSCALL`, which stops again
+//! at the syscall's exit for the return value and any returned path.
+//!
+//! Children are followed with `PTRACE_O_TRACEFORK|VFORK|CLONE` and `TRACEEXEC`;
+//! `PTRACE_O_EXITKILL` kills every tracee if velo dies, so nothing is ever left stopped or
+//! orphaned.
+//!
+//! # Which returned paths the shim saw
+//!
+//! A `getcwd` or `readlink` made by a shim hook returns the physical path to the hook, which
+//! translates it before the program sees it. The shim issues exactly these syscalls from its own
+//! code (an inline `syscall` instruction, see the shim's `kernel` module), so the tracer tells
+//! them from a program's raw ones by the instruction pointer: inside the shim's executable
+//! mapping means [`Syscall::via_shim`].
+//!
+//! [`Syscall::via_shim`]: crate::event::Syscall::via_shim
+
+use std::collections::HashMap;
+use std::ffi::{CString, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::event::{Event, Syscall};
+use crate::syscalls::{self, Returns, Spec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}: {1}")]
+    Sys(&'static str, std::io::Error),
+    #[error("the command's program name contains a NUL byte")]
+    Nul,
+    #[error(
+        "cannot start tracing: {0} (ptrace may be forbidden here: kernel.yama.ptrace_scope, or a seccomp policy of the container)"
+    )]
+    Start(std::io::Error),
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Command {
+    /// The program, resolved (absolute or relative to `cwd`).
+    pub program: PathBuf,
+    /// The whole argv, `argv[0]` included.
+    pub args: Vec<OsString>,
+    /// The whole environment.
+    pub env: Vec<(OsString, OsString)>,
+    pub cwd: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The shim's file name, to find it in `/proc/PID/maps`.
+    pub shim_file_name: String,
+}
+
+/// How the command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Exited(i32),
+    Signaled(i32),
+}
+
+const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
+const SECCOMP_RET_TRACE: u32 = 0x7ff0_0000;
+const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+
+/// The seccomp program: trace the file syscalls, allow the rest.
+fn filter() -> Vec<libc::sock_filter> {
+    let stmt = |code: u16, k: u32| libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let (ld_abs, jeq, ret) = (0x20u16, 0x15u16, 0x06u16); // BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_RET|K
+    let numbers: Vec<u32> = syscalls::table().iter().map(|(n, _)| *n as u32).collect();
+    let mut prog = vec![
+        stmt(ld_abs, 4), // seccomp_data.arch
+        libc::sock_filter {
+            code: jeq,
+            jt: 1,
+            jf: 0,
+            k: AUDIT_ARCH_X86_64,
+        },
+        stmt(ret, SECCOMP_RET_ALLOW),
+        stmt(ld_abs, 0), // seccomp_data.nr
+    ];
+    let n = numbers.len();
+    for (i, nr) in numbers.iter().enumerate() {
+        prog.push(libc::sock_filter {
+            code: jeq,
+            jt: (n - i) as u8,
+            jf: 0,
+            k: *nr,
+        });
+    }
+    prog.push(stmt(ret, SECCOMP_RET_ALLOW));
+    prog.push(stmt(ret, SECCOMP_RET_TRACE));
+    prog
+}
+
+fn cstring(bytes: &[u8]) -> Result<CString, Error> {
+    CString::new(bytes).map_err(|_| Error::Nul)
+}
+
+/// Per-thread state.
+#[derive(Debug, Default)]
+struct Thread {
+    pid: i32,
+    /// Whether its attach stop was seen (a new tracee's first stop is a SIGSTOP to swallow).
+    started: bool,
+    pending: Option<Pending>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    spec: &'static Spec,
+    args: [u64; 6],
+    paths: Vec<String>,
+    resolved: Vec<String>,
+    exe: String,
+}
+
+/// Per-process state.
+#[derive(Debug, Default)]
+struct Process {
+    ppid: i32,
+    exe: String,
+    /// The shim's executable mappings, once seen (it maps after exec, before `main`).
+    shim_text: Option<Vec<(u64, u64)>>,
+    /// Events since exec; `/proc/PID/maps` is read again at powers of two until the shim shows.
+    events: u64,
+}
+
+/// Runs `cmd` traced, passing every event to `sink`.
+pub fn trace(cmd: &Command, opts: &Options, sink: &mut dyn FnMut(Event)) -> Result<Outcome, Error> {
+    let program = cstring(cmd.program.as_os_str().as_bytes())?;
+    let argv: Vec<CString> = cmd
+        .args
+        .iter()
+        .map(|a| cstring(a.as_bytes()))
+        .collect::<Result<_, _>>()?;
+    let envp: Vec<CString> = cmd
+        .env
+        .iter()
+        .map(|(k, v)| {
+            let mut e = k.clone();
+            e.push("=");
+            e.push(v);
+            cstring(e.as_bytes())
+        })
+        .collect::<Result<_, _>>()?;
+    let cwd = cstring(cmd.cwd.as_os_str().as_bytes())?;
+    let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_p.push(std::ptr::null());
+    let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).collect();
+    envp_p.push(std::ptr::null());
+    let prog = filter();
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_ptr().cast_mut(),
+    };
+
+    // SAFETY: fork; the child only calls async-signal-safe functions on data prepared above.
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        return Err(Error::Sys("fork", std::io::Error::last_os_error()));
+    }
+    if child == 0 {
+        // SAFETY: in the child: raw calls, then exec or _exit.
+        unsafe {
+            if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) != 0 {
+                libc::_exit(126);
+            }
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+            libc::raise(libc::SIGSTOP);
+            if libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &fprog as *const libc::sock_fprog,
+            ) != 0
+            {
+                libc::_exit(126);
+            }
+            if libc::chdir(cwd.as_ptr()) != 0 {
+                libc::_exit(127);
+            }
+            libc::execve(program.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr());
+            libc::_exit(127);
+        }
+    }
+
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    if unsafe { libc::waitpid(child, &mut status, libc::__WALL) } != child
+        || !libc::WIFSTOPPED(status)
+    {
+        return Err(Error::Start(std::io::Error::other(
+            "the child did not stop for the tracer",
+        )));
+    }
+    let options = libc::PTRACE_O_TRACESECCOMP
+        | libc::PTRACE_O_TRACESYSGOOD
+        | libc::PTRACE_O_TRACEFORK
+        | libc::PTRACE_O_TRACEVFORK
+        | libc::PTRACE_O_TRACECLONE
+        | libc::PTRACE_O_TRACEEXEC
+        | libc::PTRACE_O_EXITKILL;
+    // SAFETY: the child is stopped and traced by us.
+    if unsafe { libc::ptrace(libc::PTRACE_SETOPTIONS, child, 0, options) } != 0 {
+        let e = std::io::Error::last_os_error();
+        // SAFETY: our child.
+        unsafe { libc::kill(child, libc::SIGKILL) };
+        return Err(Error::Start(e));
+    }
+    let mut tracer = Tracer {
+        opts,
+        threads: HashMap::new(),
+        processes: HashMap::new(),
+        sink,
+    };
+    tracer.threads.insert(
+        child,
+        Thread {
+            pid: child,
+            started: true,
+            pending: None,
+        },
+    );
+    tracer.processes.insert(
+        child,
+        Process {
+            ppid: std::process::id() as i32,
+            exe: String::new(),
+            shim_text: None,
+            events: 0,
+        },
+    );
+    resume(child, libc::PTRACE_CONT, 0);
+    tracer.run(child)
+}
+
+fn resume(tid: i32, request: libc::c_uint, signal: i32) {
+    // SAFETY: `tid` is a stopped tracee; a vanished one makes this fail harmlessly (ESRCH).
+    unsafe { libc::ptrace(request, tid, 0, signal) };
+}
+
+struct Tracer<'a> {
+    opts: &'a Options,
+    threads: HashMap<i32, Thread>,
+    processes: HashMap<i32, Process>,
+    sink: &'a mut dyn FnMut(Event),
+}
+
+impl Tracer<'_> {
+    fn run(&mut self, root: i32) -> Result<Outcome, Error> {
+        let mut outcome = None;
+        loop {
+            let mut status = 0;
+            // SAFETY: waiting for any tracee.
+            let tid = unsafe { libc::waitpid(-1, &mut status, libc::__WALL) };
+            if tid < 0 {
+                let e = std::io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    Some(libc::ECHILD) => break,
+                    _ => return Err(Error::Sys("waitpid", e)),
+                }
+            }
+            if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+                let (code, signal) = if libc::WIFEXITED(status) {
+                    (Some(libc::WEXITSTATUS(status)), None)
+                } else {
+                    (None, Some(libc::WTERMSIG(status)))
+                };
+                if tid == root {
+                    outcome = Some(match signal {
+                        Some(s) => Outcome::Signaled(s),
+                        None => Outcome::Exited(code.unwrap_or(0)),
+                    });
+                }
+                if let Some(t) = self.threads.remove(&tid)
+                    && t.pid == tid
+                {
+                    self.processes.remove(&tid);
+                    (self.sink)(Event::Exit {
+                        pid: tid,
+                        code,
+                        signal,
+                    });
+                }
+                continue;
+            }
+            if !libc::WIFSTOPPED(status) {
+                continue;
+            }
+            let sig = libc::WSTOPSIG(status);
+            let event = status >> 16;
+            // A new child may report its initial stop before its parent's fork event.
+            self.threads.entry(tid).or_insert_with(|| Thread {
+                pid: tgid(tid),
+                started: false,
+                pending: None,
+            });
+            match (sig, event) {
+                (libc::SIGTRAP, libc::PTRACE_EVENT_SECCOMP) => {
+                    self.on_entry(tid);
+                    resume(tid, libc::PTRACE_SYSCALL, 0);
+                }
+                (s, 0) if s == libc::SIGTRAP | 0x80 => {
+                    self.on_exit(tid);
+                    resume(tid, libc::PTRACE_CONT, 0);
+                }
+                (
+                    libc::SIGTRAP,
+                    libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE,
+                ) => {
+                    let mut msg: libc::c_ulong = 0;
+                    // SAFETY: reading the new child's id at a fork event stop.
+                    unsafe { libc::ptrace(libc::PTRACE_GETEVENTMSG, tid, 0, &mut msg) };
+                    let child = msg as i32;
+                    let parent_pid = self.threads.get(&tid).map_or(tid, |t| t.pid);
+                    let thread = event == libc::PTRACE_EVENT_CLONE && tgid(child) == parent_pid;
+                    let pid = if thread { parent_pid } else { child };
+                    self.threads.entry(child).or_default().pid = pid;
+                    if !thread {
+                        let exe = self
+                            .processes
+                            .get(&parent_pid)
+                            .map(|p| p.exe.clone())
+                            .unwrap_or_default();
+                        let shim_text = self
+                            .processes
+                            .get(&parent_pid)
+                            .and_then(|p| p.shim_text.clone());
+                        self.processes.insert(
+                            child,
+                            Process {
+                                ppid: parent_pid,
+                                exe,
+                                shim_text,
+                                events: 0,
+                            },
+                        );
+                    }
+                    (self.sink)(Event::Fork {
+                        parent: parent_pid,
+                        pid: child,
+                        thread,
+                    });
+                    resume(tid, libc::PTRACE_CONT, 0);
+                }
+                (libc::SIGTRAP, libc::PTRACE_EVENT_EXEC) => {
+                    // After exec the thread group leader carries the process (a non-leader
+                    // thread that execs takes over the leader's id).
+                    let pid = self.threads.get(&tid).map_or(tid, |t| t.pid);
+                    let exe = read_link(&format!("/proc/{pid}/exe"));
+                    let p = self.processes.entry(pid).or_default();
+                    p.exe = exe.clone();
+                    p.shim_text = None;
+                    p.events = 0;
+                    (self.sink)(Event::Exec { pid, exe });
+                    resume(tid, libc::PTRACE_CONT, 0);
+                }
+                (libc::SIGTRAP, _) => resume(tid, libc::PTRACE_CONT, 0),
+                (libc::SIGSTOP, 0) if self.is_new(tid) => {
+                    // The automatic stop of a freshly attached child.
+                    resume(tid, libc::PTRACE_CONT, 0);
+                }
+                (s, _) => resume(tid, libc::PTRACE_CONT, s),
+            }
+        }
+        Ok(outcome.unwrap_or(Outcome::Exited(0)))
+    }
+
+    /// Whether this is `tid`'s attach stop (its first), which is swallowed, not delivered.
+    fn is_new(&mut self, tid: i32) -> bool {
+        let t = self.threads.entry(tid).or_default();
+        if t.pid == 0 {
+            t.pid = tgid(tid);
+        }
+        !std::mem::replace(&mut t.started, true)
+    }
+
+    fn on_entry(&mut self, tid: i32) {
+        let Some(regs) = regs(tid) else { return };
+        let Some(spec) = syscalls::lookup(regs.orig_rax as i64) else {
+            return;
+        };
+        let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
+        let pid = self.threads.get(&tid).map_or(tid, |t| t.pid);
+        let mut paths = Vec::new();
+        let mut resolved = Vec::new();
+        for p in spec.paths {
+            let Some(path) = read_string(tid, args[p.arg]) else {
+                continue;
+            };
+            let dirfd = p.dirfd.map(|d| args[d] as i32);
+            resolved.push(resolve(pid, tid, dirfd, &path));
+            paths.push(path);
+        }
+        let exe = self.process(pid).exe.clone();
+        if let Some(t) = self.threads.get_mut(&tid) {
+            t.pending = Some(Pending {
+                spec,
+                args,
+                paths,
+                resolved,
+                exe,
+            });
+        }
+    }
+
+    fn process(&mut self, pid: i32) -> &mut Process {
+        let p = self.processes.entry(pid).or_default();
+        if p.exe.is_empty() {
+            p.exe = read_link(&format!("/proc/{pid}/exe"));
+        }
+        p
+    }
+
+    fn on_exit(&mut self, tid: i32) {
+        let Some(pending) = self.threads.get_mut(&tid).and_then(|t| t.pending.take()) else {
+            return;
+        };
+        let Some(regs) = regs(tid) else { return };
+        let ret = regs.rax as i64;
+        let returned = match pending.spec.returns {
+            Returns::CString(arg) if ret > 0 => read_string(tid, pending.args[arg]),
+            Returns::Counted(arg) if ret > 0 => {
+                read_bytes(tid, pending.args[arg], ret as usize).map(|b| bytes_to_string(&b))
+            }
+            _ => None,
+        };
+        let pid = self.threads.get(&tid).map_or(tid, |t| t.pid);
+        let shim_name = self.opts.shim_file_name.clone();
+        let process = self.process(pid);
+        process.events += 1;
+        if process.shim_text.is_none() && process.events.is_power_of_two() {
+            process.shim_text = shim_text(pid, &shim_name);
+        }
+        let text = process.shim_text.clone().unwrap_or_default();
+        let ppid = process.ppid;
+        let via_shim = text
+            .iter()
+            .any(|(lo, hi)| regs.rip >= *lo && regs.rip < *hi);
+        let exe = if pending.exe.is_empty() {
+            self.process(pid).exe.clone()
+        } else {
+            pending.exe
+        };
+        (self.sink)(Event::Syscall(Syscall {
+            pid,
+            tid,
+            ppid,
+            exe,
+            syscall: pending.spec.name.to_owned(),
+            paths: pending.paths,
+            resolved: pending.resolved,
+            ret,
+            returned,
+            shim: !text.is_empty(),
+            via_shim,
+        }));
+    }
+}
+
+fn tgid(tid: i32) -> i32 {
+    std::fs::read_to_string(format!("/proc/{tid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Tgid:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(tid)
+}
+
+fn regs(tid: i32) -> Option<libc::user_regs_struct> {
+    // SAFETY: a zeroed register struct is valid; GETREGS fills it for a stopped tracee.
+    let mut regs: libc::user_regs_struct = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let rc = unsafe { libc::ptrace(libc::PTRACE_GETREGS, tid, 0, &mut regs) };
+    (rc == 0).then_some(regs)
+}
+
+/// Up to `len` bytes of the tracee's memory at `addr`.
+fn read_bytes(tid: i32, addr: u64, len: usize) -> Option<Vec<u8>> {
+    if addr == 0 {
+        return None;
+    }
+    let mut buf = vec![0u8; len];
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: len,
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: len,
+    };
+    // SAFETY: one local buffer of `len` bytes; the remote range is the tracee's business.
+    let n = unsafe { libc::process_vm_readv(tid, &local, 1, &remote, 1, 0) };
+    if n <= 0 {
+        return None;
+    }
+    buf.truncate(n as usize);
+    Some(buf)
+}
+
+/// A NUL-terminated string of the tracee, read page by page (a string may end just before an
+/// unmapped page).
+fn read_string(tid: i32, addr: u64) -> Option<String> {
+    if addr == 0 {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut at = addr;
+    while out.len() < libc::PATH_MAX as usize {
+        let to_page_end = 4096 - (at % 4096) as usize;
+        let chunk = read_bytes(tid, at, to_page_end)?;
+        if let Some(nul) = chunk.iter().position(|&b| b == 0) {
+            out.extend_from_slice(&chunk[..nul]);
+            return Some(bytes_to_string(&out));
+        }
+        out.extend_from_slice(&chunk);
+        at += chunk.len() as u64;
+    }
+    Some(bytes_to_string(&out))
+}
+
+fn bytes_to_string(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn read_link(path: &str) -> String {
+    std::fs::read_link(path)
+        .map(|p| bytes_to_string(p.as_os_str().as_bytes()))
+        .unwrap_or_default()
+}
+
+/// `path` made absolute against the dirfd (`*at` calls) or the thread's working directory.
+fn resolve(pid: i32, tid: i32, dirfd: Option<i32>, path: &str) -> String {
+    if path.starts_with('/') {
+        return path.to_owned();
+    }
+    let base = match dirfd {
+        Some(fd) if fd != libc::AT_FDCWD => read_link(&format!("/proc/{pid}/fd/{fd}")),
+        _ => read_link(&format!("/proc/{tid}/cwd")),
+    };
+    if base.is_empty() {
+        return String::new();
+    }
+    if path.is_empty() {
+        return base;
+    }
+    let joined = Path::new(&base).join(path);
+    bytes_to_string(joined.as_os_str().as_bytes())
+}
+
+/// The executable mappings of the shim in `pid`, or `None` when it is not mapped (yet).
+fn shim_text(pid: i32, name: &str) -> Option<Vec<(u64, u64)>> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    let ranges: Vec<(u64, u64)> = maps
+        .lines()
+        .filter(|l| l.ends_with(&format!("/{name}")))
+        .filter(|l| l.split_whitespace().nth(1).is_some_and(|p| p.contains('x')))
+        .filter_map(|l| {
+            let (lo, hi) = l.split_whitespace().next()?.split_once('-')?;
+            Some((
+                u64::from_str_radix(lo, 16).ok()?,
+                u64::from_str_radix(hi, 16).ok()?,
+            ))
+        })
+        .collect();
+    (!ranges.is_empty()).then_some(ranges)
+}
+
+/// `program` found the way `execvp` finds it: as given when it has a slash, else in `PATH`.
+pub fn find_program(program: &std::ffi::OsStr, path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
+    if program.as_bytes().contains(&b'/') {
+        return Some(PathBuf::from(program));
+    }
+    let path = path
+        .map(|p| p.to_owned())
+        .unwrap_or_else(|| "/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| {
+            std::fs::metadata(candidate).is_ok_and(|m| {
+                m.is_file()
+                    && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
+            })
+        })
+}
