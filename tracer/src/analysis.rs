@@ -107,14 +107,16 @@ impl Findings {
     }
 }
 
-/// The libc entry points (Linux) whose calls end in `syscall`.
-pub fn entry_points(syscall: &str) -> Vec<String> {
-    table::entry_points_for(Platform::Linux, syscall)
+/// The libc entry points of `platform` whose calls end in `syscall`.
+pub fn entry_points(platform: Platform, syscall: &str) -> Vec<String> {
+    table::entry_points_for(platform, syscall)
         .map(|e| e.symbol.to_owned())
         .collect()
 }
 
-pub fn analyze(events: &[Event], roots: &Roots) -> Findings {
+/// The findings in `events`, recorded on `platform` (whose interception table names the entry
+/// points of uncaught syscalls).
+pub fn analyze(events: &[Event], roots: &Roots, platform: Platform) -> Findings {
     let mut findings = Findings::default();
     let mut uncaught: BTreeMap<(String, String), Uncaught> = BTreeMap::new();
     let mut leaks: BTreeMap<(String, String), Leak> = BTreeMap::new();
@@ -141,7 +143,7 @@ pub fn analyze(events: &[Event], roots: &Roots) -> Findings {
                     count: 0,
                     example_pid: s.pid,
                     example_path: path.clone(),
-                    entry_points: entry_points(&s.syscall),
+                    entry_points: entry_points(platform, &s.syscall),
                 });
             u.count += 1;
         }
@@ -264,7 +266,7 @@ mod tests {
                 None,
             ),
         ];
-        let f = analyze(&events, &roots);
+        let f = analyze(&events, &roots, Platform::Linux);
         assert_eq!(f.uncaught.len(), 1);
         assert_eq!(
             f.uncaught[0].count, 2,
@@ -276,6 +278,29 @@ mod tests {
         assert_eq!(f.unshimmed.len(), 1);
         assert_eq!(f.unshimmed[0].exe, "/bin/busybox");
         assert_eq!(f.counts.processes, 3);
-        assert!(entry_points("no_such_syscall").is_empty());
+        assert!(entry_points(Platform::Linux, "no_such_syscall").is_empty());
+    }
+
+    #[test]
+    fn recorded_dtrace_output_gives_the_same_findings() {
+        let text = include_str!("../../tests/fixtures/trace/dtrace-build.txt");
+        let events = crate::dtrace::parse(text).unwrap();
+        let roots = Roots {
+            canonical: vec!["/vrift_workspace".into()],
+            physical: vec!["/Users/alice/proj".into()],
+        };
+        let f = analyze(&events, &roots, Platform::MacOs);
+        assert_eq!(f.uncaught.len(), 1);
+        assert_eq!(
+            (
+                f.uncaught[0].exe.as_str(),
+                f.uncaught[0].syscall.as_str(),
+                f.uncaught[0].count
+            ),
+            ("protoc-gen", "openat", 2)
+        );
+        assert_eq!(f.leaks.len(), 1);
+        assert_eq!(f.leaks[0].syscall, "fcntl");
+        assert_eq!(f.counts.processes, 2);
     }
 }

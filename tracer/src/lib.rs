@@ -12,8 +12,15 @@
 //!   syscalls of [`syscalls`], so everything else runs at full speed;
 //! - [`analysis`]: the findings (*uncaught*, *leak*, *unshimmed*) against the shim's
 //!   interception table (`velo_intercept::table`).
+//!
+//! - [`dtrace`]: the macOS backend's D script and the parser of its output, platform-
+//!   independent and tested here with recorded output.
+//!
+//! The eBPF backend (kernel programs in C from `velo-ebpf`, loaded with aya) is still to come;
+//! docs/trace.md tracks what works.
 
 pub mod analysis;
+pub mod dtrace;
 pub mod event;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub mod ptrace;

@@ -450,7 +450,9 @@ impl Tracer<'_> {
         let shim_name = self.opts.shim_file_name.clone();
         let process = self.process(pid);
         process.events += 1;
-        if process.shim_text.is_none() && process.events.is_power_of_two() {
+        // A returned path needs the answer now: the shim's constructor resolves its roots with
+        // readlinkat within the first few syscalls after the library is mapped.
+        if process.shim_text.is_none() && (process.events.is_power_of_two() || returned.is_some()) {
             process.shim_text = shim_text(pid, &shim_name);
         }
         let text = process.shim_text.clone().unwrap_or_default();

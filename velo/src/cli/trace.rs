@@ -150,7 +150,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
 
     let roots = roots(&projection);
-    let findings = analysis::analyze(&events, &roots);
+    let findings = analysis::analyze(&events, &roots, velo_intercept::table::Platform::Linux);
     if args.json {
         output::json(&findings)?;
     } else {

@@ -7,6 +7,7 @@ mod cache;
 mod run;
 mod shim;
 mod store;
+mod trace;
 
 use std::fmt::Write as _;
 use std::fs;
@@ -40,6 +41,9 @@ enum Area {
     /// Clean build vs restore + no-op build of velo's workspace; restore vs `cp -a`; store
     /// bytes of successive snapshots.
     Cache,
+    /// Native vs `velo trace` (ptrace) vs strace on a clean and a no-op cargo build and on
+    /// `find /usr`.
+    Trace,
 }
 
 pub fn run(opts: Options) -> Result<()> {
@@ -48,6 +52,7 @@ pub fn run(opts: Options) -> Result<()> {
         Area::Shim => shim::run(&opts),
         Area::Run => run::run(&opts),
         Area::Cache => cache::run(&opts),
+        Area::Trace => trace::run(&opts),
     }
 }
 

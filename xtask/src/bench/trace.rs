@@ -1,0 +1,161 @@
+//! `cargo xtask bench trace`: what watching costs.
+//!
+//! Three workloads, each native, under `velo trace --backend ptrace`, and under
+//! `strace -f -e trace=%file -o /dev/null` (installed with apt when missing and root), in the same
+//! run: a clean `cargo build` of the fixture workspace, a no-op `cargo build` (bound by
+//! syscalls, so it shows a tracer's real cost) and `find /usr -name '*.h'`. Targets: eBPF at
+//! most 1.05× native on the clean build and 1.2× on the syscall-bound ones (the eBPF backend is
+//! not built yet: its rows say so); ptrace at most half of strace's time.
+
+use std::fmt::Write as _;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+use super::store::rm;
+use super::{Options, Times, write_rows};
+use crate::util::{build_velo, exec, root, time, user_cargo, user_command};
+
+fn strace() -> Result<std::path::PathBuf> {
+    let find = || {
+        ["/usr/bin/strace", "/bin/strace"]
+            .into_iter()
+            .map(std::path::PathBuf::from)
+            .find(|p| p.is_file())
+    };
+    if let Some(p) = find() {
+        return Ok(p);
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("strace is not installed (apt-get install strace)");
+    }
+    exec(Command::new("apt-get").args(["install", "-y", "-qq", "strace"]))?;
+    find().context("strace still missing after apt-get install")
+}
+
+/// Times `make()` `runs` times, running `prepare` (untimed) before each.
+fn measure(
+    runs: usize,
+    mut prepare: impl FnMut() -> Result<()>,
+    mut make: impl FnMut() -> Command,
+) -> Result<Times> {
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        prepare()?;
+        let mut cmd = make();
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        times.push(time(|| exec(&mut cmd))?.0.as_secs_f64());
+    }
+    Ok(Times(times))
+}
+
+pub fn run(opts: &Options) -> Result<()> {
+    let velo = build_velo(true)?;
+    let strace = strace()?;
+    let work = super::work_dir(opts)?;
+    let ws = work.join("ws");
+    rm(&ws)?;
+    exec(
+        Command::new("cp")
+            .arg("-a")
+            .arg(root().join("tests/fixtures/inception-ws"))
+            .arg(&ws),
+    )?;
+    let target = ws.join("target");
+
+    let native = |args: &[&str]| {
+        let mut c = user_cargo(&ws);
+        c.args(args);
+        c
+    };
+    let traced = |args: &[&str]| {
+        let mut c = user_command(&velo, &ws);
+        c.args(["trace", "--backend", "ptrace", "--", "cargo"])
+            .args(args);
+        c
+    };
+    let straced = |args: &[&str]| {
+        let mut c = user_command(&strace, &ws);
+        c.args(["-f", "-e", "trace=%file", "-o", "/dev/null", "cargo"])
+            .args(args);
+        c
+    };
+    let clean = || rm(&target);
+    let none = || Ok(());
+
+    let mut rows = Vec::new();
+    let mut section = |name: &str, n: Times, p: Times, s: Times| {
+        rows.push(n.row(&format!("{name}: native"), "baseline".into()));
+        rows.push(p.row(
+            &format!("{name}: velo trace --backend ptrace"),
+            format!(
+                "{:.2}× native, {:.2}× strace (target ≤ 0.5× strace)",
+                p.min() / n.min(),
+                p.min() / s.min()
+            ),
+        ));
+        rows.push(s.row(
+            &format!("{name}: strace -f -e trace=%file"),
+            format!("{:.2}× native", s.min() / n.min()),
+        ));
+    };
+
+    eprintln!("clean builds …");
+    let runs = opts.runs;
+    let (n, p, s) = (
+        measure(runs, clean, || native(&["build"]))?,
+        measure(runs, clean, || traced(&["build"]))?,
+        measure(runs, clean, || straced(&["build"]))?,
+    );
+    section("clean cargo build (fixture)", n, p, s);
+
+    eprintln!("no-op builds …");
+    exec(native(&["build"]).stderr(Stdio::null()))?;
+    let runs_fast = runs.max(10);
+    let (n, p, s) = (
+        measure(runs_fast, none, || native(&["build"]))?,
+        measure(runs_fast, none, || traced(&["build"]))?,
+        measure(runs_fast, none, || straced(&["build"]))?,
+    );
+    section("no-op cargo build (fixture)", n, p, s);
+
+    eprintln!("find /usr -name '*.h' …");
+    let find_args = ["/usr", "-name", "*.h"];
+    let (n, p, s) = (
+        measure(runs, none, || {
+            let mut c = Command::new("find");
+            c.args(find_args);
+            c
+        })?,
+        measure(runs, none, || {
+            let mut c = Command::new(&velo);
+            c.args(["trace", "--backend", "ptrace", "--", "find"])
+                .args(find_args);
+            c
+        })?,
+        measure(runs, none, || {
+            let mut c = Command::new(&strace);
+            c.args(["-f", "-e", "trace=%file", "-o", "/dev/null", "find"])
+                .args(find_args);
+            c
+        })?,
+    );
+    section("find /usr -name '*.h'", n, p, s);
+
+    let mut report = String::new();
+    writeln!(report, "# Benchmark: velo trace\n")?;
+    writeln!(
+        report,
+        "{} runs per row ({} for the no-op build). {}\n",
+        runs,
+        runs_fast,
+        super::store::machine()?
+    )?;
+    write_rows(&mut report, &rows)?;
+    writeln!(
+        report,
+        "The eBPF backend is not built yet: its rows (targets ≤ 1.05× native on the clean build, ≤ 1.2× on the syscall-bound ones) come with it."
+    )?;
+    super::finish(opts, "trace", &report, &work)
+}
