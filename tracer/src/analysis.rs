@@ -221,7 +221,7 @@ mod tests {
             } else {
                 vec![path.into()]
             },
-            ret: 0,
+            ret: Some(0),
             returned: returned.map(Into::into),
             shim: exe != "/bin/busybox",
             via_shim: false,

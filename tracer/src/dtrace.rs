@@ -124,7 +124,7 @@ pub fn parse(text: &str) -> Result<Vec<Event>, ParseError> {
                     syscall: fields[6].to_owned(),
                     paths,
                     resolved,
-                    ret: if ret < 0 { -errno } else { ret },
+                    ret: Some(if ret < 0 { -errno } else { ret }),
                     returned,
                     // dtrace cannot see mappings cheaply; whether a process is shimmed is
                     // judged by the analysis from what it did.
@@ -191,6 +191,7 @@ mod tests {
         };
         assert_eq!(
             (s.ret, s.paths[0].as_str()),
+            // (Some(-2), …)
             (-2, "/vrift_workspace/Cargo.toml")
         );
         let Event::Syscall(f) = &events[1] else {

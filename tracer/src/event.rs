@@ -37,8 +37,9 @@ pub struct Syscall {
     /// The same, resolved against the dirfd or working directory (absolute; empty when the
     /// descriptor could not be read).
     pub resolved: Vec<String>,
-    /// The return value (`-errno` on failure).
-    pub ret: i64,
+    /// The return value (`-errno` on failure); `None` when the backend was asked not to stop
+    /// at the syscall's exit (findings only, no event log: see `ptrace::Options::returns`).
+    pub ret: Option<i64>,
     /// A path the syscall returned (`getcwd`, `readlink`, `readlinkat`).
     pub returned: Option<String>,
     /// Whether the process had the shim (`libvelo_shim.so`) mapped.

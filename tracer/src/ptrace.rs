@@ -65,6 +65,9 @@ pub struct Command {
 pub struct Options {
     /// The shim's file name, to find it in `/proc/PID/maps`.
     pub shim_file_name: String,
+    /// Stop at every syscall's exit for its return value. Without it, only the calls that
+    /// return a path stop twice: half the stops, for callers that need findings, not a log.
+    pub returns: bool,
 }
 
 /// How the command ended.
@@ -133,6 +136,8 @@ struct Pending {
     paths: Vec<String>,
     resolved: Vec<String>,
     exe: String,
+    /// The instruction pointer at entry (after the `syscall` instruction).
+    rip: u64,
 }
 
 /// Per-process state.
@@ -318,11 +323,17 @@ impl Tracer<'_> {
             });
             match (sig, event) {
                 (libc::SIGTRAP, libc::PTRACE_EVENT_SECCOMP) => {
-                    self.on_entry(tid);
-                    resume(tid, libc::PTRACE_SYSCALL, 0);
+                    if self.on_entry(tid) {
+                        resume(tid, libc::PTRACE_SYSCALL, 0);
+                    } else {
+                        // Nothing to see at the exit: the event is complete already.
+                        self.on_exit(tid, None);
+                        resume(tid, libc::PTRACE_CONT, 0);
+                    }
                 }
                 (s, 0) if s == libc::SIGTRAP | 0x80 => {
-                    self.on_exit(tid);
+                    let regs = regs(tid);
+                    self.on_exit(tid, regs.as_ref());
                     resume(tid, libc::PTRACE_CONT, 0);
                 }
                 (
@@ -396,10 +407,11 @@ impl Tracer<'_> {
         !std::mem::replace(&mut t.started, true)
     }
 
-    fn on_entry(&mut self, tid: i32) {
-        let Some(regs) = regs(tid) else { return };
+    /// Records the syscall's entry; `true` when its exit must be seen too.
+    fn on_entry(&mut self, tid: i32) -> bool {
+        let Some(regs) = regs(tid) else { return false };
         let Some(spec) = syscalls::lookup(regs.orig_rax as i64) else {
-            return;
+            return false;
         };
         let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
         let pid = self.threads.get(&tid).map_or(tid, |t| t.pid);
@@ -421,8 +433,10 @@ impl Tracer<'_> {
                 paths,
                 resolved,
                 exe,
+                rip: regs.rip,
             });
         }
+        self.opts.returns || spec.returns != Returns::Nothing
     }
 
     fn process(&mut self, pid: i32) -> &mut Process {
@@ -433,15 +447,16 @@ impl Tracer<'_> {
         p
     }
 
-    fn on_exit(&mut self, tid: i32) {
+    /// Completes the pending syscall of `tid`, with the registers at its exit when stopped
+    /// there.
+    fn on_exit(&mut self, tid: i32, regs: Option<&libc::user_regs_struct>) {
         let Some(pending) = self.threads.get_mut(&tid).and_then(|t| t.pending.take()) else {
             return;
         };
-        let Some(regs) = regs(tid) else { return };
-        let ret = regs.rax as i64;
-        let returned = match pending.spec.returns {
-            Returns::CString(arg) if ret > 0 => read_string(tid, pending.args[arg]),
-            Returns::Counted(arg) if ret > 0 => {
+        let ret = regs.map(|r| r.rax as i64);
+        let returned = match (pending.spec.returns, ret) {
+            (Returns::CString(arg), Some(ret)) if ret > 0 => read_string(tid, pending.args[arg]),
+            (Returns::Counted(arg), Some(ret)) if ret > 0 => {
                 read_bytes(tid, pending.args[arg], ret as usize).map(|b| bytes_to_string(&b))
             }
             _ => None,
@@ -459,7 +474,7 @@ impl Tracer<'_> {
         let ppid = process.ppid;
         let via_shim = text
             .iter()
-            .any(|(lo, hi)| regs.rip >= *lo && regs.rip < *hi);
+            .any(|(lo, hi)| pending.rip >= *lo && pending.rip < *hi);
         let exe = if pending.exe.is_empty() {
             self.process(pid).exe.clone()
         } else {

@@ -129,6 +129,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         },
         &velo_tracer::ptrace::Options {
             shim_file_name: velo_intercept::env::SHIM_FILE_NAME.into(),
+            returns: args.events.is_some(),
         },
         &mut |e: Event| {
             if let Some(f) = sink_file.as_mut()
