@@ -109,6 +109,8 @@ pub fn init() -> Option<&'static Config> {
     loop {
         match STATE.compare_exchange(UNINIT, BUSY, Ordering::Acquire, Ordering::Acquire) {
             Ok(_) => {
+                #[cfg(target_os = "linux")]
+                keep_errno(crate::kernel::beacon);
                 // SAFETY: we own the storage while STATE is BUSY.
                 let on = keep_errno(|| unsafe { load(&mut *STORAGE.0.get()) });
                 STATE.store(if on { ON } else { OFF }, Ordering::Release);

@@ -106,3 +106,73 @@ pub fn close(fd: i32) {
     // SAFETY: closing a descriptor we opened.
     unsafe { syscall4(libc::SYS_close, fd as usize, 0, 0, 0) };
 }
+
+/// The path prefix of the shim's beacon (see [`beacon`]). Nothing exists under it.
+pub const BEACON_PREFIX: &[u8] = b"/proc/velo-shim/";
+
+/// Announces the shim to a tracer watching from outside: one `faccessat` of
+/// `/proc/velo-shim/<lo>-<hi>` (hex), the range of this library's executable code, which fails
+/// with `ENOENT`. `velo trace` learns from it that the process has the shim, and where the
+/// instructions of the shim's own syscalls are, without reading `/proc/PID/maps` (which a
+/// process that has exited no longer has). Costs one syscall per process.
+pub fn beacon() {
+    unsafe extern "C" {
+        /// The ELF header of this library, placed by the linker at its load address.
+        static __ehdr_start: libc::Elf64_Ehdr;
+    }
+    let base = (&raw const __ehdr_start) as usize;
+    // SAFETY: the linker maps the ELF header and the program headers it points to.
+    let (lo, hi) = unsafe {
+        let ehdr = &*(base as *const libc::Elf64_Ehdr);
+        let phdrs = (base + ehdr.e_phoff as usize) as *const libc::Elf64_Phdr;
+        let (mut lo, mut hi) = (usize::MAX, 0);
+        for i in 0..ehdr.e_phnum as usize {
+            let p = &*phdrs.add(i);
+            if p.p_type == libc::PT_LOAD && p.p_flags & libc::PF_X != 0 {
+                lo = lo.min(base + p.p_vaddr as usize);
+                hi = hi.max(base + (p.p_vaddr + p.p_memsz) as usize);
+            }
+        }
+        (lo, hi)
+    };
+    if lo >= hi {
+        return;
+    }
+    let mut path = [0u8; 64];
+    let mut at = 0;
+    let mut put = |bytes: &[u8]| {
+        path[at..at + bytes.len()].copy_from_slice(bytes);
+        at += bytes.len();
+    };
+    put(BEACON_PREFIX);
+    let hex = |n: usize, out: &mut [u8; 16]| -> usize {
+        let digits = b"0123456789abcdef";
+        let mut len = 0;
+        let mut started = false;
+        for shift in (0..16).rev() {
+            let d = (n >> (shift * 4)) & 15;
+            if d != 0 || started || shift == 0 {
+                started = true;
+                out[len] = digits[d];
+                len += 1;
+            }
+        }
+        len
+    };
+    let mut buf = [0u8; 16];
+    let n = hex(lo, &mut buf);
+    put(&buf[..n]);
+    put(b"-");
+    let n = hex(hi, &mut buf);
+    put(&buf[..n]);
+    // SAFETY: a NUL-terminated path in a local buffer (zeroed beyond `at`).
+    unsafe {
+        syscall4(
+            libc::SYS_faccessat,
+            libc::AT_FDCWD as isize as usize,
+            path.as_ptr() as usize,
+            libc::F_OK as usize,
+            0,
+        )
+    };
+}

@@ -48,3 +48,28 @@ pub struct Syscall {
     /// the shim translates what it returns before the program sees it.
     pub via_shim: bool,
 }
+
+/// The shim announces itself to tracers with a `faccessat` of `/proc/velo-shim/<lo>-<hi>`: the
+/// hex range of its executable code (see the shim's `kernel::beacon`). The range, when `path`
+/// is such a beacon.
+pub fn shim_beacon(path: &str) -> Option<(u64, u64)> {
+    let (lo, hi) = path.strip_prefix("/proc/velo-shim/")?.split_once('-')?;
+    let (lo, hi) = (
+        u64::from_str_radix(lo, 16).ok()?,
+        u64::from_str_radix(hi, 16).ok()?,
+    );
+    (lo < hi).then_some((lo, hi))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn beacons_parse() {
+        assert_eq!(
+            super::shim_beacon("/proc/velo-shim/7f00-7f80"),
+            Some((0x7f00, 0x7f80))
+        );
+        assert_eq!(super::shim_beacon("/proc/velo-shim/7f80-7f00"), None);
+        assert_eq!(super::shim_beacon("/proc/self/fd/3"), None);
+    }
+}

@@ -425,6 +425,11 @@ impl Tracer<'_> {
             resolved.push(resolve(pid, tid, dirfd, &path));
             paths.push(path);
         }
+        if let Some(range) = paths.first().and_then(|p| crate::event::shim_beacon(p)) {
+            // The shim announcing itself: not an event of the program's.
+            self.process(pid).shim_text = Some(vec![range]);
+            return false;
+        }
         let exe = self.process(pid).exe.clone();
         if let Some(t) = self.threads.get_mut(&tid) {
             t.pending = Some(Pending {
