@@ -84,6 +84,9 @@ pub struct Unshimmed {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Counts {
+    /// Events the backend could not record (the eBPF ring buffer was full); always 0 for
+    /// ptrace, which stops the tracee instead.
+    pub dropped: u64,
     pub events: usize,
     pub syscalls: usize,
     pub processes: usize,
@@ -94,6 +97,8 @@ pub struct Counts {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Findings {
+    /// The backend that recorded the events (set by the caller).
+    pub backend: String,
     pub counts: Counts,
     pub uncaught: Vec<Uncaught>,
     pub leaks: Vec<Leak>,

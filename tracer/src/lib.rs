@@ -21,6 +21,8 @@
 
 pub mod analysis;
 pub mod dtrace;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub mod ebpf;
 pub mod event;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub mod ptrace;

@@ -100,6 +100,8 @@ pub fn table() -> &'static [(i64, Spec)] {
             },
         ),
         (SYS_chdir, spec("chdir", P0)),
+        // No path, but it moves the working directory relative paths are resolved against.
+        (SYS_fchdir, spec("fchdir", NONE)),
         (SYS_chmod, spec("chmod", P0)),
         (SYS_fchmodat, spec("fchmodat", D01)),
         (SYS_chown, spec("chown", P0)),

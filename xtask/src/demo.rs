@@ -32,6 +32,7 @@ fn step(title: &str) {
 
 pub fn run(opts: Options) -> Result<()> {
     step("building velo");
+    ensure_ebpf_toolchain()?;
     let velo = build_velo(opts.release)?;
     let work = root().join("target/demo");
     if work.exists() {
@@ -106,6 +107,7 @@ pub fn run(opts: Options) -> Result<()> {
 
     inception(&velo, &work, &checkouts)?;
     cache(&velo, &work, &store)?;
+    trace(&velo, &work)?;
     velo_run(&velo, &work, &store)?;
     println!("\ndemo finished; its files are in {}", work.display());
     Ok(())
@@ -251,6 +253,51 @@ fn cache(velo: &Path, work: &Path, store: &Path) -> Result<()> {
     let mut list = Command::new(velo);
     list.env("VELO_STORE", store).args(["cache", "list"]);
     exec(&mut list)?;
+    Ok(())
+}
+
+/// clang and libbpf's headers build the tracer's kernel programs (velo-ebpf's build.rs).
+/// Installed when missing and root; velo-ebpf is rebuilt so the programs are compiled in.
+fn ensure_ebpf_toolchain() -> Result<()> {
+    let have = Command::new("clang")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+        && Path::new("/usr/include/bpf/bpf_helpers.h").exists();
+    // SAFETY: geteuid has no preconditions.
+    if have || unsafe { libc::geteuid() } != 0 {
+        if !have {
+            println!("    (clang/libbpf-dev missing and not root: velo trace will use ptrace)");
+        }
+        return Ok(());
+    }
+    println!("$ apt-get install -y clang libbpf-dev");
+    exec(Command::new("apt-get").args(["install", "-y", "-qq", "clang", "libbpf-dev"]))?;
+    exec(
+        Command::new(env!("CARGO"))
+            .current_dir(root())
+            .args(["clean", "-q", "-p", "velo-ebpf"]),
+    )
+}
+
+/// `velo trace`: a projected build with no findings, and a static binary the shim cannot reach.
+fn trace(velo: &Path, work: &Path) -> Result<()> {
+    step("velo trace --inception -- cargo build: what the shim missed, seen from outside");
+    let dir = work.join("cache/alice/sample");
+    std::fs::remove_dir_all(dir.join("target")).ok();
+    println!("$ cd cache/alice/sample && velo trace --inception -- cargo build");
+    let mut cmd = user_command(velo, &dir);
+    cmd.args(["trace", "--inception", "--", "cargo", "build", "--quiet"]);
+    exec(&mut cmd)?;
+    if let Ok(busybox) = crate::busybox::find_or_install() {
+        let shown = busybox.display().to_string();
+        println!("$ velo trace --inception -- {shown} sh -c 'cat Cargo.toml >/dev/null'");
+        let mut cmd = user_command(velo, &dir);
+        cmd.args(["trace", "--inception", "--", &shown, "sh", "-c"])
+            .arg("cat Cargo.toml >/dev/null");
+        exec(&mut cmd)?;
+    }
     Ok(())
 }
 

@@ -23,9 +23,23 @@ fn workspace(env: &Env) -> PathBuf {
     ws
 }
 
+/// The backends to test: ptrace always; eBPF as root (loading BPF is privileged here), else a
+/// loud skip (CI runs as root, where skipping fails the test).
+fn backends(test: &str) -> Vec<&'static str> {
+    if velo_e2e::is_root() {
+        vec!["ptrace", "ebpf"]
+    } else {
+        velo_e2e::skip(
+            &format!("{test} (eBPF backend)"),
+            "loading BPF programs needs root",
+        );
+        vec!["ptrace"]
+    }
+}
+
 /// `velo trace ARGS…` in `dir` (no `PWD`, a clean cargo environment).
-fn trace(env: &Env, dir: &Path, args: &[&str]) -> Cmd {
-    let mut all = vec!["trace"];
+fn trace(backend: &str, env: &Env, dir: &Path, args: &[&str]) -> Cmd {
+    let mut all = vec!["trace", "--backend", backend];
     all.extend_from_slice(args);
     let mut cmd = env.velo(all).clean_cargo_env().dir(dir);
     cmd.cmd.env_remove("PWD");
@@ -53,11 +67,19 @@ fn events(path: &Path) -> Vec<serde_json::Value> {
 
 #[test]
 fn a_raw_openat_is_uncaught_and_a_raw_getcwd_leaks() {
+    for backend in backends("a_raw_openat_is_uncaught_and_a_raw_getcwd_leaks") {
+        eprintln!("--- a_raw_openat_is_uncaught_and_a_raw_getcwd_leaks: {backend}");
+        a_raw_openat_is_uncaught_and_a_raw_getcwd_leaks_with(backend);
+    }
+}
+
+fn a_raw_openat_is_uncaught_and_a_raw_getcwd_leaks_with(backend: &str) {
     let env = Env::new();
     let raw = raw(&env);
     let ws = workspace(&env);
     let raw_s = raw.to_str().unwrap();
     let run = trace(
+        backend,
         &env,
         &ws,
         &[
@@ -87,7 +109,13 @@ fn a_raw_openat_is_uncaught_and_a_raw_getcwd_leaks() {
         "names the hooked libc functions: {findings:#}"
     );
 
-    let run = trace(&env, &ws, &["--inception", "--json", "--", raw_s, "getcwd"]).ok();
+    let run = trace(
+        backend,
+        &env,
+        &ws,
+        &["--inception", "--json", "--", raw_s, "getcwd"],
+    )
+    .ok();
     assert_eq!(
         run.stdout().lines().next(),
         Some(ws.to_str().unwrap()),
@@ -100,6 +128,7 @@ fn a_raw_openat_is_uncaught_and_a_raw_getcwd_leaks() {
     assert_eq!(leaks[0]["example_path"], ws.to_str().unwrap());
     // The shim's own getcwd, readlink and realpath calls are not leaks: pwd under the shim.
     let clean = trace(
+        backend,
         &env,
         &ws,
         &[
@@ -124,6 +153,13 @@ fn a_raw_openat_is_uncaught_and_a_raw_getcwd_leaks() {
 
 #[test]
 fn a_static_busybox_is_unshimmed() {
+    for backend in backends("a_static_busybox_is_unshimmed") {
+        eprintln!("--- a_static_busybox_is_unshimmed: {backend}");
+        a_static_busybox_is_unshimmed_with(backend);
+    }
+}
+
+fn a_static_busybox_is_unshimmed_with(backend: &str) {
     let Some(busybox) = ["/bin/busybox", "/usr/bin/busybox"]
         .into_iter()
         .map(PathBuf::from)
@@ -138,6 +174,7 @@ fn a_static_busybox_is_unshimmed() {
     let env = Env::new();
     let ws = workspace(&env);
     let run = trace(
+        backend,
         &env,
         &ws,
         &[
@@ -169,11 +206,19 @@ fn a_static_busybox_is_unshimmed() {
 
 #[test]
 fn fork_exec_trees_are_followed_and_no_event_is_lost() {
+    for backend in backends("fork_exec_trees_are_followed_and_no_event_is_lost") {
+        eprintln!("--- fork_exec_trees_are_followed_and_no_event_is_lost: {backend}");
+        fork_exec_trees_are_followed_and_no_event_is_lost_with(backend);
+    }
+}
+
+fn fork_exec_trees_are_followed_and_no_event_is_lost_with(backend: &str) {
     let env = Env::new();
     let raw = raw(&env);
     let ws = workspace(&env);
     let log = env.path().join("events.jsonl");
     trace(
+        backend,
         &env,
         &ws,
         &[
@@ -211,6 +256,7 @@ fn fork_exec_trees_are_followed_and_no_event_is_lost() {
     let log = env.path().join("stat.jsonl");
     let n = 100_000;
     trace(
+        backend,
         &env,
         &ws,
         &[
@@ -233,9 +279,17 @@ fn fork_exec_trees_are_followed_and_no_event_is_lost() {
 
 #[test]
 fn a_cargo_build_under_inception_has_no_findings() {
+    for backend in backends("a_cargo_build_under_inception_has_no_findings") {
+        eprintln!("--- a_cargo_build_under_inception_has_no_findings: {backend}");
+        a_cargo_build_under_inception_has_no_findings_with(backend);
+    }
+}
+
+fn a_cargo_build_under_inception_has_no_findings_with(backend: &str) {
     let env = Env::new();
     let ws = workspace(&env);
     let run = trace(
+        backend,
         &env,
         &ws,
         &["--inception", "--json", "--", "cargo", "build"],
@@ -254,18 +308,27 @@ fn a_cargo_build_under_inception_has_no_findings() {
 
 #[test]
 fn the_exit_status_passes_through_and_killing_velo_kills_the_tracees() {
+    for backend in backends("the_exit_status_passes_through_and_killing_velo_kills_the_tracees") {
+        eprintln!(
+            "--- the_exit_status_passes_through_and_killing_velo_kills_the_tracees: {backend}"
+        );
+        the_exit_status_passes_through_and_killing_velo_kills_the_tracees_with(backend);
+    }
+}
+
+fn the_exit_status_passes_through_and_killing_velo_kills_the_tracees_with(backend: &str) {
     let env = Env::new();
     let ws = workspace(&env);
-    trace(&env, &ws, &["--", "sh", "-c", "exit 7"])
+    trace(backend, &env, &ws, &["--", "sh", "-c", "exit 7"])
         .run()
         .expect_code(7);
-    let killed = trace(&env, &ws, &["--", "sh", "-c", "kill -TERM $$"]).run();
+    let killed = trace(backend, &env, &ws, &["--", "sh", "-c", "kill -TERM $$"]).run();
     assert_eq!(killed.code(), Some(128 + 15), "{}", killed.explain());
 
     // velo killed with SIGKILL: PTRACE_O_EXITKILL takes the traced command with it.
     let marker = env.path().join("tracee.pid");
     let mut velo = std::process::Command::new(velo_e2e::velo_bin())
-        .args(["trace", "--", "sh", "-c"])
+        .args(["trace", "--backend", backend, "--", "sh", "-c"])
         .arg(format!("echo $$ > {}; exec sleep 60", marker.display()))
         .current_dir(&ws)
         .env("VELO_STORE", env.store())

@@ -62,20 +62,30 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let backend = match args.backend {
-        Backend::Ptrace => "ptrace",
-        Backend::Auto => {
-            eprintln!(
-                "velo trace: ptrace backend (the eBPF backend is not built into this velo yet)"
-            );
+    let ebpf = matches!(args.backend, Backend::Auto | Backend::Ebpf)
+        .then(velo_tracer::ebpf::unavailable)
+        .map(|why| match why {
+            None => Ok(()),
+            Some(why) => Err(why),
+        });
+    let backend = match (args.backend, ebpf) {
+        (Backend::Auto, Some(Ok(()))) => {
+            eprintln!("velo trace: eBPF backend");
+            "ebpf"
+        }
+        (Backend::Auto, Some(Err(why))) => {
+            eprintln!("velo trace: ptrace backend ({why})");
             "ptrace"
         }
-        Backend::Ebpf => bail!(
-            "the eBPF backend is not built into this velo yet; use --backend ptrace (any user) or --backend auto"
-        ),
-        Backend::Dtrace => bail!("the dtrace backend runs on macOS only; use --backend ptrace"),
+        (Backend::Ebpf, Some(Err(why))) => {
+            bail!("--backend ebpf: {why}; --backend ptrace works for any user")
+        }
+        (Backend::Ebpf, _) => "ebpf",
+        (Backend::Dtrace, _) => {
+            bail!("the dtrace backend runs on macOS only; use --backend ptrace")
+        }
+        _ => "ptrace",
     };
-    let _ = backend;
 
     let cwd = inception::unproject(&inception::current_dir()?);
     let root = inception::find_root(args.root.as_deref(), &cwd)
@@ -119,39 +129,52 @@ pub fn run(args: Args) -> Result<ExitCode> {
         None => None,
     };
     let mut events = Vec::new();
-    let mut write_error = None;
-    let outcome = velo_tracer::ptrace::trace(
-        &velo_tracer::ptrace::Command {
-            program,
-            args: args.command.clone(),
-            env,
-            cwd: cwd.clone(),
-        },
-        &velo_tracer::ptrace::Options {
-            shim_file_name: velo_intercept::env::SHIM_FILE_NAME.into(),
-            returns: args.events.is_some(),
-        },
-        &mut |e: Event| {
-            if let Some(f) = sink_file.as_mut()
-                && write_error.is_none()
-                && let Err(err) = serde_json::to_writer(&mut *f, &e)
-                    .map_err(std::io::Error::other)
-                    .and_then(|_| f.write_all(b"\n"))
-            {
-                write_error = Some(err);
-            }
-            events.push(e);
-        },
-    )?;
+    let command = velo_tracer::ptrace::Command {
+        program,
+        args: args.command.clone(),
+        env,
+        cwd: cwd.clone(),
+    };
+    // Events are kept and written afterwards: a reader that formats JSON while the kernel
+    // fills the ring buffer falls behind on syscall-bound workloads and drops events.
+    let mut sink = |e: Event| events.push(e);
+    let (outcome, dropped) = if backend == "ebpf" {
+        let traced = velo_tracer::ebpf::trace(&command, &mut sink)?;
+        (traced.outcome, traced.dropped)
+    } else {
+        let outcome = velo_tracer::ptrace::trace(
+            &command,
+            &velo_tracer::ptrace::Options {
+                shim_file_name: velo_intercept::env::SHIM_FILE_NAME.into(),
+                returns: args.events.is_some(),
+            },
+            &mut sink,
+        )?;
+        (outcome, 0)
+    };
     if let Some(f) = sink_file.as_mut() {
+        for e in &events {
+            serde_json::to_writer(&mut *f, e)
+                .map_err(std::io::Error::other)
+                .and_then(|_| f.write_all(b"\n"))
+                .context("writing the events file")?;
+        }
         f.flush().context("writing the events file")?;
     }
-    if let Some(e) = write_error {
-        return Err(e).context("writing the events file");
-    }
-
     let roots = roots(&projection);
-    let findings = analysis::analyze(&events, &roots, velo_intercept::table::Platform::Linux);
+    let mut findings = analysis::analyze(&events, &roots, velo_intercept::table::Platform::Linux);
+    findings.backend = backend.to_owned();
+    if !args.inception && std::env::var_os(velo_intercept::env::PHYSICAL_ROOT).is_none() {
+        // Without a projection no process is meant to have the shim.
+        findings.counts.unshimmed = 0;
+        findings.unshimmed.clear();
+    }
+    findings.counts.dropped = dropped;
+    if dropped > 0 {
+        eprintln!(
+            "velo trace: warning: {dropped} events were dropped (the ring buffer was full): findings may be incomplete"
+        );
+    }
     if args.json {
         output::json(&findings)?;
     } else {
@@ -190,8 +213,8 @@ fn roots(projection: &Projection) -> Roots {
 fn print_findings(f: &Findings) {
     let c = &f.counts;
     eprintln!(
-        "velo trace: {} events, {} file syscalls in {} processes: {} uncaught, {} leaked, {} unshimmed",
-        c.events, c.syscalls, c.processes, c.uncaught, c.leaks, c.unshimmed
+        "velo trace ({}): {} events, {} file syscalls in {} processes, {} dropped: {} uncaught, {} leaked, {} unshimmed",
+        f.backend, c.events, c.syscalls, c.processes, c.dropped, c.uncaught, c.leaks, c.unshimmed
     );
     if f.is_clean() {
         println!("no findings: every path under the roots went through the shim");

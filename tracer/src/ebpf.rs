@@ -1,0 +1,424 @@
+//! The eBPF backend: kernel programs watch, the traced processes never stop.
+//!
+//! The programs (`velo-ebpf`, C compiled by clang) are loaded with aya: raw tracepoints on
+//! `sys_enter`/`sys_exit` filtered by a `watched` map of syscall numbers (filled here from
+//! [`crate::syscalls`]) and a `traced` set of process ids, and `tp_btf` hooks on fork, exec and
+//! exit that grow and shrink that set. The command is forked by hand and waits on a pipe until
+//! its pid is in `traced`, so its first syscall after exec is seen. Events arrive through a ring
+//! buffer; a counter of events dropped when it was full is read at the end and reported.
+//!
+//! Processes may be gone by the time their events are read, so nothing is looked up in
+//! `/proc/PID` that matters: the executable comes from the exec event, the parent from the fork
+//! event, and the shim's presence and code range from its beacon (see
+//! [`crate::event::shim_beacon`]). Relative paths are resolved against `/proc` when the process
+//! is still there, and left unresolved otherwise.
+//!
+//! Needs root (`kernel.unprivileged_bpf_disabled`) and a kernel with BTF.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use aya::maps::{Array, HashMap as BpfHashMap, RingBuf};
+use aya::programs::{BtfTracePoint, RawTracePoint};
+use aya::{Btf, EbpfLoader};
+use velo_ebpf::RawEvent;
+
+use crate::event::{Event, Syscall};
+use crate::ptrace::{Command, Outcome};
+use crate::syscalls::{self, Returns};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the eBPF backend was not built: {0}")]
+    NotBuilt(&'static str),
+    #[error("the eBPF backend needs root (loading BPF programs is privileged here)")]
+    NotRoot,
+    #[error("loading the eBPF programs: {0}")]
+    Load(String),
+    #[error("{0}: {1}")]
+    Sys(&'static str, std::io::Error),
+    #[error("the command's program name contains a NUL byte")]
+    Nul,
+}
+
+/// Why the backend cannot run here, or `None` when it can.
+pub fn unavailable() -> Option<String> {
+    if let Some(reason) = velo_ebpf::unavailable() {
+        return Some(reason.to_owned());
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some(Error::NotRoot.to_string());
+    }
+    None
+}
+
+/// What a traced run gave besides the events.
+#[derive(Debug, Clone, Copy)]
+pub struct Traced {
+    pub outcome: Outcome,
+    /// Events the kernel could not queue (the ring buffer was full).
+    pub dropped: u64,
+}
+
+fn load_err(e: impl std::fmt::Display) -> Error {
+    Error::Load(e.to_string())
+}
+
+/// The `watched` map entry of a syscall spec.
+fn spec_bits(spec: &syscalls::Spec) -> u32 {
+    let path = |i: usize| spec.paths.get(i).map(|p| p.arg as u32);
+    let returned = match spec.returns {
+        Returns::Nothing => None,
+        Returns::CString(a) => Some((a as u32, false)),
+        Returns::Counted(a) => Some((a as u32, true)),
+    };
+    velo_ebpf::spec(path(0), path(1), returned)
+}
+
+/// Runs `cmd` watched by the kernel programs, passing every event to `sink`.
+pub fn trace(cmd: &Command, sink: &mut dyn FnMut(Event)) -> Result<Traced, Error> {
+    if let Some(reason) = velo_ebpf::unavailable() {
+        return Err(Error::NotBuilt(reason));
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(Error::NotRoot);
+    }
+    let mut bpf = EbpfLoader::new()
+        .load(velo_ebpf::OBJECT)
+        .map_err(load_err)?;
+    {
+        let mut watched: Array<_, u32> = Array::try_from(
+            bpf.map_mut("watched")
+                .ok_or_else(|| load_err("no watched map"))?,
+        )
+        .map_err(load_err)?;
+        for (nr, spec) in syscalls::table() {
+            watched
+                .set(*nr as u32, spec_bits(spec), 0)
+                .map_err(load_err)?;
+        }
+    }
+    for (name, tp) in [
+        ("velo_sys_enter", "sys_enter"),
+        ("velo_sys_exit", "sys_exit"),
+    ] {
+        let prog: &mut RawTracePoint = bpf
+            .program_mut(name)
+            .ok_or_else(|| load_err(format!("no program {name}")))?
+            .try_into()
+            .map_err(load_err)?;
+        prog.load().map_err(load_err)?;
+        prog.attach(tp).map_err(load_err)?;
+    }
+    let btf = Btf::from_sys_fs().map_err(load_err)?;
+    for (name, tp) in [
+        ("velo_fork", "sched_process_fork"),
+        ("velo_exec", "sched_process_exec"),
+        ("velo_exit", "sched_process_exit"),
+    ] {
+        let prog: &mut BtfTracePoint = bpf
+            .program_mut(name)
+            .ok_or_else(|| load_err(format!("no program {name}")))?
+            .try_into()
+            .map_err(load_err)?;
+        prog.load(tp, &btf).map_err(load_err)?;
+        prog.attach().map_err(load_err)?;
+    }
+
+    let child = spawn_waiting(cmd)?;
+    {
+        let mut traced: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(
+            bpf.map_mut("traced")
+                .ok_or_else(|| load_err("no traced map"))?,
+        )
+        .map_err(load_err)?;
+        traced.insert(child.pid as u32, 1, 0).map_err(load_err)?;
+    }
+    let child_pid = child.pid;
+    child.release()?;
+
+    let mut ring = RingBuf::try_from(
+        bpf.take_map("events")
+            .ok_or_else(|| load_err("no events map"))?,
+    )
+    .map_err(load_err)?;
+    let mut decoder = Decoder::default();
+    decoder
+        .exe
+        .insert(child_pid, cmd.program.display().to_string());
+    decoder.cwd.insert(child_pid, cmd.cwd.display().to_string());
+    let ring_fd = ring.as_fd().as_raw_fd();
+    let outcome = loop {
+        while let Some(item) = ring.next() {
+            if let Some(raw) = RawEvent::from_bytes(&item) {
+                decoder.decode(&raw, sink);
+            }
+        }
+        let mut status = 0;
+        // SAFETY: polling our own child.
+        let done = unsafe { libc::waitpid(child_pid, &mut status, libc::WNOHANG) };
+        if done == child_pid {
+            break if libc::WIFSIGNALED(status) {
+                Outcome::Signaled(libc::WTERMSIG(status))
+            } else {
+                Outcome::Exited(libc::WEXITSTATUS(status))
+            };
+        }
+        let mut fds = libc::pollfd {
+            fd: ring_fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one pollfd; a 10 ms timeout bounds how late the child's exit is noticed.
+        unsafe { libc::poll(&mut fds, 1, 10) };
+    };
+    // The last events of the command (its exit among them) may still be in flight.
+    for _ in 0..3 {
+        while let Some(item) = ring.next() {
+            if let Some(raw) = RawEvent::from_bytes(&item) {
+                decoder.decode(&raw, sink);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let dropped = Array::<_, u64>::try_from(
+        bpf.map("dropped")
+            .ok_or_else(|| load_err("no dropped map"))?,
+    )
+    .and_then(|a| a.get(&0, 0))
+    .unwrap_or(0);
+    Ok(Traced { outcome, dropped })
+}
+
+/// A forked child that waits on a pipe before it execs the command.
+struct Waiting {
+    pid: i32,
+    go: i32,
+}
+
+impl Waiting {
+    fn release(self) -> Result<(), Error> {
+        // SAFETY: writing one byte to our pipe, then closing it.
+        let n = unsafe { libc::write(self.go, b"x".as_ptr().cast(), 1) };
+        // SAFETY: our descriptor.
+        unsafe { libc::close(self.go) };
+        if n != 1 {
+            return Err(Error::Sys(
+                "starting the command",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn spawn_waiting(cmd: &Command) -> Result<Waiting, Error> {
+    let c = |b: &[u8]| CString::new(b).map_err(|_| Error::Nul);
+    let program = c(cmd.program.as_os_str().as_bytes())?;
+    let argv: Vec<CString> = cmd
+        .args
+        .iter()
+        .map(|a| c(a.as_bytes()))
+        .collect::<Result<_, _>>()?;
+    let envp: Vec<CString> = cmd
+        .env
+        .iter()
+        .map(|(k, v)| {
+            let mut e = k.clone();
+            e.push("=");
+            e.push(v);
+            c(e.as_bytes())
+        })
+        .collect::<Result<_, _>>()?;
+    let cwd = c(cmd.cwd.as_os_str().as_bytes())?;
+    let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_p.push(std::ptr::null());
+    let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).collect();
+    envp_p.push(std::ptr::null());
+    let mut fds = [0; 2];
+    // SAFETY: a pipe into a two-element array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(Error::Sys("pipe", std::io::Error::last_os_error()));
+    }
+    // SAFETY: fork; the child only makes raw calls on data prepared above.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(Error::Sys("fork", std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        // SAFETY: in the child: raw calls, then exec or _exit.
+        unsafe {
+            // If velo dies before releasing it, the command never starts.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            libc::close(fds[1]);
+            let mut byte = 0u8;
+            if libc::read(fds[0], (&raw mut byte).cast(), 1) != 1 {
+                libc::_exit(126);
+            }
+            if libc::chdir(cwd.as_ptr()) != 0 {
+                libc::_exit(127);
+            }
+            libc::execve(program.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr());
+            libc::_exit(127);
+        }
+    }
+    // SAFETY: the read end belongs to the child now.
+    unsafe { libc::close(fds[0]) };
+    Ok(Waiting { pid, go: fds[1] })
+}
+
+/// Turns raw records into events, keeping what later records need.
+#[derive(Default)]
+struct Decoder {
+    exe: HashMap<i32, String>,
+    ppid: HashMap<i32, i32>,
+    shim: HashMap<i32, (u64, u64)>,
+    /// Working directories: the command's, inherited at fork, followed through `chdir`;
+    /// read from `/proc` only after an `fchdir`. Knowing them without `/proc` resolves the
+    /// paths of processes that have exited, and keeps the reader ahead of the ring buffer.
+    cwd: HashMap<i32, String>,
+}
+
+fn text(buf: &[u8]) -> String {
+    String::from_utf8_lossy(velo_ebpf::c_str(buf)).into_owned()
+}
+
+impl Decoder {
+    fn decode(&mut self, raw: &RawEvent, sink: &mut dyn FnMut(Event)) {
+        let pid = raw.pid as i32;
+        match raw.kind {
+            velo_ebpf::KIND_FORK => {
+                let child = raw.aux as i32;
+                let thread = raw.nr == 1;
+                if !thread {
+                    self.ppid.insert(child, pid);
+                    if let Some(exe) = self.exe.get(&pid).cloned() {
+                        self.exe.insert(child, exe);
+                    }
+                    if let Some(range) = self.shim.get(&pid).copied() {
+                        self.shim.insert(child, range);
+                    }
+                    if let Some(cwd) = self.cwd.get(&pid).cloned() {
+                        self.cwd.insert(child, cwd);
+                    }
+                }
+                sink(Event::Fork {
+                    parent: pid,
+                    pid: if thread { raw.tid as i32 } else { child },
+                    thread,
+                });
+            }
+            velo_ebpf::KIND_EXEC => {
+                let exe = text(&raw.path0);
+                let exe = std::fs::canonicalize(&exe)
+                    .map(|p| p.display().to_string())
+                    .unwrap_or(exe);
+                self.exe.insert(pid, exe.clone());
+                self.shim.remove(&pid);
+                sink(Event::Exec { pid, exe });
+            }
+            velo_ebpf::KIND_EXIT => {
+                let status = raw.aux as i32;
+                let (code, signal) = if status & 0x7f == 0 {
+                    (Some((status >> 8) & 0xff), None)
+                } else {
+                    (None, Some(status & 0x7f))
+                };
+                sink(Event::Exit { pid, code, signal });
+            }
+            velo_ebpf::KIND_SYSCALL => {
+                let Some(spec) = syscalls::lookup(raw.nr) else {
+                    return;
+                };
+                let mut paths = Vec::new();
+                for (i, buf) in [&raw.path0, &raw.path1].into_iter().enumerate() {
+                    if i < spec.paths.len() {
+                        paths.push(text(buf));
+                    }
+                }
+                if let Some(range) = paths.first().and_then(|p| crate::event::shim_beacon(p)) {
+                    self.shim.insert(pid, range);
+                    return;
+                }
+                let resolved: Vec<String> = spec
+                    .paths
+                    .iter()
+                    .zip(&paths)
+                    .map(|(arg, path)| {
+                        let dirfd = arg.dirfd.map(|d| raw.args[d] as i32);
+                        self.resolve(pid, raw.tid as i32, dirfd, path)
+                    })
+                    .collect();
+                // Follow the working directory from the events themselves: the process may be
+                // gone (and its /proc entry with it) by the time its events are read.
+                match spec.name {
+                    "chdir" if raw.ret == 0 && !resolved[0].is_empty() => {
+                        self.cwd.insert(pid, resolved[0].clone());
+                    }
+                    "chdir" | "fchdir" if raw.ret == 0 => {
+                        self.cwd.remove(&pid);
+                    }
+                    _ => {}
+                }
+                let returned = (spec.returns != Returns::Nothing && raw.ret > 0)
+                    .then(|| text(&raw.returned))
+                    .filter(|r| !r.is_empty());
+                let shim = self.shim.get(&pid).copied();
+                sink(Event::Syscall(Syscall {
+                    pid,
+                    tid: raw.tid as i32,
+                    ppid: self.ppid.get(&pid).copied().unwrap_or(0),
+                    exe: self
+                        .exe
+                        .get(&pid)
+                        .cloned()
+                        .unwrap_or_else(|| text(&raw.comm)),
+                    syscall: spec.name.to_owned(),
+                    paths,
+                    resolved,
+                    ret: Some(raw.ret),
+                    returned,
+                    shim: shim.is_some(),
+                    via_shim: shim.is_some_and(|(lo, hi)| raw.ip >= lo && raw.ip < hi),
+                }));
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Decoder {
+    /// `path` made absolute; best effort, the process may be gone.
+    fn resolve(&mut self, pid: i32, tid: i32, dirfd: Option<i32>, path: &str) -> String {
+        if path.starts_with('/') {
+            return path.to_owned();
+        }
+        let base = match dirfd {
+            Some(fd) if fd != libc::AT_FDCWD => std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+                .map(|p| p.display().to_string())
+                .ok(),
+            _ => match self.cwd.get(&pid) {
+                Some(cwd) => Some(cwd.clone()),
+                None => {
+                    let cwd = std::fs::read_link(format!("/proc/{tid}/cwd"))
+                        .map(|p| p.display().to_string())
+                        .ok();
+                    if let Some(cwd) = &cwd {
+                        self.cwd.insert(pid, cwd.clone());
+                    }
+                    cwd
+                }
+            },
+        };
+        match base {
+            Some(base) if path.is_empty() => base,
+            Some(base) => Path::new(&base).join(path).display().to_string(),
+            None => String::new(),
+        }
+    }
+}
