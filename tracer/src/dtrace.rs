@@ -202,3 +202,47 @@ mod tests {
         assert_eq!(bad.line, 1);
     }
 }
+
+/// Runs `cmd` under `dtrace -q -s SCRIPT -c CMD` and parses what it prints (macOS; needs root
+/// and System Integrity Protection's dtrace restrictions lifted). The command's output goes to
+/// stderr so dtrace's stdout carries only the script's records.
+#[cfg(target_os = "macos")]
+pub fn trace(
+    cmd: &crate::command::Command,
+    sink: &mut dyn FnMut(Event),
+) -> Result<crate::command::Outcome, std::io::Error> {
+    use std::io::Write as _;
+    let (path, mut file) = tempfile_script()?;
+    file.write_all(script().as_bytes())?;
+    drop(file);
+    let line = std::iter::once(cmd.program.as_os_str())
+        .chain(cmd.args.iter().skip(1).map(|a| a.as_os_str()))
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = std::process::Command::new("dtrace")
+        .args(["-q", "-s"])
+        .arg(&path)
+        .arg("-c")
+        .arg(line)
+        .current_dir(&cmd.cwd)
+        .env_clear()
+        .envs(cmd.env.iter().map(|(k, v)| (k, v)))
+        .output()?;
+    let _ = std::fs::remove_file(&path);
+    let events = parse(&String::from_utf8_lossy(&out.stdout)).map_err(std::io::Error::other)?;
+    for e in events {
+        sink(e);
+    }
+    Ok(match out.status.code() {
+        Some(c) => crate::command::Outcome::Exited(c),
+        None => crate::command::Outcome::Signaled(0),
+    })
+}
+
+#[cfg(target_os = "macos")]
+fn tempfile_script() -> Result<(std::path::PathBuf, std::fs::File), std::io::Error> {
+    let path = std::env::temp_dir().join(format!("velo-trace-{}.d", std::process::id()));
+    let file = std::fs::File::create(&path)?;
+    Ok((path, file))
+}

@@ -26,8 +26,8 @@ use aya::programs::{BtfTracePoint, RawTracePoint};
 use aya::{Btf, EbpfLoader};
 use velo_ebpf::RawEvent;
 
+use crate::command::{Command, Outcome};
 use crate::event::{Event, Syscall};
-use crate::ptrace::{Command, Outcome};
 use crate::syscalls::{self, Returns};
 
 #[derive(Debug, thiserror::Error)]
@@ -88,9 +88,15 @@ pub fn trace(cmd: &Command, sink: &mut dyn FnMut(Event)) -> Result<Traced, Error
     if unsafe { libc::geteuid() } != 0 {
         return Err(Error::NotRoot);
     }
+    // Parsing the kernel's BTF (several MB) is most of the start-up: once, for both the CO-RE
+    // relocations and the tp_btf attach points.
+    let started = std::time::Instant::now();
+    let btf = Btf::from_sys_fs().map_err(load_err)?;
     let mut bpf = EbpfLoader::new()
+        .btf(Some(&btf))
         .load(velo_ebpf::OBJECT)
         .map_err(load_err)?;
+    tracing::debug!(elapsed = ?started.elapsed(), "loaded the BPF object");
     {
         let mut watched: Array<_, u32> = Array::try_from(
             bpf.map_mut("watched")
@@ -115,7 +121,6 @@ pub fn trace(cmd: &Command, sink: &mut dyn FnMut(Event)) -> Result<Traced, Error
         prog.load().map_err(load_err)?;
         prog.attach(tp).map_err(load_err)?;
     }
-    let btf = Btf::from_sys_fs().map_err(load_err)?;
     for (name, tp) in [
         ("velo_fork", "sched_process_fork"),
         ("velo_exec", "sched_process_exec"),
@@ -130,6 +135,7 @@ pub fn trace(cmd: &Command, sink: &mut dyn FnMut(Event)) -> Result<Traced, Error
         prog.attach().map_err(load_err)?;
     }
 
+    tracing::debug!(elapsed = ?started.elapsed(), "attached the programs");
     let child = spawn_waiting(cmd)?;
     {
         let mut traced: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(
@@ -314,10 +320,25 @@ impl Decoder {
                 });
             }
             velo_ebpf::KIND_EXEC => {
-                let exe = text(&raw.path0);
-                let exe = std::fs::canonicalize(&exe)
+                // The kernel's name for the new program while the process lives; else the
+                // name it was started by, resolved only when that means the same to velo
+                // (not `/proc/self/exe`, not a path relative to the process's directory).
+                let mut name = text(&raw.path0);
+                if name == "/proc/self/exe"
+                    && let Some(previous) = self.exe.get(&pid)
+                {
+                    // A program re-executing itself (busybox applets, say).
+                    name = previous.clone();
+                }
+                let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
                     .map(|p| p.display().to_string())
-                    .unwrap_or(exe);
+                    .or_else(
+                        |_| match name.starts_with('/') && !name.starts_with("/proc/") {
+                            true => std::fs::canonicalize(&name).map(|p| p.display().to_string()),
+                            false => Err(std::io::ErrorKind::NotFound.into()),
+                        },
+                    )
+                    .unwrap_or(name);
                 self.exe.insert(pid, exe.clone());
                 self.shim.remove(&pid);
                 sink(Event::Exec { pid, exe });

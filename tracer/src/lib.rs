@@ -20,6 +20,7 @@
 //! docs/trace.md tracks what works.
 
 pub mod analysis;
+pub mod command;
 pub mod dtrace;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub mod ebpf;

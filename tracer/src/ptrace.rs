@@ -30,10 +30,11 @@
 //! [`Syscall::via_shim`]: crate::event::Syscall::via_shim
 
 use std::collections::HashMap;
-use std::ffi::{CString, OsString};
+use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+pub use crate::command::{Command, Outcome};
 use crate::event::{Event, Syscall};
 use crate::syscalls::{self, Returns, Spec};
 
@@ -49,18 +50,6 @@ pub enum Error {
     Start(std::io::Error),
 }
 
-/// What to run.
-#[derive(Debug, Clone)]
-pub struct Command {
-    /// The program, resolved (absolute or relative to `cwd`).
-    pub program: PathBuf,
-    /// The whole argv, `argv[0]` included.
-    pub args: Vec<OsString>,
-    /// The whole environment.
-    pub env: Vec<(OsString, OsString)>,
-    pub cwd: PathBuf,
-}
-
 #[derive(Debug, Clone)]
 pub struct Options {
     /// The shim's file name, to find it in `/proc/PID/maps`.
@@ -68,13 +57,6 @@ pub struct Options {
     /// Stop at every syscall's exit for its return value. Without it, only the calls that
     /// return a path stop twice: half the stops, for callers that need findings, not a log.
     pub returns: bool,
-}
-
-/// How the command ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Exited(i32),
-    Signaled(i32),
 }
 
 const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
@@ -609,22 +591,4 @@ fn shim_text(pid: i32, name: &str) -> Option<Vec<(u64, u64)>> {
         })
         .collect();
     (!ranges.is_empty()).then_some(ranges)
-}
-
-/// `program` found the way `execvp` finds it: as given when it has a slash, else in `PATH`.
-pub fn find_program(program: &std::ffi::OsStr, path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
-    if program.as_bytes().contains(&b'/') {
-        return Some(PathBuf::from(program));
-    }
-    let path = path
-        .map(|p| p.to_owned())
-        .unwrap_or_else(|| "/usr/bin:/bin".into());
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|candidate| {
-            std::fs::metadata(candidate).is_ok_and(|m| {
-                m.is_file()
-                    && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
-            })
-        })
 }

@@ -114,7 +114,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .iter()
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.clone());
-    let program = velo_tracer::ptrace::find_program(&args.command[0], path.as_deref())
+    let program = velo_tracer::command::find_program(&args.command[0], path.as_deref())
         .with_context(|| {
             format!(
                 "cannot run {}: not found in PATH",
@@ -129,7 +129,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         None => None,
     };
     let mut events = Vec::new();
-    let command = velo_tracer::ptrace::Command {
+    let command = velo_tracer::command::Command {
         program,
         args: args.command.clone(),
         env,
@@ -181,8 +181,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         print_findings(&findings);
     }
     Ok(match outcome {
-        velo_tracer::ptrace::Outcome::Exited(code) => ExitCode::from(code as u8),
-        velo_tracer::ptrace::Outcome::Signaled(sig) => ExitCode::from(128 + sig as u8),
+        velo_tracer::command::Outcome::Exited(code) => ExitCode::from(code as u8),
+        velo_tracer::command::Outcome::Signaled(sig) => ExitCode::from(128 + sig as u8),
     })
 }
 

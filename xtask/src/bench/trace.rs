@@ -151,6 +151,27 @@ pub fn run(opts: &Options) -> Result<()> {
     );
     section("find /usr -name '*.h'", n, e, p, s, 1.2);
 
+    // The fixed cost of each backend: tracing `true`.
+    let startup = |backend: &str| {
+        let mut c = Command::new(&velo);
+        c.args(["trace", "--backend", backend, "--", "true"]);
+        c
+    };
+    let (n, e, p) = (
+        measure(runs_fast, none, || Command::new("true"))?,
+        measure(runs_fast, none, || startup("ebpf"))?,
+        measure(runs_fast, none, || startup("ptrace"))?,
+    );
+    rows.push(n.row("start-up: true, native", "baseline".into()));
+    rows.push(e.row(
+        "start-up: velo trace --backend ebpf -- true",
+        "parse the kernel's BTF, load and attach 5 programs, map a 64 MiB ring".into(),
+    ));
+    rows.push(p.row(
+        "start-up: velo trace --backend ptrace -- true",
+        String::new(),
+    ));
+
     let mut report = String::new();
     writeln!(report, "# Benchmark: velo trace\n")?;
     writeln!(
