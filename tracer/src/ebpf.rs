@@ -180,8 +180,10 @@ pub fn trace(cmd: &Command, sink: &mut dyn FnMut(Event)) -> Result<Traced, Error
             events: libc::POLLIN,
             revents: 0,
         };
-        // SAFETY: one pollfd; a 10 ms timeout bounds how late the child's exit is noticed.
-        unsafe { libc::poll(&mut fds, 1, 10) };
+        // SAFETY: one pollfd. The programs wake the reader only when the buffer fills up
+        // (see `wakeup_flags` in velo.bpf.c): the 5 ms timeout is the usual pace, and bounds
+        // how late the child's exit is noticed.
+        unsafe { libc::poll(&mut fds, 1, 5) };
     };
     // The last events of the command (its exit among them) may still be in flight.
     for _ in 0..3 {
