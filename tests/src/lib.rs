@@ -63,33 +63,25 @@ pub fn fixture(name: &str) -> PathBuf {
 
 /// `cp -a SRC DST`: a copy that keeps modes and mtimes (DST must not exist).
 pub fn copy_tree(src: &Path, dst: &Path) {
-    fs::create_dir_all(dst.parent().expect("parent")).expect("mkdir");
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(src)
-        .arg(dst)
-        .status()
-        .expect("cp");
-    assert!(
-        status.success(),
-        "cp -a {} {}",
-        src.display(),
-        dst.display()
-    );
+    cp("-a", src, dst);
 }
 
 /// `cp -r SRC DST`: a copy with new mtimes, as `git clone` gives (DST must not exist).
 pub fn copy_fresh(src: &Path, dst: &Path) {
+    cp("-r", src, dst);
+}
+
+fn cp(flag: &str, src: &Path, dst: &Path) {
     fs::create_dir_all(dst.parent().expect("parent")).expect("mkdir");
     let status = Command::new("cp")
-        .arg("-r")
+        .arg(flag)
         .arg(src)
         .arg(dst)
         .status()
         .expect("cp");
     assert!(
         status.success(),
-        "cp -r {} {}",
+        "cp {flag} {} {}",
         src.display(),
         dst.display()
     );

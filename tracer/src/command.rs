@@ -40,3 +40,72 @@ pub fn find_program(program: &std::ffi::OsStr, path: Option<&std::ffi::OsStr>) -
             })
         })
 }
+
+/// A [`Command`] as C strings, prepared before `fork`: the child may only make raw calls
+/// (allocating after `fork` in a threaded parent can deadlock).
+pub struct Exec {
+    program: std::ffi::CString,
+    cwd: std::ffi::CString,
+    // The pointer arrays point into these strings' heap buffers, which never move.
+    _strings: Vec<std::ffi::CString>,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+}
+
+/// A program name, argument, variable or directory contains a NUL byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the command contains a NUL byte")]
+pub struct Nul;
+
+impl Exec {
+    pub fn new(cmd: &Command) -> Result<Exec, Nul> {
+        let c = |b: &[u8]| std::ffi::CString::new(b).map_err(|_| Nul);
+        let args: Vec<std::ffi::CString> = cmd
+            .args
+            .iter()
+            .map(|a| c(a.as_bytes()))
+            .collect::<Result<_, _>>()?;
+        let vars: Vec<std::ffi::CString> = cmd
+            .env
+            .iter()
+            .map(|(k, v)| {
+                let mut e = k.clone();
+                e.push("=");
+                e.push(v);
+                c(e.as_bytes())
+            })
+            .collect::<Result<_, _>>()?;
+        let terminated = |list: &[std::ffi::CString]| {
+            list.iter()
+                .map(|s| s.as_ptr())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect::<Vec<_>>()
+        };
+        let (argv, envp) = (terminated(&args), terminated(&vars));
+        Ok(Exec {
+            program: c(cmd.program.as_os_str().as_bytes())?,
+            cwd: c(cmd.cwd.as_os_str().as_bytes())?,
+            _strings: args.into_iter().chain(vars).collect(),
+            argv,
+            envp,
+        })
+    }
+
+    /// In a forked child: change to the directory and exec, or `_exit(127)`.
+    ///
+    /// # Safety
+    /// Call only in a child after `fork`; it never returns.
+    pub unsafe fn exec(&self) -> ! {
+        // SAFETY: raw calls on strings prepared before the fork.
+        unsafe {
+            if libc::chdir(self.cwd.as_ptr()) == 0 {
+                libc::execve(
+                    self.program.as_ptr(),
+                    self.argv.as_ptr(),
+                    self.envp.as_ptr(),
+                );
+            }
+            libc::_exit(127)
+        }
+    }
+}

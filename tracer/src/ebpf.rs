@@ -16,9 +16,7 @@
 //! Needs root (`kernel.unprivileged_bpf_disabled`) and a kernel with BTF.
 
 use std::collections::HashMap;
-use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use aya::maps::{Array, HashMap as BpfHashMap, RingBuf};
@@ -226,28 +224,7 @@ impl Waiting {
 }
 
 fn spawn_waiting(cmd: &Command) -> Result<Waiting, Error> {
-    let c = |b: &[u8]| CString::new(b).map_err(|_| Error::Nul);
-    let program = c(cmd.program.as_os_str().as_bytes())?;
-    let argv: Vec<CString> = cmd
-        .args
-        .iter()
-        .map(|a| c(a.as_bytes()))
-        .collect::<Result<_, _>>()?;
-    let envp: Vec<CString> = cmd
-        .env
-        .iter()
-        .map(|(k, v)| {
-            let mut e = k.clone();
-            e.push("=");
-            e.push(v);
-            c(e.as_bytes())
-        })
-        .collect::<Result<_, _>>()?;
-    let cwd = c(cmd.cwd.as_os_str().as_bytes())?;
-    let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-    argv_p.push(std::ptr::null());
-    let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).collect();
-    envp_p.push(std::ptr::null());
+    let exec = crate::command::Exec::new(cmd).map_err(|_| Error::Nul)?;
     let mut fds = [0; 2];
     // SAFETY: a pipe into a two-element array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -268,11 +245,7 @@ fn spawn_waiting(cmd: &Command) -> Result<Waiting, Error> {
             if libc::read(fds[0], (&raw mut byte).cast(), 1) != 1 {
                 libc::_exit(126);
             }
-            if libc::chdir(cwd.as_ptr()) != 0 {
-                libc::_exit(127);
-            }
-            libc::execve(program.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr());
-            libc::_exit(127);
+            exec.exec();
         }
     }
     // SAFETY: the read end belongs to the child now.

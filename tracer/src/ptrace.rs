@@ -30,7 +30,6 @@
 //! [`Syscall::via_shim`]: crate::event::Syscall::via_shim
 
 use std::collections::HashMap;
-use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -98,10 +97,6 @@ fn filter() -> Vec<libc::sock_filter> {
     prog
 }
 
-fn cstring(bytes: &[u8]) -> Result<CString, Error> {
-    CString::new(bytes).map_err(|_| Error::Nul)
-}
-
 /// Per-thread state.
 #[derive(Debug, Default)]
 struct Thread {
@@ -135,27 +130,7 @@ struct Process {
 
 /// Runs `cmd` traced, passing every event to `sink`.
 pub fn trace(cmd: &Command, opts: &Options, sink: &mut dyn FnMut(Event)) -> Result<Outcome, Error> {
-    let program = cstring(cmd.program.as_os_str().as_bytes())?;
-    let argv: Vec<CString> = cmd
-        .args
-        .iter()
-        .map(|a| cstring(a.as_bytes()))
-        .collect::<Result<_, _>>()?;
-    let envp: Vec<CString> = cmd
-        .env
-        .iter()
-        .map(|(k, v)| {
-            let mut e = k.clone();
-            e.push("=");
-            e.push(v);
-            cstring(e.as_bytes())
-        })
-        .collect::<Result<_, _>>()?;
-    let cwd = cstring(cmd.cwd.as_os_str().as_bytes())?;
-    let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-    argv_p.push(std::ptr::null());
-    let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).collect();
-    envp_p.push(std::ptr::null());
+    let exec = crate::command::Exec::new(cmd).map_err(|_| Error::Nul)?;
     let prog = filter();
     let fprog = libc::sock_fprog {
         len: prog.len() as u16,
@@ -183,11 +158,7 @@ pub fn trace(cmd: &Command, opts: &Options, sink: &mut dyn FnMut(Event)) -> Resu
             {
                 libc::_exit(126);
             }
-            if libc::chdir(cwd.as_ptr()) != 0 {
-                libc::_exit(127);
-            }
-            libc::execve(program.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr());
-            libc::_exit(127);
+            exec.exec();
         }
     }
 
