@@ -15,7 +15,8 @@
 //! | [`inception`]| `velo inception` | project root, shim location, the projection's environment |
 //! | [`run`]      | `velo run`       | layers, link farms, the overlay and the `--isolate` sandbox |
 //! | [`doctor`]   | `velo doctor`    | what namespaces and OverlayFS this machine allows         |
-//! | [`cache`]    | `velo cache`     | the content key of a Cargo project (snapshots to come)    |
+//! | [`cache`]    | `velo cache`, `velo cargo` | content keys, `target/` snapshots, fresh restores |
+//! | [`scan`]     | `velo scan`      | physical paths in a target directory, per crate and class |
 //!
 //! Errors are typed per module (`thiserror`); the binary adds context with `anyhow`.
 
@@ -27,5 +28,6 @@ pub mod ingest;
 pub mod live;
 pub mod manifest;
 pub mod run;
+pub mod scan;
 pub mod status;
 pub mod store;

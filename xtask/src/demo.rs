@@ -108,6 +108,7 @@ pub fn run(opts: Options) -> Result<()> {
     inception(&velo, &work, &checkouts)?;
     cache(&velo, &work, &store)?;
     trace(&velo, &work)?;
+    scan(&velo, &work)?;
     velo_run(&velo, &work, &store)?;
     println!("\ndemo finished; its files are in {}", work.display());
     Ok(())
@@ -297,6 +298,24 @@ fn trace(velo: &Path, work: &Path) -> Result<()> {
         cmd.args(["trace", "--inception", "--", &shown, "sh", "-c"])
             .arg("cat Cargo.toml >/dev/null");
         exec(&mut cmd)?;
+    }
+    Ok(())
+}
+
+/// `velo scan` of a target built without velo, then of one built under inception.
+fn scan(velo: &Path, work: &Path) -> Result<()> {
+    step("velo scan: which crates will miss the cache in another checkout, and why");
+    for (dir, how) in [
+        ("native/sample", "built with plain cargo"),
+        ("alice/src/sample", "built under velo inception"),
+    ] {
+        println!("$ cd {dir} && velo scan        ({how})");
+        // Exit 1 means "a crate will miss the cache": a finding, not a failure of the demo.
+        let status = user_command(velo, &work.join(dir)).arg("scan").status()?;
+        ensure!(
+            status.code().is_some_and(|c| c <= 1),
+            "velo scan failed: {status}"
+        );
     }
     Ok(())
 }

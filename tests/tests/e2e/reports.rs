@@ -268,3 +268,59 @@ fn regex_escape(text: &str) -> String {
         })
         .collect()
 }
+
+/// `velo scan`, human and JSON (the per-crate summary), on the fixture built without velo.
+/// Counts of debug-info and embedded hits depend on the compiler and are redacted.
+#[test]
+fn scan_report_formats() {
+    let env = Env::new();
+    let ws = env.path().join("ws");
+    velo_e2e::copy_tree(&velo_e2e::fixture("inception-ws"), &ws);
+    velo_e2e::Cmd::new("cargo")
+        .arg("build")
+        .clean_cargo_env()
+        .dir(&ws)
+        .ok();
+    let scan = |json: bool| {
+        let mut args = vec!["scan", "--root", ws.to_str().unwrap()];
+        if json {
+            args.push("--json");
+        }
+        env.velo(args)
+            .clean_cargo_env()
+            .dir(&ws)
+            .run()
+            .expect_code(1)
+    };
+    let mut settings = insta::Settings::clone_current();
+    settings.add_filter(&regex_escape(env.path().to_str().unwrap()), "[ENV]");
+    settings.add_filter(r"app-[0-9a-f]{16}", "app-[hash]");
+    settings.add_filter(
+        r#""(debug_info|embedded|files|bytes)": \d+"#,
+        r#""$1": [n]"#,
+    );
+    settings.add_filter(
+        r"\d+ findings in \d+ files \([^)]*\)",
+        "[n] findings in [n] files ([size])",
+    );
+    settings.bind(|| {
+        let human: String = scan(false)
+            .stdout()
+            .lines()
+            .map(|l| {
+                let cells: Vec<&str> = l.split_whitespace().collect();
+                match cells.as_slice() {
+                    [krate, miss, fresh, _, _, why @ ..] if *miss == "yes" || *miss == "no" => {
+                        format!("{krate} {miss} {fresh} [n] [n] {}", why.join(" "))
+                    }
+                    _ => cells.join(" "),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        insta::assert_snapshot!("scan_human", human);
+        let mut json = scan(true).json();
+        json["findings"] = serde_json::json!("[redacted: see the e2e scan tests]");
+        insta::assert_snapshot!("scan_json", serde_json::to_string_pretty(&json).unwrap());
+    });
+}

@@ -10,6 +10,7 @@ mod ingest;
 mod manifest;
 mod output;
 mod run;
+mod scan;
 mod status;
 mod trace;
 
@@ -57,6 +58,7 @@ enum Command {
     Cache(cache::Command),
     Cargo(cache::CargoArgs),
     Trace(trace::Args),
+    Scan(scan::Args),
 }
 
 pub fn run() -> Result<ExitCode> {
@@ -73,6 +75,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Cache(cmd) => cache::run(&store()?, cmd),
         Command::Cargo(args) => cache::cargo(&store()?, args),
         Command::Trace(args) => trace::run(args),
+        Command::Scan(args) => scan::run(args),
     }
 }
 

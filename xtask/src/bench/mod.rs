@@ -5,6 +5,7 @@
 
 mod cache;
 mod run;
+mod scan;
 mod shim;
 mod store;
 mod trace;
@@ -44,6 +45,8 @@ enum Area {
     /// Native vs `velo trace` (ptrace) vs strace on a clean and a no-op cargo build and on
     /// `find /usr`.
     Trace,
+    /// velo scan vs grep -rF on the fixture's target and velo's own target/debug.
+    Scan,
 }
 
 pub fn run(opts: Options) -> Result<()> {
@@ -53,6 +56,7 @@ pub fn run(opts: Options) -> Result<()> {
         Area::Run => run::run(&opts),
         Area::Cache => cache::run(&opts),
         Area::Trace => trace::run(&opts),
+        Area::Scan => scan::run(&opts),
     }
 }
 

@@ -1,0 +1,439 @@
+//! `velo scan`: which physical paths leaked into a target directory, where, and what they cost.
+//!
+//! # Why
+//!
+//! A `target/` is only reusable in another checkout if nothing in it names *this* checkout.
+//! Where a path lands decides what it costs:
+//!
+//! - **freshness**: Cargo compares it when it decides whether a unit is fresh: a build script's
+//!   `rerun-if-changed` in its `output`, `root-output`, the dep-info Cargo keeps under
+//!   `.fingerprint/` and the fingerprint JSON. In another checkout the path does not exist or
+//!   differs, so the crate **will miss the cache**;
+//! - **debug-info**: DWARF (`.debug_*` sections of objects, rlib members and binaries): the
+//!   debugger and backtraces point at the old checkout, but nothing rebuilds;
+//! - **embedded**: the path is in code or data (`file!()` in a panic message, a baked
+//!   `env!("OUT_DIR")`): the program itself carries it.
+//!
+//! # How
+//!
+//! Files are walked in parallel and memory-mapped; every root is searched with a precompiled
+//! `memchr::memmem::Finder`. A hit is attributed to a crate (from the unit directory or file
+//! name: `deps/libfoo-<hash>.rlib`, `.fingerprint/foo-<hash>/`, `build/foo-<hash>/`), an artifact
+//! class, and, in ELF files, the section containing it (goblin; `.rlib` archives are searched
+//! member by member). Files whose name tells nothing are searched as "other".
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}: not a directory (give a Cargo target directory, such as ./target)", .0.display())]
+    NotADirectory(PathBuf),
+    #[error("no root to look for: pass --root PATH")]
+    NoRoots,
+}
+
+/// Where a finding lies and what Cargo does with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Class {
+    Freshness,
+    DebugInfo,
+    Embedded,
+}
+
+/// What kind of artifact the file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Artifact {
+    BuildScriptOutput,
+    RootOutput,
+    FingerprintDepInfo,
+    FingerprintJson,
+    DepInfo,
+    Elf,
+    Rlib,
+    Rmeta,
+    Incremental,
+    Other,
+}
+
+/// One root found in one place.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Finding {
+    pub crate_name: String,
+    pub class: Class,
+    pub artifact: Artifact,
+    /// Relative to the target directory; `archive(member)` inside an rlib.
+    pub file: String,
+    /// The ELF section, when the file is ELF.
+    pub section: Option<String>,
+    pub offset: u64,
+    pub root: String,
+}
+
+/// Per crate: the worst class found and how many findings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CrateSummary {
+    pub crate_name: String,
+    pub will_miss_cache: bool,
+    pub freshness: usize,
+    pub debug_info: usize,
+    pub embedded: usize,
+    /// The first freshness finding, as the reason.
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub target_dir: PathBuf,
+    pub roots: Vec<String>,
+    pub files: usize,
+    pub bytes: u64,
+    pub crates: Vec<CrateSummary>,
+    pub findings: Vec<Finding>,
+}
+
+/// The crate a file belongs to, from Cargo's layout.
+fn crate_of(rel: &Path) -> String {
+    let parts: Vec<&str> = rel.iter().filter_map(|c| c.to_str()).collect();
+    let strip_hash = |name: &str| -> String {
+        match name.rsplit_once('-') {
+            Some((n, h)) if h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()) => n.into(),
+            _ => name.into(),
+        }
+    };
+    for (i, part) in parts.iter().enumerate() {
+        match *part {
+            ".fingerprint" | "build" if i + 1 < parts.len() => {
+                return strip_hash(parts[i + 1]);
+            }
+            // `incremental/<crate>-<base-32 hash>/`
+            "incremental" if i + 1 < parts.len() => {
+                let dir = parts[i + 1];
+                return dir.rsplit_once('-').map_or(dir, |(n, _)| n).into();
+            }
+            "deps" if i + 1 < parts.len() => {
+                let file = parts[i + 1];
+                let stem = file.split('.').next().unwrap_or(file);
+                let stem = stem.strip_prefix("lib").unwrap_or(stem);
+                return strip_hash(stem);
+            }
+            _ => {}
+        }
+    }
+    // An uplifted artifact: `debug/app`, `debug/libcore_lib.rlib`, `debug/libmacros.so`.
+    let file = parts.last().copied().unwrap_or("");
+    let (stem, ext) = file.split_once('.').unwrap_or((file, ""));
+    let stem = match ext {
+        "rlib" | "rmeta" | "so" | "a" | "dylib" | "d" => stem.strip_prefix("lib").unwrap_or(stem),
+        _ => stem,
+    };
+    strip_hash(stem)
+}
+
+/// Cargo's own bookkeeping at the top of the target directory, not an artifact of any crate
+/// (`.rustc_info.json` caches `rustc -vV`, sysroot included).
+fn is_bookkeeping(rel: &Path) -> bool {
+    rel.parent().is_some_and(|p| p.as_os_str().is_empty())
+        && matches!(
+            rel.to_str(),
+            Some(".rustc_info.json" | "CACHEDIR.TAG" | ".package-cache")
+        )
+}
+
+fn artifact_of(rel: &Path, bytes: &[u8]) -> Artifact {
+    let name = rel.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let in_dir = |d: &str| rel.iter().any(|c| c == d);
+    if in_dir("incremental") {
+        Artifact::Incremental
+    } else if in_dir(".fingerprint") {
+        if name.ends_with(".json") {
+            Artifact::FingerprintJson
+        } else {
+            Artifact::FingerprintDepInfo
+        }
+    } else if in_dir("build") && name == "output" {
+        Artifact::BuildScriptOutput
+    } else if in_dir("build") && name == "root-output" {
+        Artifact::RootOutput
+    } else if name.ends_with(".d") {
+        Artifact::DepInfo
+    } else if name.ends_with(".rlib") {
+        Artifact::Rlib
+    } else if name.ends_with(".rmeta") {
+        Artifact::Rmeta
+    } else if bytes.starts_with(b"\x7fELF") {
+        Artifact::Elf
+    } else {
+        Artifact::Other
+    }
+}
+
+/// What a hit in `artifact` (and `section`, for ELF) costs.
+fn class_of(artifact: Artifact, section: Option<&str>) -> Class {
+    match artifact {
+        Artifact::BuildScriptOutput
+        | Artifact::RootOutput
+        | Artifact::FingerprintDepInfo
+        | Artifact::FingerprintJson => Class::Freshness,
+        Artifact::Elf | Artifact::Rlib | Artifact::Incremental
+            if section.is_some_and(|s| s.starts_with(".debug") || s.starts_with(".zdebug")) =>
+        {
+            Class::DebugInfo
+        }
+        _ => Class::Embedded,
+    }
+}
+
+/// The ELF section of `elf` holding file offset `offset`, if `elf` parses.
+fn section_at(elf: &goblin::elf::Elf, offset: u64) -> Option<String> {
+    elf.section_headers
+        .iter()
+        .find(|s| {
+            s.sh_type != goblin::elf::section_header::SHT_NOBITS
+                && offset >= s.sh_offset
+                && offset < s.sh_offset + s.sh_size
+        })
+        .and_then(|s| elf.shdr_strtab.get_at(s.sh_name))
+        .map(str::to_owned)
+}
+
+struct Roots {
+    names: Vec<String>,
+    finders: Vec<memchr::memmem::Finder<'static>>,
+}
+
+impl Roots {
+    fn new(roots: &[String]) -> Roots {
+        Roots {
+            names: roots.to_vec(),
+            finders: roots
+                .iter()
+                .map(|r| memchr::memmem::Finder::new(r.as_bytes()).into_owned())
+                .collect(),
+        }
+    }
+
+    /// Every (offset, root) in `bytes`, on a path-component boundary after the root.
+    fn hits(&self, bytes: &[u8]) -> Vec<(u64, usize)> {
+        let mut out = Vec::new();
+        for (i, f) in self.finders.iter().enumerate() {
+            let len = self.names[i].len();
+            for at in f.find_iter(bytes) {
+                let next = bytes.get(at + len).copied();
+                // `/home/a/proj` must not match `/home/a/project`.
+                if next.is_none_or(|b| {
+                    !(b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+                }) {
+                    out.push((at as u64, i));
+                }
+            }
+        }
+        // A project under $HOME matches both: keep the longest root at each offset.
+        out.sort_unstable_by_key(|&(at, i)| (at, std::cmp::Reverse(self.names[i].len())));
+        out.dedup_by_key(|&mut (at, _)| at);
+        out
+    }
+}
+
+fn scan_bytes(rel: &Path, bytes: &[u8], artifact: Artifact, roots: &Roots, out: &mut Vec<Finding>) {
+    let hits = roots.hits(bytes);
+    if hits.is_empty() {
+        return;
+    }
+    let crate_name = crate_of(rel);
+    let file = rel.display().to_string();
+    match artifact {
+        Artifact::Rlib => {
+            if let Ok(ar) = goblin::archive::Archive::parse(bytes) {
+                for member in ar.members() {
+                    let Ok(data) = ar.extract(member, bytes) else {
+                        continue;
+                    };
+                    let member_artifact = if member.ends_with(".rmeta") {
+                        Artifact::Rmeta
+                    } else if data.starts_with(b"\x7fELF") {
+                        Artifact::Elf
+                    } else {
+                        Artifact::Other
+                    };
+                    let mut inner = Vec::new();
+                    scan_bytes(Path::new(member), data, member_artifact, roots, &mut inner);
+                    for mut f in inner {
+                        f.file = format!("{file}({member})");
+                        f.crate_name = crate_name.clone();
+                        f.class = class_of(Artifact::Rlib, f.section.as_deref());
+                        f.artifact = Artifact::Rlib;
+                        out.push(f);
+                    }
+                }
+                return;
+            }
+        }
+        Artifact::Elf | Artifact::Incremental if bytes.starts_with(b"\x7fELF") => {
+            if let Ok(elf) = goblin::elf::Elf::parse(bytes) {
+                for (offset, root) in hits {
+                    let section = section_at(&elf, offset);
+                    out.push(Finding {
+                        crate_name: crate_name.clone(),
+                        class: class_of(artifact, section.as_deref()),
+                        artifact,
+                        file: file.clone(),
+                        section,
+                        offset,
+                        root: roots.names[root].clone(),
+                    });
+                }
+                return;
+            }
+        }
+        _ => {}
+    }
+    for (offset, root) in hits {
+        out.push(Finding {
+            crate_name: crate_name.clone(),
+            class: class_of(artifact, None),
+            artifact,
+            file: file.clone(),
+            section: None,
+            offset,
+            root: roots.names[root].clone(),
+        });
+    }
+}
+
+/// Scans `target_dir` for `roots` (absolute paths; longest first is not required).
+pub fn scan(
+    target_dir: &Path,
+    roots: &[String],
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Report, Error> {
+    if !target_dir.is_dir() {
+        return Err(Error::NotADirectory(target_dir.to_owned()));
+    }
+    let roots_list: Vec<String> = roots
+        .iter()
+        .map(|r| r.trim_end_matches('/').to_owned())
+        .filter(|r| r.len() > 1)
+        .collect();
+    if roots_list.is_empty() {
+        return Err(Error::NoRoots);
+    }
+    let finders = Roots::new(&roots_list);
+    let files: Vec<PathBuf> = ignore::WalkBuilder::new(target_dir)
+        .standard_filters(false)
+        .build()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_some_and(|t| t.is_file()))
+        .map(|e| e.into_path())
+        .collect();
+    let results: Vec<(u64, Vec<Finding>)> = files
+        .par_iter()
+        .map(|path| {
+            let Ok(file) = std::fs::File::open(path) else {
+                return (0, Vec::new());
+            };
+            let len = file.metadata().map_or(0, |m| m.len());
+            if len == 0 {
+                return (0, Vec::new());
+            }
+            // SAFETY: a read-only private map of a file Cargo is not writing (a concurrent
+            // build may change it; the worst case is a stale or torn read, never UB in safe
+            // code reading bytes).
+            let Ok(map) = (unsafe { memmap2::Mmap::map(&file) }) else {
+                return (0, Vec::new());
+            };
+            let rel = path.strip_prefix(target_dir).unwrap_or(path);
+            if is_bookkeeping(rel) {
+                return (len, Vec::new());
+            }
+            let artifact = artifact_of(rel, &map);
+            let mut found = Vec::new();
+            scan_bytes(rel, &map, artifact, &finders, &mut found);
+            progress(len);
+            (len, found)
+        })
+        .collect();
+    let mut report = Report {
+        target_dir: target_dir.to_owned(),
+        roots: roots_list,
+        files: files.len(),
+        ..Default::default()
+    };
+    for (len, found) in results {
+        report.bytes += len;
+        report.findings.extend(found);
+    }
+    report.findings.sort();
+    let mut crates: BTreeMap<String, CrateSummary> = BTreeMap::new();
+    for f in &report.findings {
+        let c = crates
+            .entry(f.crate_name.clone())
+            .or_insert_with(|| CrateSummary {
+                crate_name: f.crate_name.clone(),
+                will_miss_cache: false,
+                freshness: 0,
+                debug_info: 0,
+                embedded: 0,
+                reason: None,
+            });
+        match f.class {
+            Class::Freshness => {
+                c.freshness += 1;
+                c.will_miss_cache = true;
+                c.reason
+                    .get_or_insert_with(|| format!("{} names {}", f.file, f.root));
+            }
+            Class::DebugInfo => c.debug_info += 1,
+            Class::Embedded => c.embedded += 1,
+        }
+    }
+    report.crates = crates.into_values().collect();
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crates_come_from_cargo_layout() {
+        for (path, krate) in [
+            ("debug/deps/libcore_lib-0123456789abcdef.rlib", "core_lib"),
+            ("debug/deps/app-0123456789abcdef", "app"),
+            (
+                "debug/.fingerprint/core-lib-0123456789abcdef/dep-lib-core_lib",
+                "core-lib",
+            ),
+            ("debug/build/app-0123456789abcdef/output", "app"),
+            ("debug/incremental/app-1v30g56z38jn9/s-x/a.o", "app"),
+            ("debug/app", "app"),
+            ("debug/libcore_lib.rlib", "core_lib"),
+            ("debug/libmacros.so", "macros"),
+        ] {
+            assert_eq!(crate_of(Path::new(path)), krate, "{path}");
+        }
+    }
+
+    #[test]
+    fn roots_match_on_boundaries_and_classes_follow_artifacts() {
+        let roots = Roots::new(&["/home/a/proj".into(), "/home/a".into()]);
+        let hits = roots.hits(b"x /home/a/proj/src y /home/a/project z /home/a/proj");
+        // The project twice (not its longer sibling, which only $HOME matches), $HOME once.
+        assert_eq!(hits.iter().filter(|(_, r)| *r == 0).count(), 2);
+        assert_eq!(hits.iter().filter(|(_, r)| *r == 1).count(), 1);
+        assert_eq!(
+            class_of(Artifact::BuildScriptOutput, None),
+            Class::Freshness
+        );
+        assert_eq!(
+            class_of(Artifact::Elf, Some(".debug_line")),
+            Class::DebugInfo
+        );
+        assert_eq!(class_of(Artifact::Elf, Some(".rodata")), Class::Embedded);
+    }
+}
