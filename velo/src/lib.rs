@@ -17,9 +17,11 @@
 //! | [`doctor`]   | `velo doctor`    | what namespaces and OverlayFS this machine allows         |
 //! | [`cache`]    | `velo cache`, `velo cargo` | content keys, `target/` snapshots, fresh restores |
 //! | [`scan`]     | `velo scan`      | physical paths in a target directory, per crate and class |
+//! | [`audit`]    | `velo audit`     | the report (table, JSON, SARIF, Markdown), baselines, the gate |
 //!
 //! Errors are typed per module (`thiserror`); the binary adds context with `anyhow`.
 
+pub mod audit;
 pub mod cache;
 pub mod doctor;
 pub mod gc;

@@ -5,10 +5,12 @@
 //! - `busybox`: build `busybox.velo`, a static base image for `velo run --isolate`.
 //! - `bench <area>`: measure velo against the peer tool on the same data in one run and write
 //!   the ratios to `reports/`.
+//! - `reports`: example `velo audit` reports in every format, from real runs, into `reports/`.
 
 mod bench;
 mod busybox;
 mod demo;
+mod reports;
 mod test;
 mod util;
 
@@ -31,6 +33,8 @@ enum Task {
     Bench(bench::Options),
     /// Build busybox.velo, a static base image (installs busybox-static when missing).
     Busybox(busybox::Options),
+    /// Write example `velo audit` reports (table, JSON, SARIF, Markdown) to reports/.
+    Reports,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,5 +43,6 @@ fn main() -> anyhow::Result<()> {
         Task::Test(opts) => test::run(opts),
         Task::Bench(opts) => bench::run(opts),
         Task::Busybox(opts) => busybox::run(opts),
+        Task::Reports => reports::run(),
     }
 }

@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `velo` binary on real trees, one module per area.
 
+mod audit; // velo audit: reports, the gate, baselines, traced builds
 mod bad_input; // every malformed input gets a clear error and changes nothing
 mod cache; // velo cache and velo cargo: keys, snapshots, fresh restores, bad input
 mod inception; // the shim under real cargo builds, tools and threads

@@ -324,3 +324,78 @@ fn scan_report_formats() {
         insta::assert_snapshot!("scan_json", serde_json::to_string_pretty(&json).unwrap());
     });
 }
+
+/// `velo audit` in all four formats on the fixture built without velo. Debug-info and embedded
+/// hits depend on the compiler: their counts are redacted and their findings left out.
+#[test]
+fn audit_report_formats() {
+    let env = Env::new();
+    let ws = env.path().join("ws");
+    velo_e2e::copy_tree(&velo_e2e::fixture("inception-ws"), &ws);
+    velo_e2e::Cmd::new("cargo")
+        .arg("build")
+        .clean_cargo_env()
+        .dir(&ws)
+        .ok();
+    let audit = |format: &str| {
+        env.velo([
+            "audit",
+            "--no-build",
+            "--root",
+            ws.to_str().unwrap(),
+            "--format",
+            format,
+        ])
+        .clean_cargo_env()
+        .dir(&ws)
+        .ok()
+        .stdout()
+    };
+    let keep = |f: &serde_json::Value| {
+        !matches!(f["kind"].as_str(), Some("debug-info" | "embedded"))
+            && !matches!(f["ruleId"].as_str(), Some("debug-info" | "embedded"))
+    };
+    let mut settings = insta::Settings::clone_current();
+    settings.add_filter(&regex_escape(env.path().to_str().unwrap()), "[ENV]");
+    settings.add_filter(r"app-[0-9a-f]{16}", "app-[hash]");
+    settings.add_filter(r#""(debug_info|embedded)": \d+"#, r#""$1": [n]"#);
+    settings.add_filter(
+        r"\d+ debug-info, \d+ embedded",
+        "[n] debug-info, [n] embedded",
+    );
+    settings.add_filter(
+        r"\| (\d+) \| (\d+) \| \d+ \| \d+ \|",
+        "| $1 | $2 | [n] | [n] |",
+    );
+    settings.bind(|| {
+        insta::assert_snapshot!(
+            "audit_table",
+            audit("table")
+                .lines()
+                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        let mut json: serde_json::Value = serde_json::from_str(&audit("json")).unwrap();
+        let kept: Vec<serde_json::Value> = json["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| keep(f))
+            .cloned()
+            .collect();
+        json["findings"] = kept.into();
+        insta::assert_snapshot!("audit_json", serde_json::to_string_pretty(&json).unwrap());
+        let mut sarif: serde_json::Value = serde_json::from_str(&audit("sarif")).unwrap();
+        let kept: Vec<serde_json::Value> = sarif["runs"][0]["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| keep(f))
+            .cloned()
+            .collect();
+        sarif["runs"][0]["results"] = kept.into();
+        insta::assert_snapshot!("audit_sarif", serde_json::to_string_pretty(&sarif).unwrap());
+        insta::assert_snapshot!("audit_markdown", audit("markdown"));
+    });
+}

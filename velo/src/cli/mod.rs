@@ -1,6 +1,7 @@
 //! Command-line definitions (clap) and dispatch. Each verb's rendering is in its own module;
 //! the library never sees clap: options are converted to the library's plain structs here.
 
+mod audit;
 mod cache;
 mod child;
 mod doctor;
@@ -59,6 +60,7 @@ enum Command {
     Cargo(cache::CargoArgs),
     Trace(trace::Args),
     Scan(scan::Args),
+    Audit(audit::Args),
 }
 
 pub fn run() -> Result<ExitCode> {
@@ -76,6 +78,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Cargo(args) => cache::cargo(&store()?, args),
         Command::Trace(args) => trace::run(args),
         Command::Scan(args) => scan::run(args),
+        Command::Audit(args) => audit::run(args),
     }
 }
 

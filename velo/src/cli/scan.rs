@@ -31,7 +31,7 @@ pub struct Args {
     json: bool,
 }
 
-fn default_roots(project: &std::path::Path) -> Vec<String> {
+pub(super) fn default_roots(project: &std::path::Path) -> Vec<String> {
     let mut roots = vec![project.display().to_string()];
     if let Ok(real) = std::fs::canonicalize(project)
         && real != project

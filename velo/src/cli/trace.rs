@@ -62,6 +62,39 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
+    let (outcome, findings) = traced(&args)?;
+    if args.json {
+        output::json(&findings)?;
+    } else {
+        print_findings(&findings);
+    }
+    Ok(exit_code(outcome))
+}
+
+/// The exit status velo gives for the command's.
+pub(super) fn exit_code(outcome: velo_tracer::command::Outcome) -> ExitCode {
+    match outcome {
+        velo_tracer::command::Outcome::Exited(code) => ExitCode::from(code as u8),
+        velo_tracer::command::Outcome::Signaled(sig) => ExitCode::from(128 + sig as u8),
+    }
+}
+
+impl Args {
+    /// `velo trace --backend auto --inception [--root ROOT] -- COMMAND`, for `velo audit`.
+    pub(super) fn projected(root: Option<PathBuf>, command: Vec<OsString>) -> Args {
+        Args {
+            backend: Backend::Auto,
+            inception: true,
+            root,
+            events: None,
+            json: false,
+            command,
+        }
+    }
+}
+
+/// Runs the command traced and analyzes what was recorded.
+pub(super) fn traced(args: &Args) -> Result<(velo_tracer::command::Outcome, Findings)> {
     let ebpf = matches!(args.backend, Backend::Auto | Backend::Ebpf)
         .then(velo_tracer::ebpf::unavailable)
         .map(|why| match why {
@@ -90,7 +123,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let cwd = inception::unproject(&inception::current_dir()?);
     let root = inception::find_root(args.root.as_deref(), &cwd)
         .map(|r| inception::unproject(&r))
-        .or_else(|e| match args.root {
+        .or_else(|e| match &args.root {
             Some(_) => Err(e),
             None => Ok(cwd.clone()),
         })?;
@@ -175,15 +208,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             "velo trace: warning: {dropped} events were dropped (the ring buffer was full): findings may be incomplete"
         );
     }
-    if args.json {
-        output::json(&findings)?;
-    } else {
-        print_findings(&findings);
-    }
-    Ok(match outcome {
-        velo_tracer::command::Outcome::Exited(code) => ExitCode::from(code as u8),
-        velo_tracer::command::Outcome::Signaled(sig) => ExitCode::from(128 + sig as u8),
-    })
+    Ok((outcome, findings))
 }
 
 /// Every spelling of every root: canonical ones, and the physical ones as given and resolved.

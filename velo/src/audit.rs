@@ -1,0 +1,397 @@
+//! `velo audit`: one report, and a CI gate, from what the verifier found.
+//!
+//! The report is built from a [`scan`](crate::scan) of the target directory (and, in later
+//! steps, the tracer's findings of a projected build). It is deterministic: findings are sorted,
+//! and there are no timestamps, so two audits of the same tree give the same bytes, and a
+//! baseline can name accepted findings by a stable id.
+//!
+//! Formats: a terminal table, JSON (this module's types; [`SCHEMA`] is bumped on incompatible
+//! changes), SARIF 2.1.0 for code-scanning uploads, and Markdown for a pull-request comment.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::scan::{self, Class};
+
+/// The version of the JSON report's shape.
+pub const SCHEMA: u32 = 1;
+
+/// One finding of the audit, reduced to what a reader acts on.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Finding {
+    /// `freshness`, `debug-info` or `embedded` (later also `uncaught`, `unshimmed`,
+    /// `undeclared-input`).
+    pub kind: String,
+    pub crate_name: String,
+    /// The artifact, relative to the target directory, with Cargo's unit hashes kept.
+    pub file: String,
+    /// What was found there.
+    pub detail: String,
+    /// A stable id for baselines: kind, crate and file with unit hashes replaced, so the same
+    /// finding in another build or checkout has the same id.
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub crates_missing_cache: usize,
+    pub freshness: usize,
+    pub debug_info: usize,
+    pub embedded: usize,
+    /// From the traced build (zero with `--no-build`).
+    pub uncaught: usize,
+    pub leaks: usize,
+    pub unshimmed: usize,
+    /// Findings that fail `--gate`: freshness and uncaught ones not in the baseline.
+    pub gating: usize,
+    pub baselined: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub schema: u32,
+    pub target_dir: String,
+    pub roots: Vec<String>,
+    pub summary: Summary,
+    /// Crates that will miss the cache, with the reason.
+    pub missing_cache: Vec<scan::CrateSummary>,
+    /// One finding per (kind, crate, file): the scan's hits grouped.
+    pub findings: Vec<Finding>,
+}
+
+/// `debug/build/app-0123456789abcdef/output` → `debug/build/app-*/output`.
+fn unhashed(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for (i, part) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        let mut piece = part.to_owned();
+        if let Some(dash) = part.rfind('-') {
+            let tail = &part[dash + 1..];
+            let hash: String = tail.chars().take_while(|c| c.is_ascii_hexdigit()).collect();
+            if hash.len() == 16 {
+                piece = format!("{}-*{}", &part[..dash], &tail[16..]);
+            }
+        }
+        out.push_str(&piece);
+    }
+    out
+}
+
+fn class_name(c: Class) -> &'static str {
+    match c {
+        Class::Freshness => "freshness",
+        Class::DebugInfo => "debug-info",
+        Class::Embedded => "embedded",
+    }
+}
+
+/// The audit of a scan (and of a traced build, when there was one), with the ids in
+/// `baseline` accepted.
+pub fn build(
+    scan: &scan::Report,
+    trace: Option<&velo_tracer::analysis::Findings>,
+    baseline: &BTreeSet<String>,
+) -> Report {
+    let mut grouped: BTreeMap<(String, String, String), (usize, BTreeSet<String>)> =
+        BTreeMap::new();
+    for f in &scan.findings {
+        let key = (
+            class_name(f.class).to_owned(),
+            f.crate_name.clone(),
+            f.file.clone(),
+        );
+        let entry = grouped.entry(key).or_default();
+        entry.0 += 1;
+        entry.1.insert(f.root.clone());
+    }
+    let mut summary = Summary::default();
+    let mut findings: Vec<Finding> = grouped
+        .into_iter()
+        .map(|((kind, crate_name, file), (count, roots))| {
+            let id = format!("{kind}:{crate_name}:{}", unhashed(&file));
+            match kind.as_str() {
+                "freshness" => {
+                    summary.freshness += 1;
+                    if baseline.contains(&id) {
+                        summary.baselined += 1;
+                    } else {
+                        summary.gating += 1;
+                    }
+                }
+                "debug-info" => summary.debug_info += 1,
+                _ => summary.embedded += 1,
+            }
+            let roots: Vec<String> = roots.into_iter().collect();
+            Finding {
+                detail: format!(
+                    "{count} occurrence{} of {}",
+                    if count == 1 { "" } else { "s" },
+                    roots.join(", ")
+                ),
+                kind,
+                crate_name,
+                file,
+                id,
+            }
+        })
+        .collect();
+    if let Some(t) = trace {
+        let mut push = |kind: &str, exe: &str, file: String, detail: String| {
+            let name = exe.rsplit('/').next().unwrap_or(exe).to_owned();
+            let id = format!("{kind}:{name}:{}", unhashed(&file));
+            if kind == "uncaught" {
+                summary.uncaught += 1;
+                if baseline.contains(&id) {
+                    summary.baselined += 1;
+                } else {
+                    summary.gating += 1;
+                }
+            } else if kind == "unshimmed" {
+                summary.unshimmed += 1;
+            } else {
+                summary.leaks += 1;
+            }
+            findings.push(Finding {
+                kind: kind.to_owned(),
+                crate_name: name,
+                file,
+                detail,
+                id,
+            });
+        };
+        for u in &t.uncaught {
+            let hooked = if u.entry_points.is_empty() {
+                "raw syscall, no libc entry point".to_owned()
+            } else {
+                let shown: Vec<&str> = u.entry_points.iter().take(4).map(String::as_str).collect();
+                let more = u.entry_points.len() - shown.len();
+                let more = if more > 0 {
+                    format!(", +{more} more")
+                } else {
+                    String::new()
+                };
+                format!("hooked entry points: {}{more}", shown.join(", "))
+            };
+            push(
+                "uncaught",
+                &u.exe,
+                u.syscall.clone(),
+                format!(
+                    "{}× {} of {} ({hooked})",
+                    u.count, u.syscall, u.example_path
+                ),
+            );
+        }
+        for l in &t.leaks {
+            push(
+                "leak",
+                &l.exe,
+                l.syscall.clone(),
+                format!("{}× {} returned {}", l.count, l.syscall, l.example_path),
+            );
+        }
+        for u in &t.unshimmed {
+            push(
+                "unshimmed",
+                &u.exe,
+                u.exe.clone(),
+                format!(
+                    "{} process(es) touched {} without the shim: {}",
+                    u.processes, u.example_path, u.advice
+                ),
+            );
+        }
+        findings.sort();
+    }
+    let missing_cache: Vec<scan::CrateSummary> = scan
+        .crates
+        .iter()
+        .filter(|c| c.will_miss_cache)
+        .cloned()
+        .collect();
+    summary.crates_missing_cache = missing_cache.len();
+    Report {
+        schema: SCHEMA,
+        target_dir: scan.target_dir.display().to_string(),
+        roots: scan.roots.clone(),
+        summary,
+        missing_cache,
+        findings,
+    }
+}
+
+/// Reads a baseline: a JSON array of finding ids (what `--write-baseline` writes).
+pub fn parse_baseline(text: &str) -> Result<BTreeSet<String>, serde_json::Error> {
+    serde_json::from_str(text)
+}
+
+/// The ids of `report`'s gating kinds, as a baseline file accepting all of them.
+pub fn baseline_of(report: &Report) -> String {
+    let ids: Vec<&str> = report
+        .findings
+        .iter()
+        .filter(|f| f.kind == "freshness" || f.kind == "uncaught")
+        .map(|f| f.id.as_str())
+        .collect();
+    serde_json::to_string_pretty(&ids).expect("strings serialize") + "\n"
+}
+
+pub fn markdown(report: &Report) -> String {
+    let s = &report.summary;
+    let mut md = String::new();
+    let verdict = if s.gating == 0 {
+        "✅ every crate can be reused in another checkout"
+    } else {
+        "❌ crates will miss the cache in another checkout"
+    };
+    let _ = writeln!(md, "## velo audit: {verdict}\n");
+    let _ = writeln!(
+        md,
+        "| crates missing the cache | freshness | debug-info | embedded | uncaught | leaks | unshimmed | baselined |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+        s.crates_missing_cache,
+        s.freshness,
+        s.debug_info,
+        s.embedded,
+        s.uncaught,
+        s.leaks,
+        s.unshimmed,
+        s.baselined
+    );
+    if !report.missing_cache.is_empty() {
+        let _ = writeln!(md, "### Crates that will miss the cache\n");
+        let _ = writeln!(md, "| crate | why |\n|---|---|");
+        for c in &report.missing_cache {
+            let _ = writeln!(
+                md,
+                "| `{}` | {} |",
+                c.crate_name,
+                c.reason.as_deref().unwrap_or("")
+            );
+        }
+        let _ = writeln!(md);
+    }
+    let freshness: Vec<&Finding> = report
+        .findings
+        .iter()
+        .filter(|f| f.kind == "freshness")
+        .collect();
+    if !freshness.is_empty() {
+        let _ = writeln!(md, "### Freshness findings\n");
+        let _ = writeln!(md, "| crate | file | found |\n|---|---|---|");
+        for f in freshness {
+            let _ = writeln!(md, "| `{}` | `{}` | {} |", f.crate_name, f.file, f.detail);
+        }
+        let _ = writeln!(md);
+    }
+    let traced: Vec<&Finding> = report
+        .findings
+        .iter()
+        .filter(|f| matches!(f.kind.as_str(), "uncaught" | "leak" | "unshimmed"))
+        .collect();
+    if !traced.is_empty() {
+        let _ = writeln!(md, "### Seen by the tracer\n");
+        let _ = writeln!(md, "| kind | process | what |\n|---|---|---|");
+        for f in traced {
+            let _ = writeln!(md, "| {} | `{}` | {} |", f.kind, f.crate_name, f.detail);
+        }
+        let _ = writeln!(md);
+    }
+    let _ = writeln!(
+        md,
+        "Roots: {}. Build under `velo inception` (or with `velo cargo`) so no physical path lands in `target/`.",
+        report
+            .roots
+            .iter()
+            .map(|r| format!("`{r}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    md
+}
+
+/// SARIF 2.1.0: one rule per kind; freshness findings are errors, the others notes.
+pub fn sarif(report: &Report) -> serde_json::Value {
+    let rules = [
+        (
+            "uncaught",
+            "A canonical path reached the kernel untranslated: the shim missed this call.",
+        ),
+        (
+            "leak",
+            "A physical path was returned to a program without the shim translating it.",
+        ),
+        (
+            "unshimmed",
+            "A process touched project files without the shim: run it on a link farm.",
+        ),
+        (
+            "freshness",
+            "A physical path that Cargo compares for freshness: the crate will miss the cache in another checkout.",
+        ),
+        (
+            "debug-info",
+            "A physical path in debug info: debuggers and backtraces point at this checkout.",
+        ),
+        (
+            "embedded",
+            "A physical path embedded in code, data or metadata.",
+        ),
+    ];
+    let results: Vec<serde_json::Value> = report
+        .findings
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "ruleId": f.kind,
+                "level": match f.kind.as_str() {
+                    "freshness" | "uncaught" => "error",
+                    "leak" | "unshimmed" => "warning",
+                    _ => "note",
+                },
+                "message": { "text": format!("{}: {} in {}", f.crate_name, f.detail, f.file) },
+                "partialFingerprints": { "veloFindingId/v1": f.id },
+                "locations": [{
+                    "physicalLocation": { "artifactLocation": { "uri": f.file, "uriBaseId": "TARGET" } }
+                }]
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [{
+            "tool": { "driver": {
+                "name": "velo",
+                "informationUri": "https://github.com/velo",
+                "rules": rules.iter().map(|(id, text)| serde_json::json!({
+                    "id": id,
+                    "shortDescription": { "text": text }
+                })).collect::<Vec<_>>()
+            }},
+            "originalUriBaseIds": { "TARGET": { "uri": format!("file://{}/", report.target_dir) } },
+            "results": results
+        }]
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_do_not_depend_on_unit_hashes() {
+        assert_eq!(
+            unhashed("debug/build/app-0123456789abcdef/output"),
+            "debug/build/app-*/output"
+        );
+        assert_eq!(
+            unhashed("debug/deps/libcore_lib-0123456789abcdef.rlib(x.o)"),
+            "debug/deps/libcore_lib-*.rlib(x.o)"
+        );
+        assert_eq!(unhashed("debug/app"), "debug/app");
+    }
+}

@@ -1,0 +1,192 @@
+//! `velo audit [--no-build] [--gate] [--baseline FILE] [--format …] [--out FILE] [-- CMD…]`
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use velo::audit;
+use velo::inception;
+
+use super::{output, trace};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    /// A table for the terminal.
+    Table,
+    /// The report as JSON (`schema` is its version).
+    Json,
+    /// SARIF 2.1.0, for code-scanning uploads.
+    Sarif,
+    /// Markdown, for a pull-request comment.
+    Markdown,
+}
+
+/// Audit a build: which crates will miss the cache and why, as a report and a CI gate.
+///
+/// Runs the build (default `cargo build`) under `velo inception` and `velo trace`, then scans
+/// the target directory; `--no-build` scans an existing target directory alone. The report
+/// lists crates that will miss the cache with the offending path, syscalls the shim missed,
+/// processes that ran without it, and physical paths by class. Output is deterministic
+/// (sorted, no timestamps). With `--gate`, exit 1 when a freshness finding or an uncaught
+/// syscall is not in the baseline.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+velo audit                                   # build projected, trace, scan, report\n  \
+velo audit --no-build --format markdown      # a PR comment about an existing target/\n  \
+velo audit --gate --baseline velo-baseline.json --format sarif --out velo.sarif\n  \
+velo audit --no-build --write-baseline velo-baseline.json   # accept today's findings")]
+pub struct Args {
+    /// Scan the existing target directory; do not build.
+    #[arg(long)]
+    no_build: bool,
+    /// Exit 1 when a freshness finding or uncaught syscall is not in the baseline.
+    #[arg(long)]
+    gate: bool,
+    /// Accepted findings (a JSON list of finding ids, as --write-baseline writes).
+    #[arg(long, value_name = "FILE")]
+    baseline: Option<PathBuf>,
+    /// Write the ids of today's gating findings to FILE, accepting them.
+    #[arg(long, value_name = "FILE")]
+    write_baseline: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+    /// Write the report to FILE instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// The target directory [default: the project's target/]
+    #[arg(long, value_name = "DIR")]
+    target_dir: Option<PathBuf>,
+    /// A physical root to look for (repeatable) [default: the project, CARGO_HOME, the
+    /// sysroot, $HOME]
+    #[arg(long = "root", value_name = "PATH")]
+    roots: Vec<PathBuf>,
+    /// The build command [default: cargo build]
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    command: Vec<OsString>,
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let baseline: BTreeSet<String> = match &args.baseline {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--baseline {}", path.display()))?;
+            audit::parse_baseline(&text).with_context(|| {
+                format!(
+                    "--baseline {}: not a JSON list of finding ids (write one with --write-baseline)",
+                    path.display()
+                )
+            })?
+        }
+        None => BTreeSet::new(),
+    };
+    if args.no_build && !args.command.is_empty() {
+        bail!("--no-build and a build command contradict each other: drop one");
+    }
+    let cwd = inception::unproject(&inception::current_dir()?);
+    let project = inception::find_root(None, &cwd).unwrap_or_else(|_| cwd.clone());
+
+    let mut build_failed = None;
+    let trace_findings = if args.no_build {
+        None
+    } else {
+        let command = if args.command.is_empty() {
+            vec!["cargo".into(), "build".into()]
+        } else {
+            args.command.clone()
+        };
+        let (outcome, findings) =
+            trace::traced(&trace::Args::projected(Some(project.clone()), command))?;
+        if outcome != velo_tracer::command::Outcome::Exited(0) {
+            build_failed = Some(outcome);
+        }
+        Some(findings)
+    };
+
+    let target = match &args.target_dir {
+        Some(t) => cwd.join(t),
+        None => project.join("target"),
+    };
+    let roots = if args.roots.is_empty() {
+        super::scan::default_roots(&project)
+    } else {
+        args.roots.iter().map(|r| r.display().to_string()).collect()
+    };
+    let scanned = velo::scan::scan(&target, &roots, &|_| {})
+        .with_context(|| format!("scanning {}", target.display()))?;
+    let report = audit::build(&scanned, trace_findings.as_ref(), &baseline);
+
+    if let Some(path) = &args.write_baseline {
+        std::fs::write(path, audit::baseline_of(&report))
+            .with_context(|| format!("--write-baseline {}", path.display()))?;
+        eprintln!(
+            "velo audit: wrote {} accepted finding(s) to {}",
+            report.summary.gating + report.summary.baselined,
+            path.display()
+        );
+    }
+    let text = match args.format {
+        Format::Json => serde_json::to_string_pretty(&report)? + "\n",
+        Format::Sarif => serde_json::to_string_pretty(&audit::sarif(&report))? + "\n",
+        Format::Markdown => audit::markdown(&report),
+        Format::Table => table(&report),
+    };
+    match &args.out {
+        Some(path) => {
+            std::fs::write(path, &text).with_context(|| format!("--out {}", path.display()))?
+        }
+        None => print!("{text}"),
+    }
+    if let Some(outcome) = build_failed {
+        eprintln!("velo audit: the build failed ({outcome:?}); the report covers what it left");
+        return Ok(trace::exit_code(outcome));
+    }
+    Ok(if args.gate && report.summary.gating > 0 {
+        eprintln!(
+            "velo audit: gate failed: {} finding(s) not in the baseline",
+            report.summary.gating
+        );
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn table(report: &audit::Report) -> String {
+    let s = &report.summary;
+    let mut out = format!(
+        "{} crate(s) will miss the cache; findings: {} freshness, {} debug-info, {} embedded, {} uncaught, {} leaks, {} unshimmed ({} baselined, {} gating)\n",
+        s.crates_missing_cache,
+        s.freshness,
+        s.debug_info,
+        s.embedded,
+        s.uncaught,
+        s.leaks,
+        s.unshimmed,
+        s.baselined,
+        s.gating
+    );
+    let shown: Vec<&audit::Finding> = report
+        .findings
+        .iter()
+        .filter(|f| f.kind != "debug-info" && f.kind != "embedded")
+        .collect();
+    if !shown.is_empty() {
+        let mut table = output::table(["kind", "crate / process", "where", "what"]);
+        for f in shown {
+            table.add_row([
+                f.kind.clone(),
+                f.crate_name.clone(),
+                f.file.clone(),
+                f.detail.clone(),
+            ]);
+        }
+        out.push_str(&format!("{table}\n"));
+    }
+    out
+}
