@@ -90,6 +90,7 @@ pub fn trace(cmd: &Command, sink: &mut dyn FnMut(Event)) -> Result<Traced, Error
     // relocations and the tp_btf attach points.
     let started = std::time::Instant::now();
     let btf = Btf::from_sys_fs().map_err(load_err)?;
+    tracing::debug!(elapsed = ?started.elapsed(), "parsed the kernel's BTF");
     let mut bpf = EbpfLoader::new()
         .btf(Some(&btf))
         .load(velo_ebpf::OBJECT)

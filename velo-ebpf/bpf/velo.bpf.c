@@ -44,6 +44,7 @@ struct pending {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* allocated per process, not 65536 up front */
 	__type(key, __u32);
 	__type(value, __u8);
 } traced SEC(".maps");
@@ -58,6 +59,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* 65536 × 320 bytes preallocated cost ~50 ms */
 	__type(key, __u32);
 	__type(value, struct pending);
 } pending SEC(".maps");
