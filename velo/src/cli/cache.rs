@@ -305,7 +305,7 @@ struct Listing {
     stored_bytes: u64,
 }
 
-fn listing(store: &Store, all: &[snapshot::Stored]) -> Result<Listing> {
+fn listing(all: &[snapshot::Stored]) -> Result<Listing> {
     use std::collections::HashMap;
     let mut uses: HashMap<velo::store::BlobKey, (u32, u64)> = HashMap::new();
     let mut per = Vec::new();
@@ -327,7 +327,6 @@ fn listing(store: &Store, all: &[snapshot::Stored]) -> Result<Listing> {
         }
         per.push(blobs);
     }
-    let _ = store;
     let snapshots = all
         .iter()
         .zip(&per)
@@ -372,18 +371,12 @@ fn list_cmd(store: &Path, args: ListArgs) -> Result<ExitCode> {
         Err(velo::store::Error::Missing { .. }) => None,
         Err(e) => return Err(e.into()),
     };
+    // A store that does not exist yet holds no snapshot.
     let all = match &store {
         Some(s) => snapshot::list(s)?,
         None => Vec::new(),
     };
-    let listing = match &store {
-        Some(s) => listing(s, &all)?,
-        None => Listing {
-            snapshots: Vec::new(),
-            logical_bytes: 0,
-            stored_bytes: 0,
-        },
-    };
+    let listing = listing(&all)?;
     if args.json {
         output::json(&listing)?;
         return Ok(ExitCode::SUCCESS);
