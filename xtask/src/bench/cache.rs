@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, ensure};
 
 use super::store::{rm, settle};
-use super::{Options, Times, write_rows};
+use super::{Options, Times, du_bytes, write_rows};
 use crate::util::{build_velo, exec, root, time, user_cargo, user_command};
 
 /// `git archive HEAD` of velo's workspace into `dest`: a checkout with fresh mtimes.
@@ -45,15 +45,6 @@ fn checkout(dest: &Path) -> Result<()> {
         dest.display()
     );
     Ok(())
-}
-
-fn du_bytes(path: &Path) -> Result<u64> {
-    let out = Command::new("du").arg("-sb").arg(path).output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace()
-        .next()
-        .and_then(|n| n.parse().ok())
-        .context("du -sb")
 }
 
 /// Stderr of a build, and how many crates it compiled.

@@ -139,3 +139,62 @@ pub fn finish(opts: &Options, area: &str, report: &str, work: &std::path::Path) 
     }
     Ok(())
 }
+
+/// Which exit statuses a timed command may end with.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    Success,
+    /// 0 or 1: tools that report what they found with exit 1 (grep, `velo scan`).
+    ZeroOrOne,
+}
+
+/// Times `make()` `runs` times (output discarded), running `prepare` untimed before each.
+pub fn measure(
+    runs: usize,
+    mut prepare: impl FnMut() -> Result<()>,
+    mut make: impl FnMut() -> std::process::Command,
+    expect: Expect,
+) -> Result<Times> {
+    use std::process::Stdio;
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        prepare()?;
+        let mut cmd = make();
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        let (elapsed, status) = crate::util::time(|| Ok(cmd.status()?))?;
+        let ok = match expect {
+            Expect::Success => status.success(),
+            Expect::ZeroOrOne => matches!(status.code(), Some(0 | 1)),
+        };
+        anyhow::ensure!(ok, "{cmd:?} failed: {status}");
+        times.push(elapsed.as_secs_f64());
+    }
+    Ok(Times(times))
+}
+
+/// `du -sb PATH`: the bytes under a directory.
+pub fn du_bytes(path: &std::path::Path) -> Result<u64> {
+    use anyhow::Context as _;
+    let out = std::process::Command::new("du")
+        .arg("-sb")
+        .arg(path)
+        .output()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .context("du -sb")
+}
+
+/// A fresh copy of the fixture workspace at `WORK/ws` (mtimes kept).
+pub fn copy_fixture(work: &std::path::Path) -> Result<PathBuf> {
+    let ws = work.join("ws");
+    store::rm(&ws)?;
+    crate::util::exec(
+        std::process::Command::new("cp")
+            .arg("-a")
+            .arg(crate::util::root().join("tests/fixtures/inception-ws"))
+            .arg(&ws),
+    )?;
+    Ok(ws)
+}

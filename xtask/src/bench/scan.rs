@@ -4,49 +4,17 @@
 //! artifacts). Targets: at least as fast as grep, at least 1 GiB/s.
 
 use std::fmt::Write as _;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use anyhow::Result;
 
-use super::store::rm;
-use super::{Options, Times, write_rows};
-use crate::util::{build_velo, exec, root, time, user_cargo};
-
-fn du_bytes(path: &Path) -> Result<u64> {
-    let out = Command::new("du").arg("-sb").arg(path).output()?;
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0))
-}
-
-fn measure(runs: usize, mut make: impl FnMut() -> Command) -> Result<Times> {
-    // Warm the page cache once, untimed.
-    let _ = make().stdout(Stdio::null()).stderr(Stdio::null()).status();
-    let mut times = Vec::new();
-    for _ in 0..runs {
-        let mut cmd = make();
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        // grep exits 1 when it finds nothing and velo scan exits 1 when a crate will miss the
-        // cache: both are results, not failures.
-        times.push(time(|| Ok(cmd.status()?))?.0.as_secs_f64());
-    }
-    Ok(Times(times))
-}
+use super::{Expect, Options, copy_fixture, du_bytes, measure, write_rows};
+use crate::util::{build_velo, exec, root, user_cargo};
 
 pub fn run(opts: &Options) -> Result<()> {
     let velo = build_velo(true)?;
     let work = super::work_dir(opts)?;
-    let ws = work.join("ws");
-    rm(&ws)?;
-    exec(
-        Command::new("cp")
-            .arg("-a")
-            .arg(root().join("tests/fixtures/inception-ws"))
-            .arg(&ws),
-    )?;
+    let ws = copy_fixture(&work)?;
     exec(user_cargo(&ws).args(["build", "--quiet"]))?;
 
     let mut rows = Vec::new();
@@ -61,16 +29,23 @@ pub fn run(opts: &Options) -> Result<()> {
             continue;
         }
         let bytes = du_bytes(&dir)?;
-        let grep = measure(opts.runs, || {
+        let grep = || {
             let mut c = Command::new("grep");
             c.args(["-rF", "-c", needle]).arg(&dir);
             c
-        })?;
-        let scan = measure(opts.runs, || {
+        };
+        let scan = || {
             let mut c = Command::new(&velo);
             c.args(["scan", "--json", "--root", needle]).arg(&dir);
             c
-        })?;
+        };
+        // One untimed run each warms the page cache. grep exits 1 when it finds nothing and
+        // velo scan when a crate will miss the cache: both are results, not failures.
+        let warm = || Ok(());
+        measure(1, warm, grep, Expect::ZeroOrOne)?;
+        measure(1, warm, scan, Expect::ZeroOrOne)?;
+        let grep = measure(opts.runs, warm, grep, Expect::ZeroOrOne)?;
+        let scan = measure(opts.runs, warm, scan, Expect::ZeroOrOne)?;
         let gib = |t: f64| bytes as f64 / t / (1u64 << 30) as f64;
         rows.push(grep.row(
             &format!(

@@ -13,8 +13,8 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail};
 
 use super::store::rm;
-use super::{Options, Times, write_rows};
-use crate::util::{build_velo, exec, root, time, user_cargo, user_command};
+use super::{Expect, Options, Times, copy_fixture, measure, write_rows};
+use crate::util::{build_velo, exec, user_cargo, user_command};
 
 fn strace() -> Result<std::path::PathBuf> {
     let find = || {
@@ -34,34 +34,11 @@ fn strace() -> Result<std::path::PathBuf> {
     find().context("strace still missing after apt-get install")
 }
 
-/// Times `make()` `runs` times, running `prepare` (untimed) before each.
-fn measure(
-    runs: usize,
-    mut prepare: impl FnMut() -> Result<()>,
-    mut make: impl FnMut() -> Command,
-) -> Result<Times> {
-    let mut times = Vec::new();
-    for _ in 0..runs {
-        prepare()?;
-        let mut cmd = make();
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        times.push(time(|| exec(&mut cmd))?.0.as_secs_f64());
-    }
-    Ok(Times(times))
-}
-
 pub fn run(opts: &Options) -> Result<()> {
     let velo = build_velo(true)?;
     let strace = strace()?;
     let work = super::work_dir(opts)?;
-    let ws = work.join("ws");
-    rm(&ws)?;
-    exec(
-        Command::new("cp")
-            .arg("-a")
-            .arg(root().join("tests/fixtures/inception-ws"))
-            .arg(&ws),
-    )?;
+    let ws = copy_fixture(&work)?;
     let target = ws.join("target");
 
     let native = |args: &[&str]| {
@@ -108,10 +85,15 @@ pub fn run(opts: &Options) -> Result<()> {
     eprintln!("clean builds …");
     let runs = opts.runs;
     let (n, e, p, s) = (
-        measure(runs, clean, || native(&["build"]))?,
-        measure(runs, clean, || traced("ebpf", &["build"]))?,
-        measure(runs, clean, || traced("ptrace", &["build"]))?,
-        measure(runs, clean, || straced(&["build"]))?,
+        measure(runs, clean, || native(&["build"]), Expect::Success)?,
+        measure(runs, clean, || traced("ebpf", &["build"]), Expect::Success)?,
+        measure(
+            runs,
+            clean,
+            || traced("ptrace", &["build"]),
+            Expect::Success,
+        )?,
+        measure(runs, clean, || straced(&["build"]), Expect::Success)?,
     );
     section("clean cargo build (fixture)", n, e, p, s, 1.05);
 
@@ -119,10 +101,20 @@ pub fn run(opts: &Options) -> Result<()> {
     exec(native(&["build"]).stderr(Stdio::null()))?;
     let runs_fast = runs.max(10);
     let (n, e, p, s) = (
-        measure(runs_fast, none, || native(&["build"]))?,
-        measure(runs_fast, none, || traced("ebpf", &["build"]))?,
-        measure(runs_fast, none, || traced("ptrace", &["build"]))?,
-        measure(runs_fast, none, || straced(&["build"]))?,
+        measure(runs_fast, none, || native(&["build"]), Expect::Success)?,
+        measure(
+            runs_fast,
+            none,
+            || traced("ebpf", &["build"]),
+            Expect::Success,
+        )?,
+        measure(
+            runs_fast,
+            none,
+            || traced("ptrace", &["build"]),
+            Expect::Success,
+        )?,
+        measure(runs_fast, none, || straced(&["build"]), Expect::Success)?,
     );
     section("no-op cargo build (fixture)", n, e, p, s, 1.2);
 
@@ -135,19 +127,29 @@ pub fn run(opts: &Options) -> Result<()> {
         c
     };
     let (n, e, p, s) = (
-        measure(runs, none, || {
-            let mut c = Command::new("find");
-            c.args(find_args);
-            c
-        })?,
-        measure(runs, none, || velo_find("ebpf"))?,
-        measure(runs, none, || velo_find("ptrace"))?,
-        measure(runs, none, || {
-            let mut c = Command::new(&strace);
-            c.args(["-f", "-e", "trace=%file", "-o", "/dev/null", "find"])
-                .args(find_args);
-            c
-        })?,
+        measure(
+            runs,
+            none,
+            || {
+                let mut c = Command::new("find");
+                c.args(find_args);
+                c
+            },
+            Expect::Success,
+        )?,
+        measure(runs, none, || velo_find("ebpf"), Expect::Success)?,
+        measure(runs, none, || velo_find("ptrace"), Expect::Success)?,
+        measure(
+            runs,
+            none,
+            || {
+                let mut c = Command::new(&strace);
+                c.args(["-f", "-e", "trace=%file", "-o", "/dev/null", "find"])
+                    .args(find_args);
+                c
+            },
+            Expect::Success,
+        )?,
     );
     section("find /usr -name '*.h'", n, e, p, s, 1.2);
 
@@ -158,9 +160,9 @@ pub fn run(opts: &Options) -> Result<()> {
         c
     };
     let (n, e, p) = (
-        measure(runs_fast, none, || Command::new("true"))?,
-        measure(runs_fast, none, || startup("ebpf"))?,
-        measure(runs_fast, none, || startup("ptrace"))?,
+        measure(runs_fast, none, || Command::new("true"), Expect::Success)?,
+        measure(runs_fast, none, || startup("ebpf"), Expect::Success)?,
+        measure(runs_fast, none, || startup("ptrace"), Expect::Success)?,
     );
     rows.push(n.row("start-up: true, native", "baseline".into()));
     rows.push(e.row(
