@@ -58,6 +58,11 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The row as it is written in this file (displayed), for `velo audit --suggest-table`.
+    pub fn source_row(&self) -> SourceRow<'_> {
+        SourceRow(self)
+    }
+
     /// The overall direction: `Both` when paths cross in both directions.
     pub fn direction(&self) -> Option<Direction> {
         let has = |d| {
@@ -71,6 +76,34 @@ impl Entry {
             (false, true) => Some(Direction::Out),
             (false, false) => None,
         }
+    }
+}
+
+/// An [`Entry`] written as a row of [`TABLE`].
+pub struct SourceRow<'a>(&'a Entry);
+
+impl core::fmt::Display for SourceRow<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let e = self.0;
+        let constructor = match (e.platform, e.propagates) {
+            (Platform::Linux, false) => "linux",
+            (Platform::Linux, true) => "linux_exec",
+            (Platform::MacOs, _) => "macos",
+        };
+        write!(f, "{constructor}({:?}, &[", e.symbol)?;
+        for (i, p) in e.paths.iter().enumerate() {
+            let sep = if i > 0 { ", " } else { "" };
+            match p.slot {
+                Slot::Arg(n) => write!(f, "{sep}p(Arg({n}), {:?})", p.direction)?,
+                Slot::Return => write!(f, "{sep}p(Return, {:?})", p.direction)?,
+            }
+        }
+        f.write_str("], &[")?;
+        for (i, s) in e.syscalls.iter().enumerate() {
+            let sep = if i > 0 { ", " } else { "" };
+            write!(f, "{sep}{s:?}")?;
+        }
+        f.write_str("]),")
     }
 }
 
@@ -282,6 +315,23 @@ pub const TABLE: &[Entry] = &[
         &["lstat64", "readlink", "getattrlist"],
     ),
     macos("stat", IN0, &["stat64"]),
+];
+
+/// Libc entry points that take paths but have no hook yet. `velo audit` proposes one of these
+/// rows when the tracer sees its syscall reach the kernel with a canonical path from a program
+/// that imports it; a test checks the shim exports none of them (a hooked one belongs in
+/// [`TABLE`]).
+pub const CANDIDATES: &[Entry] = &[
+    linux("__xmknod", IN1, &["mknodat", "mknod"]),
+    linux("__xmknodat", IN2, &["mknodat"]),
+    linux("acct", IN0, &["acct"]),
+    linux("chroot", IN0, &["chroot"]),
+    linux("inotify_add_watch", IN1, &["inotify_add_watch"]),
+    linux("mount", IN0_IN1, &["mount"]),
+    linux("name_to_handle_at", IN1, &["name_to_handle_at"]),
+    linux("swapon", IN0, &["swapon"]),
+    linux("umount", IN0, &["umount2"]),
+    linux("umount2", IN0, &["umount2"]),
 ];
 
 /// The rows exported on `platform`.

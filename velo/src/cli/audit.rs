@@ -92,7 +92,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let project = inception::find_root(None, &cwd).unwrap_or_else(|_| cwd.clone());
 
     let mut build_failed = None;
-    let trace_findings = if args.no_build {
+    let run = if args.no_build {
         None
     } else {
         let command = if args.command.is_empty() {
@@ -100,12 +100,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
         } else {
             args.command.clone()
         };
-        let (outcome, findings) =
-            trace::traced(&trace::Args::projected(Some(project.clone()), command))?;
-        if outcome != velo_tracer::command::Outcome::Exited(0) {
-            build_failed = Some(outcome);
+        let run = trace::traced(&trace::Args::projected(Some(project.clone()), command))?;
+        if run.outcome != velo_tracer::command::Outcome::Exited(0) {
+            build_failed = Some(run.outcome);
         }
-        Some(findings)
+        Some(run)
     };
 
     let target = match &args.target_dir {
@@ -119,7 +118,30 @@ pub fn run(args: Args) -> Result<ExitCode> {
     };
     let scanned = velo::scan::scan(&target, &roots, &|_| {})
         .with_context(|| format!("scanning {}", target.display()))?;
-    let report = audit::build(&scanned, trace_findings.as_ref(), &baseline);
+    let exported = run
+        .as_ref()
+        .and_then(|r| r.shim.as_deref())
+        .and_then(audit::traced::exports);
+    let units_project = run.as_ref().map(|r| {
+        let mut physical = vec![r.projection.physical.clone()];
+        if let Ok(real) = std::fs::canonicalize(&r.projection.physical)
+            && real != r.projection.physical
+        {
+            physical.push(real);
+        }
+        audit::units::Project {
+            physical,
+            canonical: Some(r.projection.canonical.clone()),
+            target: std::fs::canonicalize(&target).unwrap_or_else(|_| target.clone()),
+        }
+    });
+    let traced = run.as_ref().zip(units_project.as_ref()).map(|(r, project)| audit::Traced {
+        events: &r.events,
+        roots: &r.roots,
+        project,
+        exported: exported.as_ref(),
+    });
+    let report = audit::build(&scanned, traced.as_ref(), &baseline);
 
     if let Some(path) = &args.write_baseline {
         std::fs::write(path, audit::baseline_of(&report))

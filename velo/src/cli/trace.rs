@@ -62,13 +62,13 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let (outcome, findings) = traced(&args)?;
+    let run = traced(&args)?;
     if args.json {
-        output::json(&findings)?;
+        output::json(&run.findings)?;
     } else {
-        print_findings(&findings);
+        print_findings(&run.findings);
     }
-    Ok(exit_code(outcome))
+    Ok(exit_code(run.outcome))
 }
 
 /// The exit status velo gives for the command's.
@@ -93,8 +93,19 @@ impl Args {
     }
 }
 
+/// A traced run: what the command did and what the analysis found.
+pub(super) struct Run {
+    pub outcome: velo_tracer::command::Outcome,
+    pub findings: Findings,
+    pub events: Vec<Event>,
+    pub roots: Roots,
+    pub projection: Projection,
+    /// The shim the command ran with, under `--inception`.
+    pub shim: Option<PathBuf>,
+}
+
 /// Runs the command traced and analyzes what was recorded.
-pub(super) fn traced(args: &Args) -> Result<(velo_tracer::command::Outcome, Findings)> {
+pub(super) fn traced(args: &Args) -> Result<Run> {
     let ebpf = matches!(args.backend, Backend::Auto | Backend::Ebpf)
         .then(velo_tracer::ebpf::unavailable)
         .map(|why| match why {
@@ -132,8 +143,10 @@ pub(super) fn traced(args: &Args) -> Result<(velo_tracer::command::Outcome, Find
         tracing::info!("CARGO_HOME is not projected: {why}");
     }
     let mut env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    let mut shim_used = None;
     if args.inception {
         let shim = inception::locate_shim()?;
+        shim_used = Some(shim.clone());
         let pwd = projection.to_canonical(&cwd).unwrap_or_else(|| cwd.clone());
         let preload = std::env::var_os("LD_PRELOAD");
         let mut set = projection.environment(&shim, preload.as_deref(), &pwd);
@@ -208,7 +221,14 @@ pub(super) fn traced(args: &Args) -> Result<(velo_tracer::command::Outcome, Find
             "velo trace: warning: {dropped} events were dropped (the ring buffer was full): findings may be incomplete"
         );
     }
-    Ok((outcome, findings))
+    Ok(Run {
+        outcome,
+        findings,
+        events,
+        roots,
+        projection,
+        shim: shim_used,
+    })
 }
 
 /// Every spelling of every root: canonical ones, and the physical ones as given and resolved.

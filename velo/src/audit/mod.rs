@@ -15,17 +15,24 @@ use serde::Serialize;
 
 use crate::scan::{self, Class};
 
+pub mod traced;
+pub mod units;
+
+pub use traced::{Suggestion, Traced};
+
 /// The version of the JSON report's shape.
 pub const SCHEMA: u32 = 1;
 
 /// One finding of the audit, reduced to what a reader acts on.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct Finding {
-    /// `freshness`, `debug-info` or `embedded` (later also `uncaught`, `unshimmed`,
-    /// `undeclared-input`).
+    /// `freshness`, `debug-info` or `embedded` (from the scan); `uncaught`, `leak`,
+    /// `unshimmed` or `undeclared-input` (from the traced build).
     pub kind: String,
     pub crate_name: String,
-    /// The artifact, relative to the target directory, with Cargo's unit hashes kept.
+    /// Where: for scan findings the artifact, relative to the target directory, with Cargo's
+    /// unit hashes kept; the syscall for uncaught and leak findings, the executable for
+    /// unshimmed ones, the file (relative to the project) for undeclared inputs.
     pub file: String,
     /// What was found there.
     pub detail: String,
@@ -44,7 +51,9 @@ pub struct Summary {
     pub uncaught: usize,
     pub leaks: usize,
     pub unshimmed: usize,
-    /// Findings that fail `--gate`: freshness and uncaught ones not in the baseline.
+    pub undeclared_inputs: usize,
+    /// Findings that fail `--gate`: freshness, uncaught and undeclared-input ones not in the
+    /// baseline.
     pub gating: usize,
     pub baselined: usize,
 }
@@ -59,6 +68,8 @@ pub struct Report {
     pub missing_cache: Vec<scan::CrateSummary>,
     /// One finding per (kind, crate, file): the scan's hits grouped.
     pub findings: Vec<Finding>,
+    /// Interception-table rows that would have caught the uncaught calls.
+    pub suggestions: Vec<Suggestion>,
 }
 
 /// `debug/build/app-0123456789abcdef/output` → `debug/build/app-*/output`.
@@ -93,7 +104,7 @@ fn class_name(c: Class) -> &'static str {
 /// `baseline` accepted.
 pub fn build(
     scan: &scan::Report,
-    trace: Option<&velo_tracer::analysis::Findings>,
+    trace: Option<&Traced>,
     baseline: &BTreeSet<String>,
 ) -> Report {
     let mut grouped: BTreeMap<(String, String, String), (usize, BTreeSet<String>)> =
@@ -139,72 +150,27 @@ pub fn build(
             }
         })
         .collect();
+    let mut suggestions = Vec::new();
     if let Some(t) = trace {
-        let mut push = |kind: &str, exe: &str, file: String, detail: String| {
-            let name = exe.rsplit('/').next().unwrap_or(exe).to_owned();
-            let id = format!("{kind}:{name}:{}", unhashed(&file));
-            if kind == "uncaught" {
-                summary.uncaught += 1;
-                if baseline.contains(&id) {
+        let traced = traced::traced_findings(t);
+        for f in traced.findings {
+            let gates = matches!(f.kind.as_str(), "uncaught" | "undeclared-input");
+            match f.kind.as_str() {
+                "uncaught" => summary.uncaught += 1,
+                "unshimmed" => summary.unshimmed += 1,
+                "undeclared-input" => summary.undeclared_inputs += 1,
+                _ => summary.leaks += 1,
+            }
+            if gates {
+                if baseline.contains(&f.id) {
                     summary.baselined += 1;
                 } else {
                     summary.gating += 1;
                 }
-            } else if kind == "unshimmed" {
-                summary.unshimmed += 1;
-            } else {
-                summary.leaks += 1;
             }
-            findings.push(Finding {
-                kind: kind.to_owned(),
-                crate_name: name,
-                file,
-                detail,
-                id,
-            });
-        };
-        for u in &t.uncaught {
-            let hooked = if u.entry_points.is_empty() {
-                "raw syscall, no libc entry point".to_owned()
-            } else {
-                let shown: Vec<&str> = u.entry_points.iter().take(4).map(String::as_str).collect();
-                let more = u.entry_points.len() - shown.len();
-                let more = if more > 0 {
-                    format!(", +{more} more")
-                } else {
-                    String::new()
-                };
-                format!("hooked entry points: {}{more}", shown.join(", "))
-            };
-            push(
-                "uncaught",
-                &u.exe,
-                u.syscall.clone(),
-                format!(
-                    "{}× {} of {} ({hooked})",
-                    u.count, u.syscall, u.example_path
-                ),
-            );
+            findings.push(f);
         }
-        for l in &t.leaks {
-            push(
-                "leak",
-                &l.exe,
-                l.syscall.clone(),
-                format!("{}× {} returned {}", l.count, l.syscall, l.example_path),
-            );
-        }
-        for u in &t.unshimmed {
-            push(
-                "unshimmed",
-                &u.exe,
-                u.exe.clone(),
-                format!(
-                    "{} process(es) touched {} without the shim: {}",
-                    u.processes, u.example_path, u.advice
-                ),
-            );
-        }
+        suggestions = traced.suggestions;
         findings.sort();
     }
     let missing_cache: Vec<scan::CrateSummary> = scan
@@ -221,6 +187,7 @@ pub fn build(
         summary,
         missing_cache,
         findings,
+        suggestions,
     }
 }
 
@@ -229,12 +196,17 @@ pub fn parse_baseline(text: &str) -> Result<BTreeSet<String>, serde_json::Error>
     serde_json::from_str(text)
 }
 
+/// A gating kind: `--gate` fails on it, `--write-baseline` accepts it.
+fn gates(kind: &str) -> bool {
+    matches!(kind, "freshness" | "uncaught" | "undeclared-input")
+}
+
 /// The ids of `report`'s gating kinds, as a baseline file accepting all of them.
 pub fn baseline_of(report: &Report) -> String {
     let ids: Vec<&str> = report
         .findings
         .iter()
-        .filter(|f| f.kind == "freshness" || f.kind == "uncaught")
+        .filter(|f| gates(&f.kind))
         .map(|f| f.id.as_str())
         .collect();
     serde_json::to_string_pretty(&ids).expect("strings serialize") + "\n"
