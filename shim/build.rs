@@ -1,9 +1,31 @@
 //! Compiles the C-variadic entry points (`execl`, `execle`, `execlp`): stable Rust cannot define
 //! a C-variadic function, and reading `va_list` by hand would be wrong on some ABIs. The C side
 //! only gathers the arguments and calls the fixed-arity hooks written in Rust.
+//!
+//! Also writes `omit.rs`: for tests of `velo audit`'s feedback loop, `VELO_SHIM_OMIT=access,…`
+//! builds a shim without those (inbound) hooks, so that the audit must notice the missing rows.
+//! Unset, as in every normal build, nothing is omitted.
+
+use std::fmt::Write as _;
 
 fn main() {
     println!("cargo:rerun-if-changed=c/variadic.c");
+    println!("cargo:rerun-if-env-changed=VELO_SHIM_OMIT");
+    let omit = std::env::var("VELO_SHIM_OMIT").unwrap_or_default();
+    let mut rules = String::from(
+        "/// Drops the hooks named in VELO_SHIM_OMIT at build time; keeps every other one.\n\
+         macro_rules! unless_omitted {\n",
+    );
+    for name in omit.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        assert!(
+            name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+            "VELO_SHIM_OMIT: {name:?} is not a symbol name"
+        );
+        let _ = writeln!(rules, "    ({name}, $($item:tt)*) => {{}};");
+    }
+    rules.push_str("    ($name:ident, $($item:tt)*) => { $($item)* };\n}\n");
+    let out = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR");
+    std::fs::write(format!("{out}/omit.rs"), rules).expect("writing omit.rs");
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
         cc::Build::new()
             .file("c/variadic.c")

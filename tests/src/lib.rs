@@ -180,6 +180,21 @@ pub fn must_work() -> bool {
         || std::env::var("VELO_MUST_WORK").is_ok_and(|v| v == "1")
 }
 
+/// The busybox-static binary, or a loud skip (CI installs it).
+pub fn busybox(test: &str) -> Option<PathBuf> {
+    let found = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists());
+    if found.is_none() {
+        skip(
+            test,
+            "busybox-static is not installed (apt-get install busybox-static)",
+        );
+    }
+    found
+}
+
 /// Prints a loud skip line, or fails the test where skipping is forbidden.
 pub fn skip(test: &str, reason: &str) {
     if must_work() {

@@ -19,6 +19,7 @@ macro_rules! inbound {
         $(#[$meta:meta])*
         fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty; in($($path:ident),+);
     )*) => {$(
+        $crate::hooks::unless_omitted!($name,
         $(#[$meta])*
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
@@ -33,6 +34,7 @@ macro_rules! inbound {
                 }
             })
         }
+        );
     )*};
     (@call ($p:ident) $body:block) => {
         $crate::path::in1($p, |$p| $body)
@@ -43,3 +45,7 @@ macro_rules! inbound {
 }
 
 pub(crate) use inbound;
+
+// `unless_omitted!(name, item)`: the item, unless the test build omits `name` (see build.rs).
+include!(concat!(env!("OUT_DIR"), "/omit.rs"));
+pub(crate) use unless_omitted;

@@ -84,7 +84,14 @@ fn a_plain_build_fails_the_gate_until_baselined() {
 fn a_traced_build_reports_the_raw_syscall_and_a_clean_one_passes() {
     let env = Env::new();
     let ws = workspace(&env);
-    audit(&env, &ws, &["--gate"]).ok();
+    let clean = audit(&env, &ws, &["--gate", "--format", "json"]).ok();
+    let out = clean.stdout();
+    let report: serde_json::Value = serde_json::from_str(&out[out.find("{\n").unwrap()..]).unwrap();
+    assert_eq!(
+        report["findings"],
+        serde_json::json!([]),
+        "a clean projected build: an empty report"
+    );
 
     let raw = env.path().join("raw");
     Cmd::new("cc")
@@ -118,4 +125,205 @@ fn a_traced_build_reports_the_raw_syscall_and_a_clean_one_passes() {
         .unwrap();
     assert_eq!(uncaught["crate_name"], "raw");
     assert_eq!(uncaught["file"], "openat");
+}
+
+/// The leaky fixture (one seeded leak of every class, see its Cargo.toml) copied into `env`.
+fn leaky(env: &Env) -> PathBuf {
+    let ws = env.path().join("leaky");
+    copy_tree(&fixture("leaky-ws"), &ws);
+    ws
+}
+
+/// The kinds, crates and places of a JSON report's findings, leaving out `skip` kinds.
+fn findings(report: &serde_json::Value, skip: &[&str]) -> Vec<(String, String, String)> {
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| !skip.contains(&f["kind"].as_str().unwrap()))
+        .map(|f| {
+            let s = |k: &str| f[k].as_str().unwrap().to_owned();
+            (s("kind"), s("crate_name"), s("file"))
+        })
+        .collect()
+}
+
+/// Built with plain cargo, the scanner alone names every seeded leak of the target directory
+/// and its crate.
+#[test]
+fn seeded_leaks_in_a_plain_build_are_named_with_their_crates() {
+    let env = Env::new();
+    let ws = leaky(&env);
+    Cmd::new("cargo")
+        .arg("build")
+        .clean_cargo_env()
+        .dir(&ws)
+        .ok();
+    let report = audit(&env, &ws, &["--no-build", "--format", "json"])
+        .ok()
+        .json();
+    let found = findings(&report, &[]);
+    let has = |kind: &str, krate: &str, file_part: &str| {
+        found
+            .iter()
+            .any(|(k, c, f)| k == kind && c == krate && f.contains(file_part))
+    };
+    // The absolute rerun-if-changed: rerun misses the cache.
+    assert!(has("freshness", "rerun", "/output"), "{found:#?}");
+    let missing: Vec<&str> = report["missing_cache"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["crate_name"].as_str().unwrap())
+        .collect();
+    assert!(missing.contains(&"rerun"), "{missing:?}");
+    // Baked CARGO_MANIFEST_DIR and OUT_DIR, file!() in a panic: in the code, per crate.
+    for krate in ["manifest_dir", "outdir", "panicky"] {
+        assert!(has("embedded", krate, ".rlib("), "{krate}: {found:#?}");
+        assert!(has("debug-info", krate, ""), "{krate}: {found:#?}");
+    }
+    assert!(has("embedded", "app", "debug/app"), "{found:#?}");
+    // What only a traced build shows is absent.
+    assert_eq!(report["summary"]["uncaught"], 0);
+    assert_eq!(report["summary"]["undeclared_inputs"], 0);
+}
+
+/// Built with `velo audit`, nothing physical is left in target/, and what remains is what the
+/// projection cannot fix, each on the right crate: the proc macro's data file (undeclared
+/// input of `tables`), the raw syscall (uncaught, `rawsys`'s build script), the static helper
+/// (unshimmed, `helper`'s build script).
+#[test]
+fn seeded_leaks_in_an_audited_build_leave_only_what_the_shim_cannot_fix() {
+    let test = "audit::seeded_leaks_in_an_audited_build_leave_only_what_the_shim_cannot_fix";
+    let Some(busybox) = velo_e2e::busybox(test) else {
+        return;
+    };
+    let backends: &[&str] = if velo_e2e::is_root() {
+        &["ebpf", "ptrace"]
+    } else {
+        velo_e2e::skip(
+            &format!("{test} (eBPF backend)"),
+            "loading BPF programs needs root",
+        );
+        &["ptrace"]
+    };
+    for backend in backends {
+        eprintln!("backend {backend}");
+        seeded_leaks_audited_with(backend, &busybox);
+    }
+}
+
+fn seeded_leaks_audited_with(backend: &str, busybox: &Path) {
+    let env = Env::new();
+    let ws = leaky(&env);
+    let report_file = env.path().join("report.json");
+    let run = audit(
+        &env,
+        &ws,
+        &[
+            "--backend",
+            backend,
+            "--gate",
+            "--format",
+            "json",
+            "--out",
+            report_file.to_str().unwrap(),
+        ],
+    )
+    .env("VELO_FIXTURE_BUSYBOX", busybox)
+    .run()
+    .expect_code(1);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report_file).unwrap()).unwrap();
+    let s = &report["summary"];
+    for clean in ["freshness", "debug_info", "embedded", "leaks"] {
+        assert_eq!(s[clean], 0, "{clean}: {report:#}");
+    }
+    assert_eq!(
+        findings(&report, &[]),
+        [
+            ("uncaught".into(), "rawsys".into(), "openat".into()),
+            (
+                "undeclared-input".into(),
+                "tables".into(),
+                "tables/words.txt".into()
+            ),
+            ("unshimmed".into(), "helper".into(), "busybox".into()),
+        ],
+        "{report:#}"
+    );
+    let gating = s["gating"].as_u64().unwrap();
+    assert_eq!(gating, 2, "the uncaught call and the undeclared input");
+    run.stderr_has(&["gate failed", "2 finding(s)"]);
+}
+
+/// The feedback loop: with the `access` hook left out of a test build of the shim, the audit
+/// reports the uncaught call and proposes the table row, in the table's notation; with the
+/// normal shim, which has the row, the finding is gone.
+#[test]
+fn a_missing_hook_is_reported_with_its_table_row_until_the_row_is_there() {
+    let env = Env::new();
+    let ws = workspace(&env);
+    // A shim without `access`, in a target directory of its own (kept between runs).
+    let omit_target = velo_e2e::bin_dir()
+        .parent()
+        .unwrap()
+        .join("test-shim-without-access");
+    Cmd::new("cargo")
+        .args(["build", "-q", "-p", "velo-shim"])
+        .clean_cargo_env()
+        .env("VELO_SHIM_OMIT", "access")
+        .env("CARGO_TARGET_DIR", &omit_target)
+        .dir(env!("CARGO_MANIFEST_DIR"))
+        .ok();
+    let omitted = omit_target.join("debug/libvelo_shim.so");
+    let raw = env.path().join("raw");
+    Cmd::new("cc")
+        .args(["-O1", "-o"])
+        .arg(&raw)
+        .arg(fixture("trace/raw.c"))
+        .ok();
+    let program = raw.to_str().unwrap();
+    let args = [
+        "--format",
+        "json",
+        "--",
+        program,
+        "access",
+        "/vrift_workspace/Cargo.toml",
+    ];
+    let out = env.path().join("report.json");
+    let audited = |shim: &Path| -> serde_json::Value {
+        let mut all = vec!["--out", out.to_str().unwrap()];
+        all.extend_from_slice(&args);
+        let run = audit(&env, &ws, &all).env("VELO_SHIM", shim).run();
+        let text = std::fs::read(&out).unwrap_or_else(|e| panic!("{e}: {}", run.explain()));
+        serde_json::from_slice(&text).unwrap()
+    };
+
+    let without = audited(&omitted);
+    assert_eq!(without["summary"]["uncaught"], 1, "{without:#}");
+    let suggestions = without["suggestions"].as_array().unwrap();
+    assert_eq!(suggestions.len(), 1, "{without:#}");
+    assert_eq!(suggestions[0]["symbol"], "access");
+    assert_eq!(suggestions[0]["process"], "raw");
+    assert_eq!(
+        suggestions[0]["row"],
+        r#"linux("access", &[p(Arg(0), In)], &["faccessat2", "faccessat", "access"]),"#
+    );
+    let mut all = vec!["--suggest-table"];
+    all.extend_from_slice(&args[2..]);
+    let printed = audit(&env, &ws, &all)
+        .env("VELO_SHIM", &omitted)
+        .run()
+        .stdout();
+    assert!(
+        printed.contains(r#"    linux("access", &[p(Arg(0), In)]"#),
+        "{printed}"
+    );
+
+    let with = audited(&velo_e2e::bin_dir().join("libvelo_shim.so"));
+    assert_eq!(with["summary"]["uncaught"], 0, "{with:#}");
+    assert!(with["suggestions"].as_array().unwrap().is_empty());
+    assert!(findings(&with, &[]).is_empty(), "{with:#}");
 }

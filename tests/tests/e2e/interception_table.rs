@@ -42,8 +42,16 @@ fn every_export_is_a_table_row_and_every_row_is_exported() {
     );
     // Candidates are the functions without a hook: a hooked one must move to the table.
     for c in table::CANDIDATES {
-        assert!(!exported.contains(c.symbol), "{} is hooked: make it a table row", c.symbol);
-        assert!(table::lookup(c.platform, c.symbol).is_none(), "{} is a row and a candidate", c.symbol);
+        assert!(
+            !exported.contains(c.symbol),
+            "{} is hooked: make it a table row",
+            c.symbol
+        );
+        assert!(
+            table::lookup(c.platform, c.symbol).is_none(),
+            "{} is a row and a candidate",
+            c.symbol
+        );
     }
     // The symbols the platform notes name as imported by cargo, rustc and python here.
     for needed in [

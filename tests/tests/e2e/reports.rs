@@ -352,7 +352,7 @@ fn audit_report_formats() {
         "[n] debug-info, [n] embedded",
     );
     settings.add_filter(
-        r"\| (\d+) \| (\d+) \| \d+ \| \d+ \|",
+        r"(?m)^\| (\d+) \| (\d+) \| \d+ \| \d+ \|",
         "| $1 | $2 | [n] | [n] |",
     );
     settings.bind(|| {
@@ -385,6 +385,55 @@ fn audit_report_formats() {
         sarif["runs"][0]["results"] = kept.into();
         insta::assert_snapshot!("audit_sarif", serde_json::to_string_pretty(&sarif).unwrap());
         insta::assert_snapshot!("audit_markdown", audit("markdown"));
+    });
+}
+
+/// `velo audit` in all four formats of a traced build of the leaky fixture: the undeclared
+/// input, the uncaught raw syscall and the unshimmed static helper, each on its crate. Each
+/// format audits a fresh copy (a second build in the same copy would compile nothing).
+#[test]
+fn audit_traced_report_formats() {
+    let Some(busybox) = velo_e2e::busybox("reports::audit_traced_report_formats") else {
+        return;
+    };
+    let env = Env::new();
+    let audit = |format: &str| {
+        let ws = env.path().join(format!("leaky-{format}"));
+        velo_e2e::copy_tree(&velo_e2e::fixture("leaky-ws"), &ws);
+        let out = env.path().join(format!("report.{format}"));
+        let mut cmd = env
+            .velo([
+                "audit",
+                "--root",
+                ws.to_str().unwrap(),
+                "--format",
+                format,
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .clean_cargo_env()
+            .env("VELO_FIXTURE_BUSYBOX", &busybox)
+            .dir(&ws);
+        cmd.cmd.env_remove("PWD");
+        cmd.ok();
+        fs::read_to_string(&out).unwrap()
+    };
+    let mut settings = insta::Settings::clone_current();
+    settings.add_filter(&regex_escape(env.path().to_str().unwrap()), "[ENV]");
+    settings.add_filter(r"leaky-(table|json|sarif|markdown)", "leaky");
+    settings.add_filter(r"(/usr)?/bin/busybox", "[busybox]");
+    settings.bind(|| {
+        insta::assert_snapshot!(
+            "audit_traced_table",
+            audit("table")
+                .lines()
+                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        insta::assert_snapshot!("audit_traced_json", audit("json"));
+        insta::assert_snapshot!("audit_traced_sarif", audit("sarif"));
+        insta::assert_snapshot!("audit_traced_markdown", audit("markdown"));
     });
 }
 

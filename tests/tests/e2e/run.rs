@@ -6,22 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 
-use velo_e2e::{Cmd, Env, Run, files_under, is_root, skip};
-
-/// The busybox-static binary, or a loud skip (CI installs it).
-fn busybox(test: &str) -> Option<PathBuf> {
-    let found = ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists());
-    if found.is_none() {
-        skip(
-            test,
-            "busybox-static is not installed (apt-get install busybox-static)",
-        );
-    }
-    found
-}
+use velo_e2e::{Cmd, Env, Run, busybox, files_under, is_root, skip};
 
 /// A base image in `env`/`rel`: busybox and the applets these tests use, as relative links.
 fn base_image(env: &Env, busybox: &Path) -> PathBuf {

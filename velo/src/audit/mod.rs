@@ -62,6 +62,9 @@ pub struct Summary {
 pub struct Report {
     pub schema: u32,
     pub target_dir: String,
+    /// The project whose build was traced (where undeclared inputs lie); the target
+    /// directory's parent with `--no-build`.
+    pub project_dir: String,
     pub roots: Vec<String>,
     pub summary: Summary,
     /// Crates that will miss the cache, with the reason.
@@ -102,11 +105,7 @@ fn class_name(c: Class) -> &'static str {
 
 /// The audit of a scan (and of a traced build, when there was one), with the ids in
 /// `baseline` accepted.
-pub fn build(
-    scan: &scan::Report,
-    trace: Option<&Traced>,
-    baseline: &BTreeSet<String>,
-) -> Report {
+pub fn build(scan: &scan::Report, trace: Option<&Traced>, baseline: &BTreeSet<String>) -> Report {
     let mut grouped: BTreeMap<(String, String, String), (usize, BTreeSet<String>)> =
         BTreeMap::new();
     for f in &scan.findings {
@@ -183,6 +182,12 @@ pub fn build(
     Report {
         schema: SCHEMA,
         target_dir: scan.target_dir.display().to_string(),
+        project_dir: trace
+            .map(|t| t.project.physical[0].clone())
+            .or_else(|| scan.target_dir.parent().map(Into::into))
+            .unwrap_or_default()
+            .display()
+            .to_string(),
         roots: scan.roots.clone(),
         summary,
         missing_cache,
@@ -212,18 +217,35 @@ pub fn baseline_of(report: &Report) -> String {
     serde_json::to_string_pretty(&ids).expect("strings serialize") + "\n"
 }
 
+/// The suggested rows, each under a comment saying what needs it, ready to paste into
+/// `intercept/src/table.rs` (next to a hook in `shim/src/hooks/`).
+pub fn table_rows(report: &Report) -> String {
+    let mut out = String::new();
+    for s in &report.suggestions {
+        let _ = writeln!(
+            out,
+            "    // {} ({}) reached the kernel with a canonical path through {}",
+            s.process, s.crate_name, s.syscall
+        );
+        let _ = writeln!(out, "    {}", s.row);
+    }
+    out
+}
+
 pub fn markdown(report: &Report) -> String {
     let s = &report.summary;
     let mut md = String::new();
-    let verdict = if s.gating == 0 {
-        "✅ every crate can be reused in another checkout"
-    } else {
+    let verdict = if s.crates_missing_cache > 0 {
         "❌ crates will miss the cache in another checkout"
+    } else if s.gating > 0 {
+        "❌ the shim missed calls or units read undeclared inputs"
+    } else {
+        "✅ every crate can be reused in another checkout"
     };
     let _ = writeln!(md, "## velo audit: {verdict}\n");
     let _ = writeln!(
         md,
-        "| crates missing the cache | freshness | debug-info | embedded | uncaught | leaks | unshimmed | baselined |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+        "| crates missing the cache | freshness | debug-info | embedded | uncaught | leaks | unshimmed | undeclared inputs | baselined |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
         s.crates_missing_cache,
         s.freshness,
         s.debug_info,
@@ -231,6 +253,7 @@ pub fn markdown(report: &Report) -> String {
         s.uncaught,
         s.leaks,
         s.unshimmed,
+        s.undeclared_inputs,
         s.baselined
     );
     if !report.missing_cache.is_empty() {
@@ -262,15 +285,34 @@ pub fn markdown(report: &Report) -> String {
     let traced: Vec<&Finding> = report
         .findings
         .iter()
-        .filter(|f| matches!(f.kind.as_str(), "uncaught" | "leak" | "unshimmed"))
+        .filter(|f| {
+            matches!(
+                f.kind.as_str(),
+                "uncaught" | "leak" | "unshimmed" | "undeclared-input"
+            )
+        })
         .collect();
     if !traced.is_empty() {
         let _ = writeln!(md, "### Seen by the tracer\n");
-        let _ = writeln!(md, "| kind | process | what |\n|---|---|---|");
+        let _ = writeln!(
+            md,
+            "| kind | crate / process | where | what |\n|---|---|---|---|"
+        );
         for f in traced {
-            let _ = writeln!(md, "| {} | `{}` | {} |", f.kind, f.crate_name, f.detail);
+            let _ = writeln!(
+                md,
+                "| {} | `{}` | `{}` | {} |",
+                f.kind, f.crate_name, f.file, f.detail
+            );
         }
         let _ = writeln!(md);
+    }
+    if !report.suggestions.is_empty() {
+        let _ = writeln!(
+            md,
+            "### Interception-table rows to add\n\n```rust\n{}```\n",
+            table_rows(report)
+        );
     }
     let _ = writeln!(
         md,
@@ -301,6 +343,10 @@ pub fn sarif(report: &Report) -> serde_json::Value {
             "A process touched project files without the shim: run it on a link farm.",
         ),
         (
+            "undeclared-input",
+            "A file the unit read but its dep-info does not list: an edit to it rebuilds nothing, and a cache serves a stale artifact.",
+        ),
+        (
             "freshness",
             "A physical path that Cargo compares for freshness: the crate will miss the cache in another checkout.",
         ),
@@ -320,15 +366,23 @@ pub fn sarif(report: &Report) -> serde_json::Value {
             serde_json::json!({
                 "ruleId": f.kind,
                 "level": match f.kind.as_str() {
-                    "freshness" | "uncaught" => "error",
+                    "freshness" | "uncaught" | "undeclared-input" => "error",
                     "leak" | "unshimmed" => "warning",
                     _ => "note",
                 },
                 "message": { "text": format!("{}: {} in {}", f.crate_name, f.detail, f.file) },
                 "partialFingerprints": { "veloFindingId/v1": f.id },
-                "locations": [{
-                    "physicalLocation": { "artifactLocation": { "uri": f.file, "uriBaseId": "TARGET" } }
-                }]
+                // Scan findings lie in the target directory, undeclared inputs in the project;
+                // the tracer's other findings name a syscall or program, not a file.
+                "locations": match f.kind.as_str() {
+                    "uncaught" | "leak" | "unshimmed" => serde_json::json!([]),
+                    kind => serde_json::json!([{
+                        "physicalLocation": { "artifactLocation": {
+                            "uri": f.file,
+                            "uriBaseId": if kind == "undeclared-input" { "PROJECT" } else { "TARGET" }
+                        } }
+                    }]),
+                }
             })
         })
         .collect();
@@ -344,7 +398,10 @@ pub fn sarif(report: &Report) -> serde_json::Value {
                     "shortDescription": { "text": text }
                 })).collect::<Vec<_>>()
             }},
-            "originalUriBaseIds": { "TARGET": { "uri": format!("file://{}/", report.target_dir) } },
+            "originalUriBaseIds": {
+                "TARGET": { "uri": format!("file://{}/", report.target_dir) },
+                "PROJECT": { "uri": format!("file://{}/", report.project_dir) }
+            },
             "results": results
         }]
     })

@@ -130,10 +130,7 @@ pub fn traced_findings(t: &Traced) -> TracedFindings {
                     .to_owned()
             } else {
                 let names: Vec<&str> = missing.iter().map(|e| e.symbol).collect();
-                format!(
-                    "the shim lacks {}: see --suggest-table",
-                    names.join(", ")
-                )
+                format!("the shim lacks {}: see --suggest-table", names.join(", "))
             };
             for e in missing {
                 suggestions.insert(Suggestion {
@@ -193,10 +190,7 @@ pub fn traced_findings(t: &Traced) -> TracedFindings {
             "undeclared-input",
             &u.crate_name,
             u.path.clone(),
-            format!(
-                "read by {} but not in the unit's dep-info: {fix}",
-                u.reader
-            ),
+            format!("read by {} but not in the unit's dep-info: {fix}", u.reader),
         );
     }
     TracedFindings {

@@ -39,10 +39,16 @@ use velo_tracer::event::Event;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unit {
     /// rustc compiling a crate; `dep_info` is the `.d` file it wrote.
-    Compile { crate_name: String, dep_info: PathBuf },
+    Compile {
+        crate_name: String,
+        dep_info: PathBuf,
+    },
     /// A build script run of the package `package`, compiled in `script_dir`
     /// (`…/build/<pkg>-<hash>/`).
-    BuildScript { package: String, script_dir: PathBuf },
+    BuildScript {
+        package: String,
+        script_dir: PathBuf,
+    },
 }
 
 impl Unit {
@@ -98,7 +104,9 @@ fn is_dep_info(path: &str) -> bool {
     let path = Path::new(path);
     let parent = path.parent();
     path.extension().is_some_and(|e| e == "d")
-        && (parent.and_then(Path::file_name).is_some_and(|n| n == "deps")
+        && (parent
+            .and_then(Path::file_name)
+            .is_some_and(|n| n == "deps")
             || parent
                 .and_then(Path::parent)
                 .and_then(Path::file_name)
@@ -199,7 +207,11 @@ impl Units {
 
     /// The unit event `i` belongs to.
     pub fn unit_of_event(&self, i: usize) -> Option<usize> {
-        self.owner.get(i).copied().flatten().and_then(|p| self.unit_of_process(p))
+        self.owner
+            .get(i)
+            .copied()
+            .flatten()
+            .and_then(|p| self.unit_of_process(p))
     }
 
     /// The executable of the process of event `i`.
@@ -345,7 +357,11 @@ fn package_dir(script_dir: &Path, project: &Project) -> Option<PathBuf> {
     let source = parse_dep_info(&text)
         .into_iter()
         .find(|p| p.ends_with(".rs"))?;
-    let source = project.physical[0].join(project.relative(Path::new(&source)).unwrap_or(source.into()));
+    let source = project.physical[0].join(
+        project
+            .relative(Path::new(&source))
+            .unwrap_or(source.into()),
+    );
     source
         .ancestors()
         .skip(1)
@@ -383,7 +399,12 @@ fn declared(unit: &Unit, project: &Project) -> Declared {
     match unit {
         Unit::Compile { dep_info, .. } => {
             let text = std::fs::read_to_string(dep_info).unwrap_or_default();
-            Declared::Files(parse_dep_info(&text).iter().filter_map(|p| relative(p)).collect())
+            Declared::Files(
+                parse_dep_info(&text)
+                    .iter()
+                    .filter_map(|p| relative(p))
+                    .collect(),
+            )
         }
         Unit::BuildScript {
             package,
@@ -502,6 +523,9 @@ mod tests {
             ))
         );
         assert_eq!(build_script("/usr/bin/build-script-build"), None);
-        assert_eq!(build_script("/p/target/debug/deps/app-0123456789abcdef"), None);
+        assert_eq!(
+            build_script("/p/target/debug/deps/app-0123456789abcdef"),
+            None
+        );
     }
 }

@@ -29,8 +29,10 @@ enum Format {
 /// the target directory; `--no-build` scans an existing target directory alone. The report
 /// lists crates that will miss the cache with the offending path, syscalls the shim missed,
 /// processes that ran without it, and physical paths by class. Output is deterministic
-/// (sorted, no timestamps). With `--gate`, exit 1 when a freshness finding or an uncaught
-/// syscall is not in the baseline.
+/// (sorted, no timestamps). With `--gate`, exit 1 when a freshness finding, an uncaught
+/// syscall or an undeclared input (a file rustc or a build script read that its dep-info does
+/// not list) is not in the baseline. `--suggest-table` prints the interception-table rows
+/// that would catch the uncaught calls.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
 velo audit                                   # build projected, trace, scan, report\n  \
@@ -41,7 +43,8 @@ pub struct Args {
     /// Scan the existing target directory; do not build.
     #[arg(long)]
     no_build: bool,
-    /// Exit 1 when a freshness finding or uncaught syscall is not in the baseline.
+    /// Exit 1 when a freshness finding, uncaught syscall or undeclared input is not in the
+    /// baseline.
     #[arg(long)]
     gate: bool,
     /// Accepted findings (a JSON list of finding ids, as --write-baseline writes).
@@ -52,6 +55,14 @@ pub struct Args {
     write_baseline: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
+    /// How to trace the build (see `velo trace --help`).
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: trace::Backend,
+    /// Print the interception-table rows that would catch the uncaught calls, in the table's
+    /// own notation (for intercept/src/table.rs), instead of the report; with --out the
+    /// report still goes to FILE.
+    #[arg(long)]
+    suggest_table: bool,
     /// Write the report to FILE instead of stdout.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
@@ -100,7 +111,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
         } else {
             args.command.clone()
         };
-        let run = trace::traced(&trace::Args::projected(Some(project.clone()), command))?;
+        let run = trace::traced(&trace::Args::projected(
+            args.backend,
+            Some(project.clone()),
+            command,
+        ))?;
         if run.outcome != velo_tracer::command::Outcome::Exited(0) {
             build_failed = Some(run.outcome);
         }
@@ -116,8 +131,22 @@ pub fn run(args: Args) -> Result<ExitCode> {
     } else {
         args.roots.iter().map(|r| r.display().to_string()).collect()
     };
-    let scanned = velo::scan::scan(&target, &roots, &|_| {})
-        .with_context(|| format!("scanning {}", target.display()))?;
+    let scanned = if run.is_some() && !target.exists() {
+        // A build command that is not cargo's (a script, a test program) may leave no target
+        // directory: the trace alone is the report.
+        eprintln!(
+            "velo audit: the build left no {}: nothing to scan",
+            target.display()
+        );
+        velo::scan::Report {
+            target_dir: target.clone(),
+            roots: roots.clone(),
+            ..Default::default()
+        }
+    } else {
+        velo::scan::scan(&target, &roots, &|_| {})
+            .with_context(|| format!("scanning {}", target.display()))?
+    };
     let exported = run
         .as_ref()
         .and_then(|r| r.shim.as_deref())
@@ -135,12 +164,15 @@ pub fn run(args: Args) -> Result<ExitCode> {
             target: std::fs::canonicalize(&target).unwrap_or_else(|_| target.clone()),
         }
     });
-    let traced = run.as_ref().zip(units_project.as_ref()).map(|(r, project)| audit::Traced {
-        events: &r.events,
-        roots: &r.roots,
-        project,
-        exported: exported.as_ref(),
-    });
+    let traced = run
+        .as_ref()
+        .zip(units_project.as_ref())
+        .map(|(r, project)| audit::Traced {
+            events: &r.events,
+            roots: &r.roots,
+            project,
+            exported: exported.as_ref(),
+        });
     let report = audit::build(&scanned, traced.as_ref(), &baseline);
 
     if let Some(path) = &args.write_baseline {
@@ -162,7 +194,18 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Some(path) => {
             std::fs::write(path, &text).with_context(|| format!("--out {}", path.display()))?
         }
+        None if args.suggest_table => {}
         None => print!("{text}"),
+    }
+    if args.suggest_table {
+        if args.no_build {
+            eprintln!("velo audit: --suggest-table needs a traced build; drop --no-build");
+        } else if report.suggestions.is_empty() {
+            eprintln!(
+                "velo audit: no row to add: every uncaught call was a raw syscall or libc-internal"
+            );
+        }
+        print!("{}", audit::table_rows(&report));
     }
     if let Some(outcome) = build_failed {
         eprintln!("velo audit: the build failed ({outcome:?}); the report covers what it left");
@@ -182,7 +225,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
 fn table(report: &audit::Report) -> String {
     let s = &report.summary;
     let mut out = format!(
-        "{} crate(s) will miss the cache; findings: {} freshness, {} debug-info, {} embedded, {} uncaught, {} leaks, {} unshimmed ({} baselined, {} gating)\n",
+        "{} crate(s) will miss the cache; findings: {} freshness, {} debug-info, {} embedded, {} uncaught, {} leaks, {} unshimmed, {} undeclared inputs ({} baselined, {} gating)\n",
         s.crates_missing_cache,
         s.freshness,
         s.debug_info,
@@ -190,6 +233,7 @@ fn table(report: &audit::Report) -> String {
         s.uncaught,
         s.leaks,
         s.unshimmed,
+        s.undeclared_inputs,
         s.baselined,
         s.gating
     );
@@ -209,6 +253,12 @@ fn table(report: &audit::Report) -> String {
             ]);
         }
         out.push_str(&format!("{table}\n"));
+    }
+    if !report.suggestions.is_empty() {
+        out.push_str(&format!(
+            "{} interception-table row(s) would catch uncaught calls: velo audit --suggest-table\n",
+            report.suggestions.len()
+        ));
     }
     out
 }

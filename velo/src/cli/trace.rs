@@ -13,7 +13,7 @@ use velo_tracer::event::Event;
 use super::output;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Backend {
+pub(super) enum Backend {
     /// The best available here, said on stderr with the reason.
     Auto,
     /// Kernel eBPF programs (Linux, root).
@@ -80,10 +80,14 @@ pub(super) fn exit_code(outcome: velo_tracer::command::Outcome) -> ExitCode {
 }
 
 impl Args {
-    /// `velo trace --backend auto --inception [--root ROOT] -- COMMAND`, for `velo audit`.
-    pub(super) fn projected(root: Option<PathBuf>, command: Vec<OsString>) -> Args {
+    /// `velo trace --backend BACKEND --inception [--root ROOT] -- COMMAND`, for `velo audit`.
+    pub(super) fn projected(
+        backend: Backend,
+        root: Option<PathBuf>,
+        command: Vec<OsString>,
+    ) -> Args {
         Args {
-            backend: Backend::Auto,
+            backend,
             inception: true,
             root,
             events: None,
