@@ -296,9 +296,10 @@ pub const TABLE: &[Entry] = &[
     linux("truncate64", IN0, &["truncate"]),
     linux("unlink", IN0, &["unlink", "unlinkat"]),
     linux("unlinkat", IN1, &["unlinkat"]),
-    linux("utime", IN0, UTIMES),
+    // Older glibc (and static binaries) make the historical syscalls.
+    linux("utime", IN0, &["utimensat", "utime"]),
     linux("utimensat", IN1, UTIMES),
-    linux("utimes", IN0, UTIMES),
+    linux("utimes", IN0, &["utimensat", "utimes"]),
     // macOS (`DYLD_INSERT_LIBRARIES` + `__interpose`): the calls the seed names as critical.
     macos("chdir", IN0, &["chdir"]),
     macos("clonefileat", IN1_IN3, &["clonefileat"]),
