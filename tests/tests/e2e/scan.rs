@@ -91,3 +91,67 @@ fn a_build_under_inception_has_no_physical_path() {
         .fails()
         .stderr_has(&["/nonexistent/target", "not a directory"]);
 }
+
+/// Mach-O, as a macOS build leaves it (the fixture is cross-built by
+/// tests/fixtures/macho/make.sh at /Users/alice/proj): the path in `__cstring` and the install
+/// name is embedded; in `__DWARF` sections of an rlib's object and in the dylib's debug map
+/// (N_SO/N_OSO stabs) it is debug info.
+#[test]
+fn mach_o_sections_load_commands_and_stabs_are_told_apart() {
+    let env = Env::new();
+    let target = fixture("macho/target");
+    let report = env
+        .velo([
+            "scan",
+            target.to_str().unwrap(),
+            "--root",
+            "/Users/alice/proj",
+            "--json",
+        ])
+        .ok()
+        .json();
+    let mut found: Vec<(String, String, String)> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["class"].as_str().unwrap().to_owned(),
+                f["file"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .to_owned(),
+                f["section"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    found.sort();
+    found.dedup();
+    let dylib = "libleak-0123456789abcdef.dylib";
+    let object = "libleak-0123456789abcdef.rlib(leak.o)";
+    let expected: Vec<(String, String, String)> = [
+        ("debug-info", dylib, "stab N_SO"),
+        ("debug-info", dylib, "stab N_OSO"),
+        ("debug-info", object, "__DWARF,__debug_str"),
+        ("embedded", dylib, "LC_ID_DYLIB"),
+        ("embedded", dylib, "__TEXT,__cstring"),
+        ("embedded", object, "__TEXT,__cstring"),
+    ]
+    .iter()
+    .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+    .collect();
+    let mut expected = expected;
+    expected.sort();
+    assert_eq!(found, expected, "{report:#}");
+    assert!(
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["crate_name"] == "leak"),
+        "{report:#}"
+    );
+}

@@ -55,6 +55,8 @@ pub enum Artifact {
     FingerprintJson,
     DepInfo,
     Elf,
+    /// A Mach-O object, dylib or executable (macOS builds; `.o` members of rlibs).
+    MachO,
     Rlib,
     Rmeta,
     Incremental,
@@ -168,9 +170,27 @@ fn artifact_of(rel: &Path, bytes: &[u8]) -> Artifact {
         Artifact::Rmeta
     } else if bytes.starts_with(b"\x7fELF") {
         Artifact::Elf
+    } else if is_macho(bytes) {
+        Artifact::MachO
     } else {
         Artifact::Other
     }
+}
+
+/// The 64- and 32-bit Mach-O magics, little-endian as Apple's platforms write them.
+fn is_macho(bytes: &[u8]) -> bool {
+    bytes.starts_with(&[0xcf, 0xfa, 0xed, 0xfe]) || bytes.starts_with(&[0xce, 0xfa, 0xed, 0xfe])
+}
+
+/// Whether a hit in `section` is debug info: ELF `.debug_*`, Mach-O `__DWARF` sections, and
+/// the Mach-O debug map (`N_OSO`/`N_SO` stabs name the objects and sources dsymutil and lldb
+/// read).
+fn is_debug_section(section: &str) -> bool {
+    section.starts_with(".debug")
+        || section.starts_with(".zdebug")
+        || section.starts_with("__DWARF,")
+        || section.contains(",__debug_")
+        || section.starts_with("stab ")
 }
 
 /// What a hit in `artifact` (and `section`, for ELF) costs.
@@ -180,8 +200,8 @@ fn class_of(artifact: Artifact, section: Option<&str>) -> Class {
         | Artifact::RootOutput
         | Artifact::FingerprintDepInfo
         | Artifact::FingerprintJson => Class::Freshness,
-        Artifact::Elf | Artifact::Rlib | Artifact::Incremental
-            if section.is_some_and(|s| s.starts_with(".debug") || s.starts_with(".zdebug")) =>
+        Artifact::Elf | Artifact::MachO | Artifact::Rlib | Artifact::Incremental
+            if section.is_some_and(is_debug_section) =>
         {
             Class::DebugInfo
         }
@@ -200,6 +220,78 @@ fn section_at(elf: &goblin::elf::Elf, offset: u64) -> Option<String> {
         })
         .and_then(|s| elf.shdr_strtab.get_at(s.sh_name))
         .map(str::to_owned)
+}
+
+/// The stab types (`<mach-o/stab.h>`) that carry paths.
+fn stab_name(n_type: u8) -> String {
+    match n_type {
+        0x64 => "N_SO".into(),
+        0x66 => "N_OSO".into(),
+        0x84 => "N_SOL".into(),
+        0x82 => "N_BINCL".into(),
+        0x3c => "N_OPT".into(),
+        other => format!("0x{other:02x}"),
+    }
+}
+
+/// The named regions of a Mach-O file, most specific first: stabs of the debug map
+/// (`stab N_OSO`, in the string table), sections (`__TEXT,__cstring`), load commands
+/// (`LC_RPATH`), the rest of the string table. Empty when the file does not parse.
+fn macho_regions(bytes: &[u8]) -> Vec<(u64, u64, String)> {
+    use goblin::mach::{MachO, load_command};
+    let Ok(macho) = MachO::parse(bytes, 0) else {
+        return Vec::new();
+    };
+    let mut stabs = Vec::new();
+    let mut sections = Vec::new();
+    let mut commands = Vec::new();
+    let mut strings = Vec::new();
+    for segment in &macho.segments {
+        for (section, _) in segment.sections().unwrap_or_default() {
+            let start = u64::from(section.offset);
+            if section.size > 0 && start > 0 {
+                sections.push((
+                    start,
+                    start + section.size,
+                    format!(
+                        "{},{}",
+                        section.segname().unwrap_or("?"),
+                        section.name().unwrap_or("?")
+                    ),
+                ));
+            }
+        }
+    }
+    for lc in &macho.load_commands {
+        let start = lc.offset as u64;
+        commands.push((
+            start,
+            start + u64::from(lc.command.cmdsize() as u32),
+            load_command::cmd_to_str(lc.command.cmd()).to_owned(),
+        ));
+        if let load_command::CommandVariant::Symtab(symtab) = &lc.command {
+            let base = u64::from(symtab.stroff);
+            strings.push((
+                base,
+                base + u64::from(symtab.strsize),
+                "string table".to_owned(),
+            ));
+            for (name, nlist) in macho.symbols.iter().flat_map(|s| s.iter().flatten()) {
+                if nlist.is_stab() {
+                    let at = base + u64::from(nlist.n_strx as u32);
+                    stabs.push((
+                        at,
+                        at + name.len() as u64,
+                        format!("stab {}", stab_name(nlist.n_type)),
+                    ));
+                }
+            }
+        }
+    }
+    stabs.extend(sections);
+    stabs.extend(commands);
+    stabs.extend(strings);
+    stabs
 }
 
 struct Roots {
@@ -258,6 +350,8 @@ fn scan_bytes(rel: &Path, bytes: &[u8], artifact: Artifact, roots: &Roots, out: 
                         Artifact::Rmeta
                     } else if data.starts_with(b"\x7fELF") {
                         Artifact::Elf
+                    } else if is_macho(data) {
+                        Artifact::MachO
                     } else {
                         Artifact::Other
                     };
@@ -290,6 +384,25 @@ fn scan_bytes(rel: &Path, bytes: &[u8], artifact: Artifact, roots: &Roots, out: 
                 }
                 return;
             }
+        }
+        Artifact::MachO | Artifact::Incremental if is_macho(bytes) => {
+            let regions = macho_regions(bytes);
+            for (offset, root) in hits {
+                let section = regions
+                    .iter()
+                    .find(|(start, end, _)| (*start..*end).contains(&offset))
+                    .map(|(_, _, name)| name.clone());
+                out.push(Finding {
+                    crate_name: crate_name.clone(),
+                    class: class_of(Artifact::MachO, section.as_deref()),
+                    artifact,
+                    file: file.clone(),
+                    section,
+                    offset,
+                    root: roots.names[root].clone(),
+                });
+            }
+            return;
         }
         _ => {}
     }
