@@ -189,7 +189,21 @@ pub enum PathKind {
 /// Parses Cargo's encoded dep-info (format version 1: `u32 1, u8 0xff, u8 version`, then
 /// `u32 count` and per file `u8 kind, u32 len, bytes, u8 has_checksum[, u64 size, u32 len,
 /// bytes]`). `None` for anything else, including a future format version.
-pub fn parse_encoded_dep_info(mut bytes: &[u8]) -> Option<Vec<(PathKind, PathBuf)>> {
+pub fn parse_encoded_dep_info(bytes: &[u8]) -> Option<Vec<(PathKind, PathBuf)>> {
+    Some(
+        encoded_dep_info_spans(bytes)?
+            .into_iter()
+            .map(|(kind, span)| (kind, crate::store::bytes_to_path(&bytes[span])))
+            .collect(),
+    )
+}
+
+/// The entries of Cargo's encoded dep-info as byte ranges of `bytes` (for `velo scan`, which
+/// says which entry a hit lies in).
+pub fn encoded_dep_info_spans(bytes: &[u8]) -> Option<Vec<(PathKind, std::ops::Range<usize>)>> {
+    let total = bytes.len();
+    let mut rest = bytes;
+    let b = &mut rest;
     fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         let (head, tail) = bytes.split_at_checked(n)?;
         *bytes = tail;
@@ -201,7 +215,6 @@ pub fn parse_encoded_dep_info(mut bytes: &[u8]) -> Option<Vec<(PathKind, PathBuf
     fn u32_(bytes: &mut &[u8]) -> Option<usize> {
         take(bytes, 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
     }
-    let b = &mut bytes;
     if u32_(b)? != 1 || u8_(b)? != 0xff || u8_(b)? != 1 {
         return None;
     }
@@ -214,7 +227,8 @@ pub fn parse_encoded_dep_info(mut bytes: &[u8]) -> Option<Vec<(PathKind, PathBuf
             _ => return None,
         };
         let len = u32_(b)?;
-        let path = take(b, len)?;
+        let start = total - b.len();
+        take(b, len)?;
         match u8_(b)? {
             0 => {}
             1 => {
@@ -224,7 +238,7 @@ pub fn parse_encoded_dep_info(mut bytes: &[u8]) -> Option<Vec<(PathKind, PathBuf
             }
             _ => return None,
         }
-        files.push((kind, crate::store::bytes_to_path(path)));
+        files.push((kind, start..start + len));
     }
     Some(files)
 }

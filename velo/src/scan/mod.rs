@@ -385,6 +385,29 @@ fn scan_bytes(rel: &Path, bytes: &[u8], artifact: Artifact, roots: &Roots, out: 
                 return;
             }
         }
+        Artifact::FingerprintDepInfo => {
+            if let Some(spans) = crate::cache::fingerprint::encoded_dep_info_spans(bytes) {
+                for (offset, root) in hits {
+                    let entry = spans.iter().find(|(_, span)| span.contains(&(offset as usize)));
+                    out.push(Finding {
+                        crate_name: crate_name.clone(),
+                        class: Class::Freshness,
+                        artifact,
+                        file: file.clone(),
+                        section: Some(match entry {
+                            Some((_, span)) if bytes.get(span.start) == Some(&b'/') => {
+                                "dep-info entry (absolute: outside the package)".into()
+                            }
+                            Some(_) => "dep-info entry".into(),
+                            None => "dep-info".into(),
+                        }),
+                        offset,
+                        root: roots.names[root].clone(),
+                    });
+                }
+                return;
+            }
+        }
         Artifact::MachO | Artifact::Incremental if is_macho(bytes) => {
             let regions = macho_regions(bytes);
             for (offset, root) in hits {
@@ -530,6 +553,29 @@ mod tests {
         ] {
             assert_eq!(crate_of(Path::new(path)), krate, "{path}");
         }
+    }
+
+    /// Cargo's encoded dep-info, parsed: a hit names the entry it lies in.
+    #[test]
+    fn hits_in_encoded_dep_info_name_their_entry() {
+        let mut bytes = vec![1, 0, 0, 0, 0xff, 1, 2, 0, 0, 0];
+        for path in ["src/lib.rs", "/home/a/proj/shared/data.txt"] {
+            bytes.push(0);
+            bytes.extend_from_slice(&(path.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(path.as_bytes());
+            bytes.push(0);
+        }
+        let roots = Roots::new(&["/home/a/proj".into()]);
+        let mut out = Vec::new();
+        let rel = Path::new("debug/.fingerprint/app-0123456789abcdef/dep-lib-app");
+        scan_bytes(rel, &bytes, artifact_of(rel, &bytes), &roots, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].class, Class::Freshness);
+        assert_eq!(out[0].crate_name, "app");
+        assert_eq!(
+            out[0].section.as_deref(),
+            Some("dep-info entry (absolute: outside the package)")
+        );
     }
 
     #[test]
