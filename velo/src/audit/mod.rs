@@ -222,10 +222,15 @@ pub fn baseline_of(report: &Report) -> String {
 pub fn table_rows(report: &Report) -> String {
     let mut out = String::new();
     for s in &report.suggestions {
+        let who = if s.crate_name == s.process {
+            s.process.clone()
+        } else {
+            format!("{} (building {})", s.process, s.crate_name)
+        };
         let _ = writeln!(
             out,
-            "    // {} ({}) reached the kernel with a canonical path through {}",
-            s.process, s.crate_name, s.syscall
+            "    // {who} reached the kernel with a canonical path through {}",
+            s.syscall
         );
         let _ = writeln!(out, "    {}", s.row);
     }

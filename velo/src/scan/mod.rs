@@ -388,7 +388,9 @@ fn scan_bytes(rel: &Path, bytes: &[u8], artifact: Artifact, roots: &Roots, out: 
         Artifact::FingerprintDepInfo => {
             if let Some(spans) = crate::cache::fingerprint::encoded_dep_info_spans(bytes) {
                 for (offset, root) in hits {
-                    let entry = spans.iter().find(|(_, span)| span.contains(&(offset as usize)));
+                    let entry = spans
+                        .iter()
+                        .find(|(_, span)| span.contains(&(offset as usize)));
                     out.push(Finding {
                         crate_name: crate_name.clone(),
                         class: Class::Freshness,

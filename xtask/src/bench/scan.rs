@@ -2,6 +2,9 @@
 //! warm page cache (each command runs once untimed first). Two targets: the fixture's (built
 //! plainly, so it holds findings) and velo's own `target/debug` (several GB, real crates.io
 //! artifacts). Targets: at least as fast as grep, at least 1 GiB/s.
+//!
+//! Then the whole audit: `velo audit` (a projected, traced build and the scan) against the
+//! plain `cargo build` it replaces, both from a clean target directory of the fixture.
 
 use std::fmt::Write as _;
 use std::process::Command;
@@ -63,6 +66,35 @@ pub fn run(opts: &Options) -> Result<()> {
             ),
         ));
     }
+    // The audit against the plain build, both from clean.
+    let target = ws.join("target");
+    let clean = || super::store::rm(&target);
+    let plain = measure(
+        opts.runs,
+        clean,
+        || {
+            let mut c = user_cargo(&ws);
+            c.args(["build", "--quiet"]);
+            c
+        },
+        Expect::Success,
+    )?;
+    let audit = measure(
+        opts.runs,
+        clean,
+        || {
+            let mut c = crate::util::user_command(&velo, &ws);
+            c.args(["audit", "--root"]).arg(&ws).env_remove("PWD");
+            c
+        },
+        Expect::Success,
+    )?;
+    rows.push(plain.row("fixture clean build: cargo build", String::new()));
+    rows.push(audit.row(
+        "fixture clean build: velo audit (projected, traced, scanned)",
+        format!("{:.2}× the plain build", audit.min() / plain.min()),
+    ));
+
     let mut report = String::new();
     writeln!(report, "# Benchmark: velo scan\n")?;
     writeln!(
