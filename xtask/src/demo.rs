@@ -109,6 +109,7 @@ pub fn run(opts: Options) -> Result<()> {
     cache(&velo, &work, &store)?;
     trace(&velo, &work)?;
     scan(&velo, &work)?;
+    audit(&velo, &work)?;
     velo_run(&velo, &work, &store)?;
     println!("\ndemo finished; its files are in {}", work.display());
     Ok(())
@@ -317,6 +318,39 @@ fn scan(velo: &Path, work: &Path) -> Result<()> {
             "velo scan failed: {status}"
         );
     }
+    Ok(())
+}
+
+/// `velo audit --gate` of the leaky fixture: one seeded leak of every class. The projection
+/// fixes the paths; what is left (an undeclared input, a raw syscall, a static helper) fails
+/// the gate, each finding on its crate.
+fn audit(velo: &Path, work: &Path) -> Result<()> {
+    step("velo audit: build projected and traced, scan, report, gate");
+    let ws = work.join("leaky");
+    if ws.exists() {
+        std::fs::remove_dir_all(&ws)?;
+    }
+    exec(
+        Command::new("cp")
+            .arg("-a")
+            .arg(root().join("tests/fixtures/leaky-ws"))
+            .arg(&ws),
+    )?;
+    println!("$ cd leaky && velo audit --gate        (tests/fixtures/leaky-ws: seeded leaks)");
+    let mut cmd = user_command(velo, &ws);
+    cmd.args(["audit", "--gate"]).env_remove("PWD");
+    if let Some(busybox) = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+    {
+        cmd.env("VELO_FIXTURE_BUSYBOX", busybox);
+    }
+    let status = cmd.status()?;
+    ensure!(
+        status.code() == Some(1),
+        "velo audit --gate should fail on the seeded findings: {status}"
+    );
+    println!("    (exit 1: the gate fails on the undeclared input and the raw syscall)");
     Ok(())
 }
 
