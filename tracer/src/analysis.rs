@@ -6,6 +6,8 @@
 //!   point" when there are none.
 //! - **leak**: a syscall returned a path under a *physical* root (`getcwd`, `readlink`) and no
 //!   shim hook was on the caller's stack to translate it: the program saw the physical path.
+//!   Or a physical root is in a file a traced process wrote under a root ([`written_leaks`]:
+//!   the files opened for writing, followed through renames, are searched after the run).
 //! - **unshimmed**: a process that touched files under a root without the shim mapped (a static
 //!   binary, or an environment cleared by a program the shim could not reach). The advice is
 //!   link-farm mode (`velo run --mode farm`), which needs no shim.
@@ -204,6 +206,75 @@ pub fn analyze(events: &[Event], roots: &Roots, platform: Platform) -> Findings 
     findings
 }
 
+/// [`analyze`], and the leaks into files the run wrote ([`written_leaks`]), which reads them:
+/// call it once the traced command has finished.
+pub fn analyze_run(events: &[Event], roots: &Roots, platform: Platform) -> Findings {
+    let mut findings = analyze(events, roots, platform);
+    let written = written_leaks(events, roots);
+    findings.counts.leaks += written.iter().map(|l| l.count).sum::<usize>();
+    findings.leaks.extend(written);
+    findings
+}
+
+/// Whether `bytes` holds `root` followed by a path-component boundary.
+fn holds_root(bytes: &[u8], root: &str) -> bool {
+    let root = root.trim_end_matches('/');
+    !root.is_empty()
+        && memchr::memmem::find_iter(bytes, root.as_bytes()).any(|at| {
+            bytes
+                .get(at + root.len())
+                .is_none_or(|&b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.'))
+        })
+}
+
+/// Leaks into files: every file a traced process opened for writing below a root (followed
+/// through renames, as rustc and linkers write a temporary and rename it), read after the run
+/// and searched for the physical roots. Grouped per writing executable, one example each.
+///
+/// The search reads the files as they are at the end, which is what the next build, cache or
+/// machine sees: a root written and then overwritten within the run is not reported.
+pub fn written_leaks(events: &[Event], roots: &Roots) -> Vec<Leak> {
+    // Path → (writer's exe, pid), in the order of events.
+    let mut written: BTreeMap<String, (String, i32)> = BTreeMap::new();
+    for event in events {
+        let Event::Syscall(s) = event else { continue };
+        if s.ret.is_some_and(|r| r < 0) {
+            continue;
+        }
+        let path = |i: usize| s.resolved.get(i).or(s.paths.get(i)).filter(|p| p.starts_with('/'));
+        if s.writes {
+            if let Some(p) = path(0)
+                && roots.physical(p)
+            {
+                written.insert(p.clone(), (s.exe.clone(), s.pid));
+            }
+        } else if s.syscall.starts_with("rename")
+            && let (Some(from), Some(to)) = (path(0), path(1))
+            && let Some(writer) = written.remove(from)
+        {
+            written.insert(to.clone(), writer);
+        }
+    }
+    let mut leaks: BTreeMap<String, Leak> = BTreeMap::new();
+    for (path, (exe, pid)) in written {
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        if !roots.physical.iter().any(|r| holds_root(&bytes, r)) {
+            continue;
+        }
+        let leak = leaks.entry(exe.clone()).or_insert_with(|| Leak {
+            exe,
+            syscall: "write".into(),
+            count: 0,
+            example_pid: pid,
+            example_path: path,
+        });
+        leak.count += 1;
+    }
+    leaks.into_values().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +299,7 @@ mod tests {
             },
             ret: Some(0),
             returned: returned.map(Into::into),
+            writes: false,
             shim: exe != "/bin/busybox",
             via_shim: false,
         })

@@ -126,6 +126,8 @@ pub fn parse(text: &str) -> Result<Vec<Event>, ParseError> {
                     resolved,
                     ret: Some(if ret < 0 { -errno } else { ret }),
                     returned,
+                    // The D script does not record open flags.
+                    writes: false,
                     // dtrace cannot see mappings cheaply; whether a process is shimmed is
                     // judged by the analysis from what it did.
                     shim: true,

@@ -380,6 +380,7 @@ impl Decoder {
                     resolved,
                     ret: Some(raw.ret),
                     returned,
+                    writes: syscalls::opens_for_writing(spec.name, &raw.args),
                     shim: shim.is_some(),
                     via_shim: shim.is_some_and(|(lo, hi)| raw.ip >= lo && raw.ip < hi),
                 }));

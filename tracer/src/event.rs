@@ -42,6 +42,10 @@ pub struct Syscall {
     pub ret: Option<i64>,
     /// A path the syscall returned (`getcwd`, `readlink`, `readlinkat`).
     pub returned: Option<String>,
+    /// The call opened its path for writing (`O_WRONLY`, `O_RDWR`, `O_CREAT`, `O_TRUNC`;
+    /// `creat`): the analysis later looks for physical roots in what was written there.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub writes: bool,
     /// Whether the process had the shim (`libvelo_shim.so`) mapped.
     pub shim: bool,
     /// Whether the shim itself made the call (its instruction pointer is in the shim's code):

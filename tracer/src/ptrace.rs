@@ -448,6 +448,7 @@ impl Tracer<'_> {
             resolved: pending.resolved,
             ret,
             returned,
+            writes: syscalls::opens_for_writing(pending.spec.name, &pending.args),
             shim: !text.is_empty(),
             via_shim,
         }));

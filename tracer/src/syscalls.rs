@@ -146,6 +146,18 @@ pub fn table() -> &'static [(i64, Spec)] {
 }
 
 /// The spec of syscall `nr`.
+/// Whether the call `name` with raw arguments `args` opens its path for writing.
+pub fn opens_for_writing(name: &str, args: &[u64; 6]) -> bool {
+    let flags = match name {
+        "creat" => return true,
+        "open" => args[1],
+        "openat" => args[2],
+        // openat2's flags are in a struct in the tracee's memory; not read.
+        _ => return false,
+    } as i32;
+    flags & (libc::O_WRONLY | libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC) != 0
+}
+
 #[cfg(target_arch = "x86_64")]
 pub fn lookup(nr: i64) -> Option<&'static Spec> {
     table().iter().find(|(n, _)| *n == nr).map(|(_, s)| s)

@@ -149,6 +149,32 @@ fn a_raw_openat_is_uncaught_and_a_raw_getcwd_leaks_with(backend: &str) {
     let findings = self::findings(&clean);
     assert_eq!(findings["counts"]["leaks"], 0, "{findings:#}");
     assert_eq!(findings["counts"]["uncaught"], 0, "{findings:#}");
+
+    // The physical path written into a file under the project, through a temporary that is
+    // renamed into place (as rustc and linkers do): a leak of the writer, found at its final
+    // name. The same text written with the canonical path is not.
+    let script = format!("{raw_s} getcwd > out.tmp && mv out.tmp out.txt && pwd > clean.txt");
+    let run = trace(
+        backend,
+        &env,
+        &ws,
+        &["--inception", "--json", "--", "sh", "-c", &script],
+    )
+    .ok();
+    let findings = self::findings(&run);
+    let written: Vec<&serde_json::Value> = findings["leaks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["syscall"] == "write")
+        .collect();
+    assert_eq!(written.len(), 1, "{findings:#}");
+    assert_eq!(written[0]["count"], 1, "out.txt only: {findings:#}");
+    assert_eq!(
+        written[0]["example_path"],
+        ws.join("out.txt").to_str().unwrap(),
+        "{findings:#}"
+    );
 }
 
 #[test]

@@ -116,7 +116,7 @@ pub fn traced_findings(t: &Traced) -> TracedFindings {
         });
     };
     for (label, events) in &parts {
-        let f = analysis::analyze(events, t.roots, Platform::Linux);
+        let f = analysis::analyze_run(events, t.roots, Platform::Linux);
         for u in &f.uncaught {
             let imported = imports_of
                 .entry(u.exe.clone())
@@ -155,18 +155,23 @@ pub fn traced_findings(t: &Traced) -> TracedFindings {
             );
         }
         for l in &f.leaks {
-            push(
-                "leak",
-                label,
-                l.syscall.clone(),
+            let detail = if l.syscall == "write" {
+                format!(
+                    "{} file(s) written by {} hold a physical path, e.g. {}",
+                    l.count,
+                    base_name(&l.exe),
+                    l.example_path
+                )
+            } else {
                 format!(
                     "{}× {} returned {} to {}",
                     l.count,
                     l.syscall,
                     l.example_path,
                     base_name(&l.exe)
-                ),
-            );
+                )
+            };
+            push("leak", label, l.syscall.clone(), detail);
         }
         for u in &f.unshimmed {
             push(

@@ -212,7 +212,7 @@ pub(super) fn traced(args: &Args) -> Result<Run> {
         f.flush().context("writing the events file")?;
     }
     let roots = roots(&projection);
-    let mut findings = analysis::analyze(&events, &roots, velo_intercept::table::Platform::Linux);
+    let mut findings = analysis::analyze_run(&events, &roots, velo_intercept::table::Platform::Linux);
     findings.backend = backend.to_owned();
     if !args.inception && std::env::var_os(velo_intercept::env::PHYSICAL_ROOT).is_none() {
         // Without a projection no process is meant to have the shim.
@@ -292,13 +292,18 @@ fn print_findings(f: &Findings) {
         ]);
     }
     for l in &f.leaks {
+        let how = if l.syscall == "write" {
+            "written into a file (count: files)"
+        } else {
+            "returned without a shim hook"
+        };
         table.add_row([
             "leak".to_owned(),
             l.count.to_string(),
             l.exe.clone(),
             l.syscall.clone(),
             l.example_path.clone(),
-            "returned without a shim hook".to_owned(),
+            how.to_owned(),
         ]);
     }
     for u in &f.unshimmed {
