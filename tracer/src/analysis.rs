@@ -221,9 +221,9 @@ fn holds_root(bytes: &[u8], root: &str) -> bool {
     let root = root.trim_end_matches('/');
     !root.is_empty()
         && memchr::memmem::find_iter(bytes, root.as_bytes()).any(|at| {
-            bytes
-                .get(at + root.len())
-                .is_none_or(|&b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.'))
+            bytes.get(at + root.len()).is_none_or(|&b| {
+                !(b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+            })
         })
 }
 
@@ -241,7 +241,12 @@ pub fn written_leaks(events: &[Event], roots: &Roots) -> Vec<Leak> {
         if s.ret.is_some_and(|r| r < 0) {
             continue;
         }
-        let path = |i: usize| s.resolved.get(i).or(s.paths.get(i)).filter(|p| p.starts_with('/'));
+        let path = |i: usize| {
+            s.resolved
+                .get(i)
+                .or(s.paths.get(i))
+                .filter(|p| p.starts_with('/'))
+        };
         if s.writes {
             if let Some(p) = path(0)
                 && roots.physical(p)

@@ -212,7 +212,8 @@ pub(super) fn traced(args: &Args) -> Result<Run> {
         f.flush().context("writing the events file")?;
     }
     let roots = roots(&projection);
-    let mut findings = analysis::analyze_run(&events, &roots, velo_intercept::table::Platform::Linux);
+    let mut findings =
+        analysis::analyze_run(&events, &roots, velo_intercept::table::Platform::Linux);
     findings.backend = backend.to_owned();
     if !args.inception && std::env::var_os(velo_intercept::env::PHYSICAL_ROOT).is_none() {
         // Without a projection no process is meant to have the shim.

@@ -19,7 +19,8 @@
 
 use std::fs;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -136,7 +137,12 @@ pub fn materialize_with_progress(
     method: Method,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Stats, Error> {
-    check_blobs(store, manifest)?;
+    // Copies are slow enough to check first, so nothing is written for a snapshot whose blobs
+    // are gone; a link farm finds a missing blob by its link failing, in a directory that is
+    // thrown away (see the module doc), and saves a stat per file.
+    if method == Method::Copy {
+        check_blobs(store, manifest)?;
+    }
     let mut stats = Stats::default();
     let mut dirs = fs::DirBuilder::new();
     dirs.mode(0o755);
@@ -157,75 +163,203 @@ pub fn materialize_with_progress(
             Kind::File { .. } => stats.files += 1,
         }
     }
-    let (linked, reflinked, copied) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
-    let reason = std::sync::Mutex::new(None::<String>);
-    let make = |(blob, entry): (BlobKey, &crate::manifest::Entry)| {
-        let path = dest.join(bytes_to_path(&entry.path));
-        let source = store.blob_path(&blob);
-        if method == Method::Link {
-            match fs::hard_link(&source, &path) {
-                Ok(()) => {
-                    linked.fetch_add(1, Ordering::Relaxed);
-                    if let Kind::File { size, .. } = entry.kind {
-                        progress(size);
-                    }
-                    return Ok(());
-                }
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EXDEV | libc::EPERM | libc::EMLINK)
-                    ) =>
-                {
-                    let mut r = reason.lock().expect("not poisoned");
-                    r.get_or_insert_with(|| link_refusal(&e));
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Err(missing(store, manifest));
-                }
-                Err(e) => return Err(io_err("linking", &path)(e)),
-            }
-        }
-        let copied_file = match copy_file(&source, &path, blob) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound && !store.contains(&blob) => {
+    let made = Made::default();
+    let files: Vec<File> = manifest
+        .entries()
+        .iter()
+        .filter_map(|e| {
+            let blob = e.blob()?;
+            let size = match e.kind {
+                Kind::File { size, .. } => size,
+                _ => 0,
+            };
+            let (parent, name) = match e.path.iter().rposition(|&b| b == b'/') {
+                Some(i) => (&e.path[..i], &e.path[i + 1..]),
+                None => (&e.path[..0], &e.path[..]),
+            };
+            Some(File {
+                path: &e.path,
+                parent,
+                name,
+                blob,
+                size,
+            })
+        })
+        .collect();
+    let copy = |f: &File| -> Result<(), Error> {
+        let path = dest.join(bytes_to_path(f.path));
+        let reflinked = match copy_file(&store.blob_path(&f.blob), &path, f.blob) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !store.contains(&f.blob) => {
                 return Err(missing(store, manifest));
             }
             other => other.map_err(io_err("copying", &path))?,
         };
-        if copied_file {
-            reflinked.fetch_add(1, Ordering::Relaxed);
+        let counter = if reflinked {
+            &made.reflinked
         } else {
-            copied.fetch_add(1, Ordering::Relaxed);
-        }
-        if let Kind::File { size, .. } = entry.kind {
-            progress(size);
-        }
-        Ok::<(), Error>(())
+            &made.copied
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        progress(f.size);
+        Ok(())
     };
-    let with_blob = |e| crate::manifest::Entry::blob(e).map(|b| (b, e));
-    // Copies cost more per file than links: worth threads sooner.
-    let parallel_from = match method {
-        Method::Link => PARALLEL_FROM,
-        Method::Copy => PARALLEL_FROM / 16,
-    };
-    if manifest.entries().len() < parallel_from {
-        manifest
-            .entries()
-            .iter()
-            .filter_map(with_blob)
-            .try_for_each(make)?;
-    } else {
-        manifest
-            .entries()
-            .par_iter()
-            .filter_map(with_blob)
-            .try_for_each(make)?;
+    match method {
+        Method::Copy if files.len() < PARALLEL_FROM / 16 => files.iter().try_for_each(copy)?,
+        Method::Copy => files.par_iter().try_for_each(copy)?,
+        Method::Link => {
+            let links = Linker::new(store, dest).map_err(io_err("opening", dest))?;
+            // One directory at a time, each by descriptor: `linkat` then walks one component on
+            // each side instead of two whole paths (measured: a third less time for 100k files).
+            let mut files = files;
+            files.sort_by(|a, b| a.parent.cmp(b.parent));
+            let groups: Vec<&[File]> = files.chunk_by(|a, b| a.parent == b.parent).collect();
+            let link_group = |group: &&[File]| -> Result<(), Error> {
+                let dir_path = dest.join(bytes_to_path(group[0].parent));
+                let dir = links
+                    .open_dir(group[0].parent)
+                    .map_err(io_err("opening directory", &dir_path))?;
+                for f in group.iter() {
+                    match links.link(&dir, f) {
+                        Ok(()) => {
+                            made.linked.fetch_add(1, Ordering::Relaxed);
+                            progress(f.size);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                            return Err(missing(store, manifest));
+                        }
+                        Err(e)
+                            if matches!(
+                                e.raw_os_error(),
+                                Some(libc::EXDEV | libc::EPERM | libc::EMLINK)
+                            ) =>
+                        {
+                            made.refusal
+                                .lock()
+                                .expect("not poisoned")
+                                .get_or_insert_with(|| link_refusal(&e));
+                            copy(f)?;
+                        }
+                        Err(e) => {
+                            return Err(io_err("linking", &dest.join(bytes_to_path(f.path)))(e));
+                        }
+                    }
+                }
+                Ok(())
+            };
+            if files.len() < PARALLEL_FROM {
+                groups.iter().try_for_each(link_group)?;
+            } else {
+                groups.par_iter().try_for_each(link_group)?;
+            }
+        }
     }
-    stats.linked = linked.into_inner();
-    stats.reflinked = reflinked.into_inner();
-    stats.copied = copied.into_inner();
-    stats.copy_reason = reason.into_inner().expect("not poisoned");
+    stats.linked = made.linked.into_inner();
+    stats.reflinked = made.reflinked.into_inner();
+    stats.copied = made.copied.into_inner();
+    stats.copy_reason = made.refusal.into_inner().expect("not poisoned");
     Ok(stats)
+}
+
+/// A file entry of the manifest, split for linking by directory.
+struct File<'m> {
+    path: &'m [u8],
+    /// The directory, relative to the farm (empty for its top).
+    parent: &'m [u8],
+    name: &'m [u8],
+    blob: BlobKey,
+    size: u64,
+}
+
+/// Counters shared by the threads making files.
+#[derive(Default)]
+struct Made {
+    linked: AtomicU64,
+    reflinked: AtomicU64,
+    copied: AtomicU64,
+    /// Why files were copied rather than linked: the first refusal.
+    refusal: std::sync::Mutex<Option<String>>,
+}
+
+/// `linkat` by descriptors: the farm's directories opened one at a time, the store's shard
+/// directories (`blobs/ab`) opened once each, lazily.
+struct Linker {
+    farm: OwnedFd,
+    blobs: PathBuf,
+    shards: Vec<std::sync::OnceLock<Result<OwnedFd, i32>>>,
+}
+
+fn open_path(dir: Option<&OwnedFd>, path: &Path) -> io::Result<OwnedFd> {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let at = dir.map_or(libc::AT_FDCWD, |d| d.as_raw_fd());
+    // SAFETY: a NUL-terminated path; the descriptor, if any, is open for the call.
+    let fd = unsafe {
+        libc::openat(
+            at,
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+impl Linker {
+    fn new(store: &Store, farm: &Path) -> io::Result<Linker> {
+        Ok(Linker {
+            farm: open_path(None, farm)?,
+            blobs: store.root().join("blobs"),
+            shards: (0..256).map(|_| std::sync::OnceLock::new()).collect(),
+        })
+    }
+
+    /// The farm directory `rel` (empty: the farm itself).
+    fn open_dir(&self, rel: &[u8]) -> io::Result<OwnedFd> {
+        if rel.is_empty() {
+            return self.farm.try_clone();
+        }
+        open_path(Some(&self.farm), bytes_to_path(rel).as_ref())
+    }
+
+    /// Hard links `f`'s blob as `f.name` in `dir`.
+    fn link(&self, dir: &OwnedFd, f: &File) -> io::Result<()> {
+        let hex = f.blob.hash.to_hex();
+        let shard = u8::from_str_radix(&hex[..2], 16).expect("hex") as usize;
+        let shard = self.shards[shard]
+            .get_or_init(|| {
+                open_path(None, &self.blobs.join(&hex[..2]))
+                    .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
+            })
+            .as_ref()
+            .map_err(|&errno| io::Error::from_raw_os_error(errno))?;
+        let mut from = [0u8; 64 + 3];
+        from[..64].copy_from_slice(hex.as_bytes());
+        if f.blob.exec {
+            from[64..66].copy_from_slice(b".x");
+        }
+        let mut to = Vec::with_capacity(f.name.len() + 1);
+        to.extend_from_slice(f.name);
+        to.push(0);
+        // SAFETY: both names are NUL-terminated (the manifest forbids NUL in names), both
+        // descriptors are open directories.
+        let r = unsafe {
+            libc::linkat(
+                shard.as_raw_fd(),
+                from.as_ptr().cast(),
+                dir.as_raw_fd(),
+                to.as_ptr().cast(),
+                0,
+            )
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
 }
 
 fn link_refusal(e: &io::Error) -> String {
