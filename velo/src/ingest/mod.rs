@@ -216,11 +216,16 @@ pub fn ingest(
     })?;
 
     tracing::debug!(elapsed = ?started.elapsed(), "built manifest");
-    store.sync()?;
-    tracing::debug!(elapsed = ?started.elapsed(), "synced blobs");
-    let id = manifest.write(&output)?;
+    // Blobs are made durable before a manifest that names them is written; an unchanged tree
+    // writes neither, and skips the filesystem-wide sync.
+    let new_blobs = shared.new_blobs.load(Ordering::Relaxed);
+    let (id, written) = manifest.write_after(&output, || store.sync())?;
+    if !written && new_blobs > 0 {
+        store.sync()?;
+    }
+    tracing::debug!(elapsed = ?started.elapsed(), written, "synced blobs, wrote manifest");
     store.register_root(&output)?;
-    tracing::debug!(elapsed = ?started.elapsed(), "wrote manifest");
+    tracing::debug!(elapsed = ?started.elapsed(), "registered the manifest");
     let mut report = Report {
         manifest_id: id.to_string(),
         output,

@@ -143,14 +143,25 @@ impl Manifest {
     /// Writes the manifest to `path` atomically and durably, unless `path` already holds
     /// exactly these bytes (re-ingesting an unchanged tree then touches nothing).
     pub fn write(&self, path: &Path) -> Result<ManifestId, store::Error> {
+        self.write_after(path, || Ok(())).map(|(id, _)| id)
+    }
+
+    /// [`write`](Self::write), running `before_write` first when the file is to be written
+    /// (ingest makes the blobs durable there); returns the id and whether it wrote.
+    pub fn write_after(
+        &self,
+        path: &Path,
+        before_write: impl FnOnce() -> Result<(), store::Error>,
+    ) -> Result<(ManifestId, bool), store::Error> {
         let bytes = self.encode();
         let id = ManifestId(blake3::hash(&bytes));
         let same = std::fs::metadata(path).is_ok_and(|m| m.len() == bytes.len() as u64)
             && std::fs::read(path).is_ok_and(|old| old == bytes);
         if !same {
+            before_write()?;
             store::write_atomic(path, &bytes, true)?;
         }
-        Ok(id)
+        Ok((id, !same))
     }
 
     /// Sum of file sizes.
