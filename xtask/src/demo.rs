@@ -17,7 +17,9 @@ use std::process::Command;
 
 use anyhow::{Context, Result, ensure};
 
-use crate::util::{build_velo, exec, output, root, user_cargo, user_command};
+use crate::util::{
+    build_velo, busybox, exec, fresh_fixture, output, root, user_cargo, user_command,
+};
 
 #[derive(clap::Args)]
 pub struct Options {
@@ -327,22 +329,11 @@ fn scan(velo: &Path, work: &Path) -> Result<()> {
 fn audit(velo: &Path, work: &Path) -> Result<()> {
     step("velo audit: build projected and traced, scan, report, gate");
     let ws = work.join("leaky");
-    if ws.exists() {
-        std::fs::remove_dir_all(&ws)?;
-    }
-    exec(
-        Command::new("cp")
-            .arg("-a")
-            .arg(root().join("tests/fixtures/leaky-ws"))
-            .arg(&ws),
-    )?;
+    fresh_fixture("leaky-ws", &ws)?;
     println!("$ cd leaky && velo audit --gate        (tests/fixtures/leaky-ws: seeded leaks)");
     let mut cmd = user_command(velo, &ws);
     cmd.args(["audit", "--gate"]).env_remove("PWD");
-    if let Some(busybox) = ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-    {
+    if let Some(busybox) = busybox() {
         cmd.env("VELO_FIXTURE_BUSYBOX", busybox);
     }
     let status = cmd.status()?;

@@ -13,7 +13,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 
-use crate::util::{build_velo, exec, root, user_cargo, user_command};
+use crate::util::{build_velo, busybox, exec, fresh_fixture, root, user_cargo, user_command};
 
 const FORMATS: [(&str, &str); 4] = [
     ("txt", "table"),
@@ -26,20 +26,8 @@ pub fn run() -> Result<()> {
     let velo = build_velo(false)?;
     let work = tempfile_dir()?;
     let ws = work.join("leaky");
-    let fresh_copy = || -> Result<()> {
-        if ws.exists() {
-            std::fs::remove_dir_all(&ws)?;
-        }
-        exec(
-            Command::new("cp")
-                .arg("-a")
-                .arg(root().join("tests/fixtures/leaky-ws"))
-                .arg(&ws),
-        )
-    };
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .find(|p| Path::new(p).exists());
+    let fresh_copy = || fresh_fixture("leaky-ws", &ws);
+    let busybox = busybox();
     if busybox.is_none() {
         eprintln!(
             "warning: busybox-static is not installed: the reports lack the static helper (apt-get install busybox-static)"

@@ -81,3 +81,23 @@ pub fn user_command(program: impl AsRef<std::ffi::OsStr>, dir: &Path) -> Command
     cmd.current_dir(dir).env("CARGO_TERM_COLOR", "never");
     cmd
 }
+
+/// A fresh copy of `tests/fixtures/NAME` at `dest` (replacing what is there).
+pub fn fresh_fixture(name: &str, dest: &Path) -> Result<()> {
+    if dest.exists() {
+        std::fs::remove_dir_all(dest).with_context(|| format!("removing {}", dest.display()))?;
+    }
+    exec(
+        Command::new("cp")
+            .arg("-a")
+            .arg(root().join("tests/fixtures").join(name))
+            .arg(dest),
+    )
+}
+
+/// busybox-static, where Debian puts it (the leaky fixture's static helper).
+pub fn busybox() -> Option<&'static str> {
+    ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+}

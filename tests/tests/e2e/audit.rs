@@ -19,18 +19,23 @@ fn audit(env: &Env, ws: &Path, args: &[&str]) -> Cmd {
     cmd
 }
 
+/// `ws` built with plain cargo, then `velo audit --no-build --format json`.
+fn plain_build_audited(env: &Env, ws: &Path) -> serde_json::Value {
+    Cmd::new("cargo")
+        .arg("build")
+        .clean_cargo_env()
+        .dir(ws)
+        .ok();
+    audit(env, ws, &["--no-build", "--format", "json"])
+        .ok()
+        .json()
+}
+
 #[test]
 fn a_plain_build_fails_the_gate_until_baselined() {
     let env = Env::new();
     let ws = workspace(&env);
-    Cmd::new("cargo")
-        .arg("build")
-        .clean_cargo_env()
-        .dir(&ws)
-        .ok();
-    let report = audit(&env, &ws, &["--no-build", "--format", "json"])
-        .ok()
-        .json();
+    let report = plain_build_audited(&env, &ws);
     assert_eq!(report["schema"], 1);
     assert_eq!(report["summary"]["crates_missing_cache"], 1, "{report:#}");
     assert_eq!(report["missing_cache"][0]["crate_name"], "app");
@@ -154,14 +159,7 @@ fn findings(report: &serde_json::Value, skip: &[&str]) -> Vec<(String, String, S
 fn seeded_leaks_in_a_plain_build_are_named_with_their_crates() {
     let env = Env::new();
     let ws = leaky(&env);
-    Cmd::new("cargo")
-        .arg("build")
-        .clean_cargo_env()
-        .dir(&ws)
-        .ok();
-    let report = audit(&env, &ws, &["--no-build", "--format", "json"])
-        .ok()
-        .json();
+    let report = plain_build_audited(&env, &ws);
     let found = findings(&report, &[]);
     let has = |kind: &str, krate: &str, file_part: &str| {
         found

@@ -58,6 +58,21 @@ pub struct Summary {
     pub baselined: usize,
 }
 
+impl Summary {
+    /// The finding counts by kind, in report order, for the human formats.
+    pub fn by_kind(&self) -> [(&'static str, usize); 7] {
+        [
+            ("freshness", self.freshness),
+            ("debug-info", self.debug_info),
+            ("embedded", self.embedded),
+            ("uncaught", self.uncaught),
+            ("leaks", self.leaks),
+            ("unshimmed", self.unshimmed),
+            ("undeclared inputs", self.undeclared_inputs),
+        ]
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Report {
     pub schema: u32,
@@ -248,17 +263,14 @@ pub fn markdown(report: &Report) -> String {
         "✅ every crate can be reused in another checkout"
     };
     let _ = writeln!(md, "## velo audit: {verdict}\n");
+    let counts = s.by_kind();
     let _ = writeln!(
         md,
-        "| crates missing the cache | freshness | debug-info | embedded | uncaught | leaks | unshimmed | undeclared inputs | baselined |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+        "| crates missing the cache | {} | baselined |\n|---:|{}---:|\n| {} | {} | {} |\n",
+        counts.map(|(kind, _)| kind).join(" | "),
+        "---:|".repeat(counts.len()),
         s.crates_missing_cache,
-        s.freshness,
-        s.debug_info,
-        s.embedded,
-        s.uncaught,
-        s.leaks,
-        s.unshimmed,
-        s.undeclared_inputs,
+        counts.map(|(_, n)| n.to_string()).join(" | "),
         s.baselined
     );
     if !report.missing_cache.is_empty() {

@@ -339,105 +339,81 @@ fn scan_bytes(rel: &Path, bytes: &[u8], artifact: Artifact, roots: &Roots, out: 
     }
     let crate_name = crate_of(rel);
     let file = rel.display().to_string();
-    match artifact {
-        Artifact::Rlib => {
-            if let Ok(ar) = goblin::archive::Archive::parse(bytes) {
-                for member in ar.members() {
-                    let Ok(data) = ar.extract(member, bytes) else {
-                        continue;
-                    };
-                    let member_artifact = if member.ends_with(".rmeta") {
-                        Artifact::Rmeta
-                    } else if data.starts_with(b"\x7fELF") {
-                        Artifact::Elf
-                    } else if is_macho(data) {
-                        Artifact::MachO
-                    } else {
-                        Artifact::Other
-                    };
-                    let mut inner = Vec::new();
-                    scan_bytes(Path::new(member), data, member_artifact, roots, &mut inner);
-                    for mut f in inner {
-                        f.file = format!("{file}({member})");
-                        f.crate_name = crate_name.clone();
-                        f.class = class_of(Artifact::Rlib, f.section.as_deref());
-                        f.artifact = Artifact::Rlib;
-                        out.push(f);
-                    }
-                }
-                return;
+    if artifact == Artifact::Rlib
+        && let Ok(ar) = goblin::archive::Archive::parse(bytes)
+    {
+        for member in ar.members() {
+            let Ok(data) = ar.extract(member, bytes) else {
+                continue;
+            };
+            let member_artifact = if member.ends_with(".rmeta") {
+                Artifact::Rmeta
+            } else if data.starts_with(b"\x7fELF") {
+                Artifact::Elf
+            } else if is_macho(data) {
+                Artifact::MachO
+            } else {
+                Artifact::Other
+            };
+            let mut inner = Vec::new();
+            scan_bytes(Path::new(member), data, member_artifact, roots, &mut inner);
+            for mut f in inner {
+                f.file = format!("{file}({member})");
+                f.crate_name = crate_name.clone();
+                f.class = class_of(Artifact::Rlib, f.section.as_deref());
+                f.artifact = Artifact::Rlib;
+                out.push(f);
             }
         }
-        Artifact::Elf | Artifact::Incremental if bytes.starts_with(b"\x7fELF") => {
-            if let Ok(elf) = goblin::elf::Elf::parse(bytes) {
-                for (offset, root) in hits {
-                    let section = section_at(&elf, offset);
-                    out.push(Finding {
-                        crate_name: crate_name.clone(),
-                        class: class_of(artifact, section.as_deref()),
-                        artifact,
-                        file: file.clone(),
-                        section,
-                        offset,
-                        root: roots.names[root].clone(),
-                    });
-                }
-                return;
-            }
-        }
-        Artifact::FingerprintDepInfo => {
-            if let Some(spans) = crate::cache::fingerprint::encoded_dep_info_spans(bytes) {
-                for (offset, root) in hits {
-                    let entry = spans
-                        .iter()
-                        .find(|(_, span)| span.contains(&(offset as usize)));
-                    out.push(Finding {
-                        crate_name: crate_name.clone(),
-                        class: Class::Freshness,
-                        artifact,
-                        file: file.clone(),
-                        section: Some(match entry {
-                            Some((_, span)) if bytes.get(span.start) == Some(&b'/') => {
-                                "dep-info entry (absolute: outside the package)".into()
-                            }
-                            Some(_) => "dep-info entry".into(),
-                            None => "dep-info".into(),
-                        }),
-                        offset,
-                        root: roots.names[root].clone(),
-                    });
-                }
-                return;
-            }
-        }
-        Artifact::MachO | Artifact::Incremental if is_macho(bytes) => {
-            let regions = macho_regions(bytes);
-            for (offset, root) in hits {
-                let section = regions
-                    .iter()
-                    .find(|(start, end, _)| (*start..*end).contains(&offset))
-                    .map(|(_, _, name)| name.clone());
-                out.push(Finding {
-                    crate_name: crate_name.clone(),
-                    class: class_of(Artifact::MachO, section.as_deref()),
-                    artifact,
-                    file: file.clone(),
-                    section,
-                    offset,
-                    root: roots.names[root].clone(),
-                });
-            }
-            return;
-        }
-        _ => {}
+        return;
     }
+    // Where in the file a hit lies (ELF section, Mach-O section, load command or stab, entry
+    // of Cargo's encoded dep-info), and what that makes its class.
+    let elf = (matches!(artifact, Artifact::Elf | Artifact::Incremental)
+        && bytes.starts_with(b"\x7fELF"))
+    .then(|| goblin::elf::Elf::parse(bytes).ok())
+    .flatten();
+    let macho = (matches!(artifact, Artifact::MachO | Artifact::Incremental) && is_macho(bytes))
+        .then(|| macho_regions(bytes));
+    let dep_info = (artifact == Artifact::FingerprintDepInfo)
+        .then(|| crate::cache::fingerprint::encoded_dep_info_spans(bytes))
+        .flatten();
+    let place = |offset: u64| -> (Option<String>, Class) {
+        if let Some(elf) = &elf {
+            let section = section_at(elf, offset);
+            let class = class_of(artifact, section.as_deref());
+            (section, class)
+        } else if let Some(regions) = &macho {
+            let section = regions
+                .iter()
+                .find(|(start, end, _)| (*start..*end).contains(&offset))
+                .map(|(_, _, name)| name.clone());
+            let class = class_of(Artifact::MachO, section.as_deref());
+            (section, class)
+        } else if let Some(spans) = &dep_info {
+            let entry = spans
+                .iter()
+                .find(|(_, span)| span.contains(&(offset as usize)));
+            let section = match entry {
+                Some((_, span)) if bytes.get(span.start) == Some(&b'/') => {
+                    "dep-info entry (absolute: outside the package)"
+                }
+                Some(_) => "dep-info entry",
+                None => "dep-info",
+            };
+            (Some(section.into()), Class::Freshness)
+        } else {
+            (None, class_of(artifact, None))
+        }
+    };
     for (offset, root) in hits {
+        let (section, class) = place(offset);
         out.push(Finding {
             crate_name: crate_name.clone(),
-            class: class_of(artifact, None),
+            class,
             artifact,
             file: file.clone(),
-            section: None,
+            section,
             offset,
             root: roots.names[root].clone(),
         });
