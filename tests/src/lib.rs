@@ -531,3 +531,11 @@ pub fn generate_tree(root: &Path, files: usize, seed: u64) {
         }
     }
 }
+
+/// Held by the tests that trace (velo trace, velo audit), so that two tracers and the builds
+/// they watch do not run at once on a two-core machine: the eBPF reader must keep up with a
+/// 100k-syscall burst (issue: no event lost), which it cannot when starved of CPU.
+pub fn tracer_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -231,7 +231,7 @@ fn holds_root(bytes: &[u8], root: &str) -> bool {
 /// through renames, as rustc and linkers write a temporary and rename it), read after the run
 /// and searched for the physical roots. Grouped per writing executable, one example each.
 ///
-/// The search reads the files as they are at the end, which is what the next build, cache or
+/// The search maps the files as they are at the end, which is what the next build, cache or
 /// machine sees: a root written and then overwritten within the run is not reported.
 pub fn written_leaks(events: &[Event], roots: &Roots) -> Vec<Leak> {
     // Path → (writer's exe, pid), in the order of events.
@@ -260,14 +260,29 @@ pub fn written_leaks(events: &[Event], roots: &Roots) -> Vec<Leak> {
             written.insert(to.clone(), writer);
         }
     }
+    // Read in parallel and memory-mapped: a build writes all of target/.
+    use rayon::prelude::*;
+    let written: Vec<(String, (String, i32))> = written.into_iter().collect();
+    let leaked: Vec<(String, (String, i32))> = written
+        .into_par_iter()
+        .filter(|(path, _)| {
+            let Ok(file) = std::fs::File::open(path) else {
+                return false;
+            };
+            if file.metadata().is_ok_and(|m| m.len() == 0 || !m.is_file()) {
+                return false;
+            }
+            // SAFETY: a read-only private map of a file the finished run wrote; another
+            // writer can at worst make the read stale or torn, which safe code reading bytes
+            // tolerates.
+            let Ok(map) = (unsafe { memmap2::Mmap::map(&file) }) else {
+                return false;
+            };
+            roots.physical.iter().any(|r| holds_root(&map, r))
+        })
+        .collect();
     let mut leaks: BTreeMap<String, Leak> = BTreeMap::new();
-    for (path, (exe, pid)) in written {
-        let Ok(bytes) = std::fs::read(&path) else {
-            continue;
-        };
-        if !roots.physical.iter().any(|r| holds_root(&bytes, r)) {
-            continue;
-        }
+    for (path, (exe, pid)) in leaked {
         let leak = leaks.entry(exe.clone()).or_insert_with(|| Leak {
             exe,
             syscall: "write".into(),

@@ -87,6 +87,7 @@ fn a_plain_build_fails_the_gate_until_baselined() {
 
 #[test]
 fn a_traced_build_reports_the_raw_syscall_and_a_clean_one_passes() {
+    let _tracing = velo_e2e::tracer_lock();
     let env = Env::new();
     let ws = workspace(&env);
     let clean = audit(&env, &ws, &["--gate", "--format", "json"]).ok();
@@ -192,6 +193,7 @@ fn seeded_leaks_in_a_plain_build_are_named_with_their_crates() {
 /// (unshimmed, `helper`'s build script).
 #[test]
 fn seeded_leaks_in_an_audited_build_leave_only_what_the_shim_cannot_fix() {
+    let _tracing = velo_e2e::tracer_lock();
     let test = "audit::seeded_leaks_in_an_audited_build_leave_only_what_the_shim_cannot_fix";
     let Some(busybox) = velo_e2e::busybox(test) else {
         return;
@@ -260,6 +262,7 @@ fn seeded_leaks_audited_with(backend: &str, busybox: &Path) {
 /// normal shim, which has the row, the finding is gone.
 #[test]
 fn a_missing_hook_is_reported_with_its_table_row_until_the_row_is_there() {
+    let _tracing = velo_e2e::tracer_lock();
     let env = Env::new();
     let ws = workspace(&env);
     // A shim without `access`, in a target directory of its own (kept between runs).

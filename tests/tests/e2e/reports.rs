@@ -393,6 +393,7 @@ fn audit_report_formats() {
 /// format audits a fresh copy (a second build in the same copy would compile nothing).
 #[test]
 fn audit_traced_report_formats() {
+    let _tracing = velo_e2e::tracer_lock();
     let Some(busybox) = velo_e2e::busybox("reports::audit_traced_report_formats") else {
         return;
     };

@@ -67,6 +67,7 @@ fn events(path: &Path) -> Vec<serde_json::Value> {
 
 #[test]
 fn a_raw_openat_is_uncaught_and_a_raw_getcwd_leaks() {
+    let _tracing = velo_e2e::tracer_lock();
     for backend in backends("a_raw_openat_is_uncaught_and_a_raw_getcwd_leaks") {
         eprintln!("--- a_raw_openat_is_uncaught_and_a_raw_getcwd_leaks: {backend}");
         a_raw_openat_is_uncaught_and_a_raw_getcwd_leaks_with(backend);
@@ -179,6 +180,7 @@ fn a_raw_openat_is_uncaught_and_a_raw_getcwd_leaks_with(backend: &str) {
 
 #[test]
 fn a_static_busybox_is_unshimmed() {
+    let _tracing = velo_e2e::tracer_lock();
     for backend in backends("a_static_busybox_is_unshimmed") {
         eprintln!("--- a_static_busybox_is_unshimmed: {backend}");
         a_static_busybox_is_unshimmed_with(backend);
@@ -232,6 +234,7 @@ fn a_static_busybox_is_unshimmed_with(backend: &str) {
 
 #[test]
 fn fork_exec_trees_are_followed_and_no_event_is_lost() {
+    let _tracing = velo_e2e::tracer_lock();
     for backend in backends("fork_exec_trees_are_followed_and_no_event_is_lost") {
         eprintln!("--- fork_exec_trees_are_followed_and_no_event_is_lost: {backend}");
         fork_exec_trees_are_followed_and_no_event_is_lost_with(backend);
@@ -305,6 +308,7 @@ fn fork_exec_trees_are_followed_and_no_event_is_lost_with(backend: &str) {
 
 #[test]
 fn a_cargo_build_under_inception_has_no_findings() {
+    let _tracing = velo_e2e::tracer_lock();
     for backend in backends("a_cargo_build_under_inception_has_no_findings") {
         eprintln!("--- a_cargo_build_under_inception_has_no_findings: {backend}");
         a_cargo_build_under_inception_has_no_findings_with(backend);
@@ -334,6 +338,7 @@ fn a_cargo_build_under_inception_has_no_findings_with(backend: &str) {
 
 #[test]
 fn the_exit_status_passes_through_and_killing_velo_kills_the_tracees() {
+    let _tracing = velo_e2e::tracer_lock();
     for backend in backends("the_exit_status_passes_through_and_killing_velo_kills_the_tracees") {
         eprintln!(
             "--- the_exit_status_passes_through_and_killing_velo_kills_the_tracees: {backend}"
