@@ -532,6 +532,26 @@ pub fn generate_tree(root: &Path, files: usize, seed: u64) {
     }
 }
 
+/// Runs `check` once per tracer backend, holding [`tracer_lock`]: ptrace always, eBPF as root
+/// (loading BPF is privileged here), else a loud skip (CI runs as root, where skipping fails
+/// the test).
+pub fn each_tracer_backend(test: &str, check: impl Fn(&str)) {
+    let _tracing = tracer_lock();
+    let backends: &[&str] = if is_root() {
+        &["ptrace", "ebpf"]
+    } else {
+        skip(
+            &format!("{test} (eBPF backend)"),
+            "loading BPF programs needs root",
+        );
+        &["ptrace"]
+    };
+    for backend in backends {
+        eprintln!("--- {test}: {backend}");
+        check(backend);
+    }
+}
+
 /// Held by the tests that trace (velo trace, velo audit), so that two tracers and the builds
 /// they watch do not run at once on a two-core machine: the eBPF reader must keep up with a
 /// 100k-syscall burst (issue: no event lost), which it cannot when starved of CPU.

@@ -193,24 +193,11 @@ fn seeded_leaks_in_a_plain_build_are_named_with_their_crates() {
 /// (unshimmed, `helper`'s build script).
 #[test]
 fn seeded_leaks_in_an_audited_build_leave_only_what_the_shim_cannot_fix() {
-    let _tracing = velo_e2e::tracer_lock();
     let test = "audit::seeded_leaks_in_an_audited_build_leave_only_what_the_shim_cannot_fix";
     let Some(busybox) = velo_e2e::busybox(test) else {
         return;
     };
-    let backends: &[&str] = if velo_e2e::is_root() {
-        &["ebpf", "ptrace"]
-    } else {
-        velo_e2e::skip(
-            &format!("{test} (eBPF backend)"),
-            "loading BPF programs needs root",
-        );
-        &["ptrace"]
-    };
-    for backend in backends {
-        eprintln!("backend {backend}");
-        seeded_leaks_audited_with(backend, &busybox);
-    }
+    velo_e2e::each_tracer_backend(test, |backend| seeded_leaks_audited_with(backend, &busybox));
 }
 
 fn seeded_leaks_audited_with(backend: &str, busybox: &Path) {

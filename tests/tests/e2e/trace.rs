@@ -23,20 +23,6 @@ fn workspace(env: &Env) -> PathBuf {
     ws
 }
 
-/// The backends to test: ptrace always; eBPF as root (loading BPF is privileged here), else a
-/// loud skip (CI runs as root, where skipping fails the test).
-fn backends(test: &str) -> Vec<&'static str> {
-    if velo_e2e::is_root() {
-        vec!["ptrace", "ebpf"]
-    } else {
-        velo_e2e::skip(
-            &format!("{test} (eBPF backend)"),
-            "loading BPF programs needs root",
-        );
-        vec!["ptrace"]
-    }
-}
-
 /// `velo trace ARGS…` in `dir` (no `PWD`, a clean cargo environment).
 fn trace(backend: &str, env: &Env, dir: &Path, args: &[&str]) -> Cmd {
     let mut all = vec!["trace", "--backend", backend];
@@ -67,11 +53,10 @@ fn events(path: &Path) -> Vec<serde_json::Value> {
 
 #[test]
 fn a_raw_openat_is_uncaught_and_a_raw_getcwd_leaks() {
-    let _tracing = velo_e2e::tracer_lock();
-    for backend in backends("a_raw_openat_is_uncaught_and_a_raw_getcwd_leaks") {
-        eprintln!("--- a_raw_openat_is_uncaught_and_a_raw_getcwd_leaks: {backend}");
-        a_raw_openat_is_uncaught_and_a_raw_getcwd_leaks_with(backend);
-    }
+    velo_e2e::each_tracer_backend(
+        "a_raw_openat_is_uncaught_and_a_raw_getcwd_leaks",
+        a_raw_openat_is_uncaught_and_a_raw_getcwd_leaks_with,
+    );
 }
 
 fn a_raw_openat_is_uncaught_and_a_raw_getcwd_leaks_with(backend: &str) {
@@ -180,11 +165,10 @@ fn a_raw_openat_is_uncaught_and_a_raw_getcwd_leaks_with(backend: &str) {
 
 #[test]
 fn a_static_busybox_is_unshimmed() {
-    let _tracing = velo_e2e::tracer_lock();
-    for backend in backends("a_static_busybox_is_unshimmed") {
-        eprintln!("--- a_static_busybox_is_unshimmed: {backend}");
-        a_static_busybox_is_unshimmed_with(backend);
-    }
+    velo_e2e::each_tracer_backend(
+        "a_static_busybox_is_unshimmed",
+        a_static_busybox_is_unshimmed_with,
+    );
 }
 
 fn a_static_busybox_is_unshimmed_with(backend: &str) {
@@ -234,11 +218,10 @@ fn a_static_busybox_is_unshimmed_with(backend: &str) {
 
 #[test]
 fn fork_exec_trees_are_followed_and_no_event_is_lost() {
-    let _tracing = velo_e2e::tracer_lock();
-    for backend in backends("fork_exec_trees_are_followed_and_no_event_is_lost") {
-        eprintln!("--- fork_exec_trees_are_followed_and_no_event_is_lost: {backend}");
-        fork_exec_trees_are_followed_and_no_event_is_lost_with(backend);
-    }
+    velo_e2e::each_tracer_backend(
+        "fork_exec_trees_are_followed_and_no_event_is_lost",
+        fork_exec_trees_are_followed_and_no_event_is_lost_with,
+    );
 }
 
 fn fork_exec_trees_are_followed_and_no_event_is_lost_with(backend: &str) {
@@ -308,11 +291,10 @@ fn fork_exec_trees_are_followed_and_no_event_is_lost_with(backend: &str) {
 
 #[test]
 fn a_cargo_build_under_inception_has_no_findings() {
-    let _tracing = velo_e2e::tracer_lock();
-    for backend in backends("a_cargo_build_under_inception_has_no_findings") {
-        eprintln!("--- a_cargo_build_under_inception_has_no_findings: {backend}");
-        a_cargo_build_under_inception_has_no_findings_with(backend);
-    }
+    velo_e2e::each_tracer_backend(
+        "a_cargo_build_under_inception_has_no_findings",
+        a_cargo_build_under_inception_has_no_findings_with,
+    );
 }
 
 fn a_cargo_build_under_inception_has_no_findings_with(backend: &str) {
@@ -338,13 +320,10 @@ fn a_cargo_build_under_inception_has_no_findings_with(backend: &str) {
 
 #[test]
 fn the_exit_status_passes_through_and_killing_velo_kills_the_tracees() {
-    let _tracing = velo_e2e::tracer_lock();
-    for backend in backends("the_exit_status_passes_through_and_killing_velo_kills_the_tracees") {
-        eprintln!(
-            "--- the_exit_status_passes_through_and_killing_velo_kills_the_tracees: {backend}"
-        );
-        the_exit_status_passes_through_and_killing_velo_kills_the_tracees_with(backend);
-    }
+    velo_e2e::each_tracer_backend(
+        "the_exit_status_passes_through_and_killing_velo_kills_the_tracees",
+        the_exit_status_passes_through_and_killing_velo_kills_the_tracees_with,
+    );
 }
 
 fn the_exit_status_passes_through_and_killing_velo_kills_the_tracees_with(backend: &str) {
