@@ -12,6 +12,8 @@
 //!   shim exports: which arguments are paths, which way they are translated and which raw
 //!   syscalls the call ends in. A test checks the built `libvelo_shim.so` against it both ways;
 //!   the tracer and `velo audit` use it to name the entry points behind a syscall the shim missed.
+//! - [`mirage`]: the image of a manifest's tree that the shim maps and searches in place to serve
+//!   it from the store (Mode B, `velo run --mode shim`), and its writer.
 //! - [`env`]: the names of the environment variables that carry a projection to a process tree.
 
 #![no_std]
@@ -20,6 +22,7 @@
 extern crate std;
 
 pub mod env;
+pub mod mirage;
 pub mod table;
 pub mod translate;
 

@@ -246,7 +246,7 @@ fn extra_maps(
 }
 
 /// The entry of a `LD_PRELOAD` list (space- or colon-separated) that is this library.
-fn find_shim(list: &'static [u8]) -> Option<&'static [u8]> {
+pub fn find_shim(list: &'static [u8]) -> Option<&'static [u8]> {
     let name = env::SHIM_FILE_NAME.as_bytes();
     list.split(|&b| b == b' ' || b == b':')
         .find(|e| *e == name || (e.ends_with(name) && e[e.len() - name.len() - 1] == b'/'))
@@ -275,7 +275,7 @@ fn copy<'b>(src: &[u8], buf: &'b mut [u8]) -> Option<&'b [u8]> {
 }
 
 /// `KEY=VALUE\0` in `buf`, returned with its NUL.
-fn entry<'b>(key: &[u8], value: &[u8], buf: &'b mut [u8]) -> Option<&'b [u8]> {
+pub fn entry<'b>(key: &[u8], value: &[u8], buf: &'b mut [u8]) -> Option<&'b [u8]> {
     let len = key.len() + 1 + value.len();
     (len < buf.len()).then(|| {
         buf[..key.len()].copy_from_slice(key);
@@ -340,6 +340,7 @@ fn resolve<'b>(path: &[u8], buf: &'b mut [u8]) -> Option<&'b [u8]> {
 static INIT: extern "C" fn() = {
     extern "C" fn init_on_load() {
         let _ = get();
+        let _ = crate::mirage::get();
     }
     init_on_load
 };

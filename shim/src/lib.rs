@@ -36,6 +36,8 @@
 mod config;
 #[cfg(target_os = "linux")]
 mod kernel;
+#[cfg(target_os = "linux")]
+mod mirage;
 mod path;
 mod real;
 

@@ -5,11 +5,15 @@
 //! canonical path reaches the `#[cold]` functions that own a `PATH_MAX` buffer, so ordinary calls
 //! do not pay for reserving it.
 
-use core::ffi::{CStr, c_char};
+use core::ffi::{CStr, c_char, c_int};
 
 use velo_intercept::translate::{self, Mapping};
 
 use crate::config::{self, Config};
+#[cfg(target_os = "linux")]
+use crate::mirage::{self, Mirage, Place};
+#[cfg(target_os = "linux")]
+use crate::real::fail;
 use crate::real::{Fail, set_errno};
 
 pub const PATH_MAX: usize = libc::PATH_MAX as usize;
@@ -151,4 +155,156 @@ pub fn to_canonical(
     out: &mut Buf,
 ) -> Result<Option<usize>, translate::TooLong> {
     translate::to_canonical(cfg.maps(), path, out)
+}
+
+// --- Mode B ------------------------------------------------------------------------------------
+
+/// What a hook does to the path it is given, for Mode B: reading leaves the tree as it is,
+/// writing would change it and fails with `EROFS` under the virtual root.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Read,
+    Write,
+}
+
+impl Op {
+    /// The class of the libc function `name`.
+    pub const fn of(name: &str) -> Op {
+        const WRITES: &[&str] = &[
+            "creat",
+            "creat64",
+            "mkdir",
+            "mkdirat",
+            "rmdir",
+            "unlink",
+            "unlinkat",
+            "remove",
+            "rename",
+            "renameat",
+            "renameat2",
+            "link",
+            "linkat",
+            "symlink",
+            "symlinkat",
+            "mkfifo",
+            "mkfifoat",
+            "mknod",
+            "mknodat",
+            "chmod",
+            "lchmod",
+            "fchmodat",
+            "chown",
+            "lchown",
+            "fchownat",
+            "utimensat",
+            "utimes",
+            "lutimes",
+            "utime",
+            "futimesat",
+            "truncate",
+            "truncate64",
+            "setxattr",
+            "lsetxattr",
+            "removexattr",
+            "lremovexattr",
+            "posix_spawn_file_actions_addopen",
+        ];
+        let mut i = 0;
+        while i < WRITES.len() {
+            if const_eq(WRITES[i], name) {
+                return Op::Write;
+            }
+            i += 1;
+        }
+        Op::Read
+    }
+}
+
+impl Op {
+    /// Whether the first of two paths is a symlink's target (data, not a path).
+    pub const fn target_first(name: &str) -> bool {
+        const_eq(name, "symlink") || const_eq(name, "symlinkat")
+    }
+}
+
+const fn const_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// [`in1`] for a call relative to `dirfd`, which also serves Mode B: a path in the virtual tree
+/// reaches `call` as its backing real path (a file's blob), or fails (`EROFS` for a write).
+#[cfg(target_os = "linux")]
+#[inline(always)]
+pub fn in1_at<R: Fail>(
+    op: Op,
+    dirfd: c_int,
+    path: *const c_char,
+    call: impl FnOnce(*const c_char) -> R,
+) -> R {
+    if let Some(m) = mirage::get() {
+        return in1_mirage(m, op, dirfd, path, call);
+    }
+    in1(path, call)
+}
+
+#[cfg(target_os = "linux")]
+#[inline(never)]
+fn in1_mirage<R: Fail>(
+    m: &Mirage,
+    op: Op,
+    dirfd: c_int,
+    path: *const c_char,
+    call: impl FnOnce(*const c_char) -> R,
+) -> R {
+    let mut out: Buf = [0; PATH_MAX];
+    match m.resolve(dirfd, path, true, &mut out) {
+        Place::Pass => in1(path, call),
+        Place::Real => call(out.as_ptr().cast()),
+        Place::Node(_) | Place::Missing if op == Op::Write => fail(libc::EROFS),
+        Place::Node(i) => call(m.backing(i, &mut out)),
+        Place::Missing => fail(libc::ENOENT),
+        Place::Fail(e) => fail(e),
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[inline(never)]
+fn in_tree(m: &Mirage, dirfd: c_int, path: *const c_char) -> bool {
+    let mut out: Buf = [0; PATH_MAX];
+    matches!(
+        m.resolve(dirfd, path, false, &mut out),
+        Place::Node(_) | Place::Missing
+    )
+}
+
+/// [`in2`] relative to two descriptors, for Mode B. Every two-path call changes the tree
+/// (rename, link, symlink), so either path in it fails with `EROFS`; a symlink's target (`a`
+/// when `target_first`) is data, not a path to check.
+#[cfg(target_os = "linux")]
+#[inline(always)]
+pub fn in2_at<R: Fail>(
+    target_first: bool,
+    fa: c_int,
+    a: *const c_char,
+    fb: c_int,
+    b: *const c_char,
+    call: impl FnOnce(*const c_char, *const c_char) -> R,
+) -> R {
+    if let Some(m) = mirage::get()
+        && ((!target_first && in_tree(m, fa, a)) || in_tree(m, fb, b))
+    {
+        return fail(libc::EROFS);
+    }
+    in2(a, b, call)
 }

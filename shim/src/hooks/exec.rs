@@ -26,7 +26,9 @@ use velo_intercept::translate;
 
 use super::inbound;
 use crate::config::{self, Config, preload_has_shim};
-use crate::path::{Buf, PATH_MAX, in1};
+use crate::mirage::{self, Mirage};
+use crate::path::Op;
+use crate::path::{Buf, PATH_MAX};
 use crate::real::{Real, errno, fail, keep_errno, set_errno};
 
 type Argv = *const *const c_char;
@@ -84,11 +86,40 @@ unsafe fn push(at: &mut *mut u8, parts: &[&[u8]]) -> *const c_char {
     start.cast()
 }
 
-/// The environment `envp` with the projection carried over (see the module docs).
-fn child_env(cfg: &Config, envp: Argv) -> Result<ChildEnv, c_int> {
+/// What the new program must inherit: the inception projection, Mode B's mirage, or both.
+#[derive(Clone, Copy)]
+struct Carry {
+    cfg: Option<&'static Config>,
+    mirage: Option<&'static Mirage>,
+}
+
+impl Carry {
+    fn get() -> Option<Carry> {
+        let (cfg, mirage) = (config::get(), mirage::get());
+        (cfg.is_some() || mirage.is_some()).then_some(Carry { cfg, mirage })
+    }
+
+    /// This library's `LD_PRELOAD` entry, and `LD_PRELOAD=<it>\0`.
+    fn shim(&self) -> (&'static [u8], &'static [u8]) {
+        match (self.cfg, self.mirage) {
+            (Some(c), _) => (c.shim, c.env_preload),
+            (None, Some(m)) => (m.shim, m.env_preload),
+            (None, None) => (&[], &[]),
+        }
+    }
+}
+
+/// The environment `envp` with the projection carried over (see the module docs). A mirage also
+/// hands over the virtual working directory as `VELO_MIRAGE_CWD` (replacing any the program
+/// passed, and removed when the working directory is a real one).
+fn child_env(carry: Carry, envp: Argv) -> Result<ChildEnv, c_int> {
+    let (shim, env_preload) = carry.shim();
+    let maps = carry.cfg.map_or(&[][..], |c| c.maps());
     let mut n = 0;
-    let (mut has_canonical, mut has_physical) = (false, false);
-    let mut has_extra = cfg.env_extra.is_empty();
+    let (mut has_canonical, mut has_physical) = (carry.cfg.is_none(), carry.cfg.is_none());
+    let mut has_extra = carry.cfg.is_none_or(|c| c.env_extra.is_empty());
+    let mut has_mirage = [carry.mirage.is_none(); 3];
+    let mut old_cwd: Option<usize> = None;
     let mut preload: Option<(usize, &[u8])> = None;
     let mut library_path: Option<(usize, &[u8])> = None;
     if !envp.is_null() {
@@ -106,6 +137,14 @@ fn child_env(cfg: &Config, envp: Argv) -> Result<ChildEnv, c_int> {
                 has_physical = true;
             } else if value(entry, b"VRIFT_EXTRA_ROOTS").is_some() {
                 has_extra = true;
+            } else if value(entry, b"VELO_MIRAGE").is_some() {
+                has_mirage[0] = true;
+            } else if value(entry, b"VELO_MIRAGE_AT").is_some() {
+                has_mirage[1] = true;
+            } else if value(entry, b"VELO_MIRAGE_EMPTY").is_some() {
+                has_mirage[2] = true;
+            } else if value(entry, b"VELO_MIRAGE_CWD").is_some() {
+                old_cwd = Some(n);
             } else if let Some(v) = value(entry, b"LD_PRELOAD") {
                 preload = Some((n, v));
             } else if let Some(v) = value(entry, b"LD_LIBRARY_PATH") {
@@ -114,11 +153,19 @@ fn child_env(cfg: &Config, envp: Argv) -> Result<ChildEnv, c_int> {
             n += 1;
         }
     }
-    let fix_preload =
-        !cfg.shim.is_empty() && preload.is_none_or(|(_, v)| !preload_has_shim(v, cfg.shim));
-    let fix_library_path =
-        library_path.filter(|(_, v)| translate::list_has_canonical(cfg.maps(), v));
-    if !fix_preload && has_canonical && has_physical && has_extra && fix_library_path.is_none() {
+    let mut cwd: Buf = [0; PATH_MAX];
+    let cwd_len = carry.mirage.and_then(|_| mirage::cwd(&mut cwd[16..]));
+    let fix_cwd = old_cwd.is_some() || cwd_len.is_some();
+    let fix_preload = !shim.is_empty() && preload.is_none_or(|(_, v)| !preload_has_shim(v, shim));
+    let fix_library_path = library_path.filter(|(_, v)| translate::list_has_canonical(maps, v));
+    if !fix_preload
+        && has_canonical
+        && has_physical
+        && has_extra
+        && has_mirage == [true; 3]
+        && !fix_cwd
+        && fix_library_path.is_none()
+    {
         return Ok(ChildEnv {
             envp,
             map: core::ptr::null_mut(),
@@ -126,21 +173,17 @@ fn child_env(cfg: &Config, envp: Argv) -> Result<ChildEnv, c_int> {
         });
     }
 
-    let pointers = (n + 5) * size_of::<*const c_char>();
-    let longest_root = cfg
-        .maps()
-        .iter()
-        .map(|m| m.physical().len())
-        .max()
-        .unwrap_or(0);
+    let pointers = (n + 9) * size_of::<*const c_char>();
+    let longest_root = maps.iter().map(|m| m.physical().len()).max().unwrap_or(0);
     let library_path_len = fix_library_path.map_or(0, |(_, v)| {
         let entries = v.iter().filter(|&&b| b == b':').count() + 1;
         "LD_LIBRARY_PATH=".len() + v.len() + entries * longest_root + 1
     });
     let preload_len = preload.map_or(0, |(_, v)| {
-        "LD_PRELOAD=".len() + cfg.shim.len() + 1 + v.len() + 1
+        "LD_PRELOAD=".len() + shim.len() + 1 + v.len() + 1
     });
-    let len = pointers + library_path_len + preload_len;
+    let cwd_entry_len = cwd_len.map_or(0, |n| "VELO_MIRAGE_CWD=".len() + n + 1);
+    let len = pointers + library_path_len + preload_len + cwd_entry_len;
     // SAFETY: an anonymous private mapping; checked below.
     let map = unsafe {
         libc::mmap(
@@ -160,11 +203,14 @@ fn child_env(cfg: &Config, envp: Argv) -> Result<ChildEnv, c_int> {
     let mut strings = unsafe { map.cast::<u8>().add(pointers) };
     let mut k = 0;
     let mut put = |p: *const c_char| {
-        // SAFETY: at most n + 4 pointers and a NULL were reserved.
+        // SAFETY: at most n + 8 pointers and a NULL were reserved.
         unsafe { *out.add(k) = p };
         k += 1;
     };
     for i in 0..n {
+        if old_cwd == Some(i) {
+            continue;
+        }
         // SAFETY: `i < n`, within the program's array.
         let mut entry = unsafe { *envp.add(i) };
         if let Some((at, list)) = fix_library_path
@@ -173,8 +219,8 @@ fn child_env(cfg: &Config, envp: Argv) -> Result<ChildEnv, c_int> {
             // SAFETY: reserved: the translated list is at most `library_path_len` long.
             let buf = unsafe { core::slice::from_raw_parts_mut(strings, library_path_len) };
             buf[..16].copy_from_slice(b"LD_LIBRARY_PATH=");
-            let written = translate::list_to_physical(cfg.maps(), list, &mut buf[16..])
-                .map_err(|_| libc::E2BIG);
+            let written =
+                translate::list_to_physical(maps, list, &mut buf[16..]).map_err(|_| libc::E2BIG);
             match written {
                 Ok(w) => {
                     entry = strings.cast();
@@ -193,21 +239,34 @@ fn child_env(cfg: &Config, envp: Argv) -> Result<ChildEnv, c_int> {
             && at == i
         {
             // SAFETY: reserved by `preload_len`.
-            entry = unsafe { push(&mut strings, &[b"LD_PRELOAD=", cfg.shim, b" ", list]) };
+            entry = unsafe { push(&mut strings, &[b"LD_PRELOAD=", shim, b" ", list]) };
         }
         put(entry);
     }
-    if !has_canonical {
-        put(cfg.env_canonical.as_ptr().cast());
+    if let Some(cfg) = carry.cfg {
+        if !has_canonical {
+            put(cfg.env_canonical.as_ptr().cast());
+        }
+        if !has_physical {
+            put(cfg.env_physical.as_ptr().cast());
+        }
+        if !has_extra {
+            put(cfg.env_extra.as_ptr().cast());
+        }
     }
-    if !has_physical {
-        put(cfg.env_physical.as_ptr().cast());
+    if let Some(m) = carry.mirage {
+        for (has, entry) in has_mirage.iter().zip(m.env) {
+            if !has {
+                put(entry.as_ptr().cast());
+            }
+        }
     }
     if fix_preload && preload.is_none() {
-        put(cfg.env_preload.as_ptr().cast());
+        put(env_preload.as_ptr().cast());
     }
-    if !has_extra {
-        put(cfg.env_extra.as_ptr().cast());
+    if let Some(n) = cwd_len {
+        // SAFETY: reserved by `cwd_entry_len`.
+        put(unsafe { push(&mut strings, &[b"VELO_MIRAGE_CWD=", &cwd[16..16 + n]]) });
     }
     put(core::ptr::null());
     Ok(ChildEnv {
@@ -218,8 +277,8 @@ fn child_env(cfg: &Config, envp: Argv) -> Result<ChildEnv, c_int> {
 }
 
 /// Runs `call` with the child environment for `envp`; `-1`/errno if it cannot be built.
-fn with_env(cfg: &Config, envp: Argv, call: impl FnOnce(Argv) -> c_int) -> c_int {
-    match child_env(cfg, envp) {
+fn with_env(carry: Carry, envp: Argv, call: impl FnOnce(Argv) -> c_int) -> c_int {
+    match child_env(carry, envp) {
         Ok(env) => call(env.envp),
         Err(e) => fail(e),
     }
@@ -238,13 +297,21 @@ fn real_execve(path: *const c_char, argv: Argv, envp: Argv) -> c_int {
     }
 }
 
+/// The program path as exec sees it: canonical paths translated, a virtual file as its blob.
+fn exec_path<R: crate::real::Fail>(
+    path: *const c_char,
+    call: impl FnOnce(*const c_char) -> R,
+) -> R {
+    crate::path::in1_at(Op::Read, libc::AT_FDCWD, path, call)
+}
+
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn execve(path: *const c_char, argv: Argv, envp: Argv) -> c_int {
-    let Some(cfg) = config::get() else {
+    let Some(carry) = Carry::get() else {
         return real_execve(path, argv, envp);
     };
-    in1(path, |path| {
-        with_env(cfg, envp, |envp| real_execve(path, argv, envp))
+    exec_path(path, |path| {
+        with_env(carry, envp, |envp| real_execve(path, argv, envp))
     })
 }
 
@@ -260,6 +327,20 @@ pub unsafe extern "C" fn execvp(file: *const c_char, argv: Argv) -> c_int {
     unsafe { execvpe(file, argv, current_environ()) }
 }
 
+/// Whether the hooks must search `PATH` themselves: glibc's search ends in its internal
+/// `execve`, which would hand a canonical or virtual directory to the kernel.
+fn search_ourselves(carry: Carry, search: &[u8]) -> bool {
+    let canonical = carry
+        .cfg
+        .is_some_and(|c| translate::list_has_canonical(c.maps(), search));
+    let virtual_dir = carry.mirage.is_some_and(|m| {
+        search.split(|&b| b == b':').any(|d| {
+            mirage::under(m.root, d) || (!d.starts_with(b"/") && mirage::cwd(&mut [0; 1]).is_some())
+        })
+    });
+    canonical || virtual_dir
+}
+
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn execvpe(file: *const c_char, argv: Argv, envp: Argv) -> c_int {
     static REAL: Real = Real::new("execvpe\0");
@@ -269,7 +350,7 @@ pub unsafe extern "C" fn execvpe(file: *const c_char, argv: Argv, envp: Argv) ->
         Some(real) => unsafe { real(file, argv, envp) },
         None => fail(libc::ENOSYS),
     };
-    let Some(cfg) = config::get() else {
+    let Some(carry) = Carry::get() else {
         return real(file, envp);
     };
     // SAFETY: `file` is the program's C string (checked for NULL first).
@@ -278,33 +359,32 @@ pub unsafe extern "C" fn execvpe(file: *const c_char, argv: Argv, envp: Argv) ->
         return unsafe { execve(file, argv, envp) };
     }
     let search = search_path();
-    with_env(cfg, envp, |envp| {
-        if !translate::list_has_canonical(cfg.maps(), search) {
-            return real(file, envp);
+    if !search_ourselves(carry, search) {
+        return with_env(carry, envp, |envp| real(file, envp));
+    }
+    let mut denied = false;
+    // SAFETY: checked non-null above.
+    let name = unsafe { CStr::from_ptr(file) }.to_bytes();
+    for dir in search.split(|&b| b == b':') {
+        let mut buf: Buf = [0; PATH_MAX];
+        if candidate(dir, name, &mut buf).is_none() {
+            continue;
         }
-        let mut denied = false;
-        // SAFETY: checked non-null above.
-        let name = unsafe { CStr::from_ptr(file) }.to_bytes();
-        for dir in search.split(|&b| b == b':') {
-            let mut buf: Buf = [0; PATH_MAX];
-            if candidate(cfg, dir, name, &mut buf).is_none() {
-                continue;
-            }
-            real_execve(buf.as_ptr().cast(), argv, envp);
-            match errno() {
-                libc::EACCES => denied = true,
-                libc::ENOENT
-                | libc::ENOTDIR
-                | libc::ESTALE
-                | libc::ENODEV
-                | libc::ETIMEDOUT
-                | libc::ENAMETOOLONG => {}
-                _ => return -1,
-            }
+        // SAFETY: a NUL-terminated candidate; our own hook translates it.
+        unsafe { execve(buf.as_ptr().cast(), argv, envp) };
+        match errno() {
+            libc::EACCES => denied = true,
+            libc::ENOENT
+            | libc::ENOTDIR
+            | libc::ESTALE
+            | libc::ENODEV
+            | libc::ETIMEDOUT
+            | libc::ENAMETOOLONG => {}
+            _ => return -1,
         }
-        set_errno(if denied { libc::EACCES } else { libc::ENOENT });
-        -1
-    })
+    }
+    set_errno(if denied { libc::EACCES } else { libc::ENOENT });
+    -1
 }
 
 #[unsafe(no_mangle)]
@@ -317,15 +397,18 @@ pub unsafe extern "C" fn execveat(
 ) -> c_int {
     static REAL: Real = Real::new("execveat\0");
     type F = unsafe extern "C" fn(c_int, *const c_char, Argv, Argv, c_int) -> c_int;
-    let real = |path, envp| match unsafe { REAL.get::<F>() } {
+    let real = |dirfd, path, envp| match unsafe { REAL.get::<F>() } {
         // SAFETY: execveat's signature; the program's arguments.
         Some(real) => unsafe { real(dirfd, path, argv, envp, flags) },
         None => fail(libc::ENOSYS),
     };
-    let Some(cfg) = config::get() else {
-        return real(path, envp);
+    let Some(carry) = Carry::get() else {
+        return real(dirfd, path, envp);
     };
-    in1(path, |path| with_env(cfg, envp, |envp| real(path, envp)))
+    crate::path::in1_at(Op::Read, dirfd, path, |p| {
+        // A translated path is absolute: the descriptor no longer matters.
+        with_env(carry, envp, |envp| real(dirfd, p, envp))
+    })
 }
 
 #[unsafe(no_mangle)]
@@ -337,8 +420,8 @@ pub unsafe extern "C" fn fexecve(fd: c_int, argv: Argv, envp: Argv) -> c_int {
         Some(real) => unsafe { real(fd, argv, envp) },
         None => fail(libc::ENOSYS),
     };
-    match config::get() {
-        Some(cfg) => with_env(cfg, envp, real),
+    match Carry::get() {
+        Some(carry) => with_env(carry, envp, real),
         None => real(envp),
     }
 }
@@ -355,19 +438,16 @@ fn search_path() -> &'static [u8] {
     }
 }
 
-/// `dir/name`, physical, NUL-terminated in `buf`. An empty entry is the working directory.
-fn candidate(cfg: &Config, dir: &[u8], name: &[u8], buf: &mut Buf) -> Option<usize> {
+/// `dir/name`, NUL-terminated in `buf`, as the program would have named it (the hooks it is
+/// handed to translate it). An empty entry is the working directory.
+fn candidate(dir: &[u8], name: &[u8], buf: &mut Buf) -> Option<usize> {
     let dir: &[u8] = if dir.is_empty() { b"." } else { dir };
-    let (root, rest) = match translate::find_canonical(cfg.maps(), dir) {
-        Some((m, rest)) => (m.physical(), rest),
-        None => (&[][..], dir),
-    };
-    let len = root.len() + rest.len() + 1 + name.len();
+    let len = dir.len() + 1 + name.len();
     if len >= PATH_MAX {
         return None;
     }
     let mut at = 0;
-    for part in [root, rest, b"/", name] {
+    for part in [dir, b"/", name] {
         buf[at..at + part.len()].copy_from_slice(part);
         at += part.len();
     }
@@ -400,8 +480,8 @@ static REAL_SPAWN: Real = Real::new("posix_spawn\0");
 static REAL_SPAWNP: Real = Real::new("posix_spawnp\0");
 
 /// Runs a spawn with the child environment; posix_spawn reports errors as its return value.
-fn spawn_with_env(cfg: &Config, envp: Argv, call: impl FnOnce(Argv) -> c_int) -> c_int {
-    match child_env(cfg, envp) {
+fn spawn_with_env(carry: Carry, envp: Argv, call: impl FnOnce(Argv) -> c_int) -> c_int {
+    match child_env(carry, envp) {
         Ok(env) => call(env.envp),
         Err(e) => e,
     }
@@ -410,7 +490,7 @@ fn spawn_with_env(cfg: &Config, envp: Argv, call: impl FnOnce(Argv) -> c_int) ->
 /// Translates `path` for a spawn, which reports errors as its return value, not in errno.
 fn spawn_in1(path: *const c_char, call: impl FnOnce(*const c_char) -> c_int) -> c_int {
     let saved = errno();
-    let r = in1(path, call);
+    let r = exec_path(path, call);
     if r == -1 {
         // The translation failed before the spawn (in1's failure value).
         let e = errno();
@@ -429,11 +509,11 @@ pub unsafe extern "C" fn posix_spawn(
     argv: Argv,
     envp: Argv,
 ) -> c_int {
-    let Some(cfg) = config::get() else {
+    let Some(carry) = Carry::get() else {
         return real_spawn(&REAL_SPAWN, pid, path, actions, attr, argv, envp);
     };
     spawn_in1(path, |path| {
-        spawn_with_env(cfg, envp, |envp| {
+        spawn_with_env(carry, envp, |envp| {
             real_spawn(&REAL_SPAWN, pid, path, actions, attr, argv, envp)
         })
     })
@@ -448,62 +528,41 @@ pub unsafe extern "C" fn posix_spawnp(
     argv: Argv,
     envp: Argv,
 ) -> c_int {
-    let Some(cfg) = config::get() else {
+    let Some(carry) = Carry::get() else {
         return real_spawn(&REAL_SPAWNP, pid, file, actions, attr, argv, envp);
     };
     // SAFETY: `file` is the program's C string (checked for NULL first).
     if file.is_null() || unsafe { CStr::from_ptr(file) }.to_bytes().contains(&b'/') {
-        return spawn_in1(file, |file| {
-            spawn_with_env(cfg, envp, |envp| {
-                real_spawn(&REAL_SPAWNP, pid, file, actions, attr, argv, envp)
-            })
-        });
+        // SAFETY: forwarded: a path, not a name to search.
+        return unsafe { posix_spawn(pid, file, actions, attr, argv, envp) };
     }
     let search = search_path();
-    spawn_with_env(cfg, envp, |envp| {
-        if translate::list_has_canonical(cfg.maps(), search) {
-            // SAFETY: checked non-null above.
-            let name = unsafe { CStr::from_ptr(file) }.to_bytes();
-            for dir in search.split(|&b| b == b':') {
-                let mut buf: Buf = [0; PATH_MAX];
-                if candidate(cfg, dir, name, &mut buf).is_some() && executable_file(&buf) {
-                    return real_spawn(
-                        &REAL_SPAWN,
-                        pid,
-                        buf.as_ptr().cast(),
-                        actions,
-                        attr,
-                        argv,
-                        envp,
-                    );
-                }
+    if search_ourselves(carry, search) {
+        // SAFETY: checked non-null above.
+        let name = unsafe { CStr::from_ptr(file) }.to_bytes();
+        for dir in search.split(|&b| b == b':') {
+            let mut buf: Buf = [0; PATH_MAX];
+            if candidate(dir, name, &mut buf).is_some() && executable_file(&buf) {
+                // SAFETY: a NUL-terminated candidate; our own hook translates it.
+                return unsafe { posix_spawn(pid, buf.as_ptr().cast(), actions, attr, argv, envp) };
             }
         }
+    }
+    spawn_with_env(carry, envp, |envp| {
         real_spawn(&REAL_SPAWNP, pid, file, actions, attr, argv, envp)
     })
 }
 
-/// Whether `path` (NUL-terminated, physical) is a regular file we may execute, asked of the
-/// kernel directly; errno is left alone.
+/// Whether `path` (NUL-terminated, as the program names it) is a regular file we may execute,
+/// asked through the hooks, so canonical and virtual paths count; errno is left alone.
 fn executable_file(path: &Buf) -> bool {
     keep_errno(|| {
-        // SAFETY: raw syscalls on a NUL-terminated buffer and a zeroed stat.
+        // SAFETY: a NUL-terminated buffer and a zeroed stat; our own hooks.
         unsafe {
             let mut st: libc::stat = core::mem::zeroed();
-            libc::syscall(
-                libc::SYS_newfstatat,
-                libc::AT_FDCWD,
-                path.as_ptr(),
-                &raw mut st,
-                0,
-            ) == 0
+            super::mirage::stat(path.as_ptr().cast(), (&raw mut st).cast()) == 0
                 && st.st_mode & libc::S_IFMT == libc::S_IFREG
-                && libc::syscall(
-                    libc::SYS_faccessat,
-                    libc::AT_FDCWD,
-                    path.as_ptr(),
-                    libc::X_OK,
-                ) == 0
+                && super::mirage::access(path.as_ptr().cast(), libc::X_OK) == 0
         }
     })
 }

@@ -5,80 +5,51 @@
 
 use core::ffi::{c_char, c_int, c_long, c_void};
 
-use libc::{FILE, dev_t, gid_t, mode_t, off_t, off64_t, size_t, ssize_t, uid_t};
+use libc::{dev_t, gid_t, mode_t, off_t, off64_t, size_t, ssize_t, uid_t};
 
 use super::inbound;
 
 type Opaque = *mut c_void;
 
 inbound! {
-    // open and openat, which take an optional mode, are in `variadic`.
+    // open, openat and fopen, the stat and access families, opendir/scandir, chdir and dlopen
+    // answer for Mode B's virtual tree themselves: they are in `mirage`.
     fn creat(path: *const c_char, mode: mode_t) -> c_int; in(path);
     fn creat64(path: *const c_char, mode: mode_t) -> c_int; in(path);
-    /// `_FORTIFY_SOURCE` builds call these for `open` without `O_CREAT`.
-    fn __open_2(path: *const c_char, flags: c_int) -> c_int; in(path);
-    fn __open64_2(path: *const c_char, flags: c_int) -> c_int; in(path);
-    fn __openat_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int; in(path);
-    fn __openat64_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int; in(path);
-    fn fopen(path: *const c_char, mode: *const c_char) -> *mut FILE; in(path);
-    fn fopen64(path: *const c_char, mode: *const c_char) -> *mut FILE; in(path);
-    fn freopen(path: *const c_char, mode: *const c_char, stream: *mut FILE) -> *mut FILE; in(path);
-    fn freopen64(path: *const c_char, mode: *const c_char, stream: *mut FILE) -> *mut FILE; in(path);
-
-    // The stat family, new ABI (glibc ≥ 2.33; CPython, new binaries, Rust's std via statx) …
-    fn stat(path: *const c_char, buf: Opaque) -> c_int; in(path);
-    fn stat64(path: *const c_char, buf: Opaque) -> c_int; in(path);
-    fn lstat(path: *const c_char, buf: Opaque) -> c_int; in(path);
-    fn lstat64(path: *const c_char, buf: Opaque) -> c_int; in(path);
-    fn fstatat(dirfd: c_int, path: *const c_char, buf: Opaque, flags: c_int) -> c_int; in(path);
-    fn fstatat64(dirfd: c_int, path: *const c_char, buf: Opaque, flags: c_int) -> c_int; in(path);
-    fn statx(dirfd: c_int, path: *const c_char, flags: c_int, mask: u32, buf: Opaque) -> c_int; in(path);
-    // … and the old one (rustup's cargo, librustc_driver and libLLVM import these).
-    fn __xstat(ver: c_int, path: *const c_char, buf: Opaque) -> c_int; in(path);
-    fn __xstat64(ver: c_int, path: *const c_char, buf: Opaque) -> c_int; in(path);
-    fn __lxstat(ver: c_int, path: *const c_char, buf: Opaque) -> c_int; in(path);
-    fn __lxstat64(ver: c_int, path: *const c_char, buf: Opaque) -> c_int; in(path);
-    fn __fxstatat(ver: c_int, dirfd: c_int, path: *const c_char, buf: Opaque, flags: c_int) -> c_int; in(path);
-    fn __fxstatat64(ver: c_int, dirfd: c_int, path: *const c_char, buf: Opaque, flags: c_int) -> c_int; in(path);
-
-    fn access(path: *const c_char, mode: c_int) -> c_int; in(path);
-    fn faccessat(dirfd: c_int, path: *const c_char, mode: c_int, flags: c_int) -> c_int; in(path);
-    fn eaccess(path: *const c_char, mode: c_int) -> c_int; in(path);
-    fn euidaccess(path: *const c_char, mode: c_int) -> c_int; in(path);
 
     fn mkdir(path: *const c_char, mode: mode_t) -> c_int; in(path);
-    fn mkdirat(dirfd: c_int, path: *const c_char, mode: mode_t) -> c_int; in(path);
+    fn mkdirat(dirfd: c_int, path: *const c_char, mode: mode_t) -> c_int; in(path) at(dirfd);
     fn rmdir(path: *const c_char) -> c_int; in(path);
     fn unlink(path: *const c_char) -> c_int; in(path);
-    fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int; in(path);
+    fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int; in(path) at(dirfd);
     /// glibc's `remove` calls its internal `unlink`/`rmdir`: without this hook the linker's
     /// temporary files are left behind.
     fn remove(path: *const c_char) -> c_int; in(path);
     fn rename(from: *const c_char, to: *const c_char) -> c_int; in(from, to);
-    fn renameat(fromfd: c_int, from: *const c_char, tofd: c_int, to: *const c_char) -> c_int; in(from, to);
-    fn renameat2(fromfd: c_int, from: *const c_char, tofd: c_int, to: *const c_char, flags: u32) -> c_int; in(from, to);
+    fn renameat(fromfd: c_int, from: *const c_char, tofd: c_int, to: *const c_char) -> c_int; in(from, to) at(fromfd, tofd);
+    fn renameat2(fromfd: c_int, from: *const c_char, tofd: c_int, to: *const c_char, flags: u32) -> c_int; in(from, to) at(fromfd, tofd);
     fn link(from: *const c_char, to: *const c_char) -> c_int; in(from, to);
-    fn linkat(fromfd: c_int, from: *const c_char, tofd: c_int, to: *const c_char, flags: c_int) -> c_int; in(from, to);
+    fn linkat(fromfd: c_int, from: *const c_char, tofd: c_int, to: *const c_char, flags: c_int) -> c_int; in(from, to) at(fromfd, tofd);
     /// The target is translated too: a link stored with a canonical target would dangle for the
     /// kernel, which resolves it without the shim. `readlink` turns it back.
     fn symlink(target: *const c_char, path: *const c_char) -> c_int; in(target, path);
-    fn symlinkat(target: *const c_char, dirfd: c_int, path: *const c_char) -> c_int; in(target, path);
+    fn symlinkat(target: *const c_char, dirfd: c_int, path: *const c_char) -> c_int; in(target, path) at(dirfd);
     fn mkfifo(path: *const c_char, mode: mode_t) -> c_int; in(path);
-    fn mkfifoat(dirfd: c_int, path: *const c_char, mode: mode_t) -> c_int; in(path);
+    fn mkfifoat(dirfd: c_int, path: *const c_char, mode: mode_t) -> c_int; in(path) at(dirfd);
     fn mknod(path: *const c_char, mode: mode_t, dev: dev_t) -> c_int; in(path);
-    fn mknodat(dirfd: c_int, path: *const c_char, mode: mode_t, dev: dev_t) -> c_int; in(path);
+    fn mknodat(dirfd: c_int, path: *const c_char, mode: mode_t, dev: dev_t) -> c_int; in(path) at(dirfd);
 
     fn chmod(path: *const c_char, mode: mode_t) -> c_int; in(path);
     fn lchmod(path: *const c_char, mode: mode_t) -> c_int; in(path);
-    fn fchmodat(dirfd: c_int, path: *const c_char, mode: mode_t, flags: c_int) -> c_int; in(path);
+    fn fchmodat(dirfd: c_int, path: *const c_char, mode: mode_t, flags: c_int) -> c_int; in(path) at(dirfd);
     fn chown(path: *const c_char, uid: uid_t, gid: gid_t) -> c_int; in(path);
     fn lchown(path: *const c_char, uid: uid_t, gid: gid_t) -> c_int; in(path);
-    fn fchownat(dirfd: c_int, path: *const c_char, uid: uid_t, gid: gid_t, flags: c_int) -> c_int; in(path);
-    fn utimensat(dirfd: c_int, path: *const c_char, times: Opaque, flags: c_int) -> c_int; in(path);
+    fn fchownat(dirfd: c_int, path: *const c_char, uid: uid_t, gid: gid_t, flags: c_int) -> c_int; in(path) at(dirfd);
+    fn utimensat(dirfd: c_int, path: *const c_char, times: Opaque, flags: c_int) -> c_int; in(path) at(dirfd);
     fn utimes(path: *const c_char, times: Opaque) -> c_int; in(path);
     fn lutimes(path: *const c_char, times: Opaque) -> c_int; in(path);
     fn utime(path: *const c_char, times: Opaque) -> c_int; in(path);
-    fn futimesat(dirfd: c_int, path: *const c_char, times: Opaque) -> c_int; in(path);
+    fn futimesat(dirfd: c_int, path: *const c_char, times: Opaque) -> c_int; in(path) at(dirfd);
     fn truncate(path: *const c_char, len: off_t) -> c_int; in(path);
     fn truncate64(path: *const c_char, len: off64_t) -> c_int; in(path);
 
@@ -96,17 +67,6 @@ inbound! {
     fn llistxattr(path: *const c_char, list: *mut c_char, size: size_t) -> ssize_t; in(path);
     fn removexattr(path: *const c_char, name: *const c_char) -> c_int; in(path);
     fn lremovexattr(path: *const c_char, name: *const c_char) -> c_int; in(path);
-
-    /// glibc's `opendir` and `scandir` open the directory internally, out of the PLT's reach.
-    fn opendir(path: *const c_char) -> *mut libc::DIR; in(path);
-    fn scandir(path: *const c_char, list: Opaque, filter: Opaque, compare: Opaque) -> c_int; in(path);
-    fn scandir64(path: *const c_char, list: Opaque, filter: Opaque, compare: Opaque) -> c_int; in(path);
-    fn chdir(path: *const c_char) -> c_int; in(path);
-
-    /// The dynamic loader opens libraries with raw syscalls: rustc's proc macros are loaded by
-    /// canonical path.
-    fn dlopen(path: *const c_char, flags: c_int) -> Opaque; in(path);
-    fn dlmopen(namespace: c_long, path: *const c_char, flags: c_int) -> Opaque; in(path);
 }
 
 /// Defines the `mkstemp` family: the template is translated and its generated tail copied back.

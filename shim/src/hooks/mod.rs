@@ -7,17 +7,22 @@
 //! - [`exec`]: exec and posix_spawn, which also carry the projection into the new program;
 //! - [`variadic`]: `open`/`openat` with their optional mode, and the `execl` trampolines.
 
+pub mod dirs;
 mod exec;
 mod fs;
+mod mirage;
 mod out;
 mod variadic;
 
 /// Defines hooks whose only job is to translate some path arguments inbound and call the real
-/// function: `fn name(args) -> Ret; in(path_args);`.
+/// function: `fn name(args) -> Ret; in(path_args) [at(dirfd_args)];`. `at` names the descriptors
+/// relative paths start from (one per path; with two paths and one descriptor it belongs to the
+/// second, as in `symlinkat`). In Mode B the function's name says whether it writes
+/// ([`crate::path::Op::of`]).
 macro_rules! inbound {
     ($(
         $(#[$meta:meta])*
-        fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty; in($($path:ident),+);
+        fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty; in($($path:ident),+) $(at($($fd:ident),+))?;
     )*) => {$(
         $crate::hooks::unless_omitted!($name,
         $(#[$meta])*
@@ -25,7 +30,11 @@ macro_rules! inbound {
         pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
             static REAL: $crate::real::Real = $crate::real::Real::new(concat!(stringify!($name), "\0"));
             type F = unsafe extern "C" fn($($ty),*) -> $ret;
-            $crate::hooks::inbound!(@call ($($path),+) {
+            #[allow(dead_code, reason = "two-path rows use TARGET_FIRST, one-path rows OP")]
+            const OP: $crate::path::Op = $crate::path::Op::of(stringify!($name));
+            #[allow(dead_code, reason = "as above")]
+            const TARGET_FIRST: bool = $crate::path::Op::target_first(stringify!($name));
+            $crate::hooks::inbound!(@call OP, TARGET_FIRST, ($($path),+) ($($($fd),+)?) {
                 // SAFETY: `F` is the symbol's C signature, and the arguments are the program's,
                 // with canonical paths replaced by physical ones of the same kind.
                 match unsafe { REAL.get::<F>() } {
@@ -36,11 +45,20 @@ macro_rules! inbound {
         }
         );
     )*};
-    (@call ($p:ident) $body:block) => {
-        $crate::path::in1($p, |$p| $body)
+    (@call $op:ident, $t:ident, ($p:ident) () $body:block) => {
+        $crate::path::in1_at($op, libc::AT_FDCWD, $p, |$p| $body)
     };
-    (@call ($a:ident, $b:ident) $body:block) => {
-        $crate::path::in2($a, $b, |$a, $b| $body)
+    (@call $op:ident, $t:ident, ($p:ident) ($fd:ident) $body:block) => {
+        $crate::path::in1_at($op, $fd, $p, |$p| $body)
+    };
+    (@call $op:ident, $t:ident, ($a:ident, $b:ident) () $body:block) => {
+        $crate::path::in2_at($t, libc::AT_FDCWD, $a, libc::AT_FDCWD, $b, |$a, $b| $body)
+    };
+    (@call $op:ident, $t:ident, ($a:ident, $b:ident) ($fb:ident) $body:block) => {
+        $crate::path::in2_at($t, libc::AT_FDCWD, $a, $fb, $b, |$a, $b| $body)
+    };
+    (@call $op:ident, $t:ident, ($a:ident, $b:ident) ($fa:ident, $fb:ident) $body:block) => {
+        $crate::path::in2_at($t, $fa, $a, $fb, $b, |$a, $b| $body)
     };
 }
 

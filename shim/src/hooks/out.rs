@@ -12,6 +12,7 @@ use libc::{size_t, ssize_t};
 
 use crate::config::{self, Config};
 use crate::kernel;
+use crate::mirage::{self, Place};
 use crate::path::{Buf, PATH_MAX, in1, to_canonical};
 use crate::real::{Real, fail};
 
@@ -47,6 +48,12 @@ pub unsafe extern "C" fn getcwd(buf: *mut c_char, size: size_t) -> *mut c_char {
     let Some(real) = (unsafe { REAL.get::<F>() }) else {
         return fail(libc::ENOSYS);
     };
+    let mut virt: Buf = [0; PATH_MAX];
+    if mirage::get().is_some()
+        && let Some(n) = mirage::cwd(&mut virt)
+    {
+        return copy_cwd(&virt[..n], buf, size);
+    }
     let Some(cfg) = config::get() else {
         // SAFETY: the program's arguments, untouched.
         return unsafe { real(buf, size) };
@@ -60,10 +67,14 @@ pub unsafe extern "C" fn getcwd(buf: *mut c_char, size: size_t) -> *mut c_char {
     // SAFETY: getcwd succeeded, so `raw` holds a NUL-terminated path.
     let cwd = unsafe { CStr::from_ptr(raw.as_ptr().cast()) }.to_bytes();
     let mut out: Buf = [0; PATH_MAX];
-    let cwd = match outbound(cfg, cwd, &mut out) {
-        Ok(cwd) => cwd,
-        Err(e) => return fail(e),
-    };
+    match outbound(cfg, cwd, &mut out) {
+        Ok(cwd) => copy_cwd(cwd, buf, size),
+        Err(e) => fail(e),
+    }
+}
+
+/// Hands `cwd` to the program with getcwd's size rules.
+fn copy_cwd(cwd: &[u8], buf: *mut c_char, size: size_t) -> *mut c_char {
     if buf.is_null() {
         if size != 0 && size <= cwd.len() {
             return fail(libc::ERANGE);
@@ -115,8 +126,8 @@ pub unsafe extern "C" fn get_current_dir_name() -> *mut c_char {
         // SAFETY: zeroed stat buffers are valid; the hooks translate `pwd`.
         let (mut a, mut b): (libc::stat64, libc::stat64) = unsafe { core::mem::zeroed() };
         let same = unsafe {
-            super::fs::stat64(pwd, (&raw mut a).cast()) == 0
-                && super::fs::stat64(c".".as_ptr(), (&raw mut b).cast()) == 0
+            super::mirage::stat64(pwd, (&raw mut a).cast()) == 0
+                && super::mirage::stat64(c".".as_ptr(), (&raw mut b).cast()) == 0
                 && a.st_dev == b.st_dev
                 && a.st_ino == b.st_ino
         };
@@ -143,6 +154,36 @@ pub unsafe extern "C" fn get_current_dir_name() -> *mut c_char {
 /// not libc's function: jemalloc calls readlink while `malloc` is starting, before a `dlsym`
 /// lookup would be safe.
 fn readlink_at(dirfd: c_int, path: *const c_char, buf: *mut c_char, size: size_t) -> ssize_t {
+    if let Some(m) = mirage::get() {
+        let mut out: Buf = [0; PATH_MAX];
+        let give = |bytes: &[u8]| {
+            let len = bytes.len().min(size);
+            // SAFETY: the program's buffer holds `size` bytes.
+            unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), buf.cast(), len) };
+            len as ssize_t
+        };
+        // SAFETY: checked for NULL first; the program's C string.
+        if !path.is_null()
+            && unsafe { CStr::from_ptr(path) }.to_bytes() == b"/proc/self/cwd"
+            && let Some(n) = mirage::cwd(&mut out)
+        {
+            return give(&out[..n]);
+        }
+        match m.resolve(dirfd, path, false, &mut out) {
+            Place::Pass => {}
+            Place::Real => return readlink_plain(libc::AT_FDCWD, out.as_ptr().cast(), buf, size),
+            Place::Node(i) if m.entry(i).kind == velo_intercept::mirage::SYMLINK => {
+                return give(m.entry(i).target);
+            }
+            Place::Node(_) => return fail(libc::EINVAL),
+            Place::Missing => return fail(libc::ENOENT),
+            Place::Fail(e) => return fail(e),
+        }
+    }
+    readlink_plain(dirfd, path, buf, size)
+}
+
+fn readlink_plain(dirfd: c_int, path: *const c_char, buf: *mut c_char, size: size_t) -> ssize_t {
     in1(path, |path| {
         let Some(cfg) = config::get() else {
             // SAFETY: the program's arguments.
@@ -231,6 +272,23 @@ pub unsafe extern "C" fn realpath(path: *const c_char, resolved: *mut c_char) ->
     let Some(real) = (unsafe { REAL.get::<F>() }) else {
         return fail(libc::ENOSYS);
     };
+    let mut virt: Buf = [0; PATH_MAX];
+    let mut path = path;
+    if let Some(m) = mirage::get() {
+        match m.resolve(libc::AT_FDCWD, path, true, &mut virt) {
+            Place::Pass => {}
+            // Left the tree: the host's realpath of where it went.
+            Place::Real => path = virt.as_ptr().cast(),
+            Place::Node(i) => {
+                let Some(n) = m.abs_path(i, &mut virt) else {
+                    return fail(libc::ENAMETOOLONG);
+                };
+                return give_path(&virt[..n], resolved);
+            }
+            Place::Missing => return fail(libc::ENOENT),
+            Place::Fail(e) => return fail(e),
+        }
+    }
     let Some(cfg) = config::get() else {
         // SAFETY: the program's arguments.
         return unsafe { real(path, resolved) };
@@ -259,16 +317,21 @@ pub unsafe extern "C" fn realpath(path: *const c_char, resolved: *mut c_char) ->
             Ok(_) => return fail(libc::ENAMETOOLONG),
             Err(e) => return fail(e),
         };
-        if resolved.is_null() {
-            return malloc_copy(found, 0);
-        }
-        // SAFETY: `resolved` holds PATH_MAX bytes (realpath's contract).
-        unsafe {
-            core::ptr::copy_nonoverlapping(found.as_ptr(), resolved.cast(), found.len());
-            *resolved.add(found.len()) = 0;
-        }
-        resolved
+        give_path(found, resolved)
     })
+}
+
+/// realpath's result: into `resolved` (PATH_MAX bytes), or `malloc`ed when it is NULL.
+fn give_path(found: &[u8], resolved: *mut c_char) -> *mut c_char {
+    if resolved.is_null() {
+        return malloc_copy(found, 0);
+    }
+    // SAFETY: `resolved` holds PATH_MAX bytes (realpath's contract), and `found` is shorter.
+    unsafe {
+        core::ptr::copy_nonoverlapping(found.as_ptr(), resolved.cast(), found.len());
+        *resolved.add(found.len()) = 0;
+    }
+    resolved
 }
 
 /// `realpath(path)` into `out` as the kernel names the file: `Err(Some(errno))` on failure,

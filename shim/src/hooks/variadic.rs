@@ -20,7 +20,7 @@ use core::ffi::{c_char, c_int, c_uint};
 
 use libc::mode_t;
 
-use crate::path::in1;
+use super::mirage::open_at;
 use crate::real::{Real, fail};
 
 type Open = unsafe extern "C" fn(*const c_char, c_int, ...) -> c_int;
@@ -31,7 +31,8 @@ macro_rules! open {
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $name(path: *const c_char, flags: c_int, mode: mode_t) -> c_int {
             static REAL: Real = Real::new(concat!(stringify!($name), "\0"));
-            in1(path, |path| {
+            // Paths `open_at` passes on are absolute or the program's own, so plain `open` serves.
+            open_at(libc::AT_FDCWD, path, flags, |_, path, flags| {
                 // SAFETY: the real `open` with the program's arguments (see the module docs).
                 match unsafe { REAL.get::<Open>() } {
                     Some(real) => unsafe { real(path, flags, mode as c_uint) },
@@ -47,7 +48,7 @@ macro_rules! openat {
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $name(dirfd: c_int, path: *const c_char, flags: c_int, mode: mode_t) -> c_int {
             static REAL: Real = Real::new(concat!(stringify!($name), "\0"));
-            in1(path, |path| {
+            open_at(dirfd, path, flags, |dirfd, path, flags| {
                 // SAFETY: as for `open`.
                 match unsafe { REAL.get::<OpenAt>() } {
                     Some(real) => unsafe { real(dirfd, path, flags, mode as c_uint) },

@@ -583,7 +583,7 @@ fn farms_are_cached_per_manifest_and_gc_clears_the_cache() {
     let app = app.to_str().unwrap();
     let first = velo_run(
         &env,
-        &["-v", "--manifest", app, "--", "cat", "data.txt"],
+        &["-v", "--mode", "farm", "--manifest", app, "--", "cat", "data.txt"],
         false,
     )
     .expect_code(0);
@@ -594,7 +594,7 @@ fn farms_are_cached_per_manifest_and_gc_clears_the_cache() {
     );
     let second = velo_run(
         &env,
-        &["-v", "--manifest", app, "--", "cat", "data.txt"],
+        &["-v", "--mode", "farm", "--manifest", app, "--", "cat", "data.txt"],
         false,
     )
     .expect_code(0);
@@ -606,7 +606,12 @@ fn farms_are_cached_per_manifest_and_gc_clears_the_cache() {
         "{}",
         gc.explain()
     );
-    let third = velo_run(&env, &["-v", "--manifest", app, "--", "true"], false).expect_code(0);
+    let third = velo_run(
+        &env,
+        &["-v", "--mode", "farm", "--manifest", app, "--", "true"],
+        false,
+    )
+    .expect_code(0);
     assert!(
         third.stderr().contains("linked"),
         "rebuilt after gc: {}",

@@ -23,6 +23,10 @@ pub struct Args {
 
 pub fn run(store: &std::path::Path, args: Args) -> Result<ExitCode> {
     let plan = velo::gc::gc(store, args.run)?;
+    if args.run {
+        // Images of trees whose blobs may be gone; `velo run --mode shim` rebuilds them.
+        velo::run::mirage::clear_cache(store)?;
+    }
     // Run directories of `velo run` processes that died without cleaning up, and the farm
     // cache (cached farms pin the inodes of the blobs just deleted).
     let (stale_runs, cached_farms) = if args.run {

@@ -13,10 +13,12 @@ use velo::store::Store;
 
 use super::child;
 
+mod shim;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
-    /// Farm for static executables (the shim cannot reach them); farm for the rest too until
-    /// shim mode lands.
+    /// Shim for dynamically linked programs and scripts, farm for static executables (the shim
+    /// cannot reach them) and for --isolate.
     Auto,
     /// A link farm: hard links into the store, covered by a private overlay.
     Farm,
@@ -73,6 +75,12 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     workdir: Option<PathBuf>,
 
+    /// Where the tree appears [default: <store>/farms/cache/<manifest id>, the farm's own path,
+    /// so a command sees the same paths in every mode]. Shim mode serves any absolute path; farm
+    /// mode needs --at to be the default.
+    #[arg(long, value_name = "PATH")]
+    at: Option<PathBuf>,
+
     /// Keep the run's directory afterwards: what the command wrote, in upper/ (the path is
     /// printed). The farm itself always stays in the store's farm cache until `velo gc --run`.
     #[arg(long)]
@@ -108,12 +116,6 @@ pub fn run(store_dir: &Path, args: Args) -> Result<ExitCode> {
     }
     let refs: Vec<&Manifest> = layers_read.iter().collect();
     let tree = layers::merge(&refs)?;
-    if args.mode == Mode::Shim {
-        bail!(
-            "--mode shim (serving the tree from the store through the shim, with no directory on disk) is not \
-             available yet; use --mode farm (or the default, auto)"
-        );
-    }
     let store = Store::open_existing(store_dir).with_context(|| {
         format!(
             "the manifests' blobs live in a store; {} is not one",
@@ -123,6 +125,56 @@ pub fn run(store_dir: &Path, args: Args) -> Result<ExitCode> {
 
     let run_dir = RunDir::create(&store, args.keep)
         .with_context(|| format!("creating a run directory in {}", store.root().display()))?;
+    let default_at = store.root().join("farms/cache").join(tree.id().to_string());
+    let at = match &args.at {
+        None => default_at.clone(),
+        Some(at) if !at.is_absolute() || at == Path::new("/") => bail!(
+            "--at {}: the tree needs an absolute path other than / (for example /app)",
+            at.display()
+        ),
+        Some(at) => at.clone(),
+    };
+    let (program, rest) = args.command.split_first().expect("clap requires a command");
+    if args.mode == Mode::Shim && args.isolate {
+        bail!(
+            "--mode shim and --isolate do not combine: the sandbox's root is a farm (use --mode farm)"
+        );
+    }
+    let in_tree = shim::program(&store, &tree, &at, args.workdir.as_deref(), program);
+    let shim_reason = match args.mode {
+        Mode::Farm => None,
+        _ if args.isolate => None,
+        Mode::Shim => Some("--mode shim".to_owned()),
+        Mode::Auto => shim::auto_reason(&in_tree, program),
+    };
+    if let Some(reason) = shim_reason {
+        if args.verbose {
+            eprintln!("velo: mode shim: {reason}");
+        }
+        let spec = shim::Spec {
+            at: &at,
+            workdir: args.workdir.as_deref(),
+            program: in_tree.unwrap_or_else(|| program.into()),
+            word: program,
+            rest,
+            empty: &run_dir.tree(),
+            verbose: args.verbose,
+        };
+        std::fs::create_dir_all(store.root().join("farms/cache"))?;
+        let status = shim::run(&store, &tree, spec)?;
+        if args.keep {
+            eprintln!("velo: kept {}", run_dir.path().display());
+        }
+        drop(run_dir);
+        return Ok(child::exit_like(status));
+    }
+    if args.at.as_ref().is_some_and(|a| *a != default_at) {
+        bail!(
+            "--at {}: farm mode shows the tree at its farm's path ({}); other paths need --mode shim",
+            at.display(),
+            default_at.display()
+        );
+    }
     let protected = args.isolate || sandbox_available();
     // Shared with ingests, exclusive with gc: no blob disappears while a farm links to it.
     let lock = store.lock(velo::store::LockMode::Shared)?;
@@ -169,7 +221,6 @@ pub fn run(store_dir: &Path, args: Args) -> Result<ExitCode> {
         .strip_prefix("/")
         .unwrap_or(&inside_workdir)
         .to_owned();
-    let (program, rest) = args.command.split_first().expect("clap requires a command");
     let resolved = if args.isolate {
         run::resolve_program(
             program,
@@ -337,10 +388,12 @@ fn explain_mode(mode: Mode, program: &OsString, resolved: Option<&Path>, verbose
             format!("{name} is a static ELF (no interpreter): the shim cannot reach it")
         }
         Some(exe::Executable::Dynamic { interpreter }) => {
-            format!("{name} is dynamically linked ({interpreter}); shim mode is not available yet")
+            format!("{name} is dynamically linked ({interpreter}), but --isolate runs on a farm")
         }
         Some(exe::Executable::Script { interpreter }) => {
-            format!("{name} is a script for {interpreter}; shim mode is not available yet")
+            format!(
+                "{name} is a script for {interpreter}, whose interpreter the shim cannot reach, or --isolate runs on a farm"
+            )
         }
         Some(exe::Executable::Unknown) => format!("{name} is not an ELF file or script"),
     };

@@ -29,6 +29,7 @@
 pub mod exe;
 pub mod farm;
 pub mod layers;
+pub mod mirage;
 pub mod sandbox;
 
 use std::ffi::OsStr;

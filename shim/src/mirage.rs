@@ -1,0 +1,612 @@
+//! Mode B ("the mirage"): a manifest's tree served straight from the store, with no directory on
+//! disk (`velo run --mode shim`, docs/modes.md).
+//!
+//! velo writes the merged manifest as an *image* (`velo_intercept::mirage`) and starts the
+//! command with `VELO_MIRAGE=<image>` and `VELO_MIRAGE_AT=<virtual root>`. The shim maps the image
+//! read-only when it loads and from then on answers every path under the virtual root itself:
+//!
+//! - a **file** is its store blob: `open` returns a descriptor on the blob (read-only), `stat`
+//!   and `fstat` report the blob, which is exactly what a link farm shows (its files are hard
+//!   links to the same blobs), `exec` and `dlopen` load the blob;
+//! - a **directory** exists only in the image: `stat` is synthesized (a private device number,
+//!   one inode number per directory, so `find` and `ls -R` see a tree without loops), `opendir`
+//!   and `readdir` walk the image ([`crate::hooks::dirs`]), and `open(O_DIRECTORY)` returns a
+//!   descriptor on an empty stand-in directory that the fd table below remembers, so `fstat`,
+//!   `fdopendir` and `openat(fd, …)` on it are answered from the image too;
+//! - a **symlink** is followed inside the tree (an absolute target means the host's path, as in
+//!   a farm); `lstat` and `readlink` report the link;
+//! - the **working directory** can be virtual: `chdir` into the tree records the path here (the
+//!   process's real working directory becomes the stand-in), relative paths resolve against it,
+//!   and `getcwd` returns it; exec hands it to the next program in `VELO_MIRAGE_CWD`;
+//! - **writes** (creating, changing or removing anything under the root) fail with `EROFS`: the
+//!   store is never written.
+//!
+//! Everything lives in fixed static tables, so no hook allocates: [`FD_SLOTS`] descriptors of
+//! virtual directories and [`crate::hooks::dirs::DIR_SLOTS`] open directory streams per
+//! process. Opening more fails with `EMFILE`, never with wrong data.
+
+use core::cell::UnsafeCell;
+use core::ffi::{CStr, c_char, c_int};
+use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
+
+use velo_intercept::mirage::{self, Entry, Image};
+
+use crate::path::{Buf, PATH_MAX};
+use crate::real::keep_errno;
+
+/// Descriptors below this number can name a virtual directory.
+pub const FD_SLOTS: usize = 1024;
+
+/// The device number of virtual directories and symlinks: `makedev(0, 0x7e1)`, an anonymous
+/// device no real filesystem here uses, so their inode numbers never meet a real file's.
+pub const DEV: u64 = 0x7e1;
+/// Inode numbers of virtual entries: this plus the entry's index.
+const INO_BASE: u64 = 0x7e10_0000_0000;
+
+pub struct Mirage {
+    pub image: Image<'static>,
+    /// The virtual root, absolute, without a trailing `/`.
+    pub root: &'static [u8],
+    /// An empty real directory (NUL-terminated): what a virtual directory's descriptor and the
+    /// real working directory point at.
+    pub empty: &'static [u8],
+    /// `VELO_MIRAGE=…`, `VELO_MIRAGE_AT=…`, `VELO_MIRAGE_EMPTY=…`, NUL-terminated: re-added to a
+    /// child's environment by the exec hooks.
+    pub env: [&'static [u8]; 3],
+    /// This library's `LD_PRELOAD` entry and `LD_PRELOAD=<it>\0`, for the exec hooks.
+    pub shim: &'static [u8],
+    pub env_preload: &'static [u8],
+    /// Timestamps of virtual directories and symlinks: the image's modification time.
+    pub time: (i64, i64),
+    pub uid: u32,
+    pub gid: u32,
+}
+
+const UNINIT: u8 = 0;
+const BUSY: u8 = 1;
+const OFF: u8 = 2;
+const ON: u8 = 3;
+
+static STATE: AtomicU8 = AtomicU8::new(UNINIT);
+
+const ENV_MAX: usize = PATH_MAX + 32;
+
+struct Storage {
+    root: [u8; PATH_MAX],
+    empty: [u8; PATH_MAX],
+    env: [[u8; ENV_MAX]; 3],
+    env_preload: [u8; ENV_MAX],
+    mirage: Option<Mirage>,
+}
+
+struct Shared(UnsafeCell<Storage>);
+
+// SAFETY: written once by the thread that moved STATE to BUSY, read after STATE is ON.
+unsafe impl Sync for Shared {}
+
+static STORAGE: Shared = Shared(UnsafeCell::new(Storage {
+    root: [0; PATH_MAX],
+    empty: [0; PATH_MAX],
+    env: [[0; ENV_MAX]; 3],
+    env_preload: [0; ENV_MAX],
+    mirage: None,
+}));
+
+/// The mirage this process serves, or `None` (every mirage check is then one load).
+#[inline]
+pub fn get() -> Option<&'static Mirage> {
+    match STATE.load(Ordering::Acquire) {
+        ON => finished(),
+        OFF => None,
+        _ => init(),
+    }
+}
+
+fn finished() -> Option<&'static Mirage> {
+    // SAFETY: STATE is ON: `mirage` was written and is never written again.
+    unsafe { (*STORAGE.0.get()).mirage.as_ref() }
+}
+
+#[cold]
+pub fn init() -> Option<&'static Mirage> {
+    loop {
+        match STATE.compare_exchange(UNINIT, BUSY, Ordering::Acquire, Ordering::Acquire) {
+            Ok(_) => {
+                // SAFETY: we own the storage while STATE is BUSY.
+                let on = keep_errno(|| unsafe { load(&mut *STORAGE.0.get()) });
+                STATE.store(if on { ON } else { OFF }, Ordering::Release);
+                return if on { finished() } else { None };
+            }
+            Err(ON) => return finished(),
+            Err(OFF) => return None,
+            Err(_) => core::hint::spin_loop(),
+        }
+    }
+}
+
+fn getenv(name: &CStr) -> Option<&'static [u8]> {
+    // SAFETY: a NUL-terminated name; the value is copied before it could change.
+    let p = unsafe { libc::getenv(name.as_ptr()) };
+    // SAFETY: getenv returns a C string or NULL.
+    (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_bytes())
+}
+
+/// `src` into `buf` with a NUL; the copy without it.
+fn copy_c<'b>(src: &[u8], buf: &'b mut [u8]) -> Option<&'b [u8]> {
+    (src.len() < buf.len()).then(|| {
+        buf[..src.len()].copy_from_slice(src);
+        buf[src.len()] = 0;
+        &buf[..src.len()]
+    })
+}
+
+fn entry_into<'b>(key: &[u8], value: &[u8], buf: &'b mut [u8]) -> Option<&'b [u8]> {
+    let len = key.len() + 1 + value.len();
+    (len < buf.len()).then(|| {
+        buf[..key.len()].copy_from_slice(key);
+        buf[key.len()] = b'=';
+        buf[key.len() + 1..len].copy_from_slice(value);
+        buf[len] = 0;
+        &buf[..=len]
+    })
+}
+
+fn statics(b: &[u8]) -> &'static [u8] {
+    // SAFETY: every slice passed here lives in STORAGE, never written again once STATE is ON.
+    unsafe { core::slice::from_raw_parts(b.as_ptr(), b.len()) }
+}
+
+/// Maps the image named by `VELO_MIRAGE`; `false` when there is none or it is unusable.
+///
+/// # Safety
+/// The caller has exclusive access to `s`.
+unsafe fn load(s: &mut Storage) -> bool {
+    let (Some(image_path), Some(at)) = (getenv(c"VELO_MIRAGE"), getenv(c"VELO_MIRAGE_AT")) else {
+        return false;
+    };
+    let empty = getenv(c"VELO_MIRAGE_EMPTY").unwrap_or(b"/");
+    let at = velo_intercept::translate::trim_root(at);
+    if at.first() != Some(&b'/') || at.len() < 2 {
+        return false;
+    }
+    let mut path: Buf = [0; PATH_MAX];
+    let Some(_) = copy_c(image_path, &mut path) else {
+        return false;
+    };
+    // SAFETY: raw syscalls on NUL-terminated buffers and a zeroed stat; our own mapping.
+    let (map, len, time) = unsafe {
+        let fd = crate::kernel::openat(
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return false;
+        }
+        let fd = fd as c_int;
+        let mut st: libc::stat = core::mem::zeroed();
+        let ok = libc::syscall(libc::SYS_fstat, fd, &raw mut st) == 0;
+        let len = st.st_size as usize;
+        let map = if ok && len > 0 {
+            libc::mmap(
+                core::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                fd,
+                0,
+            )
+        } else {
+            libc::MAP_FAILED
+        };
+        crate::kernel::close(fd);
+        if map == libc::MAP_FAILED {
+            return false;
+        }
+        (map, len, (st.st_mtime, st.st_mtime_nsec))
+    };
+    // SAFETY: a private read-only mapping that is never unmapped.
+    let bytes: &'static [u8] = unsafe { core::slice::from_raw_parts(map.cast(), len) };
+    let Some(image) = Image::parse(bytes) else {
+        return false;
+    };
+    let (Some(root), Some(empty_c)) = (copy_c(at, &mut s.root), copy_c(empty, &mut s.empty)) else {
+        return false;
+    };
+    let (root, empty_len) = (statics(root), empty_c.len());
+    let [e0, e1, e2] = &mut s.env;
+    let (Some(env_image), Some(env_at), Some(env_empty)) = (
+        entry_into(b"VELO_MIRAGE", image_path, e0),
+        entry_into(b"VELO_MIRAGE_AT", root, e1),
+        entry_into(b"VELO_MIRAGE_EMPTY", empty, e2),
+    ) else {
+        return false;
+    };
+    let env = [statics(env_image), statics(env_at), statics(env_empty)];
+    if let Some(cwd) = getenv(c"VELO_MIRAGE_CWD") {
+        let cwd = velo_intercept::translate::trim_root(cwd);
+        if under(root, cwd) {
+            set_cwd(Some(cwd));
+        }
+    }
+    let shim = getenv(c"LD_PRELOAD")
+        .and_then(crate::config::find_shim)
+        .unwrap_or(&[]);
+    let env_preload = if shim.is_empty() {
+        &[][..]
+    } else {
+        crate::config::entry(b"LD_PRELOAD", shim, &mut s.env_preload).map_or(&[][..], statics)
+    };
+    s.mirage = Some(Mirage {
+        shim,
+        env_preload,
+        image,
+        root,
+        empty: statics(&s.empty[..=empty_len]),
+        env,
+        time,
+        // SAFETY: no preconditions.
+        uid: unsafe { libc::getuid() },
+        // SAFETY: as above.
+        gid: unsafe { libc::getgid() },
+    });
+    true
+}
+
+/// Whether `path` is `root` or below it (on a component boundary).
+pub fn under(root: &[u8], path: &[u8]) -> bool {
+    path.starts_with(root) && (path.len() == root.len() || path[root.len()] == b'/')
+}
+
+// --- the virtual working directory -------------------------------------------------------------
+
+/// The virtual working directory, or none (length 0): a sequence lock, so `getcwd` never
+/// blocks. Writers (chdir) take the odd sequence number with a compare-and-swap; readers retry
+/// when a write overlapped their copy.
+struct Cwd {
+    seq: AtomicU64,
+    len: AtomicUsize,
+    buf: UnsafeCell<[u8; PATH_MAX]>,
+}
+
+// SAFETY: see the type's docs.
+unsafe impl Sync for Cwd {}
+
+static CWD: Cwd = Cwd {
+    seq: AtomicU64::new(0),
+    len: AtomicUsize::new(0),
+    buf: UnsafeCell::new([0; PATH_MAX]),
+};
+
+/// Copies the virtual working directory into `out` (no NUL); `None` when the working directory
+/// is a real one.
+pub fn cwd(out: &mut [u8]) -> Option<usize> {
+    loop {
+        let s1 = CWD.seq.load(Ordering::Acquire);
+        if s1 & 1 == 1 {
+            core::hint::spin_loop();
+            continue;
+        }
+        let len = CWD.len.load(Ordering::Relaxed);
+        if len <= out.len() {
+            // SAFETY: `len` bytes of a static buffer; a torn copy is detected below.
+            unsafe {
+                core::ptr::copy_nonoverlapping(CWD.buf.get().cast::<u8>(), out.as_mut_ptr(), len)
+            };
+        }
+        fence(Ordering::Acquire);
+        if CWD.seq.load(Ordering::Relaxed) == s1 {
+            return (len > 0 && len <= out.len()).then_some(len);
+        }
+    }
+}
+
+/// Sets (or, with `None`, clears) the virtual working directory.
+pub fn set_cwd(path: Option<&[u8]>) {
+    let s = loop {
+        let s = CWD.seq.load(Ordering::Relaxed);
+        if s & 1 == 0
+            && CWD
+                .seq
+                .compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        {
+            break s;
+        }
+        core::hint::spin_loop();
+    };
+    let len = match path {
+        Some(p) if p.len() < PATH_MAX => {
+            // SAFETY: we hold the odd sequence number: the only writer.
+            unsafe {
+                core::ptr::copy_nonoverlapping(p.as_ptr(), CWD.buf.get().cast::<u8>(), p.len())
+            };
+            p.len()
+        }
+        _ => 0,
+    };
+    CWD.len.store(len, Ordering::Relaxed);
+    CWD.seq.store(s + 2, Ordering::Release);
+}
+
+// --- descriptors of virtual directories --------------------------------------------------------
+
+static FDS: [AtomicU32; FD_SLOTS] = [const { AtomicU32::new(0) }; FD_SLOTS];
+
+/// Remembers that `fd` is virtual directory `entry`; `false` when `fd` is beyond the table.
+pub fn remember_fd(fd: c_int, entry: u32) -> bool {
+    match usize::try_from(fd).ok().and_then(|i| FDS.get(i)) {
+        Some(slot) => {
+            slot.store(entry + 1, Ordering::Release);
+            true
+        }
+        None => false,
+    }
+}
+
+/// The virtual directory `fd` refers to, if it is one.
+#[inline]
+pub fn fd_entry(fd: c_int) -> Option<u32> {
+    let slot = FDS.get(usize::try_from(fd).ok()?)?;
+    slot.load(Ordering::Acquire).checked_sub(1)
+}
+
+pub fn forget_fd(fd: c_int) {
+    if let Some(slot) = usize::try_from(fd).ok().and_then(|i| FDS.get(i)) {
+        slot.store(0, Ordering::Release);
+    }
+}
+
+// --- resolution --------------------------------------------------------------------------------
+
+/// Where a path lands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// Not under the virtual root: the real function gets the program's arguments.
+    Pass,
+    /// It left the tree (through `..` or a symlink to a host path): the absolute real path is in
+    /// the caller's buffer, NUL-terminated.
+    Real,
+    /// An entry of the tree.
+    Node(u32),
+    /// The last component does not exist in an existing virtual directory.
+    Missing,
+    /// Resolution failed with this errno (`ENOENT`, `ENOTDIR`, `ELOOP`, `ENAMETOOLONG`).
+    Fail(c_int),
+}
+
+/// Appends `parts` to `buf` at `at`; `None` when they do not fit with a NUL.
+fn put(buf: &mut Buf, mut at: usize, parts: &[&[u8]]) -> Option<usize> {
+    for p in parts {
+        let end = at.checked_add(p.len()).filter(|&e| e < PATH_MAX)?;
+        buf[at..end].copy_from_slice(p);
+        at = end;
+    }
+    buf[at] = 0;
+    Some(at)
+}
+
+impl Mirage {
+    pub fn entry(&self, index: u32) -> Entry<'static> {
+        self.image.entry(index)
+    }
+
+    /// Resolves `path` as the kernel would for `*at(dirfd, path)`, following a final symlink
+    /// when `follow` is set.
+    pub fn resolve(&self, dirfd: c_int, path: *const c_char, follow: bool, out: &mut Buf) -> Place {
+        if path.is_null() {
+            return Place::Pass;
+        }
+        // SAFETY: a non-null C string from the program.
+        let p = unsafe { CStr::from_ptr(path) }.to_bytes();
+        self.resolve_bytes(dirfd, p, follow, out)
+    }
+
+    pub fn resolve_bytes(&self, dirfd: c_int, p: &[u8], follow: bool, out: &mut Buf) -> Place {
+        if p.is_empty() {
+            return Place::Pass;
+        }
+        let mut work: Buf = [0; PATH_MAX];
+        let len = if p[0] == b'/' {
+            if !under(self.root, p) {
+                return Place::Pass;
+            }
+            put(&mut work, 0, &[p])
+        } else if dirfd == libc::AT_FDCWD {
+            match cwd(&mut work) {
+                Some(n) => put(&mut work, n, &[b"/", p]),
+                None => return Place::Pass,
+            }
+        } else {
+            match fd_entry(dirfd) {
+                Some(e) => self
+                    .abs_path(e, &mut work)
+                    .and_then(|n| put(&mut work, n, &[b"/", p])),
+                None => return Place::Pass,
+            }
+        };
+        match len {
+            Some(len) => self.walk(&mut work, len, follow, out),
+            None => Place::Fail(libc::ENAMETOOLONG),
+        }
+    }
+
+    /// The absolute virtual path of entry `index` into `buf` (NUL-terminated); its length.
+    pub fn abs_path(&self, index: u32, buf: &mut Buf) -> Option<usize> {
+        let e = self.entry(index);
+        if e.path.is_empty() {
+            put(buf, 0, &[self.root])
+        } else {
+            put(buf, 0, &[self.root, b"/", e.path])
+        }
+    }
+
+    /// Walks the absolute path in `a[..len]` from the root, component by component.
+    fn walk(&self, a: &mut Buf, mut len: usize, follow: bool, out: &mut Buf) -> Place {
+        let mut b: Buf = [0; PATH_MAX];
+        let mut hops = 0;
+        'restart: loop {
+            let path = &a[..len];
+            if !under(self.root, path) {
+                out[..=len].copy_from_slice(&a[..=len]);
+                return Place::Real;
+            }
+            let mut rest = &path[self.root.len()..];
+            let mut cur = 0u32;
+            loop {
+                while let [b'/', tail @ ..] = rest {
+                    rest = tail;
+                }
+                if rest.is_empty() {
+                    return Place::Node(cur);
+                }
+                let cut = rest.iter().position(|&c| c == b'/').unwrap_or(rest.len());
+                let (name, tail) = rest.split_at(cut);
+                let last = tail.iter().all(|&c| c == b'/');
+                match name {
+                    b"." => {
+                        rest = tail;
+                        continue;
+                    }
+                    b".." if cur == 0 => {
+                        // Out of the tree: the root's real parent, then the rest.
+                        let parent =
+                            &self.root[..self.root.iter().rposition(|&c| c == b'/').unwrap_or(0)];
+                        let Some(n) = put(
+                            &mut b,
+                            0,
+                            &[parent, if tail.is_empty() { b"/" } else { tail }],
+                        ) else {
+                            return Place::Fail(libc::ENAMETOOLONG);
+                        };
+                        a[..=n].copy_from_slice(&b[..=n]);
+                        len = n;
+                        continue 'restart;
+                    }
+                    b".." => {
+                        cur = self.entry(cur).parent;
+                        rest = tail;
+                        continue;
+                    }
+                    _ => {}
+                }
+                let Some(child) = self.image.child(cur, name) else {
+                    return if last {
+                        Place::Missing
+                    } else {
+                        Place::Fail(libc::ENOENT)
+                    };
+                };
+                let e = self.entry(child);
+                match e.kind {
+                    mirage::DIR => {
+                        cur = child;
+                        rest = tail;
+                    }
+                    mirage::SYMLINK if last && !follow && tail.is_empty() => {
+                        return Place::Node(child);
+                    }
+                    mirage::SYMLINK => {
+                        hops += 1;
+                        if hops > 40 {
+                            return Place::Fail(libc::ELOOP);
+                        }
+                        let target = e.target;
+                        let n = if target.first() == Some(&b'/') {
+                            put(&mut b, 0, &[target, tail])
+                        } else {
+                            let dir = self.entry(e.parent).path;
+                            let sep: &[u8] = if dir.is_empty() { b"" } else { b"/" };
+                            put(&mut b, 0, &[self.root, b"/", dir, sep, target, tail])
+                        };
+                        let Some(n) = n else {
+                            return Place::Fail(libc::ENAMETOOLONG);
+                        };
+                        a[..=n].copy_from_slice(&b[..=n]);
+                        len = n;
+                        continue 'restart;
+                    }
+                    _ if !tail.is_empty() => return Place::Fail(libc::ENOTDIR),
+                    _ => return Place::Node(child),
+                }
+            }
+        }
+    }
+
+    /// The real path that stands for entry `index` (NUL-terminated in `out`): a file's blob, or
+    /// the empty stand-in directory for a directory or symlink.
+    pub fn backing(&self, index: u32, out: &mut Buf) -> *const c_char {
+        let e = self.entry(index);
+        if e.kind != mirage::FILE {
+            let n = self.empty.len();
+            out[..n].copy_from_slice(self.empty);
+            return out.as_ptr().cast();
+        }
+        let mut hex = [0u8; 64];
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        for (i, byte) in e.hash.iter().enumerate() {
+            hex[2 * i] = DIGITS[(byte >> 4) as usize];
+            hex[2 * i + 1] = DIGITS[(byte & 15) as usize];
+        }
+        let x: &[u8] = if e.exec { b".x" } else { b"" };
+        let blobs = self.image.blobs_dir();
+        if put(out, 0, &[blobs, b"/", &hex[..2], b"/", &hex, x]).is_none() {
+            out[0] = 0;
+        }
+        out.as_ptr().cast()
+    }
+
+    /// Synthesized `stat` of a directory or symlink entry.
+    pub fn stat(&self, index: u32) -> libc::stat {
+        let e = self.entry(index);
+        // SAFETY: all-zero is a valid `stat`.
+        let mut st: libc::stat = unsafe { core::mem::zeroed() };
+        st.st_dev = DEV;
+        st.st_ino = INO_BASE + u64::from(index);
+        st.st_nlink = e.nlink.into();
+        st.st_uid = self.uid;
+        st.st_gid = self.gid;
+        st.st_blksize = 4096;
+        if e.is_dir() {
+            st.st_mode = libc::S_IFDIR | 0o755;
+            st.st_size = 4096;
+            st.st_blocks = 8;
+        } else {
+            st.st_mode = libc::S_IFLNK | 0o777;
+            st.st_size = e.target.len() as i64;
+        }
+        (st.st_atime, st.st_atime_nsec) = self.time;
+        (st.st_mtime, st.st_mtime_nsec) = self.time;
+        (st.st_ctime, st.st_ctime_nsec) = self.time;
+        st
+    }
+
+    /// The same as a `statx` result.
+    pub fn statx(&self, index: u32) -> libc::statx {
+        let st = self.stat(index);
+        // SAFETY: all-zero is a valid `statx`.
+        let mut sx: libc::statx = unsafe { core::mem::zeroed() };
+        sx.stx_mask = libc::STATX_BASIC_STATS;
+        sx.stx_blksize = st.st_blksize as u32;
+        sx.stx_nlink = st.st_nlink as u32;
+        sx.stx_uid = st.st_uid;
+        sx.stx_gid = st.st_gid;
+        sx.stx_mode = st.st_mode as u16;
+        sx.stx_ino = st.st_ino;
+        sx.stx_size = st.st_size as u64;
+        sx.stx_blocks = st.st_blocks as u64;
+        // SAFETY: all-zero is a valid timestamp.
+        let mut t: libc::statx_timestamp = unsafe { core::mem::zeroed() };
+        t.tv_sec = self.time.0;
+        t.tv_nsec = self.time.1 as u32;
+        (sx.stx_atime, sx.stx_mtime, sx.stx_ctime, sx.stx_btime) = (t, t, t, t);
+        sx.stx_dev_major = 0;
+        sx.stx_dev_minor = DEV as u32;
+        sx
+    }
+
+    /// The inode number `readdir` reports for entry `index` (directories match their `stat`).
+    pub fn ino(&self, index: u32) -> u64 {
+        INO_BASE + u64::from(index)
+    }
+}

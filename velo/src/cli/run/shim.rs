@@ -1,0 +1,185 @@
+//! `velo run --mode shim`: the tree served straight from the store by the shim (Mode B), with no
+//! directory on disk. velo writes (or finds) the tree's mirage image, and starts the command
+//! with the shim preloaded, told where the image is and where the tree appears (`--at`). The
+//! command's real working directory is an empty directory of the run; its virtual one is the
+//! workdir inside the tree. docs/modes.md explains what is served and what is refused.
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Component, Path, PathBuf};
+use std::process::{Command, ExitStatus};
+
+use anyhow::{Context, Result, bail};
+use velo::manifest::{Kind, Manifest, canonical_order};
+use velo::run::{self, exe, mirage};
+use velo::store::{LockMode, Store};
+
+use crate::cli::child;
+
+pub struct Spec<'a> {
+    pub at: &'a Path,
+    pub workdir: Option<&'a Path>,
+    /// The program: a real path when the command names a file of the tree (its blob), else the
+    /// command's own word.
+    pub program: PathBuf,
+    /// The command's own word, its `argv[0]` (Python finds its virtualenv by it).
+    pub word: &'a OsStr,
+    pub rest: &'a [OsString],
+    /// An empty directory: the command's real working directory, and what descriptors of
+    /// virtual directories point at.
+    pub empty: &'a Path,
+    pub verbose: bool,
+}
+
+/// `path` relative to the tree, with `.` and `..` applied; `None` if it climbs out.
+fn normalize(path: &Path) -> Option<Vec<u8>> {
+    let mut parts: Vec<&OsStr> = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(p) => parts.push(p),
+            Component::ParentDir => {
+                parts.pop()?;
+            }
+            _ => {}
+        }
+    }
+    Some(parts.join(OsStr::new("/")).into_vec())
+}
+
+fn lookup<'m>(tree: &'m Manifest, path: &[u8]) -> Option<&'m Kind> {
+    let entries = tree.entries();
+    let i = entries
+        .binary_search_by(|e| canonical_order(&e.path, path))
+        .ok()?;
+    Some(&entries[i].kind)
+}
+
+/// The real file behind `program` when it names a file of the tree (relative to the workdir
+/// with a `/` in it, or absolute under `at`): its blob, or the host file an absolute symlink
+/// in the tree points to. Symlinks inside the tree are followed.
+pub fn program(
+    store: &Store,
+    tree: &Manifest,
+    at: &Path,
+    workdir: Option<&Path>,
+    program: &OsStr,
+) -> Option<PathBuf> {
+    let word = Path::new(program);
+    if !program.as_bytes().contains(&b'/') {
+        return None;
+    }
+    let mut rel = match word.strip_prefix(at) {
+        Ok(inside) => normalize(inside)?,
+        Err(_) if word.is_absolute() => return None,
+        Err(_) => {
+            let wd = workdir
+                .map(|w| w.strip_prefix("/").unwrap_or(w))
+                .unwrap_or(Path::new(""));
+            normalize(&wd.join(word))?
+        }
+    };
+    for _ in 0..40 {
+        match lookup(tree, &rel)? {
+            Kind::File { hash, exec, .. } => {
+                return Some(store.blob_path(&velo::store::BlobKey {
+                    hash: *hash,
+                    exec: *exec,
+                }));
+            }
+            Kind::Symlink { target } => {
+                let target = Path::new(OsStr::from_bytes(target));
+                rel = match target.strip_prefix(at) {
+                    Ok(inside) => normalize(inside)?,
+                    Err(_) if target.is_absolute() => return Some(target.to_owned()),
+                    Err(_) => {
+                        let parent = Path::new(OsStr::from_bytes(&rel)).parent()?.to_owned();
+                        normalize(&parent.join(target))?
+                    }
+                };
+            }
+            Kind::Dir => return None,
+        }
+    }
+    None
+}
+
+/// Why `--mode auto` serves the command through the shim, or `None` for farm mode: the program
+/// (or a script's interpreter) must be dynamically linked, so that the shim is loaded.
+pub fn auto_reason(in_tree: &Option<PathBuf>, program: &OsStr) -> Option<String> {
+    let name = program.to_string_lossy();
+    let path = match in_tree {
+        Some(p) => p.clone(),
+        None => {
+            let search = std::env::var("PATH").unwrap_or_default();
+            run::resolve_program(program, None, Path::new("."), &search)?
+        }
+    };
+    match exe::inspect(&path) {
+        exe::Executable::Dynamic { interpreter } => Some(format!(
+            "{name} is dynamically linked ({interpreter}): the shim serves the tree from the store"
+        )),
+        exe::Executable::Script { interpreter } => {
+            let interp = interpreter.split_whitespace().next()?;
+            matches!(exe::inspect(Path::new(interp)), exe::Executable::Dynamic { .. }).then(|| {
+                format!("{name} is a script for {interp}, which is dynamically linked: the shim serves the tree")
+            })
+        }
+        _ => None,
+    }
+}
+
+pub fn run(store: &Store, tree: &Manifest, spec: Spec) -> Result<ExitStatus> {
+    let shim = velo::inception::locate_shim()?;
+    let workdir = spec
+        .workdir
+        .map(|w| w.strip_prefix("/").unwrap_or(w))
+        .unwrap_or(Path::new(""));
+    let rel = normalize(workdir)
+        .with_context(|| format!("--workdir {}: it climbs out of the tree", workdir.display()))?;
+    if !rel.is_empty() && !matches!(lookup(tree, &rel), Some(Kind::Dir)) {
+        bail!(
+            "--workdir {}: no such directory in the manifest",
+            workdir.display()
+        );
+    }
+    // Shared with ingests, exclusive with gc: no blob disappears while the command reads it.
+    let _lock = store.lock(LockMode::Shared)?;
+    let (image, built) = mirage::cached_image(store, tree)?;
+    let cwd = if rel.is_empty() {
+        spec.at.to_owned()
+    } else {
+        spec.at.join(OsStr::from_bytes(&rel))
+    };
+    if spec.verbose {
+        eprintln!(
+            "velo: {} entries served at {} from image {} ({}); writes there fail with EROFS",
+            tree.entries().len(),
+            spec.at.display(),
+            image.display(),
+            if built { "built now" } else { "cached" },
+        );
+    }
+    let mut preload = shim.into_os_string();
+    if let Some(existing) = std::env::var_os("LD_PRELOAD").filter(|p| !p.is_empty()) {
+        preload.push(" ");
+        preload.push(existing);
+    }
+    let mut cmd = Command::new(&spec.program);
+    cmd.arg0(spec.word)
+        .args(spec.rest)
+        .current_dir(spec.empty)
+        .env("LD_PRELOAD", preload)
+        .env("VELO_MIRAGE", &image)
+        .env("VELO_MIRAGE_AT", spec.at)
+        .env("VELO_MIRAGE_EMPTY", spec.empty)
+        .env("VELO_MIRAGE_CWD", &cwd)
+        .env("PWD", &cwd);
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot run {}", spec.program.display()))?;
+    let forwarding = child::Forwarding::start(child.id() as i32);
+    let status = child.wait().context("waiting for the command")?;
+    drop(forwarding);
+    Ok(status)
+}
