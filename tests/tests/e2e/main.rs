@@ -10,5 +10,6 @@ mod reliability; // SIGKILL during ingest, concurrent ingest and gc
 mod reports; // snapshots of every human and JSON output
 mod run; // velo run: farms, the store's immutability, --isolate, malicious manifests
 mod scan; // velo scan: physical paths in target directories, per crate and class
+mod shim_mode; // velo run --mode shim: the tree served from the store, compared with a farm
 mod store; // status, verify and gc
 mod trace; // velo trace: uncaught syscalls, leaks and unshimmed processes, seen from outside

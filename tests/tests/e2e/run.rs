@@ -583,7 +583,16 @@ fn farms_are_cached_per_manifest_and_gc_clears_the_cache() {
     let app = app.to_str().unwrap();
     let first = velo_run(
         &env,
-        &["-v", "--mode", "farm", "--manifest", app, "--", "cat", "data.txt"],
+        &[
+            "-v",
+            "--mode",
+            "farm",
+            "--manifest",
+            app,
+            "--",
+            "cat",
+            "data.txt",
+        ],
         false,
     )
     .expect_code(0);
@@ -594,7 +603,16 @@ fn farms_are_cached_per_manifest_and_gc_clears_the_cache() {
     );
     let second = velo_run(
         &env,
-        &["-v", "--mode", "farm", "--manifest", app, "--", "cat", "data.txt"],
+        &[
+            "-v",
+            "--mode",
+            "farm",
+            "--manifest",
+            app,
+            "--",
+            "cat",
+            "data.txt",
+        ],
         false,
     )
     .expect_code(0);
