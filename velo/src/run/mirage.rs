@@ -97,7 +97,7 @@ fn write_image(store: &Store, tree: &Manifest, dir: &Path, path: &Path) -> std::
     fs::create_dir_all(dir)?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".building-")
-        .tempfile_in(&dir)?;
+        .tempfile_in(dir)?;
     tmp.write_all(&image(store, tree))?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
