@@ -372,18 +372,41 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Result<Vec<std::path::PathBuf>
     Ok(found)
 }
 
-/// `velo run`: the sample's manifest as a link farm, then as the root of a sandbox over busybox.
+/// `velo run`: the sample's manifest in shim mode, as a link farm, then as the root of a sandbox
+/// over busybox.
 fn velo_run(velo: &Path, work: &Path, store: &Path) -> Result<()> {
     let velo_cmd = |args: &[&str]| {
         let mut cmd = Command::new(velo);
         cmd.current_dir(work).env("VELO_STORE", store).args(args);
         cmd
     };
-    step("velo run: the manifest as a link farm (hard links into the store)");
-    println!("$ velo run -v --manifest alice.velo -- sh -c 'ls; cat assets/greeting.txt'");
+    step(
+        "velo run: a dynamic program gets shim mode (the tree served from the store, nothing on disk)",
+    );
+    let script = "pwd; ls; cat assets/greeting.txt; echo x >> assets/greeting.txt || echo 'the store is read-only'";
+    println!("$ velo run -v --manifest alice.velo --at /app -- sh -c '{script}'");
     exec(&mut velo_cmd(&[
         "run",
         "-v",
+        "--manifest",
+        "alice.velo",
+        "--at",
+        "/app",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]))?;
+
+    step("velo run --mode farm: the same tree as a link farm (hard links into the store)");
+    println!(
+        "$ velo run -v --mode farm --manifest alice.velo -- sh -c 'ls; cat assets/greeting.txt'"
+    );
+    exec(&mut velo_cmd(&[
+        "run",
+        "-v",
+        "--mode",
+        "farm",
         "--manifest",
         "alice.velo",
         "--",

@@ -484,9 +484,19 @@ fn malicious_manifests_are_rejected_before_anything_is_written() {
     for (name, bytes, expect) in cases {
         let file = env.path().join(format!("{name}.velo"));
         fs::write(&file, bytes).unwrap();
-        env.velo(["run", "--manifest", file.to_str().unwrap(), "--", "true"])
+        for mode in ["farm", "shim"] {
+            env.velo([
+                "run",
+                "--mode",
+                mode,
+                "--manifest",
+                file.to_str().unwrap(),
+                "--",
+                "true",
+            ])
             .fails()
             .stderr_has(&[expect]);
+        }
         assert!(
             files_under(&escape).is_empty(),
             "{name}: something was written outside the farm"

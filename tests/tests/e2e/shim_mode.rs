@@ -229,7 +229,8 @@ fn the_same_commands_see_the_same_tree_in_farm_and_shim_mode() {
     // Spot checks that the outputs are the tree's, not empty agreement.
     let walk = run(&env, "shim", &manifest, &["./bin/walk"]).expect_code(0);
     assert!(
-        walk.stdout().contains("./sub/deep/deeper/d.bin 4 258 100444"),
+        walk.stdout()
+            .contains("./sub/deep/deeper/d.bin 4 258 100444"),
         "{}",
         walk.explain()
     );

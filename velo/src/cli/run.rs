@@ -8,7 +8,7 @@ use std::process::{Command, ExitCode, ExitStatus};
 
 use anyhow::{Context, Result, bail};
 use velo::manifest::Manifest;
-use velo::run::{self, RunDir, exe, farm, layers, sandbox};
+use velo::run::{self, RunDir, exe, farm, layers, mirage, sandbox};
 use velo::store::Store;
 
 use super::child;
@@ -109,30 +109,13 @@ pub fn run(store_dir: &Path, args: Args) -> Result<ExitCode> {
         Some(m) => m.clone(),
         None => default_manifest()?,
     };
-    let mut layers_read = Vec::new();
-    for path in args.bases.iter().chain(std::iter::once(&manifest_path)) {
-        layers_read
-            .push(Manifest::read(path).with_context(|| format!("reading {}", path.display()))?);
-    }
-    let refs: Vec<&Manifest> = layers_read.iter().collect();
-    let tree = layers::merge(&refs)?;
-    let store = Store::open_existing(store_dir).with_context(|| {
-        format!(
-            "the manifests' blobs live in a store; {} is not one",
-            store_dir.display()
-        )
-    })?;
-
-    let run_dir = RunDir::create(&store, args.keep)
-        .with_context(|| format!("creating a run directory in {}", store.root().display()))?;
-    let default_at = store.root().join("farms/cache").join(tree.id().to_string());
-    let at = match &args.at {
-        None => default_at.clone(),
-        Some(at) if !at.is_absolute() || at == Path::new("/") => bail!(
-            "--at {}: the tree needs an absolute path other than / (for example /app)",
-            at.display()
-        ),
-        Some(at) => at.clone(),
+    let store = || {
+        Store::open_existing(store_dir).with_context(|| {
+            format!(
+                "the manifests' blobs live in a store; {} is not one",
+                store_dir.display()
+            )
+        })
     };
     let (program, rest) = args.command.split_first().expect("clap requires a command");
     if args.mode == Mode::Shim && args.isolate {
@@ -140,35 +123,72 @@ pub fn run(store_dir: &Path, args: Args) -> Result<ExitCode> {
             "--mode shim and --isolate do not combine: the sandbox's root is a farm (use --mode farm)"
         );
     }
-    let in_tree = shim::program(&store, &tree, &at, args.workdir.as_deref(), program);
-    let shim_reason = match args.mode {
-        Mode::Farm => None,
-        _ if args.isolate => None,
-        Mode::Shim => Some("--mode shim".to_owned()),
-        Mode::Auto => shim::auto_reason(&in_tree, program),
-    };
-    if let Some(reason) = shim_reason {
-        if args.verbose {
-            eprintln!("velo: mode shim: {reason}");
-        }
-        let spec = shim::Spec {
-            at: &at,
-            workdir: args.workdir.as_deref(),
-            program: in_tree.unwrap_or_else(|| program.into()),
-            word: program,
-            rest,
-            empty: &run_dir.tree(),
-            verbose: args.verbose,
-        };
-        std::fs::create_dir_all(store.root().join("farms/cache"))?;
-        let status = shim::run(&store, &tree, spec)?;
-        if args.keep {
-            eprintln!("velo: kept {}", run_dir.path().display());
-        }
-        drop(run_dir);
-        return Ok(child::exit_like(status));
+    if let Some(at) = &args.at
+        && (!at.is_absolute() || at == Path::new("/"))
+    {
+        bail!(
+            "--at {}: the tree needs an absolute path other than / (for example /app)",
+            at.display()
+        );
     }
-    if args.at.as_ref().is_some_and(|a| *a != default_at) {
+    if args.mode != Mode::Farm && !args.isolate {
+        // Shim mode needs no farm: the image alone (found by the manifest's id when cached).
+        let store = store()?;
+        let (image, built) = shim::image(&store, &manifest_path, &args.bases)?;
+        let id = image
+            .file_stem()
+            .expect("images are named by id")
+            .to_owned();
+        let at = args
+            .at
+            .clone()
+            .unwrap_or_else(|| store.root().join("farms/cache").join(&id));
+        let mapped = mirage::Mapped::open(&image)?;
+        let in_tree = shim::program(&mapped, &at, args.workdir.as_deref(), program);
+        let reason = match args.mode {
+            Mode::Shim => Some("--mode shim".to_owned()),
+            _ => shim::auto_reason(&in_tree, program),
+        };
+        if let Some(reason) = reason {
+            if args.verbose {
+                eprintln!("velo: mode shim: {reason}");
+            }
+            let run_dir = RunDir::create(&store, args.keep).with_context(|| {
+                format!("creating a run directory in {}", store.root().display())
+            })?;
+            // The default root's parent exists, so `..` of the root is a real directory, as
+            // it is for a farm.
+            std::fs::create_dir_all(store.root().join("farms/cache"))?;
+            let spec = shim::Spec {
+                at: &at,
+                workdir: args.workdir.as_deref(),
+                program: in_tree.unwrap_or_else(|| program.into()),
+                word: program,
+                rest,
+                empty: &run_dir.tree(),
+                verbose: args.verbose,
+            };
+            let status = shim::run(&store, &image, &mapped, built, spec)?;
+            if args.keep {
+                eprintln!("velo: kept {}", run_dir.path().display());
+            }
+            drop(run_dir);
+            return Ok(child::exit_like(status));
+        }
+    }
+
+    let mut layers_read = Vec::new();
+    for path in args.bases.iter().chain(std::iter::once(&manifest_path)) {
+        layers_read
+            .push(Manifest::read(path).with_context(|| format!("reading {}", path.display()))?);
+    }
+    let refs: Vec<&Manifest> = layers_read.iter().collect();
+    let tree = layers::merge(&refs)?;
+    let store = store()?;
+    let run_dir = RunDir::create(&store, args.keep)
+        .with_context(|| format!("creating a run directory in {}", store.root().display()))?;
+    let default_at = store.root().join("farms/cache").join(tree.id().to_string());
+    if let Some(at) = args.at.as_ref().filter(|a| **a != default_at) {
         bail!(
             "--at {}: farm mode shows the tree at its farm's path ({}); other paths need --mode shim",
             at.display(),

@@ -116,3 +116,147 @@ pub fn clear_cache(store_root: &Path) -> std::io::Result<usize> {
     }
     Ok(removed)
 }
+
+/// Where the image of the tree with manifest id `id` is cached.
+pub fn image_path(store: &Store, id: &str) -> PathBuf {
+    store.root().join("mirage").join(format!("{id}.img"))
+}
+
+/// A cached image, mapped for velo's own lookups (the program to run, the working directory),
+/// so a run whose image is cached never decodes the manifest.
+pub struct Mapped {
+    map: memmap2::Mmap,
+}
+
+/// What a path in the tree is, after following the tree's symlinks.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Found {
+    /// An entry of the image.
+    Entry(u32),
+    /// An absolute symlink target outside the tree: a host path.
+    Host(PathBuf),
+    Missing,
+}
+
+impl Mapped {
+    pub fn open(path: &Path) -> std::io::Result<Mapped> {
+        let file = fs::File::open(path)?;
+        // SAFETY: images are written once under a temporary name and renamed into place; nothing
+        // writes to a published image.
+        let map = unsafe { memmap2::Mmap::map(&file)? };
+        if mirage::Image::parse(&map).is_none() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "{} is not a velo image (delete it; it is rebuilt)",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(Mapped { map })
+    }
+
+    pub fn image(&self) -> mirage::Image<'_> {
+        mirage::Image::parse(&self.map).expect("checked in open")
+    }
+
+    /// The entry at `rel` (a normalized path relative to the root, `/`-separated), following
+    /// symlinks inside the tree (an absolute target under `at` stays inside).
+    pub fn find(&self, rel: &[u8], at: &Path) -> Found {
+        let img = self.image();
+        let mut path = rel.to_vec();
+        'hop: for _ in 0..40 {
+            let mut cur = 0;
+            let parts: Vec<&[u8]> = path
+                .split(|&b| b == b'/')
+                .filter(|p| !p.is_empty())
+                .collect();
+            for (i, part) in parts.iter().enumerate() {
+                let Some(child) = img.child(cur, part) else {
+                    return Found::Missing;
+                };
+                let e = img.entry(child);
+                if e.kind == mirage::SYMLINK {
+                    let rest = parts[i + 1..].join(&b'/');
+                    let target = Path::new(std::ffi::OsStr::from_bytes(e.target));
+                    let base = match target.strip_prefix(at) {
+                        Ok(inside) => inside.as_os_str().as_bytes().to_vec(),
+                        Err(_) if target.is_absolute() => {
+                            return Found::Host(if rest.is_empty() {
+                                target.to_owned()
+                            } else {
+                                target.join(std::ffi::OsStr::from_bytes(&rest))
+                            });
+                        }
+                        Err(_) => {
+                            let dir = img.entry(e.parent).path;
+                            [dir, b"/", e.target].concat()
+                        }
+                    };
+                    path = normalize(&[&base[..], b"/", &rest].concat());
+                    continue 'hop;
+                }
+                cur = child;
+            }
+            return Found::Entry(cur);
+        }
+        Found::Missing
+    }
+}
+
+/// `.` and `..` applied to a relative path (`..` above the root stays at the root).
+pub fn normalize(path: &[u8]) -> Vec<u8> {
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for part in path.split(|&b| b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    parts.join(&b'/')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_follows_the_trees_symlinks_and_names_host_targets() {
+        let entry = |path: &'static str, kind, target: &'static str| Input {
+            path: path.as_bytes(),
+            kind,
+            exec: false,
+            size: 0,
+            hash: [0; 32],
+            target: target.as_bytes(),
+        };
+        let bytes = mirage::write::image(
+            &[
+                entry("bin", mirage::DIR, ""),
+                entry("bin/python", mirage::SYMLINK, "/usr/bin/python3"),
+                entry("bin/tool", mirage::FILE, ""),
+                entry("lib", mirage::SYMLINK, "bin"),
+                entry("up", mirage::SYMLINK, "/app/bin/tool"),
+            ],
+            b"/store/blobs",
+        );
+        let t = tempfile::NamedTempFile::new().unwrap();
+        fs::write(t.path(), bytes).unwrap();
+        let mapped = Mapped::open(t.path()).unwrap();
+        let at = Path::new("/app");
+        assert_eq!(mapped.find(b"bin/tool", at), Found::Entry(3));
+        assert_eq!(mapped.find(b"lib/tool", at), Found::Entry(3));
+        assert_eq!(mapped.find(b"up", at), Found::Entry(3));
+        assert_eq!(
+            mapped.find(b"lib/python", at),
+            Found::Host(PathBuf::from("/usr/bin/python3"))
+        );
+        assert_eq!(mapped.find(b"bin/nope", at), Found::Missing);
+        assert_eq!(normalize(b"a/./b/../c//d"), b"a/c/d");
+        fs::write(t.path(), b"not an image").unwrap();
+        assert!(Mapped::open(t.path()).is_err());
+    }
+}

@@ -4,6 +4,7 @@
 //! Nothing here asserts on timings: the targets are printed next to the measurements.
 
 mod cache;
+mod modes;
 mod run;
 mod scan;
 mod shim;
@@ -39,6 +40,8 @@ enum Area {
     Shim,
     /// Farm materialization vs `cp -al`/`cp -a`; `--isolate` start-up vs bubblewrap.
     Run,
+    /// Farm mode vs shim mode: start-up on 1k, 10k and 100k files; a Python import.
+    Modes,
     /// Clean build vs restore + no-op build of velo's workspace; restore vs `cp -a`; store
     /// bytes of successive snapshots.
     Cache,
@@ -54,6 +57,7 @@ pub fn run(opts: Options) -> Result<()> {
         Area::Store => store::run(&opts),
         Area::Shim => shim::run(&opts),
         Area::Run => run::run(&opts),
+        Area::Modes => modes::run(&opts),
         Area::Cache => cache::run(&opts),
         Area::Trace => trace::run(&opts),
         Area::Scan => scan::run(&opts),

@@ -67,8 +67,17 @@ pub fn run(opts: &Options) -> Result<()> {
         farm.push(
             time(|| {
                 exec(
-                    velo_cmd(&["run", "--keep", "--manifest", "tree.velo", "--", "true"])
-                        .stderr(std::process::Stdio::null()),
+                    velo_cmd(&[
+                        "run",
+                        "--mode",
+                        "farm",
+                        "--keep",
+                        "--manifest",
+                        "tree.velo",
+                        "--",
+                        "true",
+                    ])
+                    .stderr(std::process::Stdio::null()),
                 )
             })?
             .0
@@ -78,16 +87,32 @@ pub fn run(opts: &Options) -> Result<()> {
     }
     // Warm: the farm of this manifest is in the cache; only the overlay and the run remain.
     exec(
-        velo_cmd(&["run", "--manifest", "tree.velo", "--", "true"])
-            .stderr(std::process::Stdio::null()),
+        velo_cmd(&[
+            "run",
+            "--mode",
+            "farm",
+            "--manifest",
+            "tree.velo",
+            "--",
+            "true",
+        ])
+        .stderr(std::process::Stdio::null()),
     )?;
     let mut warm = Vec::new();
     for _ in 0..opts.runs {
         warm.push(
             time(|| {
                 exec(
-                    velo_cmd(&["run", "--manifest", "tree.velo", "--", "true"])
-                        .stderr(std::process::Stdio::null()),
+                    velo_cmd(&[
+                        "run",
+                        "--mode",
+                        "farm",
+                        "--manifest",
+                        "tree.velo",
+                        "--",
+                        "true",
+                    ])
+                    .stderr(std::process::Stdio::null()),
                 )
             })?
             .0

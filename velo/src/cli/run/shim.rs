@@ -11,8 +11,9 @@ use std::path::{Component, Path, PathBuf};
 use std::process::{Command, ExitStatus};
 
 use anyhow::{Context, Result, bail};
-use velo::manifest::{Kind, Manifest, canonical_order};
-use velo::run::{self, exe, mirage};
+use velo::manifest::Manifest;
+use velo::run::mirage::{self, Found, Mapped};
+use velo::run::{self, exe};
 use velo::store::{LockMode, Store};
 
 use crate::cli::child;
@@ -32,8 +33,30 @@ pub struct Spec<'a> {
     pub verbose: bool,
 }
 
+/// The tree's image for the layers: found by the manifest's id alone when there is one layer
+/// and its image is cached (the manifest is then not even decoded), else built from the merged
+/// layers. Returns the image's path and whether it was built now.
+pub fn image(store: &Store, manifest: &Path, bases: &[PathBuf]) -> Result<(PathBuf, bool)> {
+    if bases.is_empty() {
+        let bytes =
+            std::fs::read(manifest).with_context(|| format!("reading {}", manifest.display()))?;
+        let cached = mirage::image_path(store, &blake3::hash(&bytes).to_hex());
+        if cached.is_file() {
+            return Ok((cached, false));
+        }
+    }
+    let mut layers = Vec::new();
+    for path in bases.iter().map(PathBuf::as_path).chain([manifest]) {
+        layers.push(Manifest::read(path).with_context(|| format!("reading {}", path.display()))?);
+    }
+    let refs: Vec<&Manifest> = layers.iter().collect();
+    let tree = velo::run::layers::merge(&refs)?;
+    let _lock = store.lock(LockMode::Shared)?;
+    Ok(mirage::cached_image(store, &tree)?)
+}
+
 /// `path` relative to the tree, with `.` and `..` applied; `None` if it climbs out.
-fn normalize(path: &Path) -> Option<Vec<u8>> {
+fn relative(path: &Path) -> Option<Vec<u8>> {
     let mut parts: Vec<&OsStr> = Vec::new();
     for c in path.components() {
         match c {
@@ -47,20 +70,11 @@ fn normalize(path: &Path) -> Option<Vec<u8>> {
     Some(parts.join(OsStr::new("/")).into_vec())
 }
 
-fn lookup<'m>(tree: &'m Manifest, path: &[u8]) -> Option<&'m Kind> {
-    let entries = tree.entries();
-    let i = entries
-        .binary_search_by(|e| canonical_order(&e.path, path))
-        .ok()?;
-    Some(&entries[i].kind)
-}
-
 /// The real file behind `program` when it names a file of the tree (relative to the workdir
 /// with a `/` in it, or absolute under `at`): its blob, or the host file an absolute symlink
-/// in the tree points to. Symlinks inside the tree are followed.
+/// in the tree points to.
 pub fn program(
-    store: &Store,
-    tree: &Manifest,
+    image: &Mapped,
     at: &Path,
     workdir: Option<&Path>,
     program: &OsStr,
@@ -69,39 +83,35 @@ pub fn program(
     if !program.as_bytes().contains(&b'/') {
         return None;
     }
-    let mut rel = match word.strip_prefix(at) {
-        Ok(inside) => normalize(inside)?,
+    let rel = match word.strip_prefix(at) {
+        Ok(inside) => relative(inside)?,
         Err(_) if word.is_absolute() => return None,
         Err(_) => {
             let wd = workdir
                 .map(|w| w.strip_prefix("/").unwrap_or(w))
                 .unwrap_or(Path::new(""));
-            normalize(&wd.join(word))?
+            relative(&wd.join(word))?
         }
     };
-    for _ in 0..40 {
-        match lookup(tree, &rel)? {
-            Kind::File { hash, exec, .. } => {
-                return Some(store.blob_path(&velo::store::BlobKey {
-                    hash: *hash,
-                    exec: *exec,
-                }));
+    match image.find(&rel, at) {
+        Found::Entry(i) => {
+            let img = image.image();
+            let e = img.entry(i);
+            if e.kind != velo_intercept::mirage::FILE {
+                return None;
             }
-            Kind::Symlink { target } => {
-                let target = Path::new(OsStr::from_bytes(target));
-                rel = match target.strip_prefix(at) {
-                    Ok(inside) => normalize(inside)?,
-                    Err(_) if target.is_absolute() => return Some(target.to_owned()),
-                    Err(_) => {
-                        let parent = Path::new(OsStr::from_bytes(&rel)).parent()?.to_owned();
-                        normalize(&parent.join(target))?
-                    }
-                };
-            }
-            Kind::Dir => return None,
+            let blobs = Path::new(OsStr::from_bytes(img.blobs_dir()));
+            let hex = blake3::Hash::from_bytes(*e.hash).to_hex();
+            let name = if e.exec {
+                format!("{hex}.x")
+            } else {
+                hex.to_string()
+            };
+            Some(blobs.join(&hex[..2]).join(name))
         }
+        Found::Host(path) => Some(path),
+        Found::Missing => None,
     }
-    None
 }
 
 /// Why `--mode auto` serves the command through the shim, or `None` for farm mode: the program
@@ -129,15 +139,22 @@ pub fn auto_reason(in_tree: &Option<PathBuf>, program: &OsStr) -> Option<String>
     }
 }
 
-pub fn run(store: &Store, tree: &Manifest, spec: Spec) -> Result<ExitStatus> {
+pub fn run(
+    store: &Store,
+    image: &Path,
+    mapped: &Mapped,
+    built: bool,
+    spec: Spec,
+) -> Result<ExitStatus> {
     let shim = velo::inception::locate_shim()?;
     let workdir = spec
         .workdir
         .map(|w| w.strip_prefix("/").unwrap_or(w))
         .unwrap_or(Path::new(""));
-    let rel = normalize(workdir)
+    let rel = relative(workdir)
         .with_context(|| format!("--workdir {}: it climbs out of the tree", workdir.display()))?;
-    if !rel.is_empty() && !matches!(lookup(tree, &rel), Some(Kind::Dir)) {
+    let is_dir = |f| matches!(f, Found::Entry(i) if mapped.image().entry(i).is_dir());
+    if !rel.is_empty() && !is_dir(mapped.find(&rel, spec.at)) {
         bail!(
             "--workdir {}: no such directory in the manifest",
             workdir.display()
@@ -145,7 +162,6 @@ pub fn run(store: &Store, tree: &Manifest, spec: Spec) -> Result<ExitStatus> {
     }
     // Shared with ingests, exclusive with gc: no blob disappears while the command reads it.
     let _lock = store.lock(LockMode::Shared)?;
-    let (image, built) = mirage::cached_image(store, tree)?;
     let cwd = if rel.is_empty() {
         spec.at.to_owned()
     } else {
@@ -154,7 +170,7 @@ pub fn run(store: &Store, tree: &Manifest, spec: Spec) -> Result<ExitStatus> {
     if spec.verbose {
         eprintln!(
             "velo: {} entries served at {} from image {} ({}); writes there fail with EROFS",
-            tree.entries().len(),
+            mapped.image().len() - 1,
             spec.at.display(),
             image.display(),
             if built { "built now" } else { "cached" },
@@ -170,7 +186,7 @@ pub fn run(store: &Store, tree: &Manifest, spec: Spec) -> Result<ExitStatus> {
         .args(spec.rest)
         .current_dir(spec.empty)
         .env("LD_PRELOAD", preload)
-        .env("VELO_MIRAGE", &image)
+        .env("VELO_MIRAGE", image)
         .env("VELO_MIRAGE_AT", spec.at)
         .env("VELO_MIRAGE_EMPTY", spec.empty)
         .env("VELO_MIRAGE_CWD", &cwd)
