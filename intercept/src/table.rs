@@ -55,6 +55,9 @@ pub struct Entry {
     /// Whether the hook also carries the projection into a new program (`LD_PRELOAD`, the
     /// `VRIFT_*` variables, a translated `LD_LIBRARY_PATH`).
     pub propagates: bool,
+    /// Mode B (`velo run --mode shim`): the hook answers for descriptors or directory streams
+    /// of the virtual tree (`fstat`, `readdir`, `dup`, …); no path crosses it.
+    pub descriptor: bool,
 }
 
 impl Entry {
@@ -85,10 +88,11 @@ pub struct SourceRow<'a>(&'a Entry);
 impl core::fmt::Display for SourceRow<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let e = self.0;
-        let constructor = match (e.platform, e.propagates) {
-            (Platform::Linux, false) => "linux",
-            (Platform::Linux, true) => "linux_exec",
-            (Platform::MacOs, _) => "macos",
+        let constructor = match (e.platform, e.propagates, e.descriptor) {
+            (Platform::Linux, _, true) => "linux_fd",
+            (Platform::Linux, false, false) => "linux",
+            (Platform::Linux, true, false) => "linux_exec",
+            (Platform::MacOs, _, _) => "macos",
         };
         write!(f, "{constructor}({:?}, &[", e.symbol)?;
         for (i, p) in e.paths.iter().enumerate() {
@@ -142,6 +146,15 @@ const fn linux(
         paths,
         syscalls,
         propagates: false,
+        descriptor: false,
+    }
+}
+
+/// A Mode B descriptor hook (see [`Entry::descriptor`]).
+const fn linux_fd(symbol: &'static str, syscalls: &'static [&'static str]) -> Entry {
+    Entry {
+        descriptor: true,
+        ..linux(symbol, NONE, syscalls)
     }
 }
 
@@ -167,6 +180,7 @@ const fn macos(
         paths,
         syscalls,
         propagates: false,
+        descriptor: false,
     }
 }
 
@@ -179,8 +193,8 @@ const SPAWN: &[&str] = &["clone3", "clone", "vfork", "execve"];
 
 /// Every entry point, sorted by platform and symbol.
 pub const TABLE: &[Entry] = &[
-    linux("__fxstat", NONE, &["fstat"]),
-    linux("__fxstat64", NONE, &["fstat"]),
+    linux_fd("__fxstat", &["fstat"]),
+    linux_fd("__fxstat64", &["fstat"]),
     linux("__fxstatat", IN2, STAT),
     linux("__fxstatat64", IN2, STAT),
     linux("__getcwd_chk", GETCWD, &["getcwd"]),
@@ -208,16 +222,16 @@ pub const TABLE: &[Entry] = &[
     linux("chdir", IN0, &["chdir"]),
     linux("chmod", IN0, &["fchmodat", "chmod"]),
     linux("chown", IN0, &["fchownat", "chown"]),
-    linux("close", NONE, &["close"]),
-    linux("closedir", NONE, &["close"]),
+    linux_fd("close", &["close"]),
+    linux_fd("closedir", &["close"]),
     linux("creat", IN0, OPEN),
     linux("creat64", IN0, OPEN),
-    linux("dirfd", NONE, &[]),
+    linux_fd("dirfd", &[]),
     linux("dlmopen", IN1, OPEN),
     linux("dlopen", IN0, OPEN),
-    linux("dup", NONE, &["dup"]),
-    linux("dup2", NONE, &["dup2", "dup3"]),
-    linux("dup3", NONE, &["dup3"]),
+    linux_fd("dup", &["dup"]),
+    linux_fd("dup2", &["dup2", "dup3"]),
+    linux_fd("dup3", &["dup3"]),
     linux("eaccess", IN0, ACCESS),
     linux("euidaccess", IN0, ACCESS),
     linux_exec("execl", IN0, EXEC),
@@ -229,19 +243,19 @@ pub const TABLE: &[Entry] = &[
     linux_exec("execvp", IN0, EXEC),
     linux_exec("execvpe", IN0, EXEC),
     linux("faccessat", IN1, ACCESS),
-    linux("fchdir", NONE, &["fchdir"]),
+    linux_fd("fchdir", &["fchdir"]),
     linux("fchmodat", IN1, &["fchmodat", "fchmodat2"]),
     linux("fchownat", IN1, &["fchownat"]),
-    linux("fcntl", NONE, &["fcntl"]),
-    linux("fcntl64", NONE, &["fcntl"]),
-    linux("fdopendir", NONE, &["fcntl", "newfstatat"]),
+    linux_fd("fcntl", &["fcntl"]),
+    linux_fd("fcntl64", &["fcntl"]),
+    linux_fd("fdopendir", &["fcntl", "newfstatat"]),
     linux_exec("fexecve", NONE, &["execveat", "execve"]),
     linux("fopen", IN0, OPEN),
     linux("fopen64", IN0, OPEN),
     linux("freopen", IN0, OPEN),
     linux("freopen64", IN0, OPEN),
-    linux("fstat", NONE, &["fstat", "newfstatat"]),
-    linux("fstat64", NONE, &["fstat", "newfstatat"]),
+    linux_fd("fstat", &["fstat", "newfstatat"]),
+    linux_fd("fstat64", &["fstat", "newfstatat"]),
     linux("fstatat", IN1, STAT),
     linux("fstatat64", IN1, STAT),
     linux("futimesat", IN1, &["futimesat"]),
@@ -285,8 +299,8 @@ pub const TABLE: &[Entry] = &[
     linux("posix_spawn_file_actions_addchdir_np", IN1, &["chdir"]),
     linux("posix_spawn_file_actions_addopen", IN2, OPEN),
     linux_exec("posix_spawnp", IN1, SPAWN),
-    linux("readdir", NONE, &["getdents64"]),
-    linux("readdir64", NONE, &["getdents64"]),
+    linux_fd("readdir", &["getdents64"]),
+    linux_fd("readdir64", &["getdents64"]),
     linux("readlink", READLINK, &["readlink", "readlinkat"]),
     linux("readlinkat", READLINKAT, &["readlinkat"]),
     linux("realpath", REALPATH, &["readlink", "newfstatat", "getcwd"]),
@@ -295,11 +309,11 @@ pub const TABLE: &[Entry] = &[
     linux("rename", IN0_IN1, &["rename", "renameat", "renameat2"]),
     linux("renameat", IN1_IN3, &["renameat", "renameat2"]),
     linux("renameat2", IN1_IN3, &["renameat2"]),
-    linux("rewinddir", NONE, &["lseek"]),
+    linux_fd("rewinddir", &["lseek"]),
     linux("rmdir", IN0, &["rmdir", "unlinkat"]),
     linux("scandir", IN0, OPEN),
     linux("scandir64", IN0, OPEN),
-    linux("seekdir", NONE, &["lseek"]),
+    linux_fd("seekdir", &["lseek"]),
     linux("setxattr", IN0, &["setxattr"]),
     linux("stat", IN0, STAT),
     linux("stat64", IN0, STAT),
@@ -310,7 +324,7 @@ pub const TABLE: &[Entry] = &[
     linux("statx", IN1, &["statx"]),
     linux("symlink", IN0_IN1, &["symlinkat", "symlink"]),
     linux("symlinkat", IN0_IN2, &["symlinkat"]),
-    linux("telldir", NONE, &[]),
+    linux_fd("telldir", &[]),
     linux("truncate", IN0, &["truncate"]),
     linux("truncate64", IN0, &["truncate"]),
     linux("unlink", IN0, &["unlink", "unlinkat"]),
@@ -397,9 +411,13 @@ mod tests {
     #[test]
     fn every_row_names_syscalls_and_its_paths_are_consistent() {
         for e in TABLE {
-            assert!(!e.syscalls.is_empty(), "{} names no syscall", e.symbol);
             assert!(
-                e.direction().is_some() || e.propagates,
+                !e.syscalls.is_empty() || e.descriptor,
+                "{} names no syscall",
+                e.symbol
+            );
+            assert!(
+                e.direction().is_some() || e.propagates || e.descriptor,
                 "{} has no path and propagates nothing",
                 e.symbol
             );

@@ -562,7 +562,8 @@ fn executable_file(path: &Buf) -> bool {
             let mut st: libc::stat = core::mem::zeroed();
             super::mirage::stat(path.as_ptr().cast(), (&raw mut st).cast()) == 0
                 && st.st_mode & libc::S_IFMT == libc::S_IFREG
-                && super::mirage::access(path.as_ptr().cast(), libc::X_OK) == 0
+                && super::mirage::faccessat(libc::AT_FDCWD, path.as_ptr().cast(), libc::X_OK, 0)
+                    == 0
         }
     })
 }

@@ -380,6 +380,7 @@ fn access_at(
 
 macro_rules! access {
     ($($name:ident),*) => {$(
+        super::unless_omitted!($name,
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $name(path: *const c_char, mode: c_int) -> c_int {
             static REAL: Real = Real::new(concat!(stringify!($name), "\0"));
@@ -387,6 +388,7 @@ macro_rules! access {
                 real!(REAL: unsafe extern "C" fn(*const c_char, c_int) -> c_int, p, mode)
             })
         }
+        );
     )*};
 }
 
