@@ -50,9 +50,11 @@ pub struct Mirage {
     /// An empty real directory (NUL-terminated): what a virtual directory's descriptor and the
     /// real working directory point at.
     pub empty: &'static [u8],
-    /// `VELO_MIRAGE=…`, `VELO_MIRAGE_AT=…`, `VELO_MIRAGE_EMPTY=…`, NUL-terminated: re-added to a
-    /// child's environment by the exec hooks.
-    pub env: [&'static [u8]; 3],
+    /// The writable layer (`--upper`), absolute, or empty when writes fail with `EROFS`.
+    pub upper: &'static [u8],
+    /// `VELO_MIRAGE=…`, `VELO_MIRAGE_AT=…`, `VELO_MIRAGE_EMPTY=…` and `VELO_MIRAGE_UPPER=…` (empty
+    /// without one), NUL-terminated: re-added to a child's environment by the exec hooks.
+    pub env: [&'static [u8]; 4],
     /// This library's `LD_PRELOAD` entry and `LD_PRELOAD=<it>\0`, for the exec hooks.
     pub shim: &'static [u8],
     pub env_preload: &'static [u8],
@@ -74,7 +76,8 @@ const ENV_MAX: usize = PATH_MAX + 32;
 struct Storage {
     root: [u8; PATH_MAX],
     empty: [u8; PATH_MAX],
-    env: [[u8; ENV_MAX]; 3],
+    upper: [u8; PATH_MAX],
+    env: [[u8; ENV_MAX]; 4],
     env_preload: [u8; ENV_MAX],
     mirage: Option<Mirage>,
 }
@@ -87,7 +90,8 @@ unsafe impl Sync for Shared {}
 static STORAGE: Shared = Shared(UnsafeCell::new(Storage {
     root: [0; PATH_MAX],
     empty: [0; PATH_MAX],
-    env: [[0; ENV_MAX]; 3],
+    upper: [0; PATH_MAX],
+    env: [[0; ENV_MAX]; 4],
     env_preload: [0; ENV_MAX],
     mirage: None,
 }));
@@ -214,7 +218,15 @@ unsafe fn load(s: &mut Storage) -> bool {
         return false;
     };
     let (root, empty_len) = (statics(root), empty_c.len());
-    let [e0, e1, e2] = &mut s.env;
+    let upper = getenv(c"VELO_MIRAGE_UPPER")
+        .map(velo_intercept::translate::trim_root)
+        .filter(|u| u.first() == Some(&b'/'))
+        .unwrap_or(b"");
+    let Some(upper_c) = copy_c(upper, &mut s.upper) else {
+        return false;
+    };
+    let upper_static = statics(upper_c);
+    let [e0, e1, e2, e3] = &mut s.env;
     let (Some(env_image), Some(env_at), Some(env_empty)) = (
         entry_into(b"VELO_MIRAGE", image_path, e0),
         entry_into(b"VELO_MIRAGE_AT", root, e1),
@@ -222,7 +234,20 @@ unsafe fn load(s: &mut Storage) -> bool {
     ) else {
         return false;
     };
-    let env = [statics(env_image), statics(env_at), statics(env_empty)];
+    let env_upper: &[u8] = if upper.is_empty() {
+        &[]
+    } else {
+        match entry_into(b"VELO_MIRAGE_UPPER", upper, e3) {
+            Some(e) => e,
+            None => return false,
+        }
+    };
+    let env = [
+        statics(env_image),
+        statics(env_at),
+        statics(env_empty),
+        statics(env_upper),
+    ];
     if let Some(cwd) = getenv(c"VELO_MIRAGE_CWD") {
         let cwd = velo_intercept::translate::trim_root(cwd);
         if under(root, cwd) {
@@ -238,6 +263,7 @@ unsafe fn load(s: &mut Storage) -> bool {
         crate::config::entry(b"LD_PRELOAD", shim, &mut s.env_preload).map_or(&[][..], statics)
     };
     s.mirage = Some(Mirage {
+        upper: upper_static,
         shim,
         env_preload,
         image,
@@ -357,6 +383,53 @@ pub fn forget_fd(fd: c_int) {
     }
 }
 
+// --- the writable layer (`--upper`) -------------------------------------------------------------
+
+/// Where deletions are recorded in the writable layer: `<upper>/.velo-deleted/<path>.deleted`.
+pub const DELETED: &[u8] = b".velo-deleted";
+
+enum UpperState {
+    Absent,
+    Deleted,
+    Present { dir: bool },
+}
+
+/// The file type and mode at `path` (NUL-terminated), without following a final symlink.
+fn lstat_mode(path: &Buf) -> Option<u32> {
+    keep_errno(|| {
+        // SAFETY: a NUL-terminated path and a zeroed stat; a raw syscall, not the hooks.
+        unsafe {
+            let mut st: libc::stat = core::mem::zeroed();
+            (libc::syscall(
+                libc::SYS_newfstatat,
+                libc::AT_FDCWD,
+                path.as_ptr(),
+                &raw mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            ) == 0)
+                .then_some(st.st_mode)
+        }
+    })
+}
+
+/// Creates every directory of `buf[..len]` from byte `start` on, up to its last component.
+fn make_parents(buf: &mut Buf, start: usize, len: usize) -> c_int {
+    for i in start..len {
+        if buf[i] == b'/' {
+            buf[i] = 0;
+            // SAFETY: a NUL-terminated prefix; a raw syscall.
+            let r =
+                unsafe { libc::syscall(libc::SYS_mkdirat, libc::AT_FDCWD, buf.as_ptr(), 0o755) };
+            let err = crate::real::errno();
+            buf[i] = b'/';
+            if r < 0 && err != libc::EEXIST {
+                return -err;
+            }
+        }
+    }
+    0
+}
+
 // --- resolution --------------------------------------------------------------------------------
 
 /// Where a path lands.
@@ -367,6 +440,10 @@ pub enum Place {
     /// It left the tree (through `..` or a symlink to a host path): the absolute real path is in
     /// the caller's buffer, NUL-terminated.
     Real,
+    /// With `--upper`: the path's place in the writable layer is in the caller's buffer
+    /// (NUL-terminated); it may or may not exist yet. `shadows` when the tree has an entry
+    /// there too (a deletion must then be recorded).
+    Upper { shadows: bool },
     /// An entry of the tree.
     Node(u32),
     /// The last component does not exist in an existing virtual directory.
@@ -491,6 +568,15 @@ impl Mirage {
                     _ => {}
                 }
                 let Some(child) = self.image.child(cur, name) else {
+                    if !self.upper.is_empty() {
+                        // Not in the tree: wherever it leads is in the writable layer.
+                        let dir = self.entry(cur).path;
+                        let sep: &[u8] = if dir.is_empty() { b"" } else { b"/" };
+                        return match put(out, 0, &[self.upper, b"/", dir, sep, name, tail]) {
+                            Some(_) => Place::Upper { shadows: false },
+                            None => Place::Fail(libc::ENAMETOOLONG),
+                        };
+                    }
                     return if last {
                         Place::Missing
                     } else {
@@ -498,6 +584,32 @@ impl Mirage {
                     };
                 };
                 let e = self.entry(child);
+                if !self.upper.is_empty() {
+                    let follows =
+                        e.kind == mirage::SYMLINK && (!last || follow || !tail.is_empty());
+                    if !follows {
+                        match self.upper_state(e.path, out) {
+                            UpperState::Absent => {}
+                            UpperState::Deleted if last => {
+                                // Deleted from the tree: free for a new file in the layer.
+                                if put(out, 0, &[self.upper, b"/", e.path, tail]).is_none() {
+                                    return Place::Fail(libc::ENAMETOOLONG);
+                                }
+                                return Place::Upper { shadows: false };
+                            }
+                            UpperState::Deleted => return Place::Fail(libc::ENOENT),
+                            // A directory of the layer over one of the tree: merged, so keep
+                            // walking the tree (its stat and listing are the tree's).
+                            UpperState::Present { dir: true } if e.kind == mirage::DIR => {}
+                            UpperState::Present { .. } => {
+                                if put(out, 0, &[self.upper, b"/", e.path, tail]).is_none() {
+                                    return Place::Fail(libc::ENAMETOOLONG);
+                                }
+                                return Place::Upper { shadows: true };
+                            }
+                        }
+                    }
+                }
                 match e.kind {
                     mirage::DIR => {
                         cur = child;
@@ -531,6 +643,226 @@ impl Mirage {
                 }
             }
         }
+    }
+
+    /// What the writable layer holds at tree path `rel` (uses `scratch`).
+    fn upper_state(&self, rel: &[u8], scratch: &mut Buf) -> UpperState {
+        if put(scratch, 0, &[self.upper, b"/", rel]).is_none() {
+            return UpperState::Absent;
+        }
+        if let Some(mode) = lstat_mode(scratch) {
+            return UpperState::Present {
+                dir: mode & libc::S_IFMT == libc::S_IFDIR,
+            };
+        }
+        if self.deleted(rel, scratch) {
+            UpperState::Deleted
+        } else {
+            UpperState::Absent
+        }
+    }
+
+    /// Whether tree path `rel` was deleted: `<upper>/.velo-deleted/<rel>.deleted` exists.
+    pub fn deleted(&self, rel: &[u8], scratch: &mut Buf) -> bool {
+        put(
+            scratch,
+            0,
+            &[self.upper, b"/", DELETED, b"/", rel, b".deleted"],
+        )
+        .is_some()
+            && lstat_mode(scratch).is_some()
+    }
+
+    /// Records that tree path `rel` is deleted; `-errno` on failure.
+    pub fn mark_deleted(&self, rel: &[u8]) -> c_int {
+        let mut buf: Buf = [0; PATH_MAX];
+        let Some(n) = put(
+            &mut buf,
+            0,
+            &[self.upper, b"/", DELETED, b"/", rel, b".deleted"],
+        ) else {
+            return -libc::ENAMETOOLONG;
+        };
+        let r = make_parents(&mut buf, self.upper.len() + 1, n);
+        if r < 0 {
+            return r;
+        }
+        // SAFETY: a NUL-terminated path; raw syscalls, not the hooks.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat,
+                libc::AT_FDCWD,
+                buf.as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC,
+                0o644,
+            )
+        };
+        if fd < 0 {
+            return -crate::real::errno();
+        }
+        crate::kernel::close(fd as c_int);
+        0
+    }
+
+    /// Forgets a deletion of `rel` (a new file takes its place).
+    pub fn unmark_deleted(&self, rel: &[u8]) {
+        let mut buf: Buf = [0; PATH_MAX];
+        if put(
+            &mut buf,
+            0,
+            &[self.upper, b"/", DELETED, b"/", rel, b".deleted"],
+        )
+        .is_some()
+        {
+            // SAFETY: a NUL-terminated path; a raw syscall.
+            keep_errno(|| unsafe {
+                libc::syscall(libc::SYS_unlinkat, libc::AT_FDCWD, buf.as_ptr(), 0)
+            });
+        }
+    }
+
+    /// The tree path of the upper-layer path in `path` (NUL-terminated), if it is in the layer.
+    pub fn upper_rel<'p>(&self, path: &'p [u8]) -> Option<&'p [u8]> {
+        let len = path.iter().position(|&b| b == 0).unwrap_or(path.len());
+        let p = &path[..len];
+        (!self.upper.is_empty() && under(self.upper, p))
+            .then(|| p[self.upper.len()..].strip_prefix(b"/").unwrap_or(&[]))
+    }
+
+    /// Creates the missing parent directories of the upper-layer path in `buf` (0755).
+    pub fn upper_parents(&self, buf: &mut Buf) -> c_int {
+        let len = buf.iter().position(|&b| b == 0).unwrap_or(PATH_MAX);
+        make_parents(buf, self.upper.len() + 1, len)
+    }
+
+    /// Before a write into the writable layer at the path in `out`: its parent directories
+    /// exist, and a deletion recorded there is forgotten (a new file takes its place).
+    pub fn prepare_upper(&self, out: &mut Buf) -> Result<(), c_int> {
+        let r = self.upper_parents(out);
+        if r < 0 {
+            return Err(-r);
+        }
+        let len = out.iter().position(|&b| b == 0).unwrap_or(PATH_MAX);
+        let start = self.upper.len() + 1;
+        if len > start {
+            let mut rel: Buf = [0; PATH_MAX];
+            rel[..len - start].copy_from_slice(&out[start..len]);
+            self.unmark_deleted(&rel[..len - start]);
+        }
+        Ok(())
+    }
+
+    /// Deletes tree entry `index` in the writable layer: a file or symlink at once, a directory
+    /// when every entry under it is gone (else `ENOTEMPTY`). `-errno` on failure.
+    pub fn delete(&self, index: u32) -> c_int {
+        let e = self.entry(index);
+        if e.is_dir() {
+            let mut scratch: Buf = [0; PATH_MAX];
+            let mut child = self.image.next_child(index, index + 1);
+            while let Some(c) = child {
+                if !self.deleted(self.entry(c).path, &mut scratch) {
+                    return -libc::ENOTEMPTY;
+                }
+                child = self.image.after(index, c);
+            }
+            if put(&mut scratch, 0, &[self.upper, b"/", e.path]).is_some() {
+                // SAFETY: a NUL-terminated path; a raw syscall.
+                let r = unsafe {
+                    libc::syscall(
+                        libc::SYS_unlinkat,
+                        libc::AT_FDCWD,
+                        scratch.as_ptr(),
+                        libc::AT_REMOVEDIR,
+                    )
+                };
+                if r < 0 && crate::real::errno() == libc::ENOTEMPTY {
+                    return -libc::ENOTEMPTY;
+                }
+            }
+        }
+        keep_errno(|| self.mark_deleted(e.path))
+    }
+
+    /// Copies entry `index` (a file or symlink of the tree) into the writable layer unless it is
+    /// there already, leaving its path there in `out`; `-errno` on failure.
+    pub fn copy_up(&self, index: u32, out: &mut Buf) -> c_int {
+        let e = self.entry(index);
+        let Some(n) = put(out, 0, &[self.upper, b"/", e.path]) else {
+            return -libc::ENAMETOOLONG;
+        };
+        if lstat_mode(out).is_some() {
+            return 0;
+        }
+        let r = make_parents(out, self.upper.len() + 1, n);
+        if r < 0 {
+            return r;
+        }
+        let mut target: Buf = [0; PATH_MAX];
+        // SAFETY: raw syscalls on NUL-terminated paths; descriptors we open and close.
+        unsafe {
+            if e.kind == mirage::SYMLINK {
+                let len = e.target.len().min(PATH_MAX - 1);
+                target[..len].copy_from_slice(&e.target[..len]);
+                let r = libc::syscall(
+                    libc::SYS_symlinkat,
+                    target.as_ptr(),
+                    libc::AT_FDCWD,
+                    out.as_ptr(),
+                );
+                return if r < 0 { -crate::real::errno() } else { 0 };
+            }
+            self.backing(index, &mut target);
+            let from = crate::kernel::openat(
+                libc::AT_FDCWD,
+                target.as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            );
+            if from < 0 {
+                return from as c_int;
+            }
+            let mode = if e.exec { 0o755 } else { 0o644 };
+            let to = libc::syscall(
+                libc::SYS_openat,
+                libc::AT_FDCWD,
+                out.as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+                mode,
+            );
+            if to < 0 {
+                let err = crate::real::errno();
+                crate::kernel::close(from as c_int);
+                return -err;
+            }
+            let mut left = e.size;
+            let mut failed = 0;
+            while left > 0 {
+                let n = libc::syscall(
+                    libc::SYS_copy_file_range,
+                    from,
+                    core::ptr::null_mut::<i64>(),
+                    to,
+                    core::ptr::null_mut::<i64>(),
+                    left.min(1 << 30) as usize,
+                    0,
+                );
+                if n <= 0 {
+                    failed = if n < 0 {
+                        crate::real::errno()
+                    } else {
+                        libc::EIO
+                    };
+                    break;
+                }
+                left -= n as u64;
+            }
+            crate::kernel::close(from as c_int);
+            crate::kernel::close(to as c_int);
+            if failed != 0 {
+                libc::syscall(libc::SYS_unlinkat, libc::AT_FDCWD, out.as_ptr(), 0);
+                return -failed;
+            }
+        }
+        0
     }
 
     /// The real path that stands for entry `index` (NUL-terminated in `out`): a file's blob, or

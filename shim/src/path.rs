@@ -165,11 +165,21 @@ pub fn to_canonical(
 pub enum Op {
     Read,
     Write,
+    /// Removes a name: with `--upper`, a tree entry is recorded as deleted.
+    Delete,
 }
 
 impl Op {
     /// The class of the libc function `name`.
     pub const fn of(name: &str) -> Op {
+        const DELETES: &[&str] = &["rmdir", "unlink", "unlinkat", "remove"];
+        let mut i = 0;
+        while i < DELETES.len() {
+            if const_eq(DELETES[i], name) {
+                return Op::Delete;
+            }
+            i += 1;
+        }
         const WRITES: &[&str] = &[
             "creat",
             "creat64",
@@ -221,6 +231,11 @@ impl Op {
 }
 
 impl Op {
+    /// Whether the call renames (the source's name goes away).
+    pub const fn renames(name: &str) -> bool {
+        const_eq(name, "rename") || const_eq(name, "renameat") || const_eq(name, "renameat2")
+    }
+
     /// Whether the first of two paths is a symlink's target (data, not a path).
     pub const fn target_first(name: &str) -> bool {
         const_eq(name, "symlink") || const_eq(name, "symlinkat")
@@ -246,7 +261,7 @@ const fn const_eq(a: &str, b: &str) -> bool {
 /// reaches `call` as its backing real path (a file's blob), or fails (`EROFS` for a write).
 #[cfg(target_os = "linux")]
 #[inline(always)]
-pub fn in1_at<R: Fail>(
+pub fn in1_at<R: Fail + PartialEq>(
     op: Op,
     dirfd: c_int,
     path: *const c_char,
@@ -260,7 +275,7 @@ pub fn in1_at<R: Fail>(
 
 #[cfg(target_os = "linux")]
 #[inline(never)]
-fn in1_mirage<R: Fail>(
+fn in1_mirage<R: Fail + PartialEq>(
     m: &Mirage,
     op: Op,
     dirfd: c_int,
@@ -268,12 +283,39 @@ fn in1_mirage<R: Fail>(
     call: impl FnOnce(*const c_char) -> R,
 ) -> R {
     let mut out: Buf = [0; PATH_MAX];
+    let layered = !m.upper.is_empty();
     match m.resolve(dirfd, path, true, &mut out) {
         Place::Pass => in1(path, call),
         Place::Real => call(out.as_ptr().cast()),
-        Place::Node(_) | Place::Missing if op == Op::Write => fail(libc::EROFS),
-        Place::Node(i) => call(m.backing(i, &mut out)),
-        Place::Missing => fail(libc::ENOENT),
+        Place::Upper { .. } if op == Op::Read => call(out.as_ptr().cast()),
+        Place::Upper { shadows } => {
+            if let Err(e) = m.prepare_upper(&mut out) {
+                return fail(e);
+            }
+            let r = call(out.as_ptr().cast());
+            if op == Op::Delete && shadows && r != R::FAIL {
+                let rel = m.upper_rel(&out).unwrap_or(&[]);
+                let mut tree: Buf = [0; PATH_MAX];
+                tree[..rel.len()].copy_from_slice(rel);
+                let e = m.mark_deleted(&tree[..rel.len()]);
+                if e < 0 {
+                    return fail(-e);
+                }
+            }
+            r
+        }
+        Place::Node(i) if op == Op::Read => call(m.backing(i, &mut out)),
+        Place::Node(_) | Place::Missing if !layered => fail(libc::EROFS),
+        Place::Node(i) if op == Op::Delete => match m.delete(i) {
+            0 => R::ZERO,
+            e => fail(-e),
+        },
+        Place::Node(i) => match m.copy_up(i, &mut out) {
+            0 => call(out.as_ptr().cast()),
+            e => fail(-e),
+        },
+        Place::Missing if op == Op::Read => fail(libc::ENOENT),
+        Place::Missing => fail(libc::EROFS),
         Place::Fail(e) => fail(e),
     }
 }
@@ -289,22 +331,108 @@ fn in_tree(m: &Mirage, dirfd: c_int, path: *const c_char) -> bool {
 }
 
 /// [`in2`] relative to two descriptors, for Mode B. Every two-path call changes the tree
-/// (rename, link, symlink), so either path in it fails with `EROFS`; a symlink's target (`a`
-/// when `target_first`) is data, not a path to check.
+/// (rename, link, symlink): without `--upper` either path in it fails with `EROFS`; with it,
+/// the source is copied up, the call is made in the layer, and a renamed tree entry is recorded
+/// as deleted. A symlink's target (`a` when `target_first`) is data, not a path to check.
 #[cfg(target_os = "linux")]
 #[inline(always)]
-pub fn in2_at<R: Fail>(
+pub fn in2_at<R: Fail + PartialEq>(
     target_first: bool,
+    renames: bool,
     fa: c_int,
     a: *const c_char,
     fb: c_int,
     b: *const c_char,
     call: impl FnOnce(*const c_char, *const c_char) -> R,
 ) -> R {
-    if let Some(m) = mirage::get()
-        && ((!target_first && in_tree(m, fa, a)) || in_tree(m, fb, b))
-    {
-        return fail(libc::EROFS);
+    if let Some(m) = mirage::get() {
+        if !m.upper.is_empty() {
+            return in2_layered(m, target_first, renames, fa, a, fb, b, call);
+        }
+        if (!target_first && in_tree(m, fa, a)) || in_tree(m, fb, b) {
+            return fail(libc::EROFS);
+        }
     }
     in2(a, b, call)
+}
+
+#[cfg(target_os = "linux")]
+#[inline(never)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the two paths and their descriptors"
+)]
+fn in2_layered<R: Fail + PartialEq>(
+    m: &Mirage,
+    target_first: bool,
+    renames: bool,
+    fa: c_int,
+    a: *const c_char,
+    fb: c_int,
+    b: *const c_char,
+    call: impl FnOnce(*const c_char, *const c_char) -> R,
+) -> R {
+    let (mut oa, mut ob): (Buf, Buf) = ([0; PATH_MAX], [0; PATH_MAX]);
+    let to = match m.resolve(fb, b, false, &mut ob) {
+        Place::Pass => b,
+        Place::Real => ob.as_ptr().cast(),
+        Place::Upper { .. } => {
+            if let Err(e) = m.prepare_upper(&mut ob) {
+                return fail(e);
+            }
+            ob.as_ptr().cast()
+        }
+        Place::Node(j) if m.entry(j).is_dir() => return fail(libc::EEXIST),
+        // Replacing a file of the tree: the new one goes to its place in the layer.
+        Place::Node(j) => {
+            let e = m.copy_up(j, &mut ob);
+            if e < 0 {
+                return fail(-e);
+            }
+            // SAFETY: a NUL-terminated path of ours; a raw syscall.
+            unsafe { libc::syscall(libc::SYS_unlinkat, libc::AT_FDCWD, ob.as_ptr(), 0) };
+            ob.as_ptr().cast()
+        }
+        Place::Missing => return fail(libc::EROFS),
+        Place::Fail(e) => return fail(e),
+    };
+    if target_first {
+        return call(a, to);
+    }
+    let mut deleted_after: Option<u32> = None;
+    let mut shadowed = false;
+    let from = match m.resolve(fa, a, false, &mut oa) {
+        Place::Pass => a,
+        Place::Real => oa.as_ptr().cast(),
+        Place::Upper { shadows } => {
+            shadowed = shadows;
+            oa.as_ptr().cast()
+        }
+        // mv copies a directory when rename says EXDEV.
+        Place::Node(i) if m.entry(i).is_dir() => {
+            return fail(if renames { libc::EXDEV } else { libc::EPERM });
+        }
+        Place::Node(i) => {
+            let e = m.copy_up(i, &mut oa);
+            if e < 0 {
+                return fail(-e);
+            }
+            deleted_after = Some(i);
+            oa.as_ptr().cast()
+        }
+        Place::Missing => return fail(libc::ENOENT),
+        Place::Fail(e) => return fail(e),
+    };
+    let r = call(from, to);
+    if renames && r != R::FAIL {
+        if let Some(i) = deleted_after {
+            m.mark_deleted(m.entry(i).path);
+        } else if shadowed {
+            let rel = m.upper_rel(&oa).unwrap_or(&[]);
+            let mut tree: Buf = [0; PATH_MAX];
+            tree[..rel.len()].copy_from_slice(rel);
+            m.mark_deleted(&tree[..rel.len()]);
+        }
+    }
+    r
 }

@@ -44,24 +44,30 @@ impl Real {
 }
 
 /// The value a libc function returns on failure, for hooks that fail before calling it.
-pub trait Fail {
+pub trait Fail: PartialEq {
     const FAIL: Self;
+    /// Success for calls that return 0 (or a null pointer, which none of those do).
+    const ZERO: Self;
 }
 
 impl Fail for i32 {
     const FAIL: i32 = -1;
+    const ZERO: i32 = 0;
 }
 
 impl Fail for i64 {
     const FAIL: i64 = -1;
+    const ZERO: i64 = 0;
 }
 
 impl Fail for isize {
     const FAIL: isize = -1;
+    const ZERO: isize = 0;
 }
 
 impl<T> Fail for *mut T {
     const FAIL: *mut T = core::ptr::null_mut();
+    const ZERO: *mut T = core::ptr::null_mut();
 }
 
 /// Sets errno and returns the failure value: used when libc lacks a function we export.

@@ -32,6 +32,12 @@ struct Stream {
     dir: u32,
     pos: u32,
     ent: dirent64,
+    /// With `--upper`: the directory's counterpart in the writable layer (or -1), listed after
+    /// the tree's entries, through `buf`.
+    upper_fd: c_int,
+    buf: [u8; 2048],
+    buf_len: usize,
+    buf_pos: usize,
 }
 
 struct Slot(UnsafeCell<Stream>);
@@ -48,6 +54,10 @@ static SLOTS: [Slot; DIR_SLOTS] = [const {
         pos: 0,
         // SAFETY: all-zero is a valid dirent64.
         ent: unsafe { core::mem::zeroed() },
+        upper_fd: -1,
+        buf: [0; 2048],
+        buf_len: 0,
+        buf_pos: 0,
     }))
 }; DIR_SLOTS];
 
@@ -65,6 +75,7 @@ fn ours(d: *mut DIR) -> Option<&'static mut Stream> {
 /// A stream over virtual directory `dir` through descriptor `fd`; `None` when all slots are
 /// taken.
 fn open_stream(fd: c_int, dir: u32) -> Option<*mut DIR> {
+    let upper_fd = mirage::get().map_or(-1, |m| open_upper(m, dir));
     let i = USED.iter().position(|u| {
         u.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
@@ -74,7 +85,35 @@ fn open_stream(fd: c_int, dir: u32) -> Option<*mut DIR> {
     s.fd = fd;
     s.dir = dir;
     s.pos = 0;
+    s.upper_fd = upper_fd;
+    s.buf_len = 0;
+    s.buf_pos = 0;
     Some(SLOTS[i].0.get().cast())
+}
+
+/// The writable layer's directory for tree directory `dir`, opened for listing, or -1.
+fn open_upper(m: &Mirage, dir: u32) -> c_int {
+    if m.upper.is_empty() {
+        return -1;
+    }
+    let mut buf: Buf = [0; PATH_MAX];
+    let path = m.entry(dir).path;
+    let n = m.upper.len() + 1 + path.len();
+    if n >= PATH_MAX {
+        return -1;
+    }
+    buf[..m.upper.len()].copy_from_slice(m.upper);
+    buf[m.upper.len()] = b'/';
+    buf[m.upper.len() + 1..n].copy_from_slice(path);
+    // SAFETY: a NUL-terminated path; a raw syscall.
+    let fd = crate::real::keep_errno(|| unsafe {
+        crate::kernel::openat(
+            libc::AT_FDCWD,
+            buf.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    });
+    if fd < 0 { -1 } else { fd as c_int }
 }
 
 /// Opens the stand-in for virtual directory `dir` and a stream over it.
@@ -118,7 +157,7 @@ pub unsafe extern "C" fn opendir(path: *const c_char) -> *mut DIR {
     let mut out: Buf = [0; PATH_MAX];
     match m.resolve(libc::AT_FDCWD, path, true, &mut out) {
         Place::Pass => in1(path, real),
-        Place::Real => real(out.as_ptr().cast()),
+        Place::Real | Place::Upper { .. } => real(out.as_ptr().cast()),
         Place::Node(i) => open_virtual(m, i),
         Place::Missing => fail(libc::ENOENT),
         Place::Fail(e) => fail(e),
@@ -140,40 +179,103 @@ pub unsafe extern "C" fn fdopendir(fd: c_int) -> *mut DIR {
     }
 }
 
-/// The next entry of a virtual stream, or NULL at the end (errno untouched, as glibc does).
+/// The next entry of a virtual stream, or NULL at the end (errno untouched, as glibc does):
+/// `.`, `..`, the tree's children (less those deleted in the writable layer), then what only
+/// the writable layer has.
 fn next(m: &Mirage, s: &mut Stream) -> *mut dirent64 {
-    let dir = m.entry(s.dir);
-    let first_child = || m.image.next_child(s.dir, s.dir + 1).map_or(END, |c| c + 2);
-    let (name, ino, kind, next): (&[u8], u64, u8, u32) = match s.pos {
-        END => return core::ptr::null_mut(),
-        0 => (b".", m.ino(s.dir), libc::DT_DIR, 1),
-        1 => (b"..", m.ino(dir.parent), libc::DT_DIR, first_child()),
-        p => {
-            let child = p - 2;
-            if child >= m.image.len() {
-                s.pos = END;
+    let layered = !m.upper.is_empty();
+    let mut scratch: Buf = [0; PATH_MAX];
+    loop {
+        let dir = m.entry(s.dir);
+        let first_child = || m.image.next_child(s.dir, s.dir + 1).map_or(END, |c| c + 2);
+        let (name, ino, kind, next): (&[u8], u64, u8, u32) = match s.pos {
+            END => return next_upper(m, s),
+            0 => (b".", m.ino(s.dir), libc::DT_DIR, 1),
+            1 => (b"..", m.ino(dir.parent), libc::DT_DIR, first_child()),
+            p => {
+                let child = p - 2;
+                if child >= m.image.len() {
+                    s.pos = END;
+                    continue;
+                }
+                let e = m.entry(child);
+                let next = m.image.after(s.dir, child).map_or(END, |c| c + 2);
+                if layered && m.deleted(e.path, &mut scratch) {
+                    s.pos = next;
+                    continue;
+                }
+                let kind = match e.kind {
+                    VDIR => libc::DT_DIR,
+                    FILE => libc::DT_REG,
+                    SYMLINK => libc::DT_LNK,
+                    _ => libc::DT_UNKNOWN,
+                };
+                (e.name(), m.ino(child), kind, next)
+            }
+        };
+        s.pos = next;
+        return fill(&mut s.ent, name, ino, kind, i64::from(next));
+    }
+}
+
+/// The writable layer's entries that the tree does not list (new files, and files that took
+/// the place of deleted ones).
+fn next_upper(m: &Mirage, s: &mut Stream) -> *mut dirent64 {
+    if s.upper_fd < 0 {
+        return core::ptr::null_mut();
+    }
+    let mut scratch: Buf = [0; PATH_MAX];
+    loop {
+        if s.buf_pos >= s.buf_len {
+            // SAFETY: our descriptor and buffer; a raw syscall.
+            let n = crate::real::keep_errno(|| unsafe {
+                libc::syscall(
+                    libc::SYS_getdents64,
+                    s.upper_fd,
+                    s.buf.as_mut_ptr(),
+                    s.buf.len(),
+                )
+            });
+            if n <= 0 {
                 return core::ptr::null_mut();
             }
-            let e = m.entry(child);
-            let kind = match e.kind {
-                VDIR => libc::DT_DIR,
-                FILE => libc::DT_REG,
-                SYMLINK => libc::DT_LNK,
-                _ => libc::DT_UNKNOWN,
-            };
-            let next = m.image.after(s.dir, child).map_or(END, |c| c + 2);
-            (e.name(), m.ino(child), kind, next)
+            (s.buf_len, s.buf_pos) = (n as usize, 0);
         }
-    };
-    s.pos = next;
-    let ent = &mut s.ent;
+        let at = s.buf_pos;
+        let b = &s.buf;
+        let ino = u64::from_ne_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+        let reclen = usize::from(u16::from_ne_bytes([b[at + 16], b[at + 17]]));
+        let kind = b[at + 18];
+        let name_area = &b[at + 19..at + reclen.max(20)];
+        let len = name_area
+            .iter()
+            .position(|&c| c == 0)
+            .unwrap_or(name_area.len());
+        s.buf_pos += reclen.max(1);
+        let mut name = [0u8; 256];
+        let len = len.min(255);
+        name[..len].copy_from_slice(&s.buf[at + 19..at + 19 + len]);
+        let name = &name[..len];
+        if name == b"." || name == b".." || (s.dir == 0 && name == mirage::DELETED) {
+            continue;
+        }
+        if let Some(c) = m.image.child(s.dir, name)
+            && !m.deleted(m.entry(c).path, &mut scratch)
+        {
+            continue; // listed with the tree's entries
+        }
+        return fill(&mut s.ent, name, ino, kind, i64::from(END));
+    }
+}
+
+fn fill(ent: &mut dirent64, name: &[u8], ino: u64, kind: u8, off: i64) -> *mut dirent64 {
     let len = name.len().min(ent.d_name.len() - 1);
     for (d, &c) in ent.d_name.iter_mut().zip(&name[..len]) {
         *d = c as c_char;
     }
     ent.d_name[len] = 0;
     ent.d_ino = ino;
-    ent.d_off = i64::from(next);
+    ent.d_off = off;
     ent.d_type = kind;
     let header = core::mem::offset_of!(dirent64, d_name);
     ent.d_reclen = ((header + len + 1).next_multiple_of(8)) as u16;
@@ -206,6 +308,10 @@ pub unsafe extern "C" fn closedir(d: *mut DIR) -> c_int {
         mirage::forget_fd(s.fd);
         crate::kernel::close(s.fd);
         s.fd = -1;
+        if s.upper_fd >= 0 {
+            crate::kernel::close(s.upper_fd);
+            s.upper_fd = -1;
+        }
         let base = SLOTS.as_ptr() as usize;
         USED[(d as usize - base) / size_of::<Slot>()].store(false, Ordering::Release);
         return 0;
@@ -235,6 +341,11 @@ pub unsafe extern "C" fn rewinddir(d: *mut DIR) {
     static REAL: Real = Real::new("rewinddir\0");
     if let Some(s) = ours(d) {
         s.pos = 0;
+        if s.upper_fd >= 0 {
+            // SAFETY: our descriptor; a raw syscall.
+            unsafe { libc::syscall(libc::SYS_lseek, s.upper_fd, 0, libc::SEEK_SET) };
+            (s.buf_len, s.buf_pos) = (0, 0);
+        }
         return;
     }
     // SAFETY: rewinddir's signature; the program's stream.
@@ -363,7 +474,7 @@ macro_rules! scandir {
             let mut out: Buf = [0; PATH_MAX];
             match m.resolve(libc::AT_FDCWD, path, true, &mut out) {
                 Place::Pass => in1(path, real),
-                Place::Real => real(out.as_ptr().cast()),
+                Place::Real | Place::Upper { .. } => real(out.as_ptr().cast()),
                 Place::Node(i) => scan_virtual(m, i, list, filter, compare),
                 Place::Missing => fail(libc::ENOENT),
                 Place::Fail(e) => fail(e),

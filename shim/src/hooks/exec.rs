@@ -118,7 +118,9 @@ fn child_env(carry: Carry, envp: Argv) -> Result<ChildEnv, c_int> {
     let mut n = 0;
     let (mut has_canonical, mut has_physical) = (carry.cfg.is_none(), carry.cfg.is_none());
     let mut has_extra = carry.cfg.is_none_or(|c| c.env_extra.is_empty());
-    let mut has_mirage = [carry.mirage.is_none(); 3];
+    let mut has_mirage = [carry.mirage.is_none(); 4];
+    // Without a writable layer there is no VELO_MIRAGE_UPPER to carry.
+    has_mirage[3] |= carry.mirage.is_some_and(|m| m.upper.is_empty());
     let mut old_cwd: Option<usize> = None;
     let mut preload: Option<(usize, &[u8])> = None;
     let mut library_path: Option<(usize, &[u8])> = None;
@@ -143,6 +145,8 @@ fn child_env(carry: Carry, envp: Argv) -> Result<ChildEnv, c_int> {
                 has_mirage[1] = true;
             } else if value(entry, b"VELO_MIRAGE_EMPTY").is_some() {
                 has_mirage[2] = true;
+            } else if value(entry, b"VELO_MIRAGE_UPPER").is_some() {
+                has_mirage[3] = true;
             } else if value(entry, b"VELO_MIRAGE_CWD").is_some() {
                 old_cwd = Some(n);
             } else if let Some(v) = value(entry, b"LD_PRELOAD") {
@@ -162,7 +166,7 @@ fn child_env(carry: Carry, envp: Argv) -> Result<ChildEnv, c_int> {
         && has_canonical
         && has_physical
         && has_extra
-        && has_mirage == [true; 3]
+        && has_mirage == [true; 4]
         && !fix_cwd
         && fix_library_path.is_none()
     {
@@ -256,7 +260,7 @@ fn child_env(carry: Carry, envp: Argv) -> Result<ChildEnv, c_int> {
     }
     if let Some(m) = carry.mirage {
         for (has, entry) in has_mirage.iter().zip(m.env) {
-            if !has {
+            if !has && !entry.is_empty() {
                 put(entry.as_ptr().cast());
             }
         }

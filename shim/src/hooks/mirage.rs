@@ -55,6 +55,14 @@ fn open_mirage(
     match m.resolve(dirfd, path, follow, &mut out) {
         Place::Pass => in1(path, |p| call(dirfd, p, flags)),
         Place::Real => call(libc::AT_FDCWD, out.as_ptr().cast(), flags),
+        Place::Upper { .. } => {
+            if (creates || flags & libc::O_ACCMODE != libc::O_RDONLY)
+                && let Err(e) = m.prepare_upper(&mut out)
+            {
+                return fail(e);
+            }
+            call(libc::AT_FDCWD, out.as_ptr().cast(), flags)
+        }
         Place::Missing if creates => fail(libc::EROFS),
         Place::Missing => fail(libc::ENOENT),
         Place::Fail(e) => fail(e),
@@ -64,6 +72,10 @@ fn open_mirage(
             let writes = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
             let flags = flags & !(libc::O_CREAT | libc::O_EXCL);
             match kind {
+                REGULAR if writes && !m.upper.is_empty() => match m.copy_up(i, &mut out) {
+                    0 => call(libc::AT_FDCWD, out.as_ptr().cast(), flags),
+                    e => fail(-e),
+                },
                 REGULAR if writes => fail(libc::EROFS),
                 REGULAR if flags & libc::O_DIRECTORY != 0 => fail(libc::ENOTDIR),
                 REGULAR => call(libc::AT_FDCWD, m.backing(i, &mut out), flags),
@@ -140,6 +152,18 @@ fn fopen_like(
     match m.resolve(libc::AT_FDCWD, path, true, &mut out) {
         Place::Pass => in1(path, call),
         Place::Real => call(out.as_ptr().cast()),
+        Place::Upper { .. } => {
+            if !reads && let Err(e) = m.prepare_upper(&mut out) {
+                return fail(e);
+            }
+            call(out.as_ptr().cast())
+        }
+        Place::Node(i) if !reads && !m.upper.is_empty() && m.entry(i).kind == REGULAR => {
+            match m.copy_up(i, &mut out) {
+                0 => call(out.as_ptr().cast()),
+                e => fail(-e),
+            }
+        }
         Place::Node(_) | Place::Missing if !reads => fail(libc::EROFS),
         Place::Node(i) => call(m.backing(i, &mut out)),
         Place::Missing => fail(libc::ENOENT),
@@ -232,7 +256,7 @@ fn stat_mirage(
     let follow = flags & libc::AT_SYMLINK_NOFOLLOW == 0;
     match m.resolve(dirfd, path, follow, &mut out) {
         Place::Pass => in1(path, |p| call(dirfd, p)),
-        Place::Real => call(libc::AT_FDCWD, out.as_ptr().cast()),
+        Place::Real | Place::Upper { .. } => call(libc::AT_FDCWD, out.as_ptr().cast()),
         Place::Node(i) if m.entry(i).kind == REGULAR => {
             call(libc::AT_FDCWD, m.backing(i, &mut out))
         }
@@ -366,7 +390,7 @@ fn access_at(
     let follow = flags & libc::AT_SYMLINK_NOFOLLOW == 0;
     match m.resolve(dirfd, path, follow, &mut out) {
         Place::Pass => in1(path, |p| call(dirfd, p)),
-        Place::Real => call(libc::AT_FDCWD, out.as_ptr().cast()),
+        Place::Real | Place::Upper { .. } => call(libc::AT_FDCWD, out.as_ptr().cast()),
         Place::Node(_) if mode & libc::W_OK != 0 => fail(libc::EROFS),
         Place::Node(i) if m.entry(i).kind == REGULAR => {
             call(libc::AT_FDCWD, m.backing(i, &mut out))
@@ -429,6 +453,27 @@ pub unsafe extern "C" fn chdir(path: *const c_char) -> c_int {
             let r = in1(path, |p| real!(REAL: F, p));
             if r == 0 {
                 mirage::set_cwd(None);
+            }
+            r
+        }
+        Place::Upper { .. } => {
+            // A directory made in the writable layer: virtual like the tree's.
+            let rel = m.upper_rel(&out).unwrap_or(&[]);
+            let mut name: Buf = [0; PATH_MAX];
+            let n = m.root.len() + 1 + rel.len();
+            if n >= PATH_MAX {
+                return fail(libc::ENAMETOOLONG);
+            }
+            name[..m.root.len()].copy_from_slice(m.root);
+            name[m.root.len()] = b'/';
+            name[m.root.len() + 1..n].copy_from_slice(rel);
+            let r = real!(REAL: F, out.as_ptr().cast());
+            if r == 0 {
+                let r = real!(REAL: F, m.empty.as_ptr().cast());
+                if r == 0 {
+                    mirage::set_cwd(Some(&name[..n]));
+                }
+                return r;
             }
             r
         }

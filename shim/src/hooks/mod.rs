@@ -34,7 +34,9 @@ macro_rules! inbound {
             const OP: $crate::path::Op = $crate::path::Op::of(stringify!($name));
             #[allow(dead_code, reason = "as above")]
             const TARGET_FIRST: bool = $crate::path::Op::target_first(stringify!($name));
-            $crate::hooks::inbound!(@call OP, TARGET_FIRST, ($($path),+) ($($($fd),+)?) {
+            #[allow(dead_code, reason = "as above")]
+            const RENAMES: bool = $crate::path::Op::renames(stringify!($name));
+            $crate::hooks::inbound!(@call OP, (TARGET_FIRST, RENAMES), ($($path),+) ($($($fd),+)?) {
                 // SAFETY: `F` is the symbol's C signature, and the arguments are the program's,
                 // with canonical paths replaced by physical ones of the same kind.
                 match unsafe { REAL.get::<F>() } {
@@ -45,20 +47,20 @@ macro_rules! inbound {
         }
         );
     )*};
-    (@call $op:ident, $t:ident, ($p:ident) () $body:block) => {
+    (@call $op:ident, ($t:ident, $r:ident), ($p:ident) () $body:block) => {
         $crate::path::in1_at($op, libc::AT_FDCWD, $p, |$p| $body)
     };
-    (@call $op:ident, $t:ident, ($p:ident) ($fd:ident) $body:block) => {
+    (@call $op:ident, ($t:ident, $r:ident), ($p:ident) ($fd:ident) $body:block) => {
         $crate::path::in1_at($op, $fd, $p, |$p| $body)
     };
-    (@call $op:ident, $t:ident, ($a:ident, $b:ident) () $body:block) => {
-        $crate::path::in2_at($t, libc::AT_FDCWD, $a, libc::AT_FDCWD, $b, |$a, $b| $body)
+    (@call $op:ident, ($t:ident, $r:ident), ($a:ident, $b:ident) () $body:block) => {
+        $crate::path::in2_at($t, $r, libc::AT_FDCWD, $a, libc::AT_FDCWD, $b, |$a, $b| $body)
     };
-    (@call $op:ident, $t:ident, ($a:ident, $b:ident) ($fb:ident) $body:block) => {
-        $crate::path::in2_at($t, libc::AT_FDCWD, $a, $fb, $b, |$a, $b| $body)
+    (@call $op:ident, ($t:ident, $r:ident), ($a:ident, $b:ident) ($fb:ident) $body:block) => {
+        $crate::path::in2_at($t, $r, libc::AT_FDCWD, $a, $fb, $b, |$a, $b| $body)
     };
-    (@call $op:ident, $t:ident, ($a:ident, $b:ident) ($fa:ident, $fb:ident) $body:block) => {
-        $crate::path::in2_at($t, $fa, $a, $fb, $b, |$a, $b| $body)
+    (@call $op:ident, ($t:ident, $r:ident), ($a:ident, $b:ident) ($fa:ident, $fb:ident) $body:block) => {
+        $crate::path::in2_at($t, $r, $fa, $a, $fb, $b, |$a, $b| $body)
     };
 }
 

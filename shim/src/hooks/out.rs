@@ -171,7 +171,9 @@ fn readlink_at(dirfd: c_int, path: *const c_char, buf: *mut c_char, size: size_t
         }
         match m.resolve(dirfd, path, false, &mut out) {
             Place::Pass => {}
-            Place::Real => return readlink_plain(libc::AT_FDCWD, out.as_ptr().cast(), buf, size),
+            Place::Real | Place::Upper { .. } => {
+                return readlink_plain(libc::AT_FDCWD, out.as_ptr().cast(), buf, size);
+            }
             Place::Node(i) if m.entry(i).kind == velo_intercept::mirage::SYMLINK => {
                 return give(m.entry(i).target);
             }
@@ -279,6 +281,34 @@ pub unsafe extern "C" fn realpath(path: *const c_char, resolved: *mut c_char) ->
             Place::Pass => {}
             // Left the tree: the host's realpath of where it went.
             Place::Real => path = virt.as_ptr().cast(),
+            // In the writable layer: its virtual name, once it is known to exist.
+            Place::Upper { .. } => {
+                let rel = m.upper_rel(&virt).unwrap_or(&[]);
+                let mut name: Buf = [0; PATH_MAX];
+                let n = m.root.len() + 1 + rel.len();
+                if n >= PATH_MAX {
+                    return fail(libc::ENAMETOOLONG);
+                }
+                name[..m.root.len()].copy_from_slice(m.root);
+                name[m.root.len()] = b'/';
+                name[m.root.len() + 1..n].copy_from_slice(rel);
+                // SAFETY: a NUL-terminated path and a zeroed stat; a raw syscall.
+                let exists = unsafe {
+                    let mut st: libc::stat = core::mem::zeroed();
+                    libc::syscall(
+                        libc::SYS_newfstatat,
+                        libc::AT_FDCWD,
+                        virt.as_ptr(),
+                        &raw mut st,
+                        0,
+                    ) == 0
+                };
+                if !exists {
+                    return fail(libc::ENOENT);
+                }
+                let n = if rel.is_empty() { m.root.len() } else { n };
+                return give_path(&name[..n], resolved);
+            }
             Place::Node(i) => {
                 let Some(n) = m.abs_path(i, &mut virt) else {
                     return fail(libc::ENAMETOOLONG);

@@ -400,3 +400,102 @@ fn the_fixed_tables_fail_with_emfile_when_full() {
         .ok();
     assert_eq!(r.stdout(), "256 True\n['a.txt']\n", "{}", r.explain());
 }
+
+#[test]
+fn with_upper_writes_land_in_the_layer_and_are_never_lost() {
+    let env = Env::new();
+    env.write("t/a.txt", "original\n");
+    env.write("t/d/b.txt", "b\n");
+    env.write("t/d/sub/c.txt", "c\n");
+    env.velo(["ingest", "t", "-o", "t.velo"]).ok();
+    let script = "echo more >> a.txt && echo new > d/new.txt && mkdir -p n/m && echo deep > n/m/f \
+                  && rm d/b.txt && mv a.txt moved.txt && rm -r d/sub && ls && ls d && cat moved.txt n/m/f";
+    let r = env
+        .velo([
+            "run",
+            "--mode",
+            "shim",
+            "--upper",
+            "up",
+            "--manifest",
+            "t.velo",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+        .ok();
+    assert_eq!(
+        r.stdout(),
+        "d\nmoved.txt\nn\nnew.txt\noriginal\nmore\ndeep\n",
+        "{}",
+        r.explain()
+    );
+    let up = env.path().join("up");
+    assert_eq!(
+        fs::read_to_string(up.join("moved.txt")).unwrap(),
+        "original\nmore\n"
+    );
+    assert_eq!(fs::read_to_string(up.join("d/new.txt")).unwrap(), "new\n");
+    assert_eq!(fs::read_to_string(up.join("n/m/f")).unwrap(), "deep\n");
+    for deleted in ["a.txt", "d/b.txt", "d/sub", "d/sub/c.txt"] {
+        assert!(
+            up.join(format!(".velo-deleted/{deleted}.deleted")).exists(),
+            "{deleted} not recorded as deleted"
+        );
+    }
+    // A second run with the same layer sees the same tree; the store and the source are as
+    // they were, and a run without the layer sees the original tree.
+    let again = env
+        .velo([
+            "run",
+            "--mode",
+            "shim",
+            "--upper",
+            "up",
+            "--manifest",
+            "t.velo",
+            "--",
+            "sh",
+            "-c",
+            "ls -R",
+        ])
+        .ok();
+    assert!(
+        again.stdout().contains("moved.txt") && !again.stdout().contains("b.txt"),
+        "{}",
+        again.explain()
+    );
+    let plain = env
+        .velo([
+            "run",
+            "--mode",
+            "shim",
+            "--manifest",
+            "t.velo",
+            "--",
+            "sh",
+            "-c",
+            "cat a.txt; ls d",
+        ])
+        .ok();
+    assert_eq!(plain.stdout(), "original\nb.txt\nsub\n");
+    env.velo(["status", "--verify"]).ok();
+    assert_eq!(
+        fs::read_to_string(env.path().join("t/a.txt")).unwrap(),
+        "original\n"
+    );
+    env.velo([
+        "run",
+        "--mode",
+        "farm",
+        "--upper",
+        "up",
+        "--manifest",
+        "t.velo",
+        "--",
+        "true",
+    ])
+    .fails()
+    .stderr_has(&["--upper is for shim mode"]);
+}

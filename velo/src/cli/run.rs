@@ -81,6 +81,12 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     at: Option<PathBuf>,
 
+    /// Shim mode: writes under the tree go to DIR (created if missing) instead of failing with
+    /// EROFS. A changed file is copied there first, new files are made there, and a deletion
+    /// is recorded as DIR/.velo-deleted/PATH.deleted. DIR is kept; the store is never written.
+    #[arg(long, value_name = "DIR")]
+    upper: Option<PathBuf>,
+
     /// Keep the run's directory afterwards: what the command wrote, in upper/ (the path is
     /// printed). The farm itself always stays in the store's farm cache until `velo gc --run`.
     #[arg(long)]
@@ -131,6 +137,11 @@ pub fn run(store_dir: &Path, args: Args) -> Result<ExitCode> {
             at.display()
         );
     }
+    if args.upper.is_some() && (args.mode == Mode::Farm || args.isolate) {
+        bail!(
+            "--upper is for shim mode; a farm's writes go to a private overlay layer (keep it with --isolate --keep-upper DIR)"
+        );
+    }
     if args.mode != Mode::Farm && !args.isolate {
         // Shim mode needs no farm: the image alone (found by the manifest's id when cached).
         let store = store()?;
@@ -149,6 +160,12 @@ pub fn run(store_dir: &Path, args: Args) -> Result<ExitCode> {
             Mode::Shim => Some("--mode shim".to_owned()),
             _ => shim::auto_reason(&in_tree, program),
         };
+        if reason.is_none() && args.upper.is_some() {
+            bail!(
+                "--upper needs shim mode, but {} cannot load the shim (a static executable): drop --upper, or run a dynamically linked program",
+                program.to_string_lossy()
+            );
+        }
         if let Some(reason) = reason {
             if args.verbose {
                 eprintln!("velo: mode shim: {reason}");
@@ -166,6 +183,7 @@ pub fn run(store_dir: &Path, args: Args) -> Result<ExitCode> {
                 word: program,
                 rest,
                 empty: &run_dir.tree(),
+                upper: args.upper.as_deref(),
                 verbose: args.verbose,
             };
             let status = shim::run(&store, &image, &mapped, built, spec)?;

@@ -30,6 +30,8 @@ pub struct Spec<'a> {
     /// An empty directory: the command's real working directory, and what descriptors of
     /// virtual directories point at.
     pub empty: &'a Path,
+    /// `--upper`: where writes go, or `None` for EROFS.
+    pub upper: Option<&'a Path>,
     pub verbose: bool,
 }
 
@@ -169,11 +171,15 @@ pub fn run(
     };
     if spec.verbose {
         eprintln!(
-            "velo: {} entries served at {} from image {} ({}); writes there fail with EROFS",
+            "velo: {} entries served at {} from image {} ({}); {}",
             mapped.image().len() - 1,
             spec.at.display(),
             image.display(),
             if built { "built now" } else { "cached" },
+            match spec.upper {
+                Some(dir) => format!("writes there go to {}", dir.display()),
+                None => "writes there fail with EROFS (read-only; --upper DIR keeps them)".into(),
+            }
         );
     }
     let mut preload = shim.into_os_string();
@@ -181,7 +187,18 @@ pub fn run(
         preload.push(" ");
         preload.push(existing);
     }
+    let upper = match spec.upper {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating --upper {}", dir.display()))?;
+            Some(std::fs::canonicalize(dir).with_context(|| format!("--upper {}", dir.display()))?)
+        }
+        None => None,
+    };
     let mut cmd = Command::new(&spec.program);
+    if let Some(upper) = &upper {
+        cmd.env("VELO_MIRAGE_UPPER", upper);
+    }
     cmd.arg0(spec.word)
         .args(spec.rest)
         .current_dir(spec.empty)
