@@ -8,6 +8,9 @@
 //! - **import**: `python3 -c "import benchpkg"` of a package of 300 modules with hash-checked
 //!   bytecode (so no mode recompiles or writes), timed inside Python around the import itself,
 //!   in a plain directory, a farm and shim mode. Target: shim mode at most 1.05× plain.
+//! - **per call**: ns per `stat` and per `open`+`close` (`shim-bench`, from tests/src/bin) of a
+//!   path outside the tree (what every other path pays in shim mode) and of a file of the tree,
+//!   natively, in a farm and in shim mode.
 
 use std::fmt::Write as _;
 use std::process::Command;
@@ -164,6 +167,94 @@ pub fn run(opts: &Options) -> Result<()> {
         ),
     ];
 
+    // Per call: outside the tree, and a file of the tree.
+    exec(
+        Command::new(env!("CARGO"))
+            .current_dir(crate::util::root())
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "-p",
+                "velo-e2e",
+                "--bin",
+                "shim-bench",
+            ]),
+    )?;
+    let bench = crate::util::root().join("target/release/shim-bench");
+    let bench_s = bench.to_str().context("a UTF-8 path")?.to_owned();
+    let calls = |cmd: &mut Command| -> Result<(f64, f64)> {
+        let mut best = (f64::INFINITY, f64::INFINITY);
+        for _ in 0..opts.runs.max(3) {
+            let out = cmd.stdout(std::process::Stdio::piped()).output()?;
+            anyhow::ensure!(out.status.success(), "{cmd:?} failed");
+            let t: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+            let ns = |k: &str| {
+                t[k].as_f64()
+                    .with_context(|| format!("shim-bench printed no {k}"))
+            };
+            best = (best.0.min(ns("stat_ns")?), best.1.min(ns("open_ns")?));
+        }
+        Ok(best)
+    };
+    let outside = "/etc/hostname";
+    let native_out = calls(Command::new(&bench).args([outside, "1000000"]))?;
+    let shim_out = calls(&mut velo_cmd(&[
+        "run",
+        "--mode",
+        "shim",
+        "--manifest",
+        "py.velo",
+        "--",
+        &bench_s,
+        outside,
+        "1000000",
+    ]))?;
+    let inside = "benchpkg/m1.py";
+    let native_in = calls(
+        Command::new(&bench)
+            .args([inside, "1000000"])
+            .current_dir(&pkg_root),
+    )?;
+    let farm_in = calls(&mut velo_cmd(&[
+        "run",
+        "--mode",
+        "farm",
+        "--manifest",
+        "py.velo",
+        "--",
+        &bench_s,
+        inside,
+        "1000000",
+    ]))?;
+    let shim_in = calls(&mut velo_cmd(&[
+        "run",
+        "--mode",
+        "shim",
+        "--manifest",
+        "py.velo",
+        "--",
+        &bench_s,
+        inside,
+        "1000000",
+    ]))?;
+    rm(&store.join("farms"))?;
+    let call_rows = [
+        ("outside the tree, natively", native_out, native_out),
+        (
+            "outside the tree, shim mode (pass-through)",
+            shim_out,
+            native_out,
+        ),
+        ("a file of the tree: plain directory", native_in, native_in),
+        ("a file of the tree: farm mode", farm_in, native_in),
+        (
+            "a file of the tree: shim mode (served from the image)",
+            shim_in,
+            native_in,
+        ),
+    ];
+
     let mut report = String::new();
     writeln!(report, "# Benchmark: velo run, farm mode vs shim mode\n")?;
     writeln!(
@@ -188,5 +279,24 @@ pub fn run(opts: &Options) -> Result<()> {
         "## `import benchpkg` ({MODULES} modules, hash-checked bytecode), timed inside Python\n"
     )?;
     write_rows(&mut report, &import_rows)?;
+    writeln!(
+        report,
+        "## Per call: `stat` and `open`+`close` (`shim-bench`, best of {} runs of 10⁶ calls)\n",
+        opts.runs.max(3)
+    )?;
+    writeln!(
+        report,
+        "| path | stat ns | open+close ns | vs its reference |"
+    )?;
+    writeln!(report, "|---|---:|---:|---|")?;
+    for (what, (stat, open), (ref_stat, ref_open)) in call_rows {
+        writeln!(
+            report,
+            "| {what} | {stat:.0} | {open:.0} | stat +{:.0} ns, open +{:.0} ns |",
+            stat - ref_stat,
+            open - ref_open
+        )?;
+    }
+    writeln!(report)?;
     super::finish(opts, "modes", &report, &work)
 }
