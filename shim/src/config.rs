@@ -257,7 +257,7 @@ pub fn preload_has_shim(list: &[u8], shim: &[u8]) -> bool {
     list.split(|&b| b == b' ' || b == b':').any(|e| e == shim)
 }
 
-fn getenv(name: &CStr) -> Option<&'static [u8]> {
+pub fn getenv(name: &CStr) -> Option<&'static [u8]> {
     // SAFETY: `name` is NUL-terminated; the value lives as long as the environment entry, which
     // we copy out of before any hook returns to the program.
     let p = unsafe { libc::getenv(name.as_ptr()) };

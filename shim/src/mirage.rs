@@ -31,6 +31,7 @@ use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, 
 
 use velo_intercept::mirage::{self, Entry, Image};
 
+use crate::config::getenv;
 use crate::path::{Buf, PATH_MAX};
 use crate::real::keep_errno;
 
@@ -128,30 +129,12 @@ pub fn init() -> Option<&'static Mirage> {
     }
 }
 
-fn getenv(name: &CStr) -> Option<&'static [u8]> {
-    // SAFETY: a NUL-terminated name; the value is copied before it could change.
-    let p = unsafe { libc::getenv(name.as_ptr()) };
-    // SAFETY: getenv returns a C string or NULL.
-    (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_bytes())
-}
-
 /// `src` into `buf` with a NUL; the copy without it.
 fn copy_c<'b>(src: &[u8], buf: &'b mut [u8]) -> Option<&'b [u8]> {
     (src.len() < buf.len()).then(|| {
         buf[..src.len()].copy_from_slice(src);
         buf[src.len()] = 0;
         &buf[..src.len()]
-    })
-}
-
-fn entry_into<'b>(key: &[u8], value: &[u8], buf: &'b mut [u8]) -> Option<&'b [u8]> {
-    let len = key.len() + 1 + value.len();
-    (len < buf.len()).then(|| {
-        buf[..key.len()].copy_from_slice(key);
-        buf[key.len()] = b'=';
-        buf[key.len() + 1..len].copy_from_slice(value);
-        buf[len] = 0;
-        &buf[..=len]
     })
 }
 
@@ -228,16 +211,16 @@ unsafe fn load(s: &mut Storage) -> bool {
     let upper_static = statics(upper_c);
     let [e0, e1, e2, e3] = &mut s.env;
     let (Some(env_image), Some(env_at), Some(env_empty)) = (
-        entry_into(b"VELO_MIRAGE", image_path, e0),
-        entry_into(b"VELO_MIRAGE_AT", root, e1),
-        entry_into(b"VELO_MIRAGE_EMPTY", empty, e2),
+        crate::config::entry(b"VELO_MIRAGE", image_path, e0),
+        crate::config::entry(b"VELO_MIRAGE_AT", root, e1),
+        crate::config::entry(b"VELO_MIRAGE_EMPTY", empty, e2),
     ) else {
         return false;
     };
     let env_upper: &[u8] = if upper.is_empty() {
         &[]
     } else {
-        match entry_into(b"VELO_MIRAGE_UPPER", upper, e3) {
+        match crate::config::entry(b"VELO_MIRAGE_UPPER", upper, e3) {
             Some(e) => e,
             None => return false,
         }
@@ -483,13 +466,15 @@ impl Mirage {
         if p.is_empty() {
             return Place::Pass;
         }
-        let mut work: Buf = [0; PATH_MAX];
-        let len = if p[0] == b'/' {
+        if p[0] == b'/' {
             if !under(self.root, p) {
                 return Place::Pass;
             }
-            put(&mut work, 0, &[p])
-        } else if dirfd == libc::AT_FDCWD {
+            // Walked where it is: no copy, no buffer to clear (this runs in every hook).
+            return self.walk(p, follow, out);
+        }
+        let mut work: Buf = [0; PATH_MAX];
+        let len = if dirfd == libc::AT_FDCWD {
             match cwd(&mut work) {
                 Some(n) => put(&mut work, n, &[b"/", p]),
                 None => return Place::Pass,
@@ -503,7 +488,7 @@ impl Mirage {
             }
         };
         match len {
-            Some(len) => self.walk(&mut work, len, follow, out),
+            Some(len) => self.walk(&work[..len], follow, out),
             None => Place::Fail(libc::ENAMETOOLONG),
         }
     }
@@ -519,14 +504,21 @@ impl Mirage {
     }
 
     /// Walks the absolute path in `a[..len]` from the root, component by component.
-    fn walk(&self, a: &mut Buf, mut len: usize, follow: bool, out: &mut Buf) -> Place {
-        let mut b: Buf = [0; PATH_MAX];
+    fn walk(&self, start: &[u8], follow: bool, out: &mut Buf) -> Place {
+        // The path once a symlink or `..` has rewritten it; until then, `start` itself.
+        let mut held: Option<Buf> = None;
+        let mut len = start.len();
         let mut hops = 0;
         'restart: loop {
-            let path = &a[..len];
+            let path: &[u8] = match &held {
+                Some(b) => &b[..len],
+                None => start,
+            };
             if !under(self.root, path) {
-                out[..=len].copy_from_slice(&a[..=len]);
-                return Place::Real;
+                return match put(out, 0, &[path]) {
+                    Some(_) => Place::Real,
+                    None => Place::Fail(libc::ENAMETOOLONG),
+                };
             }
             let mut rest = &path[self.root.len()..];
             let mut cur = 0u32;
@@ -549,6 +541,7 @@ impl Mirage {
                         // Out of the tree: the root's real parent, then the rest.
                         let parent =
                             &self.root[..self.root.iter().rposition(|&c| c == b'/').unwrap_or(0)];
+                        let mut b: Buf = [0; PATH_MAX];
                         let Some(n) = put(
                             &mut b,
                             0,
@@ -556,7 +549,7 @@ impl Mirage {
                         ) else {
                             return Place::Fail(libc::ENAMETOOLONG);
                         };
-                        a[..=n].copy_from_slice(&b[..=n]);
+                        held = Some(b);
                         len = n;
                         continue 'restart;
                     }
@@ -624,6 +617,7 @@ impl Mirage {
                             return Place::Fail(libc::ELOOP);
                         }
                         let target = e.target;
+                        let mut b: Buf = [0; PATH_MAX];
                         let n = if target.first() == Some(&b'/') {
                             put(&mut b, 0, &[target, tail])
                         } else {
@@ -634,7 +628,7 @@ impl Mirage {
                         let Some(n) = n else {
                             return Place::Fail(libc::ENAMETOOLONG);
                         };
-                        a[..=n].copy_from_slice(&b[..=n]);
+                        held = Some(b);
                         len = n;
                         continue 'restart;
                     }
@@ -727,6 +721,23 @@ impl Mirage {
         let p = &path[..len];
         (!self.upper.is_empty() && under(self.upper, p))
             .then(|| p[self.upper.len()..].strip_prefix(b"/").unwrap_or(&[]))
+    }
+
+    /// The virtual name (`<root>/<rel>`) of the upper-layer path in `upper_path`, into `out`;
+    /// its length.
+    pub fn virtual_name(&self, upper_path: &Buf, out: &mut Buf) -> Option<usize> {
+        match self.upper_rel(upper_path)? {
+            [] => put(out, 0, &[self.root]),
+            rel => put(out, 0, &[self.root, b"/", rel]),
+        }
+    }
+
+    /// Records the tree path of the upper-layer path in `upper_path` as deleted.
+    pub fn mark_deleted_at(&self, upper_path: &Buf) -> c_int {
+        let rel = self.upper_rel(upper_path).unwrap_or(&[]);
+        let mut tree: Buf = [0; PATH_MAX];
+        tree[..rel.len()].copy_from_slice(rel);
+        self.mark_deleted(&tree[..rel.len()])
     }
 
     /// Creates the missing parent directories of the upper-layer path in `buf` (0755).

@@ -294,10 +294,7 @@ fn in1_mirage<R: Fail + PartialEq>(
             }
             let r = call(out.as_ptr().cast());
             if op == Op::Delete && shadows && r != R::FAIL {
-                let rel = m.upper_rel(&out).unwrap_or(&[]);
-                let mut tree: Buf = [0; PATH_MAX];
-                tree[..rel.len()].copy_from_slice(rel);
-                let e = m.mark_deleted(&tree[..rel.len()]);
+                let e = m.mark_deleted_at(&out);
                 if e < 0 {
                     return fail(-e);
                 }
@@ -428,10 +425,7 @@ fn in2_layered<R: Fail + PartialEq>(
         if let Some(i) = deleted_after {
             m.mark_deleted(m.entry(i).path);
         } else if shadowed {
-            let rel = m.upper_rel(&oa).unwrap_or(&[]);
-            let mut tree: Buf = [0; PATH_MAX];
-            tree[..rel.len()].copy_from_slice(rel);
-            m.mark_deleted(&tree[..rel.len()]);
+            m.mark_deleted_at(&oa);
         }
     }
     r

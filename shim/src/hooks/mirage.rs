@@ -458,15 +458,10 @@ pub unsafe extern "C" fn chdir(path: *const c_char) -> c_int {
         }
         Place::Upper { .. } => {
             // A directory made in the writable layer: virtual like the tree's.
-            let rel = m.upper_rel(&out).unwrap_or(&[]);
             let mut name: Buf = [0; PATH_MAX];
-            let n = m.root.len() + 1 + rel.len();
-            if n >= PATH_MAX {
+            let Some(n) = m.virtual_name(&out, &mut name) else {
                 return fail(libc::ENAMETOOLONG);
-            }
-            name[..m.root.len()].copy_from_slice(m.root);
-            name[m.root.len()] = b'/';
-            name[m.root.len() + 1..n].copy_from_slice(rel);
+            };
             let r = real!(REAL: F, out.as_ptr().cast());
             if r == 0 {
                 let r = real!(REAL: F, m.empty.as_ptr().cast());

@@ -283,15 +283,10 @@ pub unsafe extern "C" fn realpath(path: *const c_char, resolved: *mut c_char) ->
             Place::Real => path = virt.as_ptr().cast(),
             // In the writable layer: its virtual name, once it is known to exist.
             Place::Upper { .. } => {
-                let rel = m.upper_rel(&virt).unwrap_or(&[]);
                 let mut name: Buf = [0; PATH_MAX];
-                let n = m.root.len() + 1 + rel.len();
-                if n >= PATH_MAX {
+                let Some(n) = m.virtual_name(&virt, &mut name) else {
                     return fail(libc::ENAMETOOLONG);
-                }
-                name[..m.root.len()].copy_from_slice(m.root);
-                name[m.root.len()] = b'/';
-                name[m.root.len() + 1..n].copy_from_slice(rel);
+                };
                 // SAFETY: a NUL-terminated path and a zeroed stat; a raw syscall.
                 let exists = unsafe {
                     let mut st: libc::stat = core::mem::zeroed();
@@ -306,7 +301,6 @@ pub unsafe extern "C" fn realpath(path: *const c_char, resolved: *mut c_char) ->
                 if !exists {
                     return fail(libc::ENOENT);
                 }
-                let n = if rel.is_empty() { m.root.len() } else { n };
                 return give_path(&name[..n], resolved);
             }
             Place::Node(i) => {
