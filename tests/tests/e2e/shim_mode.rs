@@ -145,6 +145,14 @@ PyMODINIT_FUNC PyInit__fast(void) { return PyModule_Create(&module); }
     Some(env.path().join("app.velo"))
 }
 
+/// `velo run --mode shim [EXTRA…] --manifest t.velo -- sh -c SCRIPT`.
+fn shim_sh(env: &Env, extra: &[&str], script: &str) -> velo_e2e::Cmd {
+    let mut args = vec!["run", "--mode", "shim"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--manifest", "t.velo", "--", "sh", "-c", script]);
+    env.velo(args)
+}
+
 fn run(env: &Env, mode: &str, manifest: &Path, command: &[&str]) -> Run {
     let mut args = vec![
         "run",
@@ -338,19 +346,7 @@ fn writes_under_the_virtual_root_fail_with_erofs_and_the_store_is_untouched() {
         "touch d/b.txt",
         "rmdir d",
     ] {
-        let r = env
-            .velo([
-                "run",
-                "--mode",
-                "shim",
-                "--manifest",
-                "t.velo",
-                "--",
-                "sh",
-                "-c",
-                attempt,
-            ])
-            .run();
+        let r = shim_sh(&env, &[], attempt).run();
         assert_ne!(r.code(), Some(0), "{attempt} succeeded: {}", r.explain());
         assert!(
             r.stderr().contains("Read-only file system"),
@@ -358,19 +354,7 @@ fn writes_under_the_virtual_root_fail_with_erofs_and_the_store_is_untouched() {
             r.explain()
         );
     }
-    let after = env
-        .velo([
-            "run",
-            "--mode",
-            "shim",
-            "--manifest",
-            "t.velo",
-            "--",
-            "sh",
-            "-c",
-            "cat a.txt; ls",
-        ])
-        .ok();
+    let after = shim_sh(&env, &[], "cat a.txt; ls").ok();
     assert_eq!(after.stdout(), "original\na.txt\nd\n");
     env.velo(["status", "--verify"]).ok();
     assert_eq!(
@@ -410,21 +394,7 @@ fn with_upper_writes_land_in_the_layer_and_are_never_lost() {
     env.velo(["ingest", "t", "-o", "t.velo"]).ok();
     let script = "echo more >> a.txt && echo new > d/new.txt && mkdir -p n/m && echo deep > n/m/f \
                   && rm d/b.txt && mv a.txt moved.txt && rm -r d/sub && ls && ls d && cat moved.txt n/m/f";
-    let r = env
-        .velo([
-            "run",
-            "--mode",
-            "shim",
-            "--upper",
-            "up",
-            "--manifest",
-            "t.velo",
-            "--",
-            "sh",
-            "-c",
-            script,
-        ])
-        .ok();
+    let r = shim_sh(&env, &["--upper", "up"], script).ok();
     assert_eq!(
         r.stdout(),
         "d\nmoved.txt\nn\nnew.txt\noriginal\nmore\ndeep\n",
@@ -446,39 +416,13 @@ fn with_upper_writes_land_in_the_layer_and_are_never_lost() {
     }
     // A second run with the same layer sees the same tree; the store and the source are as
     // they were, and a run without the layer sees the original tree.
-    let again = env
-        .velo([
-            "run",
-            "--mode",
-            "shim",
-            "--upper",
-            "up",
-            "--manifest",
-            "t.velo",
-            "--",
-            "sh",
-            "-c",
-            "ls -R",
-        ])
-        .ok();
+    let again = shim_sh(&env, &["--upper", "up"], "ls -R").ok();
     assert!(
         again.stdout().contains("moved.txt") && !again.stdout().contains("b.txt"),
         "{}",
         again.explain()
     );
-    let plain = env
-        .velo([
-            "run",
-            "--mode",
-            "shim",
-            "--manifest",
-            "t.velo",
-            "--",
-            "sh",
-            "-c",
-            "cat a.txt; ls d",
-        ])
-        .ok();
+    let plain = shim_sh(&env, &[], "cat a.txt; ls d").ok();
     assert_eq!(plain.stdout(), "original\nb.txt\nsub\n");
     env.velo(["status", "--verify"]).ok();
     assert_eq!(
