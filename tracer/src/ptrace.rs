@@ -126,6 +126,9 @@ struct Process {
     shim_text: Option<Vec<(u64, u64)>>,
     /// Events since exec; `/proc/PID/maps` is read again at powers of two until the shim shows.
     events: u64,
+    /// Whether the tracer saw this process exec: its state is then its own program's, not a
+    /// copy of its parent's.
+    execed: bool,
 }
 
 /// Runs `cmd` traced, passing every event to `sink`.
@@ -206,6 +209,7 @@ pub fn trace(cmd: &Command, opts: &Options, sink: &mut dyn FnMut(Event)) -> Resu
             exe: String::new(),
             shim_text: None,
             events: 0,
+            execed: false,
         },
     );
     resume(child, libc::PTRACE_CONT, 0);
@@ -302,24 +306,20 @@ impl Tracer<'_> {
                     let pid = if thread { parent_pid } else { child };
                     self.threads.entry(child).or_default().pid = pid;
                     if !thread {
-                        let exe = self
+                        let inherited = self
                             .processes
                             .get(&parent_pid)
-                            .map(|p| p.exe.clone())
-                            .unwrap_or_default();
-                        let shim_text = self
-                            .processes
-                            .get(&parent_pid)
-                            .and_then(|p| p.shim_text.clone());
-                        self.processes.insert(
-                            child,
-                            Process {
-                                ppid: parent_pid,
-                                exe,
-                                shim_text,
-                                events: 0,
-                            },
-                        );
+                            .map(|p| (p.exe.clone(), p.shim_text.clone()));
+                        // The child may have run, even exec'd, before its parent's fork event
+                        // comes in (a vfork child under load): never overwrite what it did.
+                        let p = self.processes.entry(child).or_default();
+                        p.ppid = parent_pid;
+                        if !p.execed
+                            && let Some((exe, shim_text)) = inherited
+                        {
+                            p.exe = exe;
+                            p.shim_text = shim_text;
+                        }
                     }
                     (self.sink)(Event::Fork {
                         parent: parent_pid,
@@ -337,6 +337,7 @@ impl Tracer<'_> {
                     p.exe = exe.clone();
                     p.shim_text = None;
                     p.events = 0;
+                    p.execed = true;
                     (self.sink)(Event::Exec { pid, exe });
                     resume(tid, libc::PTRACE_CONT, 0);
                 }
