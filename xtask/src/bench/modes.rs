@@ -197,47 +197,30 @@ pub fn run(opts: &Options) -> Result<()> {
         }
         Ok(best)
     };
+    let bench_in = |mode: &str, path: &str| {
+        velo_cmd(&[
+            "run",
+            "--mode",
+            mode,
+            "--manifest",
+            "py.velo",
+            "--",
+            &bench_s,
+            path,
+            "1000000",
+        ])
+    };
     let outside = "/etc/hostname";
     let native_out = calls(Command::new(&bench).args([outside, "1000000"]))?;
-    let shim_out = calls(&mut velo_cmd(&[
-        "run",
-        "--mode",
-        "shim",
-        "--manifest",
-        "py.velo",
-        "--",
-        &bench_s,
-        outside,
-        "1000000",
-    ]))?;
+    let shim_out = calls(&mut bench_in("shim", outside))?;
     let inside = "benchpkg/m1.py";
     let native_in = calls(
         Command::new(&bench)
             .args([inside, "1000000"])
             .current_dir(&pkg_root),
     )?;
-    let farm_in = calls(&mut velo_cmd(&[
-        "run",
-        "--mode",
-        "farm",
-        "--manifest",
-        "py.velo",
-        "--",
-        &bench_s,
-        inside,
-        "1000000",
-    ]))?;
-    let shim_in = calls(&mut velo_cmd(&[
-        "run",
-        "--mode",
-        "shim",
-        "--manifest",
-        "py.velo",
-        "--",
-        &bench_s,
-        inside,
-        "1000000",
-    ]))?;
+    let farm_in = calls(&mut bench_in("farm", inside))?;
+    let shim_in = calls(&mut bench_in("shim", inside))?;
     rm(&store.join("farms"))?;
     let call_rows = [
         ("outside the tree, natively", native_out, native_out),
