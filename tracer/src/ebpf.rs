@@ -8,21 +8,24 @@
 //! buffer; a counter of events dropped when it was full is read at the end and reported.
 //!
 //! Processes may be gone by the time their events are read, so nothing is looked up in
-//! `/proc/PID` that matters: the executable comes from the exec event, the parent from the fork
-//! event, and the shim's presence and code range from its beacon (see
-//! [`crate::event::shim_beacon`]). Relative paths are resolved against `/proc` when the process
-//! is still there, and left unresolved otherwise.
+//! `/proc/PID` that the events can tell: the executable comes from the exec event, the parent
+//! from the fork event, the shim's presence and code range from its beacon (see
+//! [`crate::event::shim_beacon`]), the working directory from `chdir`, and the path behind a
+//! directory descriptor from the `open` that returned it, followed through `dup*`, `fcntl`,
+//! `close`, fork and exec (the kernel reports those calls as short descriptor records). Only a
+//! descriptor the events never showed (inherited by the command) is read from `/proc`.
+//!
+//! Start-up is mostly parsing the kernel's BTF (several MB), which aya's loader does once and
+//! `tp_btf` attachment needs once more: the second parse runs on another thread meanwhile.
 //!
 //! Needs root (`kernel.unprivileged_bpf_disabled`) and a kernel with BTF.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd};
-use std::path::Path;
 
 use aya::maps::{Array, HashMap as BpfHashMap, RingBuf};
 use aya::programs::{BtfTracePoint, RawTracePoint};
 use aya::{Btf, EbpfLoader};
-use velo_ebpf::RawEvent;
 
 use crate::command::{Command, Outcome};
 use crate::event::{Event, Syscall};
@@ -86,16 +89,19 @@ pub fn trace(cmd: &Command, sink: &mut dyn FnMut(Event)) -> Result<Traced, Error
     if unsafe { libc::geteuid() } != 0 {
         return Err(Error::NotRoot);
     }
-    // Parsing the kernel's BTF (several MB) is most of the start-up: once, for both the CO-RE
-    // relocations and the tp_btf attach points.
+    // `EbpfLoader::new` parses the kernel's BTF for the CO-RE relocations and keeps it to
+    // itself; the tp_btf attach points need a parse of their own, made meanwhile.
     let started = std::time::Instant::now();
-    let btf = Btf::from_sys_fs().map_err(load_err)?;
-    tracing::debug!(elapsed = ?started.elapsed(), "parsed the kernel's BTF");
+    let btf = std::thread::spawn(Btf::from_sys_fs);
     let mut bpf = EbpfLoader::new()
-        .btf(Some(&btf))
         .load(velo_ebpf::OBJECT)
         .map_err(load_err)?;
     tracing::debug!(elapsed = ?started.elapsed(), "loaded the BPF object");
+    let btf = btf
+        .join()
+        .map_err(|_| load_err("parsing the kernel's BTF panicked"))?
+        .map_err(load_err)?;
+    tracing::debug!(elapsed = ?started.elapsed(), "parsed the kernel's BTF");
     {
         let mut watched: Array<_, u32> = Array::try_from(
             bpf.map_mut("watched")
@@ -105,6 +111,15 @@ pub fn trace(cmd: &Command, sink: &mut dyn FnMut(Event)) -> Result<Traced, Error
         for (nr, spec) in syscalls::table() {
             watched
                 .set(*nr as u32, spec_bits(spec), 0)
+                .map_err(load_err)?;
+        }
+        for nr in syscalls::DESCRIPTOR_CALLS {
+            watched
+                .set(
+                    nr as u32,
+                    velo_ebpf::SPEC_WATCHED | velo_ebpf::SPEC_DESCRIPTOR,
+                    0,
+                )
                 .map_err(load_err)?;
         }
     }
@@ -157,13 +172,19 @@ pub fn trace(cmd: &Command, sink: &mut dyn FnMut(Event)) -> Result<Traced, Error
         .exe
         .insert(child_pid, cmd.program.display().to_string());
     decoder.cwd.insert(child_pid, cmd.cwd.display().to_string());
-    let ring_fd = ring.as_fd().as_raw_fd();
-    let outcome = loop {
+    // The child's exit is noticed on a pidfd, so the reader sleeps in one poll on both.
+    // SAFETY: pidfd_open of our own child.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child_pid, 0) } as i32;
+    let mut drain = |ring: &mut RingBuf<_>, decoder: &mut Decoder| {
         while let Some(item) = ring.next() {
-            if let Some(raw) = RawEvent::from_bytes(&item) {
-                decoder.decode(&raw, sink);
+            if let Some(record) = velo_ebpf::Record::parse(&item) {
+                decoder.decode(&record, sink);
             }
         }
+    };
+    let ring_fd = ring.as_fd().as_raw_fd();
+    let outcome = loop {
+        drain(&mut ring, &mut decoder);
         let mut status = 0;
         // SAFETY: polling our own child.
         let done = unsafe { libc::waitpid(child_pid, &mut status, libc::WNOHANG) };
@@ -174,25 +195,32 @@ pub fn trace(cmd: &Command, sink: &mut dyn FnMut(Event)) -> Result<Traced, Error
                 Outcome::Exited(libc::WEXITSTATUS(status))
             };
         }
-        let mut fds = libc::pollfd {
-            fd: ring_fd,
+        let mut fds = [ring_fd, pidfd].map(|fd| libc::pollfd {
+            fd,
             events: libc::POLLIN,
             revents: 0,
-        };
-        // SAFETY: one pollfd. The programs wake the reader only when the buffer fills up
-        // (see `wakeup_flags` in velo.bpf.c): the 5 ms timeout is the usual pace, and bounds
-        // how late the child's exit is noticed.
-        unsafe { libc::poll(&mut fds, 1, 5) };
+        });
+        // SAFETY: two pollfds (a negative fd, when pidfd_open failed, is ignored). The
+        // programs wake the reader only when the buffer fills up (see `wakeup_flags` in
+        // velo.bpf.c): the timeout is the usual pace of reading.
+        unsafe { libc::poll(fds.as_mut_ptr(), 2, 5) };
     };
-    // The last events of the command (its exit among them) may still be in flight.
-    for _ in 0..3 {
-        while let Some(item) = ring.next() {
-            if let Some(raw) = RawEvent::from_bytes(&item) {
-                decoder.decode(&raw, sink);
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
+    tracing::debug!(elapsed = ?started.elapsed(), "the command exited");
+    if pidfd >= 0 {
+        // SAFETY: our descriptor.
+        unsafe { libc::close(pidfd) };
     }
+    // The command's exit record was sent before its parent (velo) could reap it, but a record
+    // another CPU is still writing holds back those after it: read until the exit is in.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(200);
+    loop {
+        drain(&mut ring, &mut decoder);
+        if decoder.exited.contains(&child_pid) || std::time::Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    tracing::debug!(elapsed = ?started.elapsed(), "read the last records");
     let dropped = Array::<_, u64>::try_from(
         bpf.map("dropped")
             .ok_or_else(|| load_err("no dropped map"))?,
@@ -260,18 +288,30 @@ struct Decoder {
     exe: HashMap<i32, String>,
     ppid: HashMap<i32, i32>,
     shim: HashMap<i32, (u64, u64)>,
-    /// Working directories: the command's, inherited at fork, followed through `chdir`;
-    /// read from `/proc` only after an `fchdir`. Knowing them without `/proc` resolves the
-    /// paths of processes that have exited, and keeps the reader ahead of the ring buffer.
+    /// Working directories: the command's, inherited at fork, followed through `chdir` and
+    /// `fchdir`. Knowing them without `/proc` resolves the paths of processes that have exited,
+    /// and keeps the reader ahead of the ring buffer.
     cwd: HashMap<i32, String>,
+    /// Each process's descriptors that `open` calls returned, by the same reasoning.
+    fds: HashMap<i32, HashMap<i32, Descriptor>>,
+    /// Processes whose exit record was read.
+    exited: std::collections::HashSet<i32>,
 }
 
-fn text(buf: &[u8]) -> String {
-    String::from_utf8_lossy(velo_ebpf::c_str(buf)).into_owned()
+#[derive(Clone)]
+struct Descriptor {
+    path: String,
+    /// Closed by exec (`O_CLOEXEC`, `F_DUPFD_CLOEXEC`, `dup3(…, O_CLOEXEC)`).
+    cloexec: bool,
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
 impl Decoder {
-    fn decode(&mut self, raw: &RawEvent, sink: &mut dyn FnMut(Event)) {
+    fn decode(&mut self, record: &velo_ebpf::Record, sink: &mut dyn FnMut(Event)) {
+        let raw = &record.header;
         let pid = raw.pid as i32;
         match raw.kind {
             velo_ebpf::KIND_FORK => {
@@ -288,6 +328,9 @@ impl Decoder {
                     if let Some(cwd) = self.cwd.get(&pid).cloned() {
                         self.cwd.insert(child, cwd);
                     }
+                    if let Some(fds) = self.fds.get(&pid).cloned() {
+                        self.fds.insert(child, fds);
+                    }
                 }
                 sink(Event::Fork {
                     parent: pid,
@@ -299,7 +342,7 @@ impl Decoder {
                 // The kernel's name for the new program while the process lives; else the
                 // name it was started by, resolved only when that means the same to velo
                 // (not `/proc/self/exe`, not a path relative to the process's directory).
-                let mut name = text(&raw.path0);
+                let mut name = text(record.path0);
                 if name == "/proc/self/exe"
                     && let Some(previous) = self.exe.get(&pid)
                 {
@@ -317,6 +360,9 @@ impl Decoder {
                     .unwrap_or(name);
                 self.exe.insert(pid, exe.clone());
                 self.shim.remove(&pid);
+                if let Some(fds) = self.fds.get_mut(&pid) {
+                    fds.retain(|_, d| !d.cloexec);
+                }
                 sink(Event::Exec { pid, exe });
             }
             velo_ebpf::KIND_EXIT => {
@@ -326,16 +372,19 @@ impl Decoder {
                 } else {
                     (None, Some(status & 0x7f))
                 };
+                self.fds.remove(&pid);
+                self.exited.insert(pid);
                 sink(Event::Exit { pid, code, signal });
             }
+            velo_ebpf::KIND_DESCRIPTOR => self.descriptor(pid, raw),
             velo_ebpf::KIND_SYSCALL => {
                 let Some(spec) = syscalls::lookup(raw.nr) else {
                     return;
                 };
                 let mut paths = Vec::new();
-                for (i, buf) in [&raw.path0, &raw.path1].into_iter().enumerate() {
+                for (i, bytes) in [record.path0, record.path1].into_iter().enumerate() {
                     if i < spec.paths.len() {
-                        paths.push(text(buf));
+                        paths.push(text(bytes));
                     }
                 }
                 if let Some(range) = paths.first().and_then(|p| crate::event::shim_beacon(p)) {
@@ -351,19 +400,38 @@ impl Decoder {
                         self.resolve(pid, raw.tid as i32, dirfd, path)
                     })
                     .collect();
-                // Follow the working directory from the events themselves: the process may be
-                // gone (and its /proc entry with it) by the time its events are read.
+                // Follow the working directory and descriptors from the events themselves: the
+                // process may be gone (and its /proc entry with it) by the time they are read.
                 match spec.name {
                     "chdir" if raw.ret == 0 && !resolved[0].is_empty() => {
                         self.cwd.insert(pid, resolved[0].clone());
                     }
-                    "chdir" | "fchdir" if raw.ret == 0 => {
-                        self.cwd.remove(&pid);
+                    "fchdir" if raw.ret == 0 => {
+                        match self.descriptor_path(pid, raw.args[0] as i32) {
+                            Some(dir) => self.cwd.insert(pid, dir),
+                            None => self.cwd.remove(&pid),
+                        };
+                    }
+                    "open" | "openat" | "openat2" | "creat"
+                        if raw.ret >= 0 && !resolved[0].is_empty() =>
+                    {
+                        let flags = match spec.name {
+                            "open" => raw.args[1],
+                            "openat" => raw.args[2],
+                            _ => 0,
+                        } as i32;
+                        self.fds.entry(pid).or_default().insert(
+                            raw.ret as i32,
+                            Descriptor {
+                                path: resolved[0].clone(),
+                                cloexec: flags & libc::O_CLOEXEC != 0,
+                            },
+                        );
                     }
                     _ => {}
                 }
                 let returned = (spec.returns != Returns::Nothing && raw.ret > 0)
-                    .then(|| text(&raw.returned))
+                    .then(|| text(record.returned))
                     .filter(|r| !r.is_empty());
                 let shim = self.shim.get(&pid).copied();
                 sink(Event::Syscall(Syscall {
@@ -374,7 +442,7 @@ impl Decoder {
                         .exe
                         .get(&pid)
                         .cloned()
-                        .unwrap_or_else(|| text(&raw.comm)),
+                        .unwrap_or_else(|| text(velo_ebpf::c_str(&raw.comm))),
                     syscall: spec.name.to_owned(),
                     paths,
                     resolved,
@@ -388,18 +456,69 @@ impl Decoder {
             _ => {}
         }
     }
-}
 
-impl Decoder {
+    /// Follows a successful `close`, `dup`, `dup2`, `dup3`, `fcntl(F_DUPFD*)` or `close_range`.
+    fn descriptor(&mut self, pid: i32, raw: &velo_ebpf::Header) {
+        let fds = self.fds.entry(pid).or_default();
+        let a = |i: usize| raw.args[i] as i32;
+        let mut copy = |from: i32, to: i32, cloexec: bool| match fds.get(&from).cloned() {
+            Some(d) => {
+                fds.insert(to, Descriptor { cloexec, ..d });
+            }
+            None => {
+                fds.remove(&to);
+            }
+        };
+        match raw.nr {
+            libc::SYS_close => {
+                fds.remove(&a(0));
+            }
+            libc::SYS_dup => copy(a(0), raw.ret as i32, false),
+            libc::SYS_dup2 => copy(a(0), raw.ret as i32, false),
+            libc::SYS_dup3 => copy(a(0), raw.ret as i32, a(2) & libc::O_CLOEXEC != 0),
+            libc::SYS_fcntl => copy(a(0), raw.ret as i32, a(1) == libc::F_DUPFD_CLOEXEC),
+            libc::SYS_close_range => {
+                let (first, last) = (raw.args[0] as u32, raw.args[1] as u32);
+                let in_range = |fd: &i32| (first..=last).contains(&(*fd as u32));
+                if raw.args[2] as u32 & libc::CLOSE_RANGE_CLOEXEC != 0 {
+                    fds.iter_mut()
+                        .filter(|(fd, _)| in_range(fd))
+                        .for_each(|(_, d)| d.cloexec = true);
+                } else {
+                    fds.retain(|fd, _| !in_range(fd));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The path behind `fd`: from the events, else from `/proc` while the process lives.
+    fn descriptor_path(&mut self, pid: i32, fd: i32) -> Option<String> {
+        if let Some(d) = self.fds.get(&pid).and_then(|fds| fds.get(&fd)) {
+            return Some(d.path.clone());
+        }
+        let path = std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+            .ok()?
+            .display()
+            .to_string();
+        // An inherited descriptor: remembered, since the calls that change it are all seen.
+        self.fds.entry(pid).or_default().insert(
+            fd,
+            Descriptor {
+                path: path.clone(),
+                cloexec: false,
+            },
+        );
+        Some(path)
+    }
+
     /// `path` made absolute; best effort, the process may be gone.
     fn resolve(&mut self, pid: i32, tid: i32, dirfd: Option<i32>, path: &str) -> String {
         if path.starts_with('/') {
             return path.to_owned();
         }
         let base = match dirfd {
-            Some(fd) if fd != libc::AT_FDCWD => std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
-                .map(|p| p.display().to_string())
-                .ok(),
+            Some(fd) if fd != libc::AT_FDCWD => self.descriptor_path(pid, fd),
             _ => match self.cwd.get(&pid) {
                 Some(cwd) => Some(cwd.clone()),
                 None => {
@@ -415,7 +534,15 @@ impl Decoder {
         };
         match base {
             Some(base) if path.is_empty() => base,
-            Some(base) => Path::new(&base).join(path).display().to_string(),
+            // Joined as text: `Path::join(…).display()` re-validates the bytes, and showed
+            // as a sixth of the reader's time on a stat-bound run.
+            Some(mut base) => {
+                if !base.ends_with('/') {
+                    base.push('/');
+                }
+                base.push_str(path);
+                base
+            }
             None => String::new(),
         }
     }

@@ -145,7 +145,19 @@ pub fn table() -> &'static [(i64, Spec)] {
     TABLE
 }
 
-/// The spec of syscall `nr`.
+/// Calls that change which file a descriptor names: the eBPF backend follows them to resolve
+/// `*at` paths against directory descriptors without reading `/proc` (they are not path calls,
+/// so they are not in [`table`]).
+#[cfg(target_arch = "x86_64")]
+pub const DESCRIPTOR_CALLS: [i64; 6] = [
+    libc::SYS_close,
+    libc::SYS_dup,
+    libc::SYS_dup2,
+    libc::SYS_dup3,
+    libc::SYS_fcntl,
+    libc::SYS_close_range,
+];
+
 /// Whether the call `name` with raw arguments `args` opens its path for writing.
 pub fn opens_for_writing(name: &str, args: &[u64; 6]) -> bool {
     let flags = match name {
@@ -158,6 +170,7 @@ pub fn opens_for_writing(name: &str, args: &[u64; 6]) -> bool {
     flags & (libc::O_WRONLY | libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC) != 0
 }
 
+/// The spec of syscall `nr`.
 #[cfg(target_arch = "x86_64")]
 pub fn lookup(nr: i64) -> Option<&'static Spec> {
     table().iter().find(|(n, _)| *n == nr).map(|(_, s)| s)

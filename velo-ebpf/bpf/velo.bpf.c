@@ -33,13 +33,23 @@ struct linux_binprm {
 	const char *filename;
 } __attribute__((preserve_access_index));
 
+/* execve's path and arguments, saved at entry: a successful exec replaces the memory and the
+ * registers they were in. Every other call is read whole at its exit, where its registers still
+ * hold its arguments and its path arguments are paged in. */
 struct pending {
 	__u64 args[6];
 	__u64 ip;
-	__u32 nr;
-	__u32 spec;
-	char exec_path[VELO_PATH_LEN];
+	char path[VELO_PATH_LEN];
 };
+
+/* A record being put together: the header, then its strings at variable offsets. Each string
+ * is read with at most VELO_PATH_LEN - 1 bytes, so a string starts below 2 × 256 and ends below
+ * 3 × 256: offsets masked with 511 and 1023 are no-ops the verifier can see as bounds. */
+struct record {
+	struct velo_event h;
+	char data[4 * VELO_PATH_LEN];
+};
+#define STR_MAX (VELO_PATH_LEN - 1)
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -56,24 +66,33 @@ struct {
 	__type(value, __u32);
 } watched SEC(".maps");
 
+/* Threads inside an execve (preallocated: no allocation on the syscall path). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
-	__uint(map_flags, BPF_F_NO_PREALLOC); /* 65536 × 320 bytes preallocated cost ~50 ms */
+	__uint(max_entries, 1024);
 	__type(key, __u32);
 	__type(value, struct pending);
 } pending SEC(".maps");
+
+/* Per-CPU scratch: index 0 for syscall records and pending execs, 1 for process records, which
+ * the scheduler's tracepoints may send while a syscall record is being built on this CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct record);
+} scratch SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct pending);
-} scratch SEC(".maps");
+} exec_scratch SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 26); /* 64 MiB: ~77,000 records of headroom */
+	__uint(max_entries, 1 << 24); /* 16 MiB: ~100,000 records of headroom */
 } events SEC(".maps");
 
 struct {
@@ -88,7 +107,7 @@ struct {
  * early only when the buffer is a quarter full. */
 static __always_inline __u64 wakeup_flags(void)
 {
-	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > (1 << 24) ? BPF_RB_FORCE_WAKEUP
+	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > (1 << 22) ? BPF_RB_FORCE_WAKEUP
 									     : BPF_RB_NO_WAKEUP;
 }
 
@@ -100,8 +119,34 @@ static __always_inline void count_drop(void)
 		__sync_fetch_and_add(d, 1);
 }
 
+/* Sends the header and the `len` bytes of strings after it. */
+static __always_inline void send(struct record *r, __u32 len)
+{
+	__u32 size = sizeof(r->h) + len;
+	if (size > sizeof(*r))
+		size = sizeof(*r);
+	if (bpf_ringbuf_output(&events, r, size, wakeup_flags()))
+		count_drop();
+}
+
+/* Reads a user string to data[off]; returns its length with the NUL, 0 when unreadable. */
+static __always_inline __u32 user_str(struct record *r, __u32 off, const void *src)
+{
+	long n = bpf_probe_read_user_str(&r->data[off & (2 * VELO_PATH_LEN - 1)], STR_MAX, src);
+	return n > 0 ? (__u32)n & STR_MAX : 0;
+}
+
+static __always_inline __u32 kernel_str(struct record *r, __u32 off, const void *src)
+{
+	long n = bpf_probe_read_kernel_str(&r->data[off & (2 * VELO_PATH_LEN - 1)], STR_MAX, src);
+	return n > 0 ? (__u32)n & STR_MAX : 0;
+}
+
+#define NR_FCNTL 72
 #define NR_EXECVE 59
 #define NR_EXECVEAT 322
+#define F_DUPFD 0
+#define F_DUPFD_CLOEXEC 1030
 
 SEC("raw_tracepoint/sys_enter")
 int velo_sys_enter(void *ctx)
@@ -109,126 +154,163 @@ int velo_sys_enter(void *ctx)
 	/* The context read as a plain u64 array: aya cannot relocate CO-RE accesses to
 	 * bpf_raw_tracepoint_args. args[0] = struct pt_regs *, args[1] = syscall number. */
 	__u64 *a = ctx;
-	__u32 nr = (__u32)a[1];
-	if (nr >= 512)
-		return 0;
-	__u32 *spec = bpf_map_lookup_elem(&watched, &nr);
-	if (!spec || !(*spec & VELO_SPEC_WATCHED))
+	__u64 nr = a[1];
+	if (nr != NR_EXECVE && nr != NR_EXECVEAT)
 		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32, tid = (__u32)id;
 	if (!bpf_map_lookup_elem(&traced, &tgid))
 		return 0;
 	__u32 zero = 0;
-	struct pending *p = bpf_map_lookup_elem(&scratch, &zero);
+	struct pending *p = bpf_map_lookup_elem(&exec_scratch, &zero);
 	if (!p)
 		return 0;
-	struct velo_pt_regs *regs = (struct velo_pt_regs *)a[0];
-	p->nr = nr;
-	p->spec = *spec;
-	bpf_probe_read_kernel(&p->args[0], 8, &regs->di);
-	bpf_probe_read_kernel(&p->args[1], 8, &regs->si);
-	bpf_probe_read_kernel(&p->args[2], 8, &regs->dx);
-	bpf_probe_read_kernel(&p->args[3], 8, &regs->r10);
-	bpf_probe_read_kernel(&p->args[4], 8, &regs->r8);
-	bpf_probe_read_kernel(&p->args[5], 8, &regs->r9);
-	bpf_probe_read_kernel(&p->ip, 8, &regs->ip);
-	p->exec_path[0] = 0;
-	if (nr == NR_EXECVE)
-		bpf_probe_read_user_str(p->exec_path, sizeof(p->exec_path), (void *)p->args[0]);
-	else if (nr == NR_EXECVEAT)
-		bpf_probe_read_user_str(p->exec_path, sizeof(p->exec_path), (void *)p->args[1]);
+	struct velo_pt_regs regs;
+	if (bpf_probe_read_kernel(&regs, sizeof(regs), (void *)a[0]))
+		return 0;
+	p->args[0] = regs.di;
+	p->args[1] = regs.si;
+	p->args[2] = regs.dx;
+	p->args[3] = regs.r10;
+	p->args[4] = regs.r8;
+	p->args[5] = regs.r9;
+	p->ip = regs.ip;
+	p->path[0] = 0;
+	bpf_probe_read_user_str(p->path, STR_MAX, (void *)p->args[nr == NR_EXECVE ? 0 : 1]);
 	bpf_map_update_elem(&pending, &tid, p, BPF_ANY);
 	return 0;
 }
 
-static __always_inline __u64 arg(struct pending *p, __u32 i)
+static __always_inline __u64 arg(struct velo_event *h, __u32 i)
 {
 	switch (i) {
-	case 0: return p->args[0];
-	case 1: return p->args[1];
-	case 2: return p->args[2];
-	case 3: return p->args[3];
-	case 4: return p->args[4];
-	default: return p->args[5];
+	case 0: return h->args[0];
+	case 1: return h->args[1];
+	case 2: return h->args[2];
+	case 3: return h->args[3];
+	case 4: return h->args[4];
+	default: return h->args[5];
 	}
 }
 
 SEC("raw_tracepoint/sys_exit")
 int velo_sys_exit(void *ctx)
 {
+	/* args[0] = struct pt_regs *, args[1] = the return value. */
 	__u64 *a = ctx;
+	struct velo_pt_regs *live = (struct velo_pt_regs *)a[0];
+	__u64 nr;
+	if (bpf_probe_read_kernel(&nr, sizeof(nr), &live->orig_ax) || nr >= 512)
+		return 0;
+	__u32 key = nr;
+	__u32 *specp = bpf_map_lookup_elem(&watched, &key);
+	if (!specp || !(*specp & VELO_SPEC_WATCHED))
+		return 0;
+	__u32 spec = *specp;
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32, tid = (__u32)id;
-	struct pending *p = bpf_map_lookup_elem(&pending, &tid);
-	if (!p)
+	if (!bpf_map_lookup_elem(&traced, &tgid))
 		return 0;
-	struct velo_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		count_drop();
-		bpf_map_delete_elem(&pending, &tid);
-		return 0;
-	}
 	__s64 ret = (__s64)a[1];
-	__u32 spec = p->spec;
-	e->kind = VELO_SYSCALL;
-	e->pid = tgid;
-	e->tid = tid;
-	e->aux = 0;
-	e->nr = p->nr;
-	e->ret = ret;
-	for (int i = 0; i < 6; i++)
-		e->args[i] = p->args[i];
-	e->ip = p->ip;
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	e->path0[0] = 0;
-	e->path1[0] = 0;
-	e->returned[0] = 0;
-	__u32 a0 = spec & 7, a1 = (spec >> 3) & 7, r = (spec >> 6) & 7;
-	if (p->exec_path[0])
-		bpf_probe_read_kernel_str(e->path0, sizeof(e->path0), p->exec_path);
+	if ((spec & VELO_SPEC_DESCRIPTOR) && ret < 0)
+		return 0;
+	__u32 zero = 0;
+	struct record *r = bpf_map_lookup_elem(&scratch, &zero);
+	if (!r)
+		return 0;
+	struct velo_event *h = &r->h;
+	struct pending *p = 0;
+	if (nr == NR_EXECVE || nr == NR_EXECVEAT)
+		p = bpf_map_lookup_elem(&pending, &tid);
+	if (p) {
+		for (int i = 0; i < 6; i++)
+			h->args[i] = p->args[i];
+		h->ip = p->ip;
+	} else {
+		struct velo_pt_regs regs;
+		if (bpf_probe_read_kernel(&regs, sizeof(regs), live))
+			return 0;
+		h->args[0] = regs.di;
+		h->args[1] = regs.si;
+		h->args[2] = regs.dx;
+		h->args[3] = regs.r10;
+		h->args[4] = regs.r8;
+		h->args[5] = regs.r9;
+		h->ip = regs.ip;
+	}
+	if (nr == NR_FCNTL && h->args[1] != F_DUPFD && h->args[1] != F_DUPFD_CLOEXEC)
+		return 0;
+	h->kind = (spec & VELO_SPEC_DESCRIPTOR) ? VELO_DESCRIPTOR : VELO_SYSCALL;
+	h->pid = tgid;
+	h->tid = tid;
+	h->aux = 0;
+	h->nr = nr;
+	h->ret = ret;
+	h->len[0] = h->len[1] = h->len[2] = 0;
+	h->pad = 0;
+	bpf_get_current_comm(h->comm, sizeof(h->comm));
+	__u32 a0 = spec & 7, a1 = (spec >> 3) & 7, rarg = (spec >> 6) & 7;
+	__u32 off = 0, n;
+	if (p)
+		n = kernel_str(r, off, p->path);
 	else if (a0)
-		bpf_probe_read_user_str(e->path0, sizeof(e->path0), (void *)arg(p, a0 - 1));
-	if (a1)
-		bpf_probe_read_user_str(e->path1, sizeof(e->path1), (void *)arg(p, a1 - 1));
-	if (r && ret > 0) {
-		void *buf = (void *)arg(p, r - 1);
+		n = user_str(r, off, (void *)arg(h, a0 - 1));
+	else
+		n = 0;
+	h->len[0] = n;
+	off += n;
+	if (a1) {
+		n = user_str(r, off, (void *)arg(h, a1 - 1));
+		h->len[1] = n;
+		off += n;
+	}
+	if (rarg && ret > 0) {
+		void *buf = (void *)arg(h, rarg - 1);
 		if (spec & (1u << 9)) {
-			__u32 len = ret < VELO_PATH_LEN - 1 ? (__u32)ret : VELO_PATH_LEN - 1;
-			len &= VELO_PATH_LEN - 1;
-			if (bpf_probe_read_user(e->returned, len, buf) == 0)
-				e->returned[len & (VELO_PATH_LEN - 1)] = 0;
+			/* readlink: `ret` bytes, no NUL. */
+			__u32 len = ret < STR_MAX - 1 ? (__u32)ret : STR_MAX - 1;
+			len &= STR_MAX;
+			off &= 2 * VELO_PATH_LEN - 1;
+			if (len && bpf_probe_read_user(&r->data[off], len, buf) == 0) {
+				r->data[(off + len) & (4 * VELO_PATH_LEN - 1)] = 0;
+				h->len[2] = len + 1;
+				off += len + 1;
+			}
 		} else {
-			bpf_probe_read_user_str(e->returned, sizeof(e->returned), buf);
+			n = user_str(r, off, buf);
+			h->len[2] = n;
+			off += n;
 		}
 	}
-	bpf_ringbuf_submit(e, wakeup_flags());
-	bpf_map_delete_elem(&pending, &tid);
+	send(r, off & (4 * VELO_PATH_LEN - 1));
+	if (p)
+		bpf_map_delete_elem(&pending, &tid);
 	return 0;
 }
 
 static __always_inline void send_process(__u32 kind, __u32 pid, __u32 tid, __u32 aux, __s64 nr,
 					 const char *path)
 {
-	struct velo_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		count_drop();
+	__u32 one = 1;
+	struct record *r = bpf_map_lookup_elem(&scratch, &one);
+	if (!r)
 		return;
-	}
-	e->kind = kind;
-	e->pid = pid;
-	e->tid = tid;
-	e->aux = aux;
-	e->nr = nr;
-	e->ret = 0;
-	e->ip = 0;
-	e->path0[0] = 0;
-	e->path1[0] = 0;
-	e->returned[0] = 0;
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	if (path)
-		bpf_probe_read_kernel_str(e->path0, sizeof(e->path0), path);
-	bpf_ringbuf_submit(e, wakeup_flags());
+	struct velo_event *h = &r->h;
+	h->kind = kind;
+	h->pid = pid;
+	h->tid = tid;
+	h->aux = aux;
+	h->nr = nr;
+	h->ret = 0;
+	for (int i = 0; i < 6; i++)
+		h->args[i] = 0;
+	h->ip = 0;
+	h->len[0] = h->len[1] = h->len[2] = 0;
+	h->pad = 0;
+	bpf_get_current_comm(h->comm, sizeof(h->comm));
+	__u32 n = path ? kernel_str(r, 0, path) : 0;
+	h->len[0] = n;
+	send(r, n);
 }
 
 SEC("tp_btf/sched_process_fork")

@@ -302,6 +302,58 @@ fn fork_exec_trees_are_followed_and_no_event_is_lost_with(backend: &str) {
 }
 
 #[test]
+fn paths_relative_to_descriptors_are_resolved_after_dup_close_and_reuse() {
+    velo_e2e::each_tracer_backend(
+        "paths_relative_to_descriptors_are_resolved_after_dup_close_and_reuse",
+        paths_relative_to_descriptors_are_resolved_after_dup_close_and_reuse_with,
+    );
+}
+
+fn paths_relative_to_descriptors_are_resolved_after_dup_close_and_reuse_with(backend: &str) {
+    let env = Env::new();
+    let raw = raw(&env);
+    let (a, b) = (env.path().join("a"), env.path().join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let log = env.path().join("events.jsonl");
+    trace(
+        backend,
+        &env,
+        env.path(),
+        &[
+            "--events",
+            log.to_str().unwrap(),
+            "--",
+            raw.to_str().unwrap(),
+            "dirfd",
+            a.to_str().unwrap(),
+            b.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    let resolved: Vec<(String, String)> = events(&log)
+        .iter()
+        .filter(|e| e["syscall"] == "faccessat" || e["syscall"] == "faccessat2")
+        .map(|e| {
+            (
+                e["paths"][0].as_str().unwrap().to_owned(),
+                e["resolved"][0].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("in-a", &a),
+        ("in-b", &b),
+        ("via-dupfd", &a),
+        ("in-child", &a),
+    ]
+    .iter()
+    .map(|(name, dir)| (name.to_string(), dir.join(name).display().to_string()))
+    .collect();
+    assert_eq!(resolved, expected, "{backend}");
+}
+
+#[test]
 fn a_cargo_build_under_inception_has_no_findings() {
     velo_e2e::each_tracer_backend(
         "a_cargo_build_under_inception_has_no_findings",

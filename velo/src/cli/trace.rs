@@ -214,6 +214,7 @@ pub(super) fn traced(args: &Args) -> Result<Run> {
     let roots = roots(&projection);
     let mut findings =
         analysis::analyze_run(&events, &roots, velo_intercept::table::Platform::Linux);
+    tracing::debug!(events = events.len(), "analyzed the events");
     findings.backend = backend.to_owned();
     if !args.inception && std::env::var_os(velo_intercept::env::PHYSICAL_ROOT).is_none() {
         // Without a projection no process is meant to have the shim.
