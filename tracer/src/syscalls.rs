@@ -173,7 +173,16 @@ pub fn opens_for_writing(name: &str, args: &[u64; 6]) -> bool {
 /// The spec of syscall `nr`.
 #[cfg(target_arch = "x86_64")]
 pub fn lookup(nr: i64) -> Option<&'static Spec> {
-    table().iter().find(|(n, _)| *n == nr).map(|(_, s)| s)
+    // Indexed by number: the eBPF reader looks up every record it reads.
+    static BY_NUMBER: std::sync::OnceLock<Vec<Option<&'static Spec>>> = std::sync::OnceLock::new();
+    let by_number = BY_NUMBER.get_or_init(|| {
+        let mut v = vec![None; 512];
+        for (n, spec) in table() {
+            v[*n as usize] = Some(spec);
+        }
+        v
+    });
+    by_number.get(usize::try_from(nr).ok()?).copied().flatten()
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]

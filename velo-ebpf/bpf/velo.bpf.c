@@ -92,7 +92,9 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 24); /* 16 MiB: ~100,000 records of headroom */
+	/* 32 MiB: ~200,000 records of headroom (a stat call's record is ~150 bytes), for a reader
+	 * that a busy machine deschedules for a while; each 16 MiB costs ~10 ms of start-up. */
+	__uint(max_entries, 1 << 25);
 } events SEC(".maps");
 
 struct {
@@ -107,7 +109,7 @@ struct {
  * early only when the buffer is a quarter full. */
 static __always_inline __u64 wakeup_flags(void)
 {
-	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > (1 << 22) ? BPF_RB_FORCE_WAKEUP
+	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > (1 << 23) ? BPF_RB_FORCE_WAKEUP
 									     : BPF_RB_NO_WAKEUP;
 }
 
