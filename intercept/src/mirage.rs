@@ -46,33 +46,14 @@ pub const FILE: u8 = 2;
 pub const SYMLINK: u8 = 3;
 
 /// Compares two relative paths in canonical order: bytewise, with `/` below every other byte.
+/// (A lookup compares a path's last part with a name this way, in every hook.)
 pub fn cmp_canonical(a: &[u8], b: &[u8]) -> Ordering {
-    cmp_iter(a.iter().copied(), b.iter().copied())
-}
-
-/// [`cmp_canonical`] of `a` against `dir`, then `sep`, then `name` (a child's path, unbuilt).
-fn cmp_parts(a: &[u8], dir: &[u8], sep: &[u8], name: &[u8]) -> Ordering {
-    // Byte by byte over the three parts, without building the key: this runs in every lookup.
     let key = |c: u8| if c == b'/' { 0 } else { c as u16 + 1 };
-    let total = dir.len() + sep.len() + name.len();
-    let mut i = 0;
-    for part in [dir, sep, name] {
-        for &c in part {
-            let Some(&x) = a.get(i) else {
-                return Ordering::Less;
-            };
-            if x != c {
-                return key(x).cmp(&key(c));
-            }
-            i += 1;
-        }
+    let n = a.len().min(b.len());
+    match a[..n].iter().zip(&b[..n]).position(|(x, y)| x != y) {
+        Some(i) => key(a[i]).cmp(&key(b[i])),
+        None => a.len().cmp(&b.len()),
     }
-    a.len().cmp(&total)
-}
-
-fn cmp_iter(a: impl Iterator<Item = u8>, b: impl Iterator<Item = u8>) -> Ordering {
-    let key = |c: u8| if c == b'/' { 0 } else { c as u16 + 1 };
-    a.map(key).cmp(b.map(key))
 }
 
 /// A validated image in memory (a mapping of the file, in the shim).
@@ -162,10 +143,14 @@ impl<'a> Image<'a> {
         self.count == 0
     }
 
+    #[inline]
     fn string(&self, at: usize) -> &'a [u8] {
+        let Some(&[a, b, c, d, e, f, g, h]) = self.bytes.get(at..at + 8) else {
+            return &[];
+        };
         let (off, len) = (
-            u32_at(self.bytes, at) as usize,
-            u32_at(self.bytes, at + 4) as usize,
+            u32::from_le_bytes([a, b, c, d]) as usize,
+            u32::from_le_bytes([e, f, g, h]) as usize,
         );
         self.strings.get(off..off + len).unwrap_or(&[])
     }
@@ -207,16 +192,20 @@ impl<'a> Image<'a> {
 
     /// The entry of `parent`'s child called `name`: a binary search over `parent`'s subtree.
     pub fn child(&self, parent: u32, name: &[u8]) -> Option<u32> {
-        let dir = self.entry(parent);
-        if !dir.is_dir() || name.is_empty() {
+        let at = HEADER_LEN + parent as usize * ENTRY_LEN;
+        if self.bytes.get(at + 16) != Some(&DIR) || name.is_empty() {
             return None;
         }
-        // The child's path is `parent/name` (just `name` under the root), compared in parts.
-        let sep: &[u8] = if dir.path.is_empty() { b"" } else { b"/" };
-        let (mut lo, mut hi) = (parent + 1, dir.end.min(self.count));
+        // Every path in the subtree starts with `parent/` (canonical order keeps a subtree
+        // contiguous), so only what follows that prefix is compared: the lookup of a path
+        // component costs its own length, not its depth.
+        let dir_len = u32_at(self.bytes, at + 4) as usize;
+        let skip = if dir_len == 0 { 0 } else { dir_len + 1 };
+        let (mut lo, mut hi) = (parent + 1, u32_at(self.bytes, at + 8).min(self.count));
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            match cmp_parts(self.path(mid), dir.path, sep, name) {
+            let tail = self.path(mid).get(skip..).unwrap_or(&[]);
+            match cmp_canonical(tail, name) {
                 Ordering::Less => lo = mid + 1,
                 Ordering::Greater => hi = mid,
                 Ordering::Equal => return Some(mid),

@@ -234,7 +234,8 @@ unsafe fn load(s: &mut Storage) -> bool {
     if let Some(cwd) = getenv(c"VELO_MIRAGE_CWD") {
         let cwd = velo_intercept::translate::trim_root(cwd);
         if under(root, cwd) {
-            set_cwd(Some(cwd));
+            // The node is found once the image is in place, below.
+            set_cwd(Some(cwd), None);
         }
     }
     let shim = getenv(c"LD_PRELOAD")
@@ -259,6 +260,15 @@ unsafe fn load(s: &mut Storage) -> bool {
         // SAFETY: as above.
         gid: unsafe { libc::getgid() },
     });
+    if let Some(m) = &s.mirage {
+        let (mut path, mut out): (Buf, Buf) = ([0; PATH_MAX], [0; PATH_MAX]);
+        if let Some(n) = cwd(&mut path)
+            && let Place::Node(i) = m.walk(&path[..n], true, &mut out)
+            && m.entry(i).is_dir()
+        {
+            set_cwd(Some(&path[..n]), Some(i));
+        }
+    }
     true
 }
 
@@ -275,6 +285,9 @@ pub fn under(root: &[u8], path: &[u8]) -> bool {
 struct Cwd {
     seq: AtomicU64,
     len: AtomicUsize,
+    /// The tree directory it is, plus one (0: none, or one made in the writable layer): relative
+    /// paths are then walked from it, not from the root along the copied path.
+    node: AtomicU32,
     buf: UnsafeCell<[u8; PATH_MAX]>,
 }
 
@@ -284,6 +297,7 @@ unsafe impl Sync for Cwd {}
 static CWD: Cwd = Cwd {
     seq: AtomicU64::new(0),
     len: AtomicUsize::new(0),
+    node: AtomicU32::new(0),
     buf: UnsafeCell::new([0; PATH_MAX]),
 };
 
@@ -310,8 +324,15 @@ pub fn cwd(out: &mut [u8]) -> Option<usize> {
     }
 }
 
-/// Sets (or, with `None`, clears) the virtual working directory.
-pub fn set_cwd(path: Option<&[u8]>) {
+/// The tree directory that is the virtual working directory, when it is one.
+#[inline]
+fn cwd_node() -> Option<u32> {
+    CWD.node.load(Ordering::Acquire).checked_sub(1)
+}
+
+/// Sets (or, with `None`, clears) the virtual working directory; `node` is the tree directory
+/// at `path`, when it is one.
+pub fn set_cwd(path: Option<&[u8]>, node: Option<u32>) {
     let s = loop {
         let s = CWD.seq.load(Ordering::Relaxed);
         if s & 1 == 0
@@ -335,6 +356,11 @@ pub fn set_cwd(path: Option<&[u8]>) {
         _ => 0,
     };
     CWD.len.store(len, Ordering::Relaxed);
+    let node = match node {
+        Some(i) if len > 0 => i + 1,
+        _ => 0,
+    };
+    CWD.node.store(node, Ordering::Release);
     CWD.seq.store(s + 2, Ordering::Release);
 }
 
@@ -473,6 +499,21 @@ impl Mirage {
             // Walked where it is: no copy, no buffer to clear (this runs in every hook).
             return self.walk(p, follow, out);
         }
+        if self.upper.is_empty() {
+            // Walked from the directory's node: no path to copy and walk again. (With a
+            // writable layer, each step of the directory's own path is checked against it.)
+            let node = if dirfd == libc::AT_FDCWD {
+                cwd_node()
+            } else {
+                match fd_entry(dirfd) {
+                    Some(e) => Some(e),
+                    None => return Place::Pass,
+                }
+            };
+            if let Some(node) = node {
+                return self.walk_in(Some(node), p, follow, out);
+            }
+        }
         let mut work: Buf = [0; PATH_MAX];
         let len = if dirfd == libc::AT_FDCWD {
             match cwd(&mut work) {
@@ -503,8 +544,13 @@ impl Mirage {
         }
     }
 
-    /// Walks the absolute path in `a[..len]` from the root, component by component.
-    fn walk(&self, start: &[u8], follow: bool, out: &mut Buf) -> Place {
+    /// Walks the absolute path `start` from the root, component by component.
+    pub fn walk(&self, start: &[u8], follow: bool, out: &mut Buf) -> Place {
+        self.walk_in(None, start, follow, out)
+    }
+
+    /// Walks `start`: relative to tree directory `from`, or, without one, an absolute path.
+    fn walk_in(&self, mut from: Option<u32>, start: &[u8], follow: bool, out: &mut Buf) -> Place {
         // The path once a symlink or `..` has rewritten it; until then, `start` itself.
         let mut held: Option<Buf> = None;
         let mut len = start.len();
@@ -514,14 +560,16 @@ impl Mirage {
                 Some(b) => &b[..len],
                 None => start,
             };
-            if !under(self.root, path) {
-                return match put(out, 0, &[path]) {
-                    Some(_) => Place::Real,
-                    None => Place::Fail(libc::ENAMETOOLONG),
-                };
-            }
-            let mut rest = &path[self.root.len()..];
-            let mut cur = 0u32;
+            let (mut cur, mut rest) = match from.take() {
+                Some(node) => (node, path),
+                None if !under(self.root, path) => {
+                    return match put(out, 0, &[path]) {
+                        Some(_) => Place::Real,
+                        None => Place::Fail(libc::ENAMETOOLONG),
+                    };
+                }
+                None => (0u32, &path[self.root.len()..]),
+            };
             loop {
                 while let [b'/', tail @ ..] = rest {
                     rest = tail;

@@ -452,7 +452,7 @@ pub unsafe extern "C" fn chdir(path: *const c_char) -> c_int {
         Place::Pass => {
             let r = in1(path, |p| real!(REAL: F, p));
             if r == 0 {
-                mirage::set_cwd(None);
+                mirage::set_cwd(None, None);
             }
             r
         }
@@ -466,7 +466,7 @@ pub unsafe extern "C" fn chdir(path: *const c_char) -> c_int {
             if r == 0 {
                 let r = real!(REAL: F, m.empty.as_ptr().cast());
                 if r == 0 {
-                    mirage::set_cwd(Some(&name[..n]));
+                    mirage::set_cwd(Some(&name[..n]), None);
                 }
                 return r;
             }
@@ -475,7 +475,7 @@ pub unsafe extern "C" fn chdir(path: *const c_char) -> c_int {
         Place::Real => {
             let r = real!(REAL: F, out.as_ptr().cast());
             if r == 0 {
-                mirage::set_cwd(None);
+                mirage::set_cwd(None, None);
             }
             r
         }
@@ -496,7 +496,7 @@ fn enter(m: &Mirage, index: u32, go_to_empty: impl FnOnce() -> c_int) -> c_int {
     };
     let r = go_to_empty();
     if r == 0 {
-        mirage::set_cwd(Some(&buf[..len]));
+        mirage::set_cwd(Some(&buf[..len]), Some(index));
     }
     r
 }
@@ -511,7 +511,7 @@ pub unsafe extern "C" fn fchdir(fd: c_int) -> c_int {
     {
         match mirage::fd_entry(fd) {
             Some(i) => return enter(m, i, || 0),
-            None => mirage::set_cwd(None),
+            None => mirage::set_cwd(None, None),
         }
     }
     r
