@@ -45,7 +45,7 @@ enum Area {
     /// Clean build vs restore + no-op build of velo's workspace; restore vs `cp -a`; store
     /// bytes of successive snapshots.
     Cache,
-    /// Native vs `velo trace` (ptrace) vs strace on a clean and a no-op cargo build and on
+    /// Native vs `velo trace` (eBPF, ptrace) vs strace on a clean and a no-op cargo build and on
     /// `find /usr`.
     Trace,
     /// velo scan vs grep -rF on the fixture's target and velo's own target/debug.
