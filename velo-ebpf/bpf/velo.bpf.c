@@ -150,6 +150,24 @@ static __always_inline __u32 kernel_str(struct record *r, __u32 off, const void 
 #define F_DUPFD 0
 #define F_DUPFD_CLOEXEC 1030
 
+/* The six syscall arguments and the user instruction pointer from the saved registers (the
+ * x86_64 syscall ABI: di, si, dx, r10, r8, r9). Non-zero when they cannot be read. */
+static __always_inline long read_args(__u64 *args, __u64 *ip, const struct velo_pt_regs *saved)
+{
+	struct velo_pt_regs regs;
+	long err = bpf_probe_read_kernel(&regs, sizeof(regs), saved);
+	if (err)
+		return err;
+	args[0] = regs.di;
+	args[1] = regs.si;
+	args[2] = regs.dx;
+	args[3] = regs.r10;
+	args[4] = regs.r8;
+	args[5] = regs.r9;
+	*ip = regs.ip;
+	return 0;
+}
+
 SEC("raw_tracepoint/sys_enter")
 int velo_sys_enter(void *ctx)
 {
@@ -167,16 +185,8 @@ int velo_sys_enter(void *ctx)
 	struct pending *p = bpf_map_lookup_elem(&exec_scratch, &zero);
 	if (!p)
 		return 0;
-	struct velo_pt_regs regs;
-	if (bpf_probe_read_kernel(&regs, sizeof(regs), (void *)a[0]))
+	if (read_args(p->args, &p->ip, (void *)a[0]))
 		return 0;
-	p->args[0] = regs.di;
-	p->args[1] = regs.si;
-	p->args[2] = regs.dx;
-	p->args[3] = regs.r10;
-	p->args[4] = regs.r8;
-	p->args[5] = regs.r9;
-	p->ip = regs.ip;
 	p->path[0] = 0;
 	bpf_probe_read_user_str(p->path, STR_MAX, (void *)p->args[nr == NR_EXECVE ? 0 : 1]);
 	bpf_map_update_elem(&pending, &tid, p, BPF_ANY);
@@ -229,16 +239,8 @@ int velo_sys_exit(void *ctx)
 			h->args[i] = p->args[i];
 		h->ip = p->ip;
 	} else {
-		struct velo_pt_regs regs;
-		if (bpf_probe_read_kernel(&regs, sizeof(regs), live))
+		if (read_args(h->args, &h->ip, live))
 			return 0;
-		h->args[0] = regs.di;
-		h->args[1] = regs.si;
-		h->args[2] = regs.dx;
-		h->args[3] = regs.r10;
-		h->args[4] = regs.r8;
-		h->args[5] = regs.r9;
-		h->ip = regs.ip;
 	}
 	if (nr == NR_FCNTL && h->args[1] != F_DUPFD && h->args[1] != F_DUPFD_CLOEXEC)
 		return 0;
