@@ -45,15 +45,33 @@ pub const DIR: u8 = 1;
 pub const FILE: u8 = 2;
 pub const SYMLINK: u8 = 3;
 
-/// Compares two relative paths in canonical order: bytewise, with `/` below every other byte.
-/// (A lookup compares a path's last part with a name this way, in every hook.)
+/// Compares two relative paths in canonical order: bytewise, with `/` below every other byte,
+/// so a directory's contents sort right after it. (The manifest's order; a lookup compares a
+/// path's last part with a name this way in every hook, and an ingest sorts by it.)
 pub fn cmp_canonical(a: &[u8], b: &[u8]) -> Ordering {
-    let key = |c: u8| if c == b'/' { 0 } else { c as u16 + 1 };
-    let n = a.len().min(b.len());
-    match a[..n].iter().zip(&b[..n]).position(|(x, y)| x != y) {
-        Some(i) => key(a[i]).cmp(&key(b[i])),
+    let rank = |c: u8| if c == b'/' { 0u16 } else { u16::from(c) + 1 };
+    // Only the first differing byte matters; up to it the paths are equal.
+    match mismatch(a, b) {
+        Some(i) => rank(a[i]).cmp(&rank(b[i])),
         None => a.len().cmp(&b.len()),
     }
+}
+
+/// The first index where `a` and `b` differ, within the shorter one; eight bytes at a time,
+/// since sorted paths share long prefixes.
+fn mismatch(a: &[u8], b: &[u8]) -> Option<usize> {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut i = 0;
+    while i + 8 <= n {
+        let word = |s: &[u8]| u64::from_le_bytes(s[i..i + 8].try_into().expect("8 bytes"));
+        let diff = word(a) ^ word(b);
+        if diff != 0 {
+            return Some(i + (diff.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    (i..n).find(|&j| a[j] != b[j])
 }
 
 /// A validated image in memory (a mapping of the file, in the shim).

@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use ignore::{ParallelVisitor, ParallelVisitorBuilder, WalkState};
+use rayon::slice::ParallelSliceMut;
 use serde::Serialize;
 
 use crate::manifest::{Entry, Kind, Manifest, display_path};
@@ -183,9 +184,11 @@ pub fn ingest(
         skipped.extend(batch.skipped);
     }
     // Sorted here, so the index is written in tree order and from_entries finds them sorted.
-    entries.sort_unstable_by(|a: &(Entry, Option<Record>), b| {
+    // On every core: after the walk, this sort was a quarter of an unchanged tree's re-ingest.
+    entries.par_sort_unstable_by(|a: &(Entry, Option<Record>), b| {
         crate::manifest::canonical_order(&a.0.path, &b.0.path)
     });
+    tracing::debug!(elapsed = ?started.elapsed(), "sorted");
     let files = entries.iter().filter(|(_, r)| r.is_some()).count();
     let unchanged = shared.unchanged.load(Ordering::Relaxed) as usize;
     // Every file matched a record and every record a file, in the same GC generation: the

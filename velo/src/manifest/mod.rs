@@ -196,14 +196,7 @@ pub enum ReadError {
 /// The canonical order of paths: component by component, bytewise. Equivalent to comparing
 /// bytes with `/` ranked below every other byte, which puts a directory right before its
 /// contents (`a`, `a/b`, `a.txt`) and makes the order a depth-first walk of the tree.
-pub fn canonical_order(a: &[u8], b: &[u8]) -> Ordering {
-    let rank = |c: u8| if c == b'/' { 0u16 } else { u16::from(c) + 1 };
-    // Only the first differing byte matters; up to it the paths are equal.
-    match a.iter().zip(b).position(|(x, y)| x != y) {
-        Some(i) => rank(a[i]).cmp(&rank(b[i])),
-        None => a.len().cmp(&b.len()),
-    }
-}
+pub use velo_intercept::mirage::cmp_canonical as canonical_order;
 
 /// Checks one path on its own: relative, normalized, no NUL.
 pub fn check_path(path: &[u8]) -> Result<(), InvalidEntry> {
