@@ -319,7 +319,10 @@ fn walker(root: &Path, output: &Path, opts: &Options) -> Result<ignore::WalkPara
         .overrides(overrides)
         .threads(opts.threads)
         // The manifest being written must not describe itself on the next run.
-        .filter_entry(move |e| e.path() != output);
+        // (The name first: comparing whole paths parses both into components.)
+        .filter_entry(move |e| {
+            e.file_name() != output.file_name().unwrap_or_default() || e.path() != output
+        });
     Ok(builder.build_parallel())
 }
 
@@ -406,10 +409,20 @@ impl ParallelVisitor for Visitor<'_, '_> {
 
 impl Visitor<'_, '_> {
     fn rel<'p>(&self, path: &'p Path) -> &'p [u8] {
-        path.strip_prefix(self.shared.root)
-            .unwrap_or(path)
-            .as_os_str()
-            .as_bytes()
+        // The walker's paths are the root joined with names: cut as bytes (`strip_prefix`
+        // parses both paths into components, for every file).
+        let (p, root) = (
+            path.as_os_str().as_bytes(),
+            self.shared.root.as_os_str().as_bytes(),
+        );
+        match p.strip_prefix(root) {
+            Some([b'/', rel @ ..]) => rel,
+            _ => path
+                .strip_prefix(self.shared.root)
+                .unwrap_or(path)
+                .as_os_str()
+                .as_bytes(),
+        }
     }
 
     fn handle(&mut self, problem: Problem) -> WalkState {
