@@ -86,38 +86,24 @@ pub fn run(opts: &Options) -> Result<()> {
         rm(&farms)?;
     }
     // Warm: the farm of this manifest is in the cache; only the overlay and the run remain.
-    exec(
-        velo_cmd(&[
-            "run",
-            "--mode",
-            "farm",
-            "--manifest",
-            "tree.velo",
-            "--",
-            "true",
-        ])
-        .stderr(std::process::Stdio::null()),
-    )?;
+    let run_true = || {
+        exec(
+            velo_cmd(&[
+                "run",
+                "--mode",
+                "farm",
+                "--manifest",
+                "tree.velo",
+                "--",
+                "true",
+            ])
+            .stderr(std::process::Stdio::null()),
+        )
+    };
+    run_true()?;
     let mut warm = Vec::new();
     for _ in 0..opts.runs {
-        warm.push(
-            time(|| {
-                exec(
-                    velo_cmd(&[
-                        "run",
-                        "--mode",
-                        "farm",
-                        "--manifest",
-                        "tree.velo",
-                        "--",
-                        "true",
-                    ])
-                    .stderr(std::process::Stdio::null()),
-                )
-            })?
-            .0
-            .as_secs_f64(),
-        );
+        warm.push(time(run_true)?.0.as_secs_f64());
     }
     rm(&farms)?;
     let (cp_al, cp_a, farm, warm) = (Times(cp_al), Times(cp_a), Times(farm), Times(warm));
