@@ -182,7 +182,7 @@ pub fn run(store_dir: &Path, args: Args) -> Result<ExitCode> {
                 program: in_tree.unwrap_or_else(|| program.into()),
                 word: program,
                 rest,
-                empty: &run_dir.tree(),
+                empty: &run_dir.tree()?,
                 upper: args.upper.as_deref(),
                 verbose: args.verbose,
             };
@@ -226,8 +226,9 @@ pub fn run(store_dir: &Path, args: Args) -> Result<ExitCode> {
         eprintln!(
             "velo: namespaces are not available here, so the farm is made of private copies (run `velo doctor`)"
         );
-        let stats = farm::materialize(&store, &tree, &run_dir.tree(), farm::Method::Copy)?;
-        (run_dir.tree(), Some(stats))
+        let copies = run_dir.tree()?;
+        let stats = farm::materialize(&store, &tree, &copies, farm::Method::Copy)?;
+        (copies, Some(stats))
     };
     drop(lock);
     if let Some(reason) = stats.as_ref().and_then(|s| s.copy_reason.as_ref()) {
@@ -282,8 +283,8 @@ pub fn run(store_dir: &Path, args: Args) -> Result<ExitCode> {
             sandbox::cover_farm(
                 &mut cmd,
                 &farm_dir,
-                &run_dir.upper(),
-                &run_dir.work(),
+                &run_dir.upper()?,
+                &run_dir.work()?,
                 &workdir,
             )?;
         }
@@ -295,7 +296,14 @@ pub fn run(store_dir: &Path, args: Args) -> Result<ExitCode> {
         drop(forwarding);
         status
     };
-    if args.keep {
+    if args.keep && args.isolate {
+        // The sandbox's upper layer lived in its tmpfs; only --keep-upper keeps writes.
+        eprintln!(
+            "velo: kept {} (the farm is {}; keep what an isolated command writes with --keep-upper DIR)",
+            run_dir.path().display(),
+            farm_dir.display()
+        );
+    } else if args.keep {
         eprintln!(
             "velo: kept {} (what the command wrote is in upper/; the farm is {})",
             run_dir.path().display(),
@@ -357,7 +365,7 @@ fn run_isolated(
     env.push(CString::new(format!("PATH={}", run::SANDBOX_PATH))?);
     let spec = sandbox::Isolate {
         farm: farm_dir.to_owned(),
-        mountpoint: run_dir.mountpoint(),
+        scratch: run_dir.path().to_owned(),
         keep_upper: keep_upper.clone(),
         workdir: workdir.to_owned(),
         argv,

@@ -14,14 +14,19 @@
 //! and renamed into place, so a farm in the cache is always complete. `velo gc --run` empties
 //! the cache (cached farms pin the inodes of blobs gc deletes).
 //!
-//! Each run also gets a private directory, `farms/<pid>-<random>/`:
+//! Each run also gets a private directory, `farms/<pid>-<random>/`, holding what the mode needs
+//! (each made on first use: a sandbox's start-up is a few milliseconds, and every directory made
+//! and removed on the host filesystem costs a journal update):
 //!
 //! | path     | what                                                              |
 //! |----------|-------------------------------------------------------------------|
-//! | `tree/`  | a private farm of copies, when namespaces are unavailable          |
-//! | `upper/` | the overlay's upper layer: everything the command wrote            |
-//! | `work/`  | OverlayFS's work directory                                         |
-//! | `root/`  | `--isolate`: the mountpoint of the sandbox's root (empty on the host) |
+//! | `tree/`  | a private farm of copies, when namespaces are unavailable; shim mode's empty working directory |
+//! | `upper/` | farm mode: the overlay's upper layer, everything the command wrote  |
+//! | `work/`  | farm mode: OverlayFS's work directory                              |
+//!
+//! With `--isolate` the run directory itself is the sandbox's scratch mountpoint: inside the
+//! namespace a tmpfs covers it and holds the new root, upper and work directories, so on the
+//! host it stays empty.
 //!
 //! It is removed when the command ends unless `--keep` is given. `velo gc --run` removes the
 //! directories of runs whose velo process died without cleaning up.
@@ -48,7 +53,7 @@ pub struct RunDir {
 }
 
 impl RunDir {
-    /// Creates `farms/<pid>-<n>/` in the store with its subdirectories.
+    /// Creates `farms/<pid>-<n>/` in the store.
     pub fn create(store: &Store, keep: bool) -> io::Result<RunDir> {
         let farms = store.root().join("farms");
         let mut builder = fs::DirBuilder::new();
@@ -58,27 +63,29 @@ impl RunDir {
             .prefix(&format!("{}-", std::process::id()))
             .tempdir_in(&farms)?
             .keep();
-        let run = RunDir { path: dir, keep };
-        for sub in ["tree", "upper", "work", "root"] {
-            fs::create_dir(run.path.join(sub))?;
-        }
-        Ok(run)
+        Ok(RunDir { path: dir, keep })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
-    pub fn tree(&self) -> PathBuf {
-        self.path.join("tree")
+    pub fn tree(&self) -> io::Result<PathBuf> {
+        self.sub("tree")
     }
-    pub fn upper(&self) -> PathBuf {
-        self.path.join("upper")
+    pub fn upper(&self) -> io::Result<PathBuf> {
+        self.sub("upper")
     }
-    pub fn work(&self) -> PathBuf {
-        self.path.join("work")
+    pub fn work(&self) -> io::Result<PathBuf> {
+        self.sub("work")
     }
-    pub fn mountpoint(&self) -> PathBuf {
-        self.path.join("root")
+
+    /// `<run>/<name>/`, made on first use.
+    fn sub(&self, name: &str) -> io::Result<PathBuf> {
+        let path = self.path.join(name);
+        match fs::create_dir(&path) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
+            _ => Ok(path),
+        }
     }
 }
 

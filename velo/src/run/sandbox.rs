@@ -22,7 +22,7 @@
 //! | mount                | why                                                               |
 //! |----------------------|-------------------------------------------------------------------|
 //! | `/` rprivate         | nothing below propagates back to the host                         |
-//! | tmpfs scratch        | holds the upper and work dirs, so writes vanish with the namespace |
+//! | tmpfs scratch        | over the run's (empty) host directory: holds the new root's mountpoint and the upper and work dirs, so writes vanish with the namespace |
 //! | overlay → new root   | lower: the merged farm (read-only); upper: private scratch or `--keep-upper DIR` |
 //! | `/proc`              | a fresh proc for the new PID namespace (the host's is not visible) |
 //! | tmpfs `/dev`         | with `null zero full random urandom tty` bound from the host, and `fd`, `stdin`, `stdout`, `stderr` links |
@@ -199,8 +199,9 @@ pub fn cover_farm(
 pub struct Isolate {
     /// The merged farm: the overlay's lower layer.
     pub farm: PathBuf,
-    /// An empty host directory to mount the new root on.
-    pub mountpoint: PathBuf,
+    /// An empty host directory: a tmpfs covers it inside the namespace and holds the new
+    /// root's mountpoint (`root/`) and, without `keep_upper`, the upper and work dirs.
+    pub scratch: PathBuf,
     /// `--keep-upper DIR` and a work dir on the same filesystem; `None`: a private tmpfs.
     pub keep_upper: Option<(PathBuf, PathBuf)>,
     /// Working directory inside the sandbox.
@@ -241,10 +242,8 @@ struct Prepared {
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
 fn prepare(spec: &Isolate) -> Result<Prepared, Error> {
-    let root = &spec.mountpoint;
-    let scratch = root.with_extension("scratch");
-    std::fs::create_dir_all(&scratch)
-        .map_err(|e| Error::Io("creating the scratch mountpoint", e))?;
+    let scratch = &spec.scratch;
+    let root = &scratch.join("root");
     let (upper, work) = match &spec.keep_upper {
         Some((upper, work)) => (upper.clone(), work.clone()),
         None => (scratch.join("upper"), scratch.join("work")),
@@ -277,7 +276,7 @@ fn prepare(spec: &Isolate) -> Result<Prepared, Error> {
     }
     Ok(Prepared {
         mountpoint: cstring(root)?,
-        scratch: cstring(&scratch)?,
+        scratch: cstring(scratch)?,
         options,
         upper_dirs: match &spec.keep_upper {
             Some(_) => None,
@@ -438,6 +437,11 @@ unsafe fn init_main(p: &Prepared, report: libc::c_int) -> ! {
             ) == 0,
             report,
             "mounting the scratch tmpfs",
+        );
+        check(
+            libc::mkdir(p.mountpoint.as_ptr(), 0o755) == 0,
+            report,
+            "creating the root's mountpoint",
         );
         if let Some((upper, work)) = &p.upper_dirs {
             check(
