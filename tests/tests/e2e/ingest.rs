@@ -222,6 +222,62 @@ fn excludes_gitignore_and_special_files() {
     assert!(some.contains(&"src/lib.rs".to_owned()) && some.contains(&".gitignore".to_owned()));
 }
 
+/// Without `--gitignore`, ingest walks by directory descriptors and puts the entries in
+/// canonical order as it goes; with it, the `ignore` crate's walker finds them and they are
+/// sorted. Both give the same manifest: for names that sort around `/`, for a directory larger
+/// than one piece of the walk (64 names) with subdirectories among its files, and with
+/// `--exclude` globs.
+#[test]
+fn both_walks_give_the_same_manifest() {
+    let env = Env::new();
+    let t = env.path().join("t");
+    sample_tree(&t);
+    // Bytewise, "a-b" and "a.b" sort before "a/x"; canonically "a" and its contents come first.
+    for path in ["a/x", "a-b", "a.b/y", "a0"] {
+        env.write(&format!("t/{path}"), path);
+    }
+    for i in 0..300 {
+        if i % 50 == 7 {
+            env.write(&format!("t/big/d{i:03}/inner"), "in a subdirectory");
+        } else {
+            env.write(&format!("t/big/f{i:03}"), format!("file {i}"));
+        }
+    }
+    env.write("t/target/debug/big.o", "object");
+    env.write("t/notes.log", "log");
+    env.write("t/src/deep.log", "log");
+    let excludes = ["--exclude", "target", "--exclude", "*.log"];
+    for extra in [&[][..], &excludes[..]] {
+        let default = env.ingest_json(&[&["t", "-o", "default.velo"][..], extra].concat());
+        let gitignore =
+            env.ingest_json(&[&["t", "-o", "gitignore.velo", "--gitignore"][..], extra].concat());
+        assert_eq!(
+            default["manifest_id"], gitignore["manifest_id"],
+            "with {extra:?}: {default} {gitignore}"
+        );
+        assert_eq!(default["files"], if extra.is_empty() { 311 } else { 308 });
+    }
+    let m = env
+        .velo(["manifest", "show", "default.velo", "--json"])
+        .ok()
+        .json();
+    let paths: Vec<&str> = m["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    for gone in ["target", "notes.log", "src/deep.log"] {
+        assert!(
+            !paths.contains(&gone),
+            "{gone} should be excluded: {paths:?}"
+        );
+    }
+    let at = |p: &str| paths.iter().position(|q| *q == p).unwrap();
+    assert!(at("a") < at("a/x") && at("a/x") < at("a-b") && at("a-b") < at("a.b"));
+    assert!(at("big/d057") < at("big/d057/inner") && at("big/d057/inner") < at("big/f058"));
+}
+
 #[test]
 fn manifest_written_inside_the_tree_does_not_describe_itself() {
     let env = Env::new();

@@ -126,7 +126,6 @@ pub fn save(
             gitignore: false,
             on_unreadable: ingest::OnUnreadable::Fail,
             use_index: true,
-            threads: 0,
             durability: opts.durability,
         },
         progress,

@@ -87,7 +87,6 @@ pub fn run(store_dir: &std::path::Path, args: Args) -> Result<ExitCode> {
             UnreadableArg::Skip => OnUnreadable::Skip,
         },
         use_index: !args.no_index,
-        threads: 0,
         durability,
     };
     let bar = output::progress(None, "ingesting");

@@ -20,9 +20,12 @@
 //!   exists; if not, no collection has happened since and the existence check is skipped.
 
 use std::fs::Metadata;
+use std::hash::{BuildHasher, RandomState};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use hashbrown::HashTable;
 
 use crate::store::{self, BlobKey, Store};
 
@@ -45,29 +48,76 @@ pub struct Record {
 }
 
 impl Record {
-    pub fn new(meta: &Metadata, key: BlobKey) -> Record {
+    pub fn new(stat: &Stat, key: BlobKey) -> Record {
         Record {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
-            ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+            dev: stat.dev,
+            ino: stat.ino,
+            size: stat.size,
+            mtime_ns: stat.mtime_ns,
+            ctime_ns: stat.ctime_ns,
             key,
         }
     }
 }
 
-/// A loaded index: the file's bytes and, sorted by path bytes (as the file is written), where
-/// each path lies in them with its record. Looked up by binary search with `memcmp`: no
-/// allocation per entry, so loading 100k records costs a read and one pass (a map of owned
-/// paths took three times as long to load).
+/// What the index compares of a file's metadata, from `fstat` of an open file
+/// ([`Metadata`]) or `statx` of a name in a directory ([`rustix::fs::Statx`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stat {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub mode: u32,
+}
+
+impl From<&Metadata> for Stat {
+    fn from(meta: &Metadata) -> Stat {
+        Stat {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+            mode: meta.mode(),
+        }
+    }
+}
+
+impl From<&rustix::fs::Statx> for Stat {
+    fn from(st: &rustix::fs::Statx) -> Stat {
+        let ns = |t: &rustix::fs::StatxTimestamp| t.tv_sec * 1_000_000_000 + i64::from(t.tv_nsec);
+        Stat {
+            // As std builds `st_dev` from statx, so both kinds of record compare equal.
+            dev: rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor),
+            ino: st.stx_ino,
+            size: st.stx_size,
+            mtime_ns: ns(&st.stx_mtime),
+            ctime_ns: ns(&st.stx_ctime),
+            mode: u32::from(st.stx_mode),
+        }
+    }
+}
+
+/// A loaded index: the file, mapped, and a hash table of where each record starts in it, by
+/// path. A record is decoded only when its path is looked up, so loading 100k records costs one
+/// pass over the mapping and no allocation per entry (a map of owned paths took three times as
+/// long to load, and reading the file into memory and decoding every record a tenth of an
+/// unchanged tree's re-ingest); a lookup hashes the path once (a binary search with `memcmp`
+/// cost another tenth).
 #[derive(Debug, Default)]
 pub struct StatIndex {
     started_ns: i64,
     gc_generation: u64,
-    bytes: Vec<u8>,
-    records: Vec<(u32, u32, Record)>,
+    map: Option<memmap2::Mmap>,
+    /// Offsets of records (their path length), by path.
+    by_path: HashTable<u32>,
+    hasher: RandomState,
 }
+
+/// A record's bytes after its path: dev, ino, size, mtime, ctime, exec, hash.
+const RECORD_TAIL: usize = 5 * 8 + 1 + 32;
 
 /// Where the index for directory `root` (absolute, canonical) lives.
 pub fn path_for(store: &Store, root: &Path) -> PathBuf {
@@ -80,10 +130,13 @@ impl StatIndex {
     /// Loads the index at `path` if it exists, is readable and was recorded for a directory on
     /// device `root_dev`; otherwise an empty index (everything is read again).
     pub fn load(path: &Path, root_dev: u64) -> StatIndex {
-        let Ok(bytes) = std::fs::read(path) else {
+        let Ok(file) = std::fs::File::open(path) else {
             return StatIndex::default();
         };
-        match decode(bytes, root_dev) {
+        // SAFETY: index files are only ever replaced by rename (`write_atomic`), never changed
+        // in place, so the mapping's contents stay as they were when mapped.
+        let map = unsafe { memmap2::Mmap::map(&file) };
+        match map.ok().and_then(|map| decode(map, root_dev)) {
             Some(index) => index,
             None => {
                 tracing::info!(path = %path.display(), "ignoring stale or unreadable stat index");
@@ -97,29 +150,53 @@ impl StatIndex {
         self.gc_generation
     }
 
-    fn path(&self, (start, len, _): &(u32, u32, Record)) -> &[u8] {
-        &self.bytes[*start as usize..(*start + *len) as usize]
+    fn bytes(&self) -> &[u8] {
+        self.map.as_deref().unwrap_or_default()
+    }
+
+    /// The path of the record at `at` (checked by [`decode`]).
+    fn path_at(&self, at: u32) -> &[u8] {
+        let bytes = &self.bytes()[at as usize..];
+        let len = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes")) as usize;
+        &bytes[4..4 + len]
+    }
+
+    /// The record at `at`.
+    fn record_at(&self, at: u32) -> Record {
+        let start = at as usize + 4 + self.path_at(at).len();
+        let tail = &self.bytes()[start..start + RECORD_TAIL];
+        let u64_at = |i: usize| u64::from_le_bytes(tail[i * 8..i * 8 + 8].try_into().expect("8"));
+        Record {
+            dev: u64_at(0),
+            ino: u64_at(1),
+            size: u64_at(2),
+            mtime_ns: u64_at(3) as i64,
+            ctime_ns: u64_at(4) as i64,
+            key: BlobKey {
+                exec: tail[40] != 0,
+                hash: blake3::Hash::from_bytes(tail[41..73].try_into().expect("32 bytes")),
+            },
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.records.len()
+        self.by_path.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.by_path.is_empty()
     }
 
-    /// The blob recorded for `rel` if `meta` shows the file unchanged and the entry can be
+    /// The blob recorded for `rel` if `stat` shows the file unchanged and the entry can be
     /// trusted (see the module doc). The caller still checks that the blob exists.
-    pub fn lookup(&self, rel: &[u8], meta: &Metadata) -> Option<BlobKey> {
-        let at = self
-            .records
-            .binary_search_by(|r| self.path(r).cmp(rel))
-            .ok()?;
-        let record = &self.records[at].2;
-        let now = Record::new(meta, record.key);
-        let exec = meta.mode() & 0o111 != 0;
-        let unchanged = now == *record && exec == record.key.exec;
+    pub fn lookup(&self, rel: &[u8], stat: &Stat) -> Option<BlobKey> {
+        let at = *self
+            .by_path
+            .find(self.hasher.hash_one(rel), |&at| self.path_at(at) == rel)?;
+        let record = self.record_at(at);
+        let now = Record::new(stat, record.key);
+        let exec = stat.mode & 0o111 != 0;
+        let unchanged = now == record && exec == record.key.exec;
         let settled = record.ctime_ns < self.started_ns.saturating_sub(RACY_WINDOW_NS);
         (unchanged && settled).then_some(record.key)
     }
@@ -133,9 +210,6 @@ impl StatIndex {
         gc_generation: u64,
         records: impl Iterator<Item = (&'a [u8], Record)>,
     ) -> Result<(), store::Error> {
-        // Sorted by bytes, which is what a lookup searches by.
-        let mut records: Vec<(&[u8], Record)> = records.collect();
-        records.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let mut out = Vec::with_capacity(1 << 20);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
@@ -166,7 +240,9 @@ impl StatIndex {
     }
 }
 
-fn decode(bytes: Vec<u8>, root_dev: u64) -> Option<StatIndex> {
+/// Checks the header and every record's bounds, and builds the table of records by path.
+fn decode(map: memmap2::Mmap, root_dev: u64) -> Option<StatIndex> {
+    let bytes = &map[..];
     if bytes.len() > u32::MAX as usize {
         return None;
     }
@@ -189,55 +265,39 @@ fn decode(bytes: Vec<u8>, root_dev: u64) -> Option<StatIndex> {
     let started_ns = u64_at(take(8)?) as i64;
     let gc_generation = u64_at(take(8)?);
     let count = u64_at(take(8)?);
-    let mut records = Vec::with_capacity(count.min(bytes.len() as u64 / 77) as usize);
+    let hasher = RandomState::new();
+    let max = bytes.len() / (4 + RECORD_TAIL);
+    let mut by_path = HashTable::with_capacity((count as usize).min(max));
+    let path_at = |at: u32| {
+        let len = u32::from_le_bytes(bytes[at as usize..][..4].try_into().expect("4 bytes"));
+        &bytes[at as usize + 4..][..len as usize]
+    };
     for _ in 0..count {
-        let len = u32::from_le_bytes(take(4)?.1.try_into().ok()?) as usize;
-        let (start, _) = take(len)?;
-        let dev = u64_at(take(8)?);
-        let ino = u64_at(take(8)?);
-        let size = u64_at(take(8)?);
-        let mtime_ns = u64_at(take(8)?) as i64;
-        let ctime_ns = u64_at(take(8)?) as i64;
-        let exec = take(1)?.1[0] != 0;
-        let hash = blake3::Hash::from_bytes(take(32)?.1.try_into().ok()?);
-        let key = BlobKey { hash, exec };
-        records.push((
-            start as u32,
-            len as u32,
-            Record {
-                dev,
-                ino,
-                size,
-                mtime_ns,
-                ctime_ns,
-                key,
-            },
-        ));
+        let (at, len) = take(4)?;
+        let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
+        let (_, path) = take(len)?;
+        take(RECORD_TAIL)?;
+        let at = at as u32;
+        match by_path.entry(
+            hasher.hash_one(path),
+            |&other| path_at(other) == path,
+            |&other| hasher.hash_one(path_at(other)),
+        ) {
+            // A duplicate path makes the file untrustworthy (damaged).
+            hashbrown::hash_table::Entry::Occupied(_) => return None,
+            hashbrown::hash_table::Entry::Vacant(slot) => {
+                slot.insert(at);
+            }
+        }
     }
     if pos != bytes.len() {
         return None;
     }
-    let mut index = StatIndex {
+    Some(StatIndex {
         started_ns,
         gc_generation,
-        bytes,
-        records,
-    };
-    // A file that is not sorted (damaged) is sorted here; a duplicate path makes it
-    // untrustworthy.
-    if !index
-        .records
-        .is_sorted_by(|a, b| index.path(a) < index.path(b))
-    {
-        let mut records = std::mem::take(&mut index.records);
-        records.sort_by(|a, b| index.path(a).cmp(index.path(b)));
-        if records
-            .windows(2)
-            .any(|w| index.path(&w[0]) == index.path(&w[1]))
-        {
-            return None;
-        }
-        index.records = records;
-    }
-    Some(index)
+        map: Some(map),
+        by_path,
+        hasher,
+    })
 }

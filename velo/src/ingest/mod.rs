@@ -5,38 +5,45 @@
 //! 1. Check the source directory and the output path up front, so bad input fails before any
 //!    work is done and before the store is touched.
 //! 2. Take the store lock shared (any number of ingests at once; `gc --run` waits).
-//! 3. Walk the tree in parallel ([`ignore::WalkParallel`]: `--exclude` globs and, on request,
-//!    `.gitignore` files), never following symlinks. Per file, on the walker's thread:
+//! 3. Walk the tree in parallel, never following symlinks, leaving out `--exclude` globs: by
+//!    directory descriptors, in canonical order ([`walk`]), or with `--gitignore` by
+//!    [`ignore::WalkParallel`], which knows the rules of `.gitignore` files in and above the
+//!    tree. Per file, on the walker's thread:
 //!    - if the [stat index](index) says the file is unchanged and its blob exists, reuse it;
 //!    - else open it read-only (`O_NOFOLLOW`, `O_NOATIME`), hash it and store it: small files
 //!      are read into memory and written only when the blob is new, large ones are reflinked
 //!      where the filesystem can, else hashed while being copied. If the file changed while it
 //!      was read (its `fstat` differs before and after), it is read again.
-//! 4. Sort the entries into a [`Manifest`], make the new blobs durable ([`Store::sync`]), write
+//! 4. Put the entries into a [`Manifest`], make the new blobs durable ([`Store::sync`]), write
 //!    the manifest atomically, register it as a GC root, and save the new stat index.
 //!
 //! The user's files are only ever opened for reading: no chmod, rename or hard link
 //! (invariant 1). Special files (fifos, sockets, devices) are skipped and reported.
 
 pub mod index;
+mod walk;
 
+use std::ffi::{CStr, CString};
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::BorrowedFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use ignore::overrides::Override;
 use ignore::{ParallelVisitor, ParallelVisitorBuilder, WalkState};
 use rayon::slice::ParallelSliceMut;
+use rustix::fs::{AtFlags, StatxFlags};
 use serde::Serialize;
 
 use crate::manifest::{Entry, Kind, Manifest, display_path};
 use crate::store::{self, BlobKey, Inserted, LockMode, SMALL_FILE_LIMIT, Store};
 
-use index::{Record, StatIndex};
+use index::{Record, Stat, StatIndex};
 
 /// The kernel's limit on a path passed to a system call.
 const PATH_MAX: usize = libc::PATH_MAX as usize;
@@ -63,8 +70,6 @@ pub struct Options {
     pub on_unreadable: OnUnreadable,
     /// Use the stat index to skip unchanged files.
     pub use_index: bool,
-    /// Walker threads; 0 picks one per core.
-    pub threads: usize,
     pub durability: store::Durability,
 }
 
@@ -147,6 +152,7 @@ pub fn ingest(
     let gc_generation = store.gc_generation();
     tracing::debug!(records = index.len(), elapsed = ?started.elapsed(), "loaded stat index");
 
+    let excludes = excludes(&root, opts)?;
     let shared = Shared {
         store,
         root: &root,
@@ -156,12 +162,17 @@ pub fn ingest(
         progress,
         failed: AtomicBool::new(false),
         errors: Mutex::new(Vec::new()),
-        results: Mutex::new(Vec::new()),
+        skipped: Mutex::new(Vec::new()),
         new_blobs: AtomicU64::new(0),
         new_bytes: AtomicU64::new(0),
         unchanged: AtomicU64::new(0),
     };
-    walker(&root, &output, opts)?.visit(&mut VisitorBuilder { shared: &shared });
+    // Both walks give the entries in canonical order.
+    let entries = if opts.gitignore {
+        walk_with_gitignore(&shared, excludes, &output)
+    } else {
+        walk::tree(&shared, &excludes, &output)
+    };
     tracing::debug!(elapsed = ?started.elapsed(), "walked");
 
     let mut errors = shared
@@ -173,22 +184,10 @@ pub fn ingest(
         errors.sort_by(|a, b| a.0.cmp(&b.0));
         return Err(errors.swap_remove(0).1);
     }
-    let results = shared
-        .results
+    let mut skipped = shared
+        .skipped
         .into_inner()
         .unwrap_or_else(|p| p.into_inner());
-    let mut entries = Vec::new();
-    let mut skipped = Vec::new();
-    for batch in results {
-        entries.extend(batch.entries);
-        skipped.extend(batch.skipped);
-    }
-    // Sorted here, so the index is written in tree order and from_entries finds them sorted.
-    // On every core: after the walk, this sort was a quarter of an unchanged tree's re-ingest.
-    entries.par_sort_unstable_by(|a: &(Entry, Option<Record>), b| {
-        crate::manifest::canonical_order(&a.0.path, &b.0.path)
-    });
-    tracing::debug!(elapsed = ?started.elapsed(), "sorted");
     let files = entries.iter().filter(|(_, r)| r.is_some()).count();
     let unchanged = shared.unchanged.load(Ordering::Relaxed) as usize;
     // Every file matched a record and every record a file, in the same GC generation: the
@@ -293,7 +292,8 @@ fn check_output(output: &Path) -> Result<PathBuf, Error> {
     Ok(abs)
 }
 
-fn walker(root: &Path, output: &Path, opts: &Options) -> Result<ignore::WalkParallel, Error> {
+/// The `--exclude` globs, as a matcher of paths relative to `root`.
+fn excludes(root: &Path, opts: &Options) -> Result<Override, Error> {
     let mut overrides = ignore::overrides::OverrideBuilder::new(root);
     for glob in &opts.excludes {
         overrides
@@ -303,28 +303,49 @@ fn walker(root: &Path, output: &Path, opts: &Options) -> Result<ignore::WalkPara
                 message: e.to_string(),
             })?;
     }
-    let overrides = overrides.build().map_err(|e| Error::BadExclude {
+    overrides.build().map_err(|e| Error::BadExclude {
         glob: opts.excludes.join(" "),
         message: e.to_string(),
-    })?;
+    })
+}
+
+/// With `--gitignore`: [`ignore::WalkParallel`], for its `.gitignore` rules in and above the
+/// tree; entries come in no order and are sorted afterwards.
+fn walk_with_gitignore(shared: &Shared, excludes: Override, output: &Path) -> Vec<Walked> {
     let output = output.to_path_buf();
-    let mut builder = ignore::WalkBuilder::new(root);
-    builder
+    let walker = ignore::WalkBuilder::new(shared.root)
         .standard_filters(false)
         .follow_links(false)
-        .git_ignore(opts.gitignore)
-        .git_exclude(opts.gitignore)
+        .git_ignore(true)
+        .git_exclude(true)
         .require_git(false)
-        .parents(opts.gitignore)
-        .overrides(overrides)
-        .threads(opts.threads)
+        .parents(true)
+        .overrides(excludes)
         // The manifest being written must not describe itself on the next run.
         // (The name first: comparing whole paths parses both into components.)
         .filter_entry(move |e| {
             e.file_name() != output.file_name().unwrap_or_default() || e.path() != output
-        });
-    Ok(builder.build_parallel())
+        })
+        .build_parallel();
+    let batches = Mutex::new(Vec::new());
+    walker.visit(&mut VisitorBuilder {
+        shared,
+        batches: &batches,
+    });
+    let mut entries: Vec<_> = batches
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .into_iter()
+        .flatten()
+        .collect();
+    entries.par_sort_unstable_by(|a: &Walked, b| {
+        crate::manifest::canonical_order(&a.0.path, &b.0.path)
+    });
+    entries
 }
+
+/// A manifest entry found by a walk, with a file's stat record.
+type Walked = (Entry, Option<Record>);
 
 /// State shared by the walker threads.
 struct Shared<'a> {
@@ -337,49 +358,81 @@ struct Shared<'a> {
     progress: &'a (dyn Fn(u64) + Sync),
     failed: AtomicBool,
     errors: Mutex<Vec<(Vec<u8>, Error)>>,
-    results: Mutex<Vec<Batch>>,
+    skipped: Mutex<Vec<Skipped>>,
     new_blobs: AtomicU64,
     new_bytes: AtomicU64,
     unchanged: AtomicU64,
 }
 
-/// One walker thread's results, handed over when the thread finishes.
-#[derive(Default)]
-struct Batch {
-    /// Entries, with the stat record of each file.
-    entries: Vec<(Entry, Option<Record>)>,
-    skipped: Vec<Skipped>,
+/// Where a walk found an entry: by path (the `ignore` walker, with `--gitignore`), or by name
+/// in an open directory ([`walk`]).
+#[derive(Clone, Copy)]
+enum At<'a> {
+    Path(&'a Path),
+    In(BorrowedFd<'a>, &'a CStr),
 }
 
-struct VisitorBuilder<'s, 'a> {
-    shared: &'s Shared<'a>,
-}
+impl At<'_> {
+    fn lstat(self) -> io::Result<Stat> {
+        match self {
+            At::Path(path) => fs::symlink_metadata(path).map(|m| Stat::from(&m)),
+            At::In(dir, name) => rustix::fs::statx(
+                dir,
+                name,
+                AtFlags::SYMLINK_NOFOLLOW,
+                StatxFlags::BASIC_STATS,
+            )
+            .map(|st| Stat::from(&st))
+            .map_err(io::Error::from),
+        }
+    }
 
-impl<'s> ParallelVisitorBuilder<'s> for VisitorBuilder<'s, '_> {
-    fn build(&mut self) -> Box<dyn ParallelVisitor + 's> {
-        Box::new(Visitor {
-            shared: self.shared,
-            batch: Batch::default(),
-            buf: Vec::new(),
-        })
+    fn open(self) -> io::Result<File> {
+        match self {
+            At::Path(path) => store::open_source(path),
+            At::In(dir, name) => store::open_source_at(dir, name),
+        }
+    }
+
+    fn read_link(self) -> io::Result<Vec<u8>> {
+        match self {
+            At::Path(path) => fs::read_link(path).map(|t| t.into_os_string().into_vec()),
+            At::In(dir, name) => rustix::fs::readlinkat(dir, name, Vec::new())
+                .map(CString::into_bytes)
+                .map_err(io::Error::from),
+        }
     }
 }
 
-struct Visitor<'s, 'a> {
-    shared: &'s Shared<'a>,
-    batch: Batch,
-    /// Reused read buffer for small files.
-    buf: Vec<u8>,
+/// What a directory entry is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Type {
+    Dir,
+    File,
+    Symlink,
+    /// Fifos, sockets and devices, which are skipped: what it is, for the report.
+    Special(&'static str),
 }
 
-impl Drop for Visitor<'_, '_> {
-    fn drop(&mut self) {
-        let batch = std::mem::take(&mut self.batch);
-        self.shared
-            .results
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(batch);
+impl Type {
+    fn of(t: fs::FileType) -> Type {
+        if t.is_dir() {
+            Type::Dir
+        } else if t.is_symlink() {
+            Type::Symlink
+        } else if t.is_file() {
+            Type::File
+        } else if t.is_fifo() {
+            Type::Special("fifo")
+        } else if t.is_socket() {
+            Type::Special("socket")
+        } else if t.is_block_device() {
+            Type::Special("block device")
+        } else if t.is_char_device() {
+            Type::Special("character device")
+        } else {
+            Type::Special("special file")
+        }
     }
 }
 
@@ -391,49 +444,45 @@ enum Problem {
     Fatal(Error),
 }
 
-impl ParallelVisitor for Visitor<'_, '_> {
-    fn visit(&mut self, result: Result<ignore::DirEntry, ignore::Error>) -> WalkState {
-        if self.shared.failed.load(Ordering::Relaxed) {
-            return WalkState::Quit;
-        }
-        let outcome = match result {
-            Ok(entry) => self.visit_entry(&entry),
-            Err(err) => Err(walk_problem(err)),
-        };
-        match outcome {
-            Ok(state) => state,
-            Err(problem) => self.handle(problem),
-        }
+impl Shared<'_> {
+    /// `rel` as a path under the root, for messages.
+    fn abs(&self, rel: &[u8]) -> PathBuf {
+        self.root.join(std::ffi::OsStr::from_bytes(rel))
     }
-}
 
-impl Visitor<'_, '_> {
+    /// `path` relative to the root, as bytes.
     fn rel<'p>(&self, path: &'p Path) -> &'p [u8] {
-        // The walker's paths are the root joined with names: cut as bytes (`strip_prefix`
-        // parses both paths into components, for every file).
+        // Walker paths are the root joined with names: cut as bytes (`strip_prefix` parses
+        // both paths into components, for every file).
         let (p, root) = (
             path.as_os_str().as_bytes(),
-            self.shared.root.as_os_str().as_bytes(),
+            self.root.as_os_str().as_bytes(),
         );
         match p.strip_prefix(root) {
             Some([b'/', rel @ ..]) => rel,
             _ => path
-                .strip_prefix(self.shared.root)
+                .strip_prefix(self.root)
                 .unwrap_or(path)
                 .as_os_str()
                 .as_bytes(),
         }
     }
 
-    fn handle(&mut self, problem: Problem) -> WalkState {
+    /// Records `problem`: a skipped entry under `--on-unreadable skip` (returns `true`: go on
+    /// without it), else the ingest's error (returns `false`: stop).
+    fn handle(&self, problem: Problem) -> bool {
         let (path, error) = match problem {
             Problem::Unreadable(path, source) => {
-                if self.shared.on_unreadable == OnUnreadable::Skip {
-                    self.batch.skipped.push(Skipped {
+                if self.on_unreadable == OnUnreadable::Skip {
+                    let skipped = Skipped {
                         path: display_path(self.rel(&path)),
                         reason: source.to_string(),
-                    });
-                    return WalkState::Skip;
+                    };
+                    self.skipped
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(skipped);
+                    return true;
                 }
                 let error = if source.raw_os_error() == Some(libc::ENAMETOOLONG) {
                     path_too_long(&path)
@@ -447,106 +496,105 @@ impl Visitor<'_, '_> {
             }
             Problem::Fatal(error) => (PathBuf::new(), error),
         };
-        self.shared.failed.store(true, Ordering::Relaxed);
+        self.failed.store(true, Ordering::Relaxed);
         let key = self.rel(&path).to_vec();
-        self.shared
-            .errors
+        self.errors
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push((key, error));
-        WalkState::Quit
+        false
     }
 
-    fn visit_entry(&mut self, entry: &ignore::DirEntry) -> Result<WalkState, Problem> {
-        if entry.depth() == 0 {
-            return Ok(WalkState::Continue);
-        }
-        let path = entry.path();
-        let rel = self.rel(path).to_vec();
-        if path.as_os_str().len() >= PATH_MAX {
+    /// The manifest entry for what a walk found at `rel` (with a file's stat record); `None`
+    /// for a special file, which is listed as skipped. `buf` is a reused read buffer.
+    fn entry(
+        &self,
+        at: At<'_>,
+        rel: Vec<u8>,
+        ty: Type,
+        buf: &mut Vec<u8>,
+    ) -> Result<Option<Walked>, Problem> {
+        if self.root.as_os_str().len() + 1 + rel.len() >= PATH_MAX {
             return Err(Problem::Unreadable(
-                path.to_path_buf(),
+                self.abs(&rel),
                 io::Error::from_raw_os_error(libc::ENAMETOOLONG),
             ));
         }
-        let Some(file_type) = entry.file_type() else {
-            return Ok(WalkState::Continue);
-        };
-        if file_type.is_dir() {
-            self.batch.entries.push((
+        let found = match ty {
+            Type::Dir => (
                 Entry {
                     path: rel,
                     kind: Kind::Dir,
                 },
                 None,
-            ));
-        } else if file_type.is_symlink() {
-            let target =
-                fs::read_link(path).map_err(|e| Problem::Unreadable(path.to_path_buf(), e))?;
-            let kind = Kind::Symlink {
-                target: target.as_os_str().as_bytes().to_vec(),
-            };
-            self.batch.entries.push((Entry { path: rel, kind }, None));
-        } else if file_type.is_file() {
-            let (kind, record) = self.ingest_file(path, &rel)?;
-            self.batch
-                .entries
-                .push((Entry { path: rel, kind }, Some(record)));
-        } else {
-            let what = if file_type.is_fifo() {
-                "fifo"
-            } else if file_type.is_socket() {
-                "socket"
-            } else if file_type.is_block_device() {
-                "block device"
-            } else if file_type.is_char_device() {
-                "character device"
-            } else {
-                "special file"
-            };
-            self.batch.skipped.push(Skipped {
-                path: display_path(&rel),
-                reason: format!("is a {what}; only files, directories and symlinks are stored"),
-            });
-        }
-        Ok(WalkState::Continue)
+            ),
+            Type::Symlink => {
+                let target = at
+                    .read_link()
+                    .map_err(|e| Problem::Unreadable(self.abs(&rel), e))?;
+                let kind = Kind::Symlink { target };
+                (Entry { path: rel, kind }, None)
+            }
+            Type::File => {
+                let (kind, record) = self.ingest_file(at, &rel, buf)?;
+                (Entry { path: rel, kind }, Some(record))
+            }
+            Type::Special(what) => {
+                self.skipped
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(Skipped {
+                        path: display_path(&rel),
+                        reason: format!(
+                            "is a {what}; only files, directories and symlinks are stored"
+                        ),
+                    });
+                return Ok(None);
+            }
+        };
+        Ok(Some(found))
     }
 
-    fn ingest_file(&mut self, path: &Path, rel: &[u8]) -> Result<(Kind, Record), Problem> {
-        let shared = self.shared;
-        let unreadable = |e| Problem::Unreadable(path.to_path_buf(), e);
-        if !shared.index.is_empty() {
-            let meta = fs::symlink_metadata(path).map_err(unreadable)?;
-            if let Some(key) = shared.index.lookup(rel, &meta)
-                && (shared.blobs_unchanged_since_index || shared.store.contains(&key))
+    fn ingest_file(
+        &self,
+        at: At<'_>,
+        rel: &[u8],
+        buf: &mut Vec<u8>,
+    ) -> Result<(Kind, Record), Problem> {
+        let unreadable = |e| Problem::Unreadable(self.abs(rel), e);
+        if !self.index.is_empty() {
+            let stat = at.lstat().map_err(unreadable)?;
+            if let Some(key) = self.index.lookup(rel, &stat)
+                && (self.blobs_unchanged_since_index || self.store.contains(&key))
             {
-                shared.unchanged.fetch_add(1, Ordering::Relaxed);
-                (shared.progress)(meta.size());
+                self.unchanged.fetch_add(1, Ordering::Relaxed);
+                (self.progress)(stat.size);
                 let kind = Kind::File {
                     hash: key.hash,
-                    size: meta.size(),
+                    size: stat.size,
                     exec: key.exec,
                 };
-                return Ok((kind, Record::new(&meta, key)));
+                return Ok((kind, Record::new(&stat, key)));
             }
         }
         for _attempt in 0..3 {
-            let file = store::open_source(path).map_err(unreadable)?;
-            let before = file.metadata().map_err(unreadable)?;
-            let exec = before.mode() & 0o111 != 0;
-            let Some((key, size, inserted)) = self.store_file(&file, &before, exec, path)? else {
+            let file = at.open().map_err(unreadable)?;
+            let before = Stat::from(&file.metadata().map_err(unreadable)?);
+            let exec = before.mode & 0o111 != 0;
+            let Some((key, size, inserted)) = self.store_file(&file, &before, exec, rel, buf)?
+            else {
                 continue; // shrank while being read
             };
-            let after = file.metadata().map_err(unreadable)?;
-            if Record::new(&before, key) != Record::new(&after, key) || size != after.size() {
-                tracing::debug!(path = %path.display(), "changed while being read; reading again");
+            let after = Stat::from(&file.metadata().map_err(unreadable)?);
+            if Record::new(&before, key) != Record::new(&after, key) || size != after.size {
+                tracing::debug!(path = %self.abs(rel).display(), "changed while being read; reading again");
                 continue;
             }
             if inserted == Inserted::New {
-                shared.new_blobs.fetch_add(1, Ordering::Relaxed);
-                shared.new_bytes.fetch_add(size, Ordering::Relaxed);
+                self.new_blobs.fetch_add(1, Ordering::Relaxed);
+                self.new_bytes.fetch_add(size, Ordering::Relaxed);
             }
-            (shared.progress)(size);
+            (self.progress)(size);
             let kind = Kind::File {
                 hash: key.hash,
                 size,
@@ -555,36 +603,33 @@ impl Visitor<'_, '_> {
             return Ok((kind, Record::new(&before, key)));
         }
         Err(Problem::Fatal(Error::Unstable {
-            path: path.to_path_buf(),
+            path: self.abs(rel),
         }))
     }
 
     /// Stores one open file; `None` if it turned out shorter than `fstat` said (it is being
     /// written: the caller reads it again). Growth is caught by the caller's second `fstat`.
     fn store_file(
-        &mut self,
+        &self,
         file: &File,
-        meta: &Metadata,
+        stat: &Stat,
         exec: bool,
-        path: &Path,
+        rel: &[u8],
+        buf: &mut Vec<u8>,
     ) -> Result<Option<(BlobKey, u64, Inserted)>, Problem> {
-        let store = self.shared.store;
+        let store = self.store;
         let fatal = |e: store::Error| Problem::Fatal(e.into());
-        if meta.size() <= SMALL_FILE_LIMIT {
+        if stat.size <= SMALL_FILE_LIMIT {
             // Exactly one read(2) for the expected size.
-            self.buf.resize(meta.size() as usize, 0);
-            match Read::read_exact(&mut { file }, &mut self.buf) {
+            buf.resize(stat.size as usize, 0);
+            match Read::read_exact(&mut { file }, buf) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-                Err(e) => return Err(Problem::Unreadable(path.to_path_buf(), e)),
+                Err(e) => return Err(Problem::Unreadable(self.abs(rel), e)),
             }
-            let hash = blake3::hash(&self.buf);
-            let inserted = store.insert_bytes(hash, exec, &self.buf).map_err(fatal)?;
-            return Ok(Some((
-                BlobKey { hash, exec },
-                self.buf.len() as u64,
-                inserted,
-            )));
+            let hash = blake3::hash(buf);
+            let inserted = store.insert_bytes(hash, exec, buf).map_err(fatal)?;
+            return Ok(Some((BlobKey { hash, exec }, buf.len() as u64, inserted)));
         }
         if let Some(done) = store.insert_reflink(exec, file).map_err(fatal)? {
             return Ok(Some(done));
@@ -593,6 +638,74 @@ impl Visitor<'_, '_> {
             .insert_reader(exec, &mut { file })
             .map(Some)
             .map_err(fatal)
+    }
+}
+
+struct VisitorBuilder<'s, 'a> {
+    shared: &'s Shared<'a>,
+    batches: &'s Mutex<Vec<Vec<Walked>>>,
+}
+
+impl<'s> ParallelVisitorBuilder<'s> for VisitorBuilder<'s, '_> {
+    fn build(&mut self) -> Box<dyn ParallelVisitor + 's> {
+        Box::new(Visitor {
+            shared: self.shared,
+            batches: self.batches,
+            entries: Vec::new(),
+            buf: Vec::new(),
+        })
+    }
+}
+
+/// One thread of the `ignore` walker.
+struct Visitor<'s, 'a> {
+    shared: &'s Shared<'a>,
+    batches: &'s Mutex<Vec<Vec<Walked>>>,
+    entries: Vec<Walked>,
+    /// Reused read buffer for small files.
+    buf: Vec<u8>,
+}
+
+impl Drop for Visitor<'_, '_> {
+    fn drop(&mut self) {
+        let entries = std::mem::take(&mut self.entries);
+        self.batches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(entries);
+    }
+}
+
+impl ParallelVisitor for Visitor<'_, '_> {
+    fn visit(&mut self, result: Result<ignore::DirEntry, ignore::Error>) -> WalkState {
+        let shared = self.shared;
+        if shared.failed.load(Ordering::Relaxed) {
+            return WalkState::Quit;
+        }
+        let found = match result {
+            Ok(entry) if entry.depth() == 0 => return WalkState::Continue,
+            Ok(entry) => match entry.file_type() {
+                Some(t) => {
+                    let rel = shared.rel(entry.path()).to_vec();
+                    shared.entry(At::Path(entry.path()), rel, Type::of(t), &mut self.buf)
+                }
+                None => return WalkState::Continue,
+            },
+            Err(err) => Err(walk_problem(err)),
+        };
+        match found {
+            Ok(found) => {
+                self.entries.extend(found);
+                WalkState::Continue
+            }
+            Err(problem) => {
+                if shared.handle(problem) {
+                    WalkState::Skip
+                } else {
+                    WalkState::Quit
+                }
+            }
+        }
     }
 }
 

@@ -155,8 +155,14 @@ impl Manifest {
     ) -> Result<(ManifestId, bool), store::Error> {
         let bytes = self.encode();
         let id = ManifestId(blake3::hash(&bytes));
-        let same = std::fs::metadata(path).is_ok_and(|m| m.len() == bytes.len() as u64)
-            && std::fs::read(path).is_ok_and(|old| old == bytes);
+        let same = std::fs::File::open(path).is_ok_and(|file| {
+            file.metadata()
+                .is_ok_and(|m| m.len() == bytes.len() as u64 && m.len() > 0)
+                // SAFETY: only compared; a concurrent writer replaces manifests by rename
+                // (`write_atomic`), and a changed mapping can only make the answer "differs".
+                // Mapped, not read: no copy and no fresh pages for a 10 MB manifest.
+                && unsafe { memmap2::Mmap::map(&file) }.is_ok_and(|old| old[..] == bytes[..])
+        });
         if !same {
             before_write()?;
             store::write_atomic(path, &bytes, true)?;

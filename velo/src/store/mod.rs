@@ -527,6 +527,24 @@ pub fn open_source(path: &Path) -> io::Result<File> {
     }
 }
 
+/// [`open_source`] of `name` in the open directory `dir` (the kernel resolves one component).
+pub fn open_source_at(dir: std::os::fd::BorrowedFd<'_>, name: &std::ffi::CStr) -> io::Result<File> {
+    use rustix::fs::{Mode, OFlags};
+    let open = |flags| {
+        rustix::fs::openat(
+            dir,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | flags,
+            Mode::empty(),
+        )
+    };
+    let fd = match open(OFlags::NOATIME) {
+        Err(rustix::io::Errno::PERM) => open(OFlags::empty()),
+        other => other,
+    }?;
+    Ok(File::from(fd))
+}
+
 /// Lossless conversion of raw bytes into a path (Unix paths are bytes).
 pub fn bytes_to_path(bytes: &[u8]) -> PathBuf {
     PathBuf::from(OsString::from_vec(bytes.to_vec()))
