@@ -128,19 +128,13 @@ pub fn run(opts: &Options) -> Result<()> {
             .with_context(|| format!("{cmd:?} printed no time"))
     };
     let (mut plain, mut farm, mut shim) = (Vec::new(), Vec::new(), Vec::new());
-    let python = |mode: &str| {
-        velo_cmd(&[
-            "run",
-            "--mode",
-            mode,
-            "--manifest",
-            "py.velo",
-            "--",
-            "python3",
-            "-c",
-            probe,
-        ])
+    // `velo run --mode MODE --manifest py.velo -- COMMAND…`
+    let run_in = |mode: &str, command: &[&str]| {
+        let mut args = vec!["run", "--mode", mode, "--manifest", "py.velo", "--"];
+        args.extend_from_slice(command);
+        velo_cmd(&args)
     };
+    let python = |mode: &str| run_in(mode, &["python3", "-c", probe]);
     // Warm both caches and the page cache first.
     import_time(&mut python("farm"))?;
     import_time(&mut python("shim"))?;
@@ -197,19 +191,7 @@ pub fn run(opts: &Options) -> Result<()> {
         }
         Ok(best)
     };
-    let bench_in = |mode: &str, path: &str| {
-        velo_cmd(&[
-            "run",
-            "--mode",
-            mode,
-            "--manifest",
-            "py.velo",
-            "--",
-            &bench_s,
-            path,
-            "1000000",
-        ])
-    };
+    let bench_in = |mode: &str, path: &str| run_in(mode, &[&bench_s, path, "1000000"]);
     let outside = "/etc/hostname";
     let native_out = calls(Command::new(&bench).args([outside, "1000000"]))?;
     let shim_out = calls(&mut bench_in("shim", outside))?;
