@@ -415,23 +415,41 @@ enum Type {
 }
 
 impl Type {
+    /// From the `ignore` walker's file type.
     fn of(t: fs::FileType) -> Type {
-        if t.is_dir() {
-            Type::Dir
+        use rustix::fs::FileType as F;
+        Type::from(if t.is_dir() {
+            F::Directory
         } else if t.is_symlink() {
-            Type::Symlink
+            F::Symlink
         } else if t.is_file() {
-            Type::File
+            F::RegularFile
         } else if t.is_fifo() {
-            Type::Special("fifo")
+            F::Fifo
         } else if t.is_socket() {
-            Type::Special("socket")
+            F::Socket
         } else if t.is_block_device() {
-            Type::Special("block device")
+            F::BlockDevice
         } else if t.is_char_device() {
-            Type::Special("character device")
+            F::CharacterDevice
         } else {
-            Type::Special("special file")
+            F::Unknown
+        })
+    }
+}
+
+impl From<rustix::fs::FileType> for Type {
+    fn from(t: rustix::fs::FileType) -> Type {
+        use rustix::fs::FileType as F;
+        match t {
+            F::Directory => Type::Dir,
+            F::RegularFile => Type::File,
+            F::Symlink => Type::Symlink,
+            F::Fifo => Type::Special("fifo"),
+            F::Socket => Type::Special("socket"),
+            F::BlockDevice => Type::Special("block device"),
+            F::CharacterDevice => Type::Special("character device"),
+            F::Unknown => Type::Special("special file"),
         }
     }
 }

@@ -302,14 +302,5 @@ fn type_of(file_type: FileType, dir: std::os::fd::BorrowedFd<'_>, name: &CStr) -
         }
         known => known,
     };
-    Ok(match file_type {
-        FileType::Directory => Type::Dir,
-        FileType::RegularFile => Type::File,
-        FileType::Symlink => Type::Symlink,
-        FileType::Fifo => Type::Special("fifo"),
-        FileType::Socket => Type::Special("socket"),
-        FileType::BlockDevice => Type::Special("block device"),
-        FileType::CharacterDevice => Type::Special("character device"),
-        FileType::Unknown => Type::Special("special file"),
-    })
+    Ok(Type::from(file_type))
 }
