@@ -2,7 +2,7 @@
 //!
 //! The programs (`velo-ebpf`, C compiled by clang) are loaded with aya: raw tracepoints on
 //! `sys_enter`/`sys_exit` filtered by a `watched` map of syscall numbers (filled here from
-//! [`crate::syscalls`]) and a `traced` set of process ids, and `tp_btf` hooks on fork, exec and
+//! [`crate::syscalls`]) and a `traced` set of process ids, and raw tracepoints on fork, exec and
 //! exit that grow and shrink that set. The command is forked by hand and waits on a pipe until
 //! its pid is in `traced`, so its first syscall after exec is seen. Events arrive through a ring
 //! buffer; a counter of events dropped when it was full is read at the end and reported.
@@ -15,17 +15,15 @@
 //! `close`, fork and exec (the kernel reports those calls as short descriptor records). Only a
 //! descriptor the events never showed (inherited by the command) is read from `/proc`.
 //!
-//! Start-up is mostly parsing the kernel's BTF (several MB), which aya's loader does once and
-//! `tp_btf` attachment needs once more: the second parse runs on another thread meanwhile.
+//! Start-up is kept short (~20 ms) by loading without parsing the kernel's BTF: [`load`] says
+//! how, [`btf`] finds the four struct offsets the programs need.
 //!
 //! Needs root (`kernel.unprivileged_bpf_disabled`) and a kernel with BTF.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd};
 
-use aya::maps::{Array, HashMap as BpfHashMap, RingBuf};
-use aya::programs::{BtfTracePoint, RawTracePoint};
-use aya::{Btf, EbpfLoader};
+use aya::maps::{Array, HashMap as BpfHashMap, Map, RingBuf};
 
 use crate::command::{Command, Outcome};
 use crate::event::{Event, Syscall};
@@ -69,6 +67,14 @@ fn load_err(e: impl std::fmt::Display) -> Error {
     Error::Load(e.to_string())
 }
 
+fn map_mut<'a>(
+    maps: &'a mut std::collections::HashMap<String, Map>,
+    name: &str,
+) -> Result<&'a mut Map, Error> {
+    maps.get_mut(name)
+        .ok_or_else(|| load_err(format!("no {name} map")))
+}
+
 /// The `watched` map entry of a syscall spec.
 fn spec_bits(spec: &syscalls::Spec) -> u32 {
     let path = |i: usize| spec.paths.get(i).map(|p| p.arg as u32);
@@ -80,8 +86,45 @@ fn spec_bits(spec: &syscalls::Spec) -> u32 {
     velo_ebpf::spec(path(0), path(1), returned)
 }
 
-/// Runs `cmd` watched by the kernel programs, passing every event to `sink`.
-pub fn trace(cmd: &Command, sink: &mut dyn FnMut(Event)) -> Result<Traced, Error> {
+mod btf;
+mod load;
+
+/// The kernel struct fields the programs read (`struct layout` in velo.bpf.c).
+const LAYOUT_FIELDS: [&str; 4] = [
+    "task_struct.pid",
+    "task_struct.tgid",
+    "task_struct.exit_code",
+    "linux_binprm.filename",
+];
+
+/// `struct layout` of velo.bpf.c: byte offsets of the kernel struct fields the programs read.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    task_pid: u32,
+    task_tgid: u32,
+    task_exit_code: u32,
+    bprm_filename: u32,
+}
+
+// SAFETY: plain u32s, no padding.
+unsafe impl aya::Pod for Layout {}
+
+/// Each program and the raw tracepoint it is attached to.
+const PROGRAMS: [(&str, &str); 5] = [
+    ("velo_sys_enter", "sys_enter"),
+    ("velo_sys_exit", "sys_exit"),
+    ("velo_fork", "sched_process_fork"),
+    ("velo_exec", "sched_process_exec"),
+    ("velo_exit", "sched_process_exit"),
+];
+
+/// The ring buffer's size when the user does not choose one (`velo trace --buffer`).
+pub const DEFAULT_RING_MIB: u32 = 8;
+
+/// Runs `cmd` watched by the kernel programs, passing every event to `sink`. Events travel
+/// through a ring buffer of `ring_bytes` (a power of two, at least a page).
+pub fn trace(cmd: &Command, ring_bytes: u32, sink: &mut dyn FnMut(Event)) -> Result<Traced, Error> {
     if let Some(reason) = velo_ebpf::unavailable() {
         return Err(Error::NotBuilt(reason));
     }
@@ -89,25 +132,22 @@ pub fn trace(cmd: &Command, sink: &mut dyn FnMut(Event)) -> Result<Traced, Error
     if unsafe { libc::geteuid() } != 0 {
         return Err(Error::NotRoot);
     }
-    // `EbpfLoader::new` parses the kernel's BTF for the CO-RE relocations and keeps it to
-    // itself; the tp_btf attach points need a parse of their own, made meanwhile.
     let started = std::time::Instant::now();
-    let btf = std::thread::spawn(Btf::from_sys_fs);
-    let mut bpf = EbpfLoader::new()
-        .load(velo_ebpf::OBJECT)
+    let data = btf::vmlinux().map_err(load_err)?;
+    let fields = btf::Btf::parse(&data)
+        .and_then(|b| b.offsets(&LAYOUT_FIELDS))
         .map_err(load_err)?;
-    tracing::debug!(elapsed = ?started.elapsed(), "loaded the BPF object");
-    let btf = btf
-        .join()
-        .map_err(|_| load_err("parsing the kernel's BTF panicked"))?
-        .map_err(load_err)?;
-    tracing::debug!(elapsed = ?started.elapsed(), "parsed the kernel's BTF");
-    {
-        let mut watched: Array<_, u32> = Array::try_from(
-            bpf.map_mut("watched")
-                .ok_or_else(|| load_err("no watched map"))?,
-        )
-        .map_err(load_err)?;
+    drop(data);
+    let layout = Layout {
+        task_pid: fields["task_struct.pid"],
+        task_tgid: fields["task_struct.tgid"],
+        task_exit_code: fields["task_struct.exit_code"],
+        bprm_filename: fields["linux_binprm.filename"],
+    };
+    tracing::debug!(elapsed = ?started.elapsed(), ?layout, "read the kernel's struct layout");
+    let fill = |maps: &mut std::collections::HashMap<String, Map>| {
+        let mut watched: Array<_, u32> =
+            Array::try_from(map_mut(maps, "watched")?).map_err(load_err)?;
         for (nr, spec) in syscalls::table() {
             watched
                 .set(*nr as u32, spec_bits(spec), 0)
@@ -122,38 +162,18 @@ pub fn trace(cmd: &Command, sink: &mut dyn FnMut(Event)) -> Result<Traced, Error
                 )
                 .map_err(load_err)?;
         }
-    }
-    for (name, tp) in [
-        ("velo_sys_enter", "sys_enter"),
-        ("velo_sys_exit", "sys_exit"),
-    ] {
-        let prog: &mut RawTracePoint = bpf
-            .program_mut(name)
-            .ok_or_else(|| load_err(format!("no program {name}")))?
-            .try_into()
-            .map_err(load_err)?;
-        prog.load().map_err(load_err)?;
-        prog.attach(tp).map_err(load_err)?;
-    }
-    for (name, tp) in [
-        ("velo_fork", "sched_process_fork"),
-        ("velo_exec", "sched_process_exec"),
-        ("velo_exit", "sched_process_exit"),
-    ] {
-        let prog: &mut BtfTracePoint = bpf
-            .program_mut(name)
-            .ok_or_else(|| load_err(format!("no program {name}")))?
-            .try_into()
-            .map_err(load_err)?;
-        prog.load(tp, &btf).map_err(load_err)?;
-        prog.attach().map_err(load_err)?;
-    }
-
+        let mut map_layout: Array<_, Layout> =
+            Array::try_from(map_mut(maps, "layout")?).map_err(load_err)?;
+        map_layout.set(0, layout, 0).map_err(load_err)
+    };
+    let mut loaded = load::load(velo_ebpf::OBJECT, ring_bytes, &PROGRAMS, fill)?;
     tracing::debug!(elapsed = ?started.elapsed(), "attached the programs");
     let child = spawn_waiting(cmd)?;
     {
         let mut traced: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(
-            bpf.map_mut("traced")
+            loaded
+                .maps
+                .get_mut("traced")
                 .ok_or_else(|| load_err("no traced map"))?,
         )
         .map_err(load_err)?;
@@ -163,7 +183,9 @@ pub fn trace(cmd: &Command, sink: &mut dyn FnMut(Event)) -> Result<Traced, Error
     child.release()?;
 
     let mut ring = RingBuf::try_from(
-        bpf.take_map("events")
+        loaded
+            .maps
+            .remove("events")
             .ok_or_else(|| load_err("no events map"))?,
     )
     .map_err(load_err)?;
@@ -222,7 +244,9 @@ pub fn trace(cmd: &Command, sink: &mut dyn FnMut(Event)) -> Result<Traced, Error
     }
     tracing::debug!(elapsed = ?started.elapsed(), "read the last records");
     let dropped = Array::<_, u64>::try_from(
-        bpf.map("dropped")
+        loaded
+            .maps
+            .get("dropped")
             .ok_or_else(|| load_err("no dropped map"))?,
     )
     .and_then(|a| a.get(&0, 0))

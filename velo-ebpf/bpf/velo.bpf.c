@@ -4,8 +4,11 @@
  * - raw_tracepoint sys_enter / sys_exit: for a traced process and a watched syscall, the entry
  *   saves the arguments (and execve's path, whose memory is gone at exit) per thread; the exit
  *   reads the path arguments (paged in by then) and any returned path, and sends one event.
- * - tp_btf sched_process_fork / exec / exit: keep the set of traced processes (the command and
- *   its descendants) and report the process tree.
+ * - raw_tracepoint sched_process_fork / exec / exit: keep the set of traced processes (the
+ *   command and its descendants) and report the process tree. The few kernel struct fields
+ *   they read sit at offsets user space found in the kernel's BTF (the `layout` map), not at
+ *   CO-RE relocations: resolving those would make the loader parse all of the kernel's BTF,
+ *   which took most of the tracer's start-up.
  * - a ring buffer for events and a counter of events dropped when it is full.
  */
 #include <linux/types.h>
@@ -22,16 +25,13 @@ struct velo_pt_regs {
 	unsigned long ax, cx, dx, si, di, orig_ax, ip, cs, flags, sp, ss;
 };
 
-/* Only the fields used, relocated against the kernel's BTF (CO-RE). */
-struct task_struct {
-	int pid;
-	int tgid;
-	int exit_code;
-} __attribute__((preserve_access_index));
-
-struct linux_binprm {
-	const char *filename;
-} __attribute__((preserve_access_index));
+/* Byte offsets of the kernel struct fields read, filled by user space (`velo_ebpf::Layout`). */
+struct layout {
+	__u32 task_pid;
+	__u32 task_tgid;
+	__u32 task_exit_code;
+	__u32 bprm_filename;
+};
 
 /* execve's path and arguments, saved at entry: a successful exec replaces the memory and the
  * registers they were in. Every other call is read whole at its exit, where its registers still
@@ -92,9 +92,9 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	/* 32 MiB: ~200,000 records of headroom (a stat call's record is ~150 bytes), for a reader
-	 * that a busy machine deschedules for a while; each 16 MiB costs ~10 ms of start-up. */
-	__uint(max_entries, 1 << 25);
+	/* Sized by user space (`velo trace --buffer`, 8 MiB by default: ~50,000 records, as a stat
+	 * call's record is ~150 bytes); each 16 MiB costs ~10 ms of start-up. */
+	__uint(max_entries, 1 << 23);
 } events SEC(".maps");
 
 struct {
@@ -104,13 +104,22 @@ struct {
 	__type(value, __u64);
 } dropped SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct layout);
+} layout SEC(".maps");
+
 /* Waking the reader for every record costs a context switch each, which a build on two cores
  * feels. Records are submitted silently; the reader polls every few milliseconds, and is woken
  * early only when the buffer is a quarter full. */
 static __always_inline __u64 wakeup_flags(void)
 {
-	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > (1 << 23) ? BPF_RB_FORCE_WAKEUP
-									     : BPF_RB_NO_WAKEUP;
+	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >
+			       bpf_ringbuf_query(&events, BPF_RB_RING_SIZE) / 4
+		       ? BPF_RB_FORCE_WAKEUP
+		       : BPF_RB_NO_WAKEUP;
 }
 
 static __always_inline void count_drop(void)
@@ -317,36 +326,70 @@ static __always_inline void send_process(__u32 kind, __u32 pid, __u32 tid, __u32
 	send(r, n);
 }
 
-SEC("tp_btf/sched_process_fork")
-int BPF_PROG(velo_fork, struct task_struct *parent, struct task_struct *child)
+/* A kernel u32 at `base + off`, 0 when unreadable. */
+static __always_inline __u32 kernel_u32(const void *base, __u32 off)
 {
-	__u32 ptgid = parent->tgid;
+	__u32 v = 0;
+	bpf_probe_read_kernel(&v, sizeof(v), base + off);
+	return v;
+}
+
+static __always_inline const struct layout *fields(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&layout, &zero);
+}
+
+/* sched_process_fork(struct task_struct *parent, struct task_struct *child) */
+SEC("raw_tracepoint/sched_process_fork")
+int velo_fork(struct bpf_raw_tracepoint_args *ctx)
+{
+	const struct layout *l = fields();
+	if (!l)
+		return 0;
+	/* In the parent's context. */
+	__u32 ptgid = bpf_get_current_pid_tgid() >> 32;
+	const void *child = (const void *)ctx->args[1];
 	if (!bpf_map_lookup_elem(&traced, &ptgid))
 		return 0;
-	__u32 ctgid = child->tgid, cpid = child->pid;
+	__u32 ctgid = kernel_u32(child, l->task_tgid), cpid = kernel_u32(child, l->task_pid);
 	__u8 one = 1;
 	bpf_map_update_elem(&traced, &ctgid, &one, BPF_ANY);
 	send_process(VELO_FORK, ptgid, cpid, ctgid, ctgid == ptgid, 0);
 	return 0;
 }
 
-SEC("tp_btf/sched_process_exec")
-int BPF_PROG(velo_exec, struct task_struct *p, int old_pid, struct linux_binprm *bprm)
+/* sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm), in the
+ * context of the process that exec'd. */
+SEC("raw_tracepoint/sched_process_exec")
+int velo_exec(struct bpf_raw_tracepoint_args *ctx)
 {
-	__u32 tgid = p->tgid;
+	const struct layout *l = fields();
+	if (!l)
+		return 0;
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
 	if (!bpf_map_lookup_elem(&traced, &tgid))
 		return 0;
-	send_process(VELO_EXEC, tgid, p->pid, 0, 0, bprm->filename);
+	const char *filename = 0;
+	bpf_probe_read_kernel(&filename, sizeof(filename), (const void *)ctx->args[2] + l->bprm_filename);
+	send_process(VELO_EXEC, tgid, (__u32)id, 0, 0, filename);
 	return 0;
 }
 
-SEC("tp_btf/sched_process_exit")
-int BPF_PROG(velo_exit, struct task_struct *p)
+/* sched_process_exit(struct task_struct *p, ...), in the context of the exiting thread. */
+SEC("raw_tracepoint/sched_process_exit")
+int velo_exit(struct bpf_raw_tracepoint_args *ctx)
 {
-	__u32 tgid = p->tgid;
-	if ((__u32)p->pid != tgid || !bpf_map_lookup_elem(&traced, &tgid))
+	const struct layout *l = fields();
+	if (!l)
 		return 0;
-	send_process(VELO_EXIT, tgid, tgid, (__u32)p->exit_code, 0, 0);
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+	if ((__u32)id != tgid || !bpf_map_lookup_elem(&traced, &tgid))
+		return 0;
+	__u32 code = kernel_u32((const void *)ctx->args[0], l->task_exit_code);
+	send_process(VELO_EXIT, tgid, tgid, code, 0, 0);
 	bpf_map_delete_elem(&traced, &tgid);
 	return 0;
 }

@@ -338,3 +338,11 @@ fn full_disk_leaves_no_partial_blob() {
     );
     assert_eq!(before, fingerprint_tree(&env.path().join("t")));
 }
+
+#[test]
+fn trace_buffer_not_a_power_of_two() {
+    let env = Env::new();
+    env.velo(["trace", "--buffer", "3", "--", "true"])
+        .fails()
+        .stderr_has(&["--buffer", "\"3\" is not a power of two"]);
+}
