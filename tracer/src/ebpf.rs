@@ -123,8 +123,15 @@ const PROGRAMS: [(&str, &str); 5] = [
 pub const DEFAULT_RING_MIB: u32 = 8;
 
 /// Runs `cmd` watched by the kernel programs, passing every event to `sink`. Events travel
-/// through a ring buffer of `ring_bytes` (a power of two, at least a page).
-pub fn trace(cmd: &Command, ring_bytes: u32, sink: &mut dyn FnMut(Event)) -> Result<Traced, Error> {
+/// through a ring buffer of `ring_bytes` (a power of two, at least a page). `idle` runs when
+/// the buffer is empty, for a bounded piece of other work; while it says it did some, the
+/// reader looks at the buffer again rather than sleep.
+pub fn trace(
+    cmd: &Command,
+    ring_bytes: u32,
+    sink: &mut dyn FnMut(Event),
+    idle: &mut dyn FnMut() -> bool,
+) -> Result<Traced, Error> {
     if let Some(reason) = velo_ebpf::unavailable() {
         return Err(Error::NotBuilt(reason));
     }
@@ -216,6 +223,9 @@ pub fn trace(cmd: &Command, ring_bytes: u32, sink: &mut dyn FnMut(Event)) -> Res
             } else {
                 Outcome::Exited(libc::WEXITSTATUS(status))
             };
+        }
+        if idle() {
+            continue;
         }
         let mut fds = [ring_fd, pidfd].map(|fd| libc::pollfd {
             fd,

@@ -191,18 +191,24 @@ pub(super) fn traced(args: &Args) -> Result<Run> {
         )),
         None => None,
     };
-    let mut events = Vec::new();
     let command = velo_tracer::command::Command {
         program,
         args: args.command.clone(),
         env,
         cwd: cwd.clone(),
     };
-    // Events are kept and written afterwards: a reader that formats JSON while the kernel
-    // fills the ring buffer falls behind on syscall-bound workloads and drops events.
-    let mut sink = |e: Event| events.push(e);
+    // Events are kept, analyzed when the reader is idle, and written afterwards: a reader
+    // that formats JSON while the kernel fills the ring buffer falls behind on syscall-bound
+    // workloads and drops events.
+    let roots = roots(&projection);
+    let recorder = std::cell::RefCell::new(analysis::Recorder::new(
+        &roots,
+        velo_intercept::table::Platform::Linux,
+    ));
+    let mut sink = |e: Event| recorder.borrow_mut().push(e);
     let (outcome, dropped) = if backend == "ebpf" {
-        let traced = velo_tracer::ebpf::trace(&command, args.buffer << 20, &mut sink)?;
+        let mut idle = || recorder.borrow_mut().catch_up(4096);
+        let traced = velo_tracer::ebpf::trace(&command, args.buffer << 20, &mut sink, &mut idle)?;
         (traced.outcome, traced.dropped)
     } else {
         let outcome = velo_tracer::ptrace::trace(
@@ -215,6 +221,7 @@ pub(super) fn traced(args: &Args) -> Result<Run> {
         )?;
         (outcome, 0)
     };
+    let (events, findings) = recorder.into_inner().finish();
     if let Some(f) = sink_file.as_mut() {
         for e in &events {
             serde_json::to_writer(&mut *f, e)
@@ -224,9 +231,7 @@ pub(super) fn traced(args: &Args) -> Result<Run> {
         }
         f.flush().context("writing the events file")?;
     }
-    let roots = roots(&projection);
-    let mut findings =
-        analysis::analyze_run(&events, &roots, velo_intercept::table::Platform::Linux);
+    let mut findings = findings;
     tracing::debug!(events = events.len(), "analyzed the events");
     findings.backend = backend.to_owned();
     if !args.inception && std::env::var_os(velo_intercept::env::PHYSICAL_ROOT).is_none() {
