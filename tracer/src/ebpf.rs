@@ -140,18 +140,19 @@ pub fn trace(
         return Err(Error::NotRoot);
     }
     let started = std::time::Instant::now();
-    let data = btf::vmlinux().map_err(load_err)?;
-    let fields = btf::Btf::parse(&data)
-        .and_then(|b| b.offsets(&LAYOUT_FIELDS))
-        .map_err(load_err)?;
-    drop(data);
-    let layout = Layout {
-        task_pid: fields["task_struct.pid"],
-        task_tgid: fields["task_struct.tgid"],
-        task_exit_code: fields["task_struct.exit_code"],
-        bprm_filename: fields["linux_binprm.filename"],
-    };
-    tracing::debug!(elapsed = ?started.elapsed(), ?layout, "read the kernel's struct layout");
+    // The kernel's struct layout is read on another thread while the programs are verified.
+    let layout = std::thread::spawn(|| -> Result<Layout, Error> {
+        let data = btf::vmlinux().map_err(load_err)?;
+        let fields = btf::Btf::parse(&data)
+            .and_then(|b| b.offsets(&LAYOUT_FIELDS))
+            .map_err(load_err)?;
+        Ok(Layout {
+            task_pid: fields["task_struct.pid"],
+            task_tgid: fields["task_struct.tgid"],
+            task_exit_code: fields["task_struct.exit_code"],
+            bprm_filename: fields["linux_binprm.filename"],
+        })
+    });
     let fill = |maps: &mut std::collections::HashMap<String, Map>| {
         let mut watched: Array<_, u32> =
             Array::try_from(map_mut(maps, "watched")?).map_err(load_err)?;
@@ -169,6 +170,10 @@ pub fn trace(
                 )
                 .map_err(load_err)?;
         }
+        let layout = layout
+            .join()
+            .map_err(|_| load_err("reading the kernel's struct layout panicked"))??;
+        tracing::debug!(elapsed = ?started.elapsed(), ?layout, "read the kernel's struct layout");
         let mut map_layout: Array<_, Layout> =
             Array::try_from(map_mut(maps, "layout")?).map_err(load_err)?;
         map_layout.set(0, layout, 0).map_err(load_err)

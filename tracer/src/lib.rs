@@ -10,14 +10,14 @@
 //! - [`syscalls`]: which syscalls touch paths and where their path arguments are;
 //! - [`ptrace`]: the backend any user can run: a seccomp filter stops the tracee only on the
 //!   syscalls of [`syscalls`], so everything else runs at full speed;
+//! - `ebpf` (Linux, root): kernel programs in C from `velo-ebpf` watch from outside; the traced
+//!   processes never stop, and events arrive through a ring buffer;
 //! - [`analysis`]: the findings (*uncaught*, *leak*, *unshimmed*) against the shim's
-//!   interception table (`velo_intercept::table`).
-//!
+//!   interception table (`velo_intercept::table`), made while the command runs;
 //! - [`dtrace`]: the macOS backend's D script and the parser of its output, platform-
 //!   independent and tested here with recorded output.
 //!
-//! The eBPF backend (kernel programs in C from `velo-ebpf`, loaded with aya) is still to come;
-//! docs/trace.md tracks what works.
+//! docs/trace.md describes each backend and the events.
 
 pub mod analysis;
 pub mod command;

@@ -71,8 +71,9 @@ pub struct Loaded {
 }
 
 /// Loads `object`, with the map `events` made `ring_bytes` long, and attaches each program
-/// named in `attach` to its raw tracepoint. `fill` runs after the maps exist and before any
-/// program is attached, so the programs never see them empty.
+/// named in `attach` to its raw tracepoint. `fill` runs once the programs are verified and
+/// before any is attached, so the programs never see their maps empty (and whatever `fill`
+/// waits for has the verification time to get ready).
 pub fn load(
     object: &[u8],
     ring_bytes: u32,
@@ -122,17 +123,23 @@ pub fn load(
     )
     .map_err(load_err)?;
     obj.relocate_calls(&text_sections).map_err(load_err)?;
-    fill(&mut maps)?;
 
     let mut programs = Vec::new();
-    let mut links = Vec::new();
-    for &(name, tracepoint) in attach {
+    for &(name, _) in attach {
         let program = obj
             .programs
             .get(name)
             .ok_or_else(|| load_err(format!("no program {name}")))?;
         let function = &obj.functions[&program.function_key()];
-        let fd = load_program(name, &function.instructions, &program.license)?;
+        programs.push(load_program(
+            name,
+            &function.instructions,
+            &program.license,
+        )?);
+    }
+    fill(&mut maps)?;
+    let mut links = Vec::new();
+    for (&(name, tracepoint), fd) in attach.iter().zip(&programs) {
         let tp = CString::new(tracepoint).map_err(load_err)?;
         let mut open = RawTracepointOpen {
             name: tp.as_ptr() as u64,
@@ -144,7 +151,6 @@ pub fn load(
                 "attaching {name} to raw tracepoint {tracepoint}: {e}"
             ))
         })?;
-        programs.push(fd);
         links.push(link);
     }
     Ok(Loaded {
