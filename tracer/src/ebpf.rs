@@ -2,7 +2,7 @@
 //!
 //! The programs (`velo-ebpf`, C compiled by clang) are loaded with aya: raw tracepoints on
 //! `sys_enter`/`sys_exit` filtered by a `watched` map of syscall numbers (filled here from
-//! [`crate::syscalls`]) and a `traced` set of process ids, and raw tracepoints on fork, exec and
+//! [`crate::syscalls`]) and a `traced` set of process ids, and `tp_btf` hooks on fork, exec and
 //! exit that grow and shrink that set. The command is forked by hand and waits on a pipe until
 //! its pid is in `traced`, so its first syscall after exec is seen. Events arrive through a ring
 //! buffer; a counter of events dropped when it was full is read at the end and reported.
@@ -15,8 +15,8 @@
 //! `close`, fork and exec (the kernel reports those calls as short descriptor records). Only a
 //! descriptor the events never showed (inherited by the command) is read from `/proc`.
 //!
-//! Start-up is kept short (~20 ms) by loading without parsing the kernel's BTF: [`load`] says
-//! how, [`btf`] finds the four struct offsets the programs need.
+//! Start-up is kept short (~20 ms) by loading without parsing all of the kernel's BTF: [`load`]
+//! says how; [`btf`] finds the four struct offsets and three type ids the programs need.
 //!
 //! Needs root (`kernel.unprivileged_bpf_disabled`) and a kernel with BTF.
 
@@ -51,6 +51,9 @@ pub fn unavailable() -> Option<String> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Some(Error::NotRoot.to_string());
+    }
+    if let Err(e) = std::fs::metadata(btf::VMLINUX) {
+        return Some(btf::Error::Read(e).to_string());
     }
     None
 }
@@ -89,6 +92,8 @@ fn spec_bits(spec: &syscalls::Spec) -> u32 {
 mod btf;
 mod load;
 
+use load::Hook;
+
 /// The kernel struct fields the programs read (`struct layout` in velo.bpf.c).
 const LAYOUT_FIELDS: [&str; 4] = [
     "task_struct.pid",
@@ -110,14 +115,44 @@ struct Layout {
 // SAFETY: plain u32s, no padding.
 unsafe impl aya::Pod for Layout {}
 
-/// Each program and the raw tracepoint it is attached to.
-const PROGRAMS: [(&str, &str); 5] = [
-    ("velo_sys_enter", "sys_enter"),
-    ("velo_sys_exit", "sys_exit"),
-    ("velo_fork", "sched_process_fork"),
-    ("velo_exec", "sched_process_exec"),
-    ("velo_exit", "sched_process_exit"),
+/// Each program and the tracepoint it is attached to.
+const PROGRAMS: [(&str, Hook); 5] = [
+    ("velo_sys_enter", Hook::Raw("sys_enter")),
+    ("velo_sys_exit", Hook::Raw("sys_exit")),
+    ("velo_fork", Hook::Btf("sched_process_fork")),
+    ("velo_exec", Hook::Btf("sched_process_exec")),
+    ("velo_exit", Hook::Btf("sched_process_exit")),
 ];
+
+/// What the programs need from the kernel's BTF.
+struct Kernel {
+    layout: Layout,
+    /// The ids of the `btf_trace_*` typedefs of the `tp_btf` hooks.
+    trace_ids: std::collections::HashMap<String, u32>,
+}
+
+fn read_kernel() -> Result<Kernel, Error> {
+    let data = btf::vmlinux().map_err(load_err)?;
+    let btf = btf::Btf::parse(&data).map_err(load_err)?;
+    let fields = btf.offsets(&LAYOUT_FIELDS).map_err(load_err)?;
+    let mut trace_ids = std::collections::HashMap::new();
+    for (_, hook) in PROGRAMS {
+        if let Hook::Btf(tp) = hook {
+            let name = format!("btf_trace_{tp}");
+            let id = btf.typedef_id(&name).map_err(load_err)?;
+            trace_ids.insert(name, id);
+        }
+    }
+    Ok(Kernel {
+        layout: Layout {
+            task_pid: fields["task_struct.pid"],
+            task_tgid: fields["task_struct.tgid"],
+            task_exit_code: fields["task_struct.exit_code"],
+            bprm_filename: fields["linux_binprm.filename"],
+        },
+        trace_ids,
+    })
+}
 
 /// The ring buffer's size when the user does not choose one (`velo trace --buffer`).
 pub const DEFAULT_RING_MIB: u32 = 8;
@@ -140,19 +175,31 @@ pub fn trace(
         return Err(Error::NotRoot);
     }
     let started = std::time::Instant::now();
-    // The kernel's struct layout is read on another thread while the programs are verified.
-    let layout = std::thread::spawn(|| -> Result<Layout, Error> {
-        let data = btf::vmlinux().map_err(load_err)?;
-        let fields = btf::Btf::parse(&data)
-            .and_then(|b| b.offsets(&LAYOUT_FIELDS))
-            .map_err(load_err)?;
-        Ok(Layout {
-            task_pid: fields["task_struct.pid"],
-            task_tgid: fields["task_struct.tgid"],
-            task_exit_code: fields["task_struct.exit_code"],
-            bprm_filename: fields["linux_binprm.filename"],
-        })
-    });
+    // The kernel's BTF is read on another thread while the maps are made and the raw
+    // tracepoint programs verified.
+    let scan = std::cell::RefCell::new(Some(std::thread::spawn(read_kernel)));
+    let kernel = std::cell::OnceCell::new();
+    let kernel = || -> Result<&Kernel, Error> {
+        if let Some(k) = kernel.get() {
+            return Ok(k);
+        }
+        let handle = scan
+            .borrow_mut()
+            .take()
+            .ok_or_else(|| load_err("no kernel BTF"))?;
+        let k = handle
+            .join()
+            .map_err(|_| load_err("reading the kernel's BTF panicked"))??;
+        tracing::debug!(elapsed = ?started.elapsed(), layout = ?k.layout, "read the kernel's BTF");
+        Ok(kernel.get_or_init(|| k))
+    };
+    let btf_id = |name: &str| -> Result<u32, Error> {
+        kernel()?
+            .trace_ids
+            .get(name)
+            .copied()
+            .ok_or_else(|| load_err(format!("no BTF id for {name}")))
+    };
     let fill = |maps: &mut std::collections::HashMap<String, Map>| {
         let mut watched: Array<_, u32> =
             Array::try_from(map_mut(maps, "watched")?).map_err(load_err)?;
@@ -170,15 +217,12 @@ pub fn trace(
                 )
                 .map_err(load_err)?;
         }
-        let layout = layout
-            .join()
-            .map_err(|_| load_err("reading the kernel's struct layout panicked"))??;
-        tracing::debug!(elapsed = ?started.elapsed(), ?layout, "read the kernel's struct layout");
+        let layout = kernel()?.layout;
         let mut map_layout: Array<_, Layout> =
             Array::try_from(map_mut(maps, "layout")?).map_err(load_err)?;
         map_layout.set(0, layout, 0).map_err(load_err)
     };
-    let mut loaded = load::load(velo_ebpf::OBJECT, ring_bytes, &PROGRAMS, fill)?;
+    let mut loaded = load::load(velo_ebpf::OBJECT, ring_bytes, &PROGRAMS, btf_id, fill)?;
     tracing::debug!(elapsed = ?started.elapsed(), "attached the programs");
     let child = spawn_waiting(cmd)?;
     {

@@ -4,11 +4,11 @@
  * - raw_tracepoint sys_enter / sys_exit: for a traced process and a watched syscall, the entry
  *   saves the arguments (and execve's path, whose memory is gone at exit) per thread; the exit
  *   reads the path arguments (paged in by then) and any returned path, and sends one event.
- * - raw_tracepoint sched_process_fork / exec / exit: keep the set of traced processes (the
- *   command and its descendants) and report the process tree. The few kernel struct fields
- *   they read sit at offsets user space found in the kernel's BTF (the `layout` map), not at
- *   CO-RE relocations: resolving those would make the loader parse all of the kernel's BTF,
- *   which took most of the tracer's start-up.
+ * - tp_btf sched_process_fork / exec / exit: keep the set of traced processes (the command and
+ *   its descendants) and report the process tree. The few kernel struct fields they read sit
+ *   at offsets user space found in the kernel's BTF (the `layout` map), not at CO-RE
+ *   relocations: resolving those made the loader parse all of the kernel's BTF, which took
+ *   most of the tracer's start-up.
  * - a ring buffer for events and a counter of events dropped when it is full.
  */
 #include <linux/types.h>
@@ -340,16 +340,17 @@ static __always_inline const struct layout *fields(void)
 	return bpf_map_lookup_elem(&layout, &zero);
 }
 
-/* sched_process_fork(struct task_struct *parent, struct task_struct *child) */
-SEC("raw_tracepoint/sched_process_fork")
-int velo_fork(struct bpf_raw_tracepoint_args *ctx)
+/* sched_process_fork(struct task_struct *parent, struct task_struct *child); a tp_btf
+ * program's context is its tracepoint's arguments, as u64s. */
+SEC("tp_btf/sched_process_fork")
+int velo_fork(__u64 *ctx)
 {
 	const struct layout *l = fields();
 	if (!l)
 		return 0;
 	/* In the parent's context. */
 	__u32 ptgid = bpf_get_current_pid_tgid() >> 32;
-	const void *child = (const void *)ctx->args[1];
+	const void *child = (const void *)ctx[1];
 	if (!bpf_map_lookup_elem(&traced, &ptgid))
 		return 0;
 	__u32 ctgid = kernel_u32(child, l->task_tgid), cpid = kernel_u32(child, l->task_pid);
@@ -361,8 +362,8 @@ int velo_fork(struct bpf_raw_tracepoint_args *ctx)
 
 /* sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm), in the
  * context of the process that exec'd. */
-SEC("raw_tracepoint/sched_process_exec")
-int velo_exec(struct bpf_raw_tracepoint_args *ctx)
+SEC("tp_btf/sched_process_exec")
+int velo_exec(__u64 *ctx)
 {
 	const struct layout *l = fields();
 	if (!l)
@@ -372,14 +373,14 @@ int velo_exec(struct bpf_raw_tracepoint_args *ctx)
 	if (!bpf_map_lookup_elem(&traced, &tgid))
 		return 0;
 	const char *filename = 0;
-	bpf_probe_read_kernel(&filename, sizeof(filename), (const void *)ctx->args[2] + l->bprm_filename);
+	bpf_probe_read_kernel(&filename, sizeof(filename), (const void *)ctx[2] + l->bprm_filename);
 	send_process(VELO_EXEC, tgid, (__u32)id, 0, 0, filename);
 	return 0;
 }
 
 /* sched_process_exit(struct task_struct *p, ...), in the context of the exiting thread. */
-SEC("raw_tracepoint/sched_process_exit")
-int velo_exit(struct bpf_raw_tracepoint_args *ctx)
+SEC("tp_btf/sched_process_exit")
+int velo_exit(__u64 *ctx)
 {
 	const struct layout *l = fields();
 	if (!l)
@@ -388,7 +389,7 @@ int velo_exit(struct bpf_raw_tracepoint_args *ctx)
 	__u32 tgid = id >> 32;
 	if ((__u32)id != tgid || !bpf_map_lookup_elem(&traced, &tgid))
 		return 0;
-	__u32 code = kernel_u32((const void *)ctx->args[0], l->task_exit_code);
+	__u32 code = kernel_u32((const void *)ctx[0], l->task_exit_code);
 	send_process(VELO_EXIT, tgid, tgid, code, 0, 0);
 	bpf_map_delete_elem(&traced, &tgid);
 	return 0;

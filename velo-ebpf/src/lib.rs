@@ -1,13 +1,13 @@
 //! The kernel side of velo's eBPF tracer, and the record it shares with user space.
 //!
 //! The programs are C (`bpf/velo.bpf.c`), compiled by clang from `build.rs` into [`OBJECT`]:
-//! raw tracepoints on `sys_enter`/`sys_exit` for the watched file syscalls and on process fork,
-//! exec and exit (which keep the set of traced processes), a ring buffer and a counter of
-//! dropped events. The kernel struct fields they read are at offsets user space puts in their
-//! `layout` map (`velo_tracer`'s `ebpf::Layout`). A record is a [`Header`] (`struct velo_event` of `bpf/event.h`;
-//! a test checks its size and offsets against the header's `_Static_assert`s) followed by its
-//! strings, read by [`Record::parse`]. When clang was missing
-//! at build time, [`OBJECT`] is empty and [`unavailable`] says why.
+//! raw tracepoints on `sys_enter`/`sys_exit` for the watched file syscalls, `tp_btf` hooks on
+//! process fork, exec and exit that keep the set of traced processes, a ring buffer and a
+//! counter of dropped events. The kernel struct fields they read are at offsets user space
+//! puts in their `layout` map (`velo_tracer`'s `ebpf::Layout`). A record is a [`Header`]
+//! (`struct velo_event` of `bpf/event.h`; a test checks its size and offsets against the
+//! header's `_Static_assert`s) followed by its strings, read by [`Record::parse`]. When clang
+//! was missing at build time, [`OBJECT`] is empty and [`unavailable`] says why.
 #![no_std]
 
 /// The compiled BPF object (empty when it could not be built).

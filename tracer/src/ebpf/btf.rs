@@ -5,7 +5,8 @@
 //! (5 MB, ~150,000 types) into owned values, on every start: 21 ms of CPU and 40 MB of page
 //! faults, most of `velo trace`'s start-up for four numbers. This module walks the same file
 //! in place instead, looking only at the names of structs, and hands the programs the offsets
-//! through their `layout` map. The format is the kernel's `Documentation/bpf/btf.rst`: a
+//! through their `layout` map, and the ids of the three `btf_trace_*` typedefs `tp_btf` programs
+//! are loaded against. The format is the kernel's `Documentation/bpf/btf.rst`: a
 //! header, then type records whose sizes follow from their kind, then a string table.
 
 use std::collections::HashMap;
@@ -19,7 +20,7 @@ pub enum Error {
     Read(std::io::Error),
     #[error("{VMLINUX} is not BTF this reader understands: {0}")]
     Format(&'static str),
-    #[error("the kernel's BTF has no field {0}")]
+    #[error("the kernel's BTF has no {0}")]
     Missing(String),
 }
 
@@ -120,6 +121,18 @@ impl<'a> Btf<'a> {
         })
     }
 
+    /// The id of the typedef called `name` (a `tp_btf` program names its tracepoint by the
+    /// id of `btf_trace_<tracepoint>`).
+    pub fn typedef_id(&self, name: &str) -> Result<u32, Error> {
+        (1..=self.offsets.len() as u32)
+            .find(|&id| {
+                self.header(id).is_some_and(|(n, kind, ..)| {
+                    kind == KIND_TYPEDEF && self.name(n) == name.as_bytes()
+                })
+            })
+            .ok_or_else(|| Error::Missing(format!("typedef {name}")))
+    }
+
     /// The byte offset of `member` in the struct or union `id`, looking into anonymous
     /// members (the kernel nests fields in unnamed structs and unions).
     fn member_offset(&self, id: u32, member: &str, depth: u32) -> Option<u32> {
@@ -165,7 +178,7 @@ impl<'a> Btf<'a> {
         let mut structs = HashMap::new();
         let mut found = HashMap::new();
         for field in fields {
-            let missing = || Error::Missing((*field).to_owned());
+            let missing = || Error::Missing(format!("field {field}"));
             let (st, member) = field.split_once('.').ok_or_else(missing)?;
             let id = *structs
                 .entry(st)
@@ -231,8 +244,12 @@ mod tests {
         assert!(o["task_struct.pid"] > 100, "{o:?}");
         assert!(matches!(
             btf.offsets(&["task_struct.no_such_field"]),
-            Err(Error::Missing(f)) if f == "task_struct.no_such_field"
+            Err(Error::Missing(f)) if f == "field task_struct.no_such_field"
         ));
+        let fork = btf.typedef_id("btf_trace_sched_process_fork").unwrap();
+        let exit = btf.typedef_id("btf_trace_sched_process_exit").unwrap();
+        assert!(fork > 0 && exit > 0 && fork != exit);
+        assert!(btf.typedef_id("btf_trace_no_such_tracepoint").is_err());
         assert!(matches!(
             btf.offsets(&["no_such_struct.pid"]),
             Err(Error::Missing(_))

@@ -1,8 +1,9 @@
-//! Loads `velo-ebpf`'s object: its maps, its five raw-tracepoint programs, their attachments.
+//! Loads `velo-ebpf`'s object: its maps, its five tracepoint programs, their attachments.
 //!
 //! aya's `EbpfLoader` would do all of this, but it parses the whole of the kernel's BTF before
 //! anything else, whether the object needs it or not (see [`super::btf`]). velo's programs
-//! need none: no CO-RE relocations, no BTF-typed attach points. So this loader takes the parts
+//! need almost none: no CO-RE relocations, and the three `tp_btf` attach points are three type
+//! ids, found by [`super::btf`]'s quick scan. So this loader takes the parts
 //! of aya that cost nothing: `aya-obj` reads the ELF object and links its map references and
 //! calls, `aya::maps::MapData` creates the maps (and later reads and writes them, the ring
 //! buffer included). What is left is two `bpf(2)` commands, written out here.
@@ -19,6 +20,18 @@ use super::{Error, load_err};
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
 const BPF_PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
+const BPF_PROG_TYPE_TRACING: u32 = 26;
+const BPF_TRACE_RAW_TP: u32 = 23;
+
+/// Where a program is attached.
+#[derive(Clone, Copy)]
+pub enum Hook {
+    /// `raw_tracepoint/NAME`: attached by name, its arguments untyped.
+    Raw(&'static str),
+    /// `tp_btf/NAME`: the same tracepoint, typed by the kernel's BTF: loading names the BTF id
+    /// of the kernel's `btf_trace_NAME` typedef.
+    Btf(&'static str),
+}
 
 /// The head of `union bpf_attr` for `BPF_PROG_LOAD` (include/uapi/linux/bpf.h); the kernel
 /// treats the fields after it as zero.
@@ -35,6 +48,16 @@ struct ProgLoad {
     kern_version: u32,
     prog_flags: u32,
     prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+    prog_btf_fd: u32,
+    func_info_rec_size: u32,
+    func_info: u64,
+    func_info_cnt: u32,
+    line_info_rec_size: u32,
+    line_info: u64,
+    line_info_cnt: u32,
+    attach_btf_id: u32,
 }
 
 /// `union bpf_attr` for `BPF_RAW_TRACEPOINT_OPEN`.
@@ -70,14 +93,16 @@ pub struct Loaded {
     _programs: Vec<OwnedFd>,
 }
 
-/// Loads `object`, with the map `events` made `ring_bytes` long, and attaches each program
-/// named in `attach` to its raw tracepoint. `fill` runs once the programs are verified and
-/// before any is attached, so the programs never see their maps empty (and whatever `fill`
-/// waits for has the verification time to get ready).
+/// Loads `object`, with the map `events` made `ring_bytes` long, and attaches each program to
+/// its hook. `btf_id` gives the kernel BTF id of a `tp_btf` hook's typedef; it is first asked
+/// after the raw-tracepoint programs are verified, so whatever it waits for has that long to
+/// get ready. `fill` runs before any program is attached, so the programs never see their maps
+/// empty.
 pub fn load(
     object: &[u8],
     ring_bytes: u32,
-    attach: &[(&str, &str)],
+    programs: &[(&str, Hook)],
+    mut btf_id: impl FnMut(&str) -> Result<u32, Error>,
     fill: impl FnOnce(&mut HashMap<String, Map>) -> Result<(), Error>,
 ) -> Result<Loaded, Error> {
     let mut obj = aya_obj::Object::parse(object).map_err(load_err)?;
@@ -124,45 +149,63 @@ pub fn load(
     .map_err(load_err)?;
     obj.relocate_calls(&text_sections).map_err(load_err)?;
 
-    let mut programs = Vec::new();
-    for &(name, _) in attach {
+    // Raw tracepoints first: they need nothing from `btf_id`.
+    let mut order: Vec<usize> = (0..programs.len()).collect();
+    order.sort_by_key(|&i| matches!(programs[i].1, Hook::Btf(_)));
+    let mut fds: Vec<Option<OwnedFd>> = programs.iter().map(|_| None).collect();
+    for i in order {
+        let (name, hook) = programs[i];
         let program = obj
             .programs
             .get(name)
             .ok_or_else(|| load_err(format!("no program {name}")))?;
         let function = &obj.functions[&program.function_key()];
-        programs.push(load_program(
+        let target = match hook {
+            Hook::Raw(_) => None,
+            Hook::Btf(tp) => Some(btf_id(&format!("btf_trace_{tp}"))?),
+        };
+        fds[i] = Some(load_program(
             name,
             &function.instructions,
             &program.license,
+            target,
         )?);
     }
+    let fds: Vec<OwnedFd> = fds.into_iter().flatten().collect();
     fill(&mut maps)?;
     let mut links = Vec::new();
-    for (&(name, tracepoint), fd) in attach.iter().zip(&programs) {
-        let tp = CString::new(tracepoint).map_err(load_err)?;
+    for (&(name, hook), fd) in programs.iter().zip(&fds) {
+        // A tp_btf program's tracepoint is the one it was loaded for: no name.
+        let (tp, named) = match hook {
+            Hook::Raw(tp) => (tp, true),
+            Hook::Btf(tp) => (tp, false),
+        };
+        let c_tp = CString::new(tp).map_err(load_err)?;
         let mut open = RawTracepointOpen {
-            name: tp.as_ptr() as u64,
+            name: if named { c_tp.as_ptr() as u64 } else { 0 },
             prog_fd: fd.as_raw_fd() as u32,
             _pad: 0,
         };
-        let link = bpf(BPF_RAW_TRACEPOINT_OPEN, &mut open).map_err(|e| {
-            load_err(format!(
-                "attaching {name} to raw tracepoint {tracepoint}: {e}"
-            ))
-        })?;
+        let link = bpf(BPF_RAW_TRACEPOINT_OPEN, &mut open)
+            .map_err(|e| load_err(format!("attaching {name} to tracepoint {tp}: {e}")))?;
         links.push(link);
     }
     Ok(Loaded {
         maps,
         _links: links,
-        _programs: programs,
+        _programs: fds,
     })
 }
 
-/// Loads one raw-tracepoint program; when the verifier refuses it, loads it again with a log
-/// and returns the log's end, which says why.
-fn load_program(name: &str, insns: &[bpf_insn], license: &CString) -> Result<OwnedFd, Error> {
+/// Loads one program: a raw tracepoint, or a tp_btf one for the kernel BTF id `btf_target`.
+/// When the verifier refuses it, loads it again with a log and returns the log's end, which
+/// says why.
+fn load_program(
+    name: &str,
+    insns: &[bpf_insn],
+    license: &CString,
+    btf_target: Option<u32>,
+) -> Result<OwnedFd, Error> {
     let mut attr = ProgLoad {
         prog_type: BPF_PROG_TYPE_RAW_TRACEPOINT,
         insn_cnt: insns.len() as u32,
@@ -170,6 +213,11 @@ fn load_program(name: &str, insns: &[bpf_insn], license: &CString) -> Result<Own
         license: license.as_ptr() as u64,
         ..ProgLoad::default()
     };
+    if let Some(id) = btf_target {
+        attr.prog_type = BPF_PROG_TYPE_TRACING;
+        attr.expected_attach_type = BPF_TRACE_RAW_TP;
+        attr.attach_btf_id = id;
+    }
     for (dst, src) in attr.prog_name[..15].iter_mut().zip(name.bytes()) {
         *dst = src;
     }
