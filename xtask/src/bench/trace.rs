@@ -167,7 +167,7 @@ pub fn run(opts: &Options) -> Result<()> {
     rows.push(n.row("start-up: true, native", "baseline".into()));
     rows.push(e.row(
         "start-up: velo trace --backend ebpf -- true",
-        "find 4 offsets in the kernel's BTF, load and attach 5 programs, map an 8 MiB ring".into(),
+        "read 4 offsets and 3 type ids from the kernel's BTF, load and attach 5 programs, map an 8 MiB ring".into(),
     ));
     rows.push(p.row(
         "start-up: velo trace --backend ptrace -- true",
