@@ -127,8 +127,8 @@ const PROGRAMS: [(&str, Hook); 5] = [
 /// What the programs need from the kernel's BTF.
 struct Kernel {
     layout: Layout,
-    /// The ids of the `btf_trace_*` typedefs of the `tp_btf` hooks.
-    trace_ids: std::collections::HashMap<String, u32>,
+    /// The id of each `tp_btf` hook's `btf_trace_<tracepoint>` typedef, by tracepoint.
+    trace_ids: std::collections::HashMap<&'static str, u32>,
 }
 
 fn read_kernel() -> Result<Kernel, Error> {
@@ -138,9 +138,10 @@ fn read_kernel() -> Result<Kernel, Error> {
     let mut trace_ids = std::collections::HashMap::new();
     for (_, hook) in PROGRAMS {
         if let Hook::Btf(tp) = hook {
-            let name = format!("btf_trace_{tp}");
-            let id = btf.typedef_id(&name).map_err(load_err)?;
-            trace_ids.insert(name, id);
+            let id = btf
+                .typedef_id(&format!("btf_trace_{tp}"))
+                .map_err(load_err)?;
+            trace_ids.insert(tp, id);
         }
     }
     Ok(Kernel {
@@ -193,12 +194,12 @@ pub fn trace(
         tracing::debug!(elapsed = ?started.elapsed(), layout = ?k.layout, "read the kernel's BTF");
         Ok(kernel.get_or_init(|| k))
     };
-    let btf_id = |name: &str| -> Result<u32, Error> {
+    let btf_id = |tp: &str| -> Result<u32, Error> {
         kernel()?
             .trace_ids
-            .get(name)
+            .get(tp)
             .copied()
-            .ok_or_else(|| load_err(format!("no BTF id for {name}")))
+            .ok_or_else(|| load_err(format!("no BTF id for tracepoint {tp}")))
     };
     let fill = |maps: &mut std::collections::HashMap<String, Map>| {
         let mut watched: Array<_, u32> =

@@ -111,12 +111,12 @@ impl<'a> Btf<'a> {
         ))
     }
 
-    /// The id of the struct called `name` (the first with members: a forward declaration has
-    /// none).
-    fn find_struct(&self, name: &str) -> Option<u32> {
+    /// The id of the first type of `kind` called `name` that has members when `kind` is a
+    /// struct (a forward declaration has none).
+    fn find(&self, kind: u32, name: &str) -> Option<u32> {
         (1..=self.offsets.len() as u32).find(|&id| {
-            self.header(id).is_some_and(|(n, kind, vlen, ..)| {
-                kind == KIND_STRUCT && vlen > 0 && self.name(n) == name.as_bytes()
+            self.header(id).is_some_and(|(n, k, vlen, ..)| {
+                k == kind && (k != KIND_STRUCT || vlen > 0) && self.name(n) == name.as_bytes()
             })
         })
     }
@@ -124,12 +124,7 @@ impl<'a> Btf<'a> {
     /// The id of the typedef called `name` (a `tp_btf` program names its tracepoint by the
     /// id of `btf_trace_<tracepoint>`).
     pub fn typedef_id(&self, name: &str) -> Result<u32, Error> {
-        (1..=self.offsets.len() as u32)
-            .find(|&id| {
-                self.header(id).is_some_and(|(n, kind, ..)| {
-                    kind == KIND_TYPEDEF && self.name(n) == name.as_bytes()
-                })
-            })
+        self.find(KIND_TYPEDEF, name)
             .ok_or_else(|| Error::Missing(format!("typedef {name}")))
     }
 
@@ -182,7 +177,7 @@ impl<'a> Btf<'a> {
             let (st, member) = field.split_once('.').ok_or_else(missing)?;
             let id = *structs
                 .entry(st)
-                .or_insert_with(|| self.find_struct(st))
+                .or_insert_with(|| self.find(KIND_STRUCT, st))
                 .as_ref()
                 .ok_or_else(missing)?;
             let off = self.member_offset(id, member, 0).ok_or_else(missing)?;

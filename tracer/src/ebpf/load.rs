@@ -94,7 +94,7 @@ pub struct Loaded {
 }
 
 /// Loads `object`, with the map `events` made `ring_bytes` long, and attaches each program to
-/// its hook. `btf_id` gives the kernel BTF id of a `tp_btf` hook's typedef; it is first asked
+/// its hook. `btf_id` gives the kernel BTF id a `tp_btf` hook's tracepoint is loaded against; it is first asked
 /// after the raw-tracepoint programs are verified, so whatever it waits for has that long to
 /// get ready. `fill` runs before any program is attached, so the programs never see their maps
 /// empty.
@@ -162,7 +162,7 @@ pub fn load(
         let function = &obj.functions[&program.function_key()];
         let target = match hook {
             Hook::Raw(_) => None,
-            Hook::Btf(tp) => Some(btf_id(&format!("btf_trace_{tp}"))?),
+            Hook::Btf(tp) => Some(btf_id(tp)?),
         };
         fds[i] = Some(load_program(
             name,
