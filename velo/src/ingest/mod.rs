@@ -168,7 +168,7 @@ pub fn ingest(
         unchanged: AtomicU64::new(0),
     };
     // Both walks give the entries in canonical order.
-    let entries = if opts.gitignore {
+    let tree = if opts.gitignore {
         walk_with_gitignore(&shared, excludes, &output)
     } else {
         walk::tree(&shared, &excludes, &output)
@@ -188,7 +188,7 @@ pub fn ingest(
         .skipped
         .into_inner()
         .unwrap_or_else(|p| p.into_inner());
-    let files = entries.iter().filter(|(_, r)| r.is_some()).count();
+    let files = tree.records.len();
     let unchanged = shared.unchanged.load(Ordering::Relaxed) as usize;
     // Every file matched a record and every record a file, in the same GC generation: the
     // index would be written back as it is.
@@ -200,9 +200,7 @@ pub fn ingest(
             root_meta.dev(),
             started_ns,
             gc_generation,
-            entries
-                .iter()
-                .filter_map(|(e, r)| Some((e.path.as_slice(), (*r)?))),
+            tree.files(),
         );
         if let Err(e) = saved {
             // Only a cache: the next ingest reads everything again.
@@ -210,12 +208,12 @@ pub fn ingest(
         }
         tracing::debug!(elapsed = ?started.elapsed(), "saved stat index");
     }
-    let entries: Vec<Entry> = entries.into_iter().map(|(e, _)| e).collect();
     skipped.sort_by(|a: &Skipped, b| a.path.cmp(&b.path));
-    let manifest = Manifest::from_entries(entries).map_err(|(path, reason)| Error::Output {
-        path: output.clone(),
-        reason: format!("entry {:?}: {reason}", display_path(&path)),
-    })?;
+    let manifest =
+        Manifest::from_entries(tree.entries).map_err(|(path, reason)| Error::Output {
+            path: output.clone(),
+            reason: format!("entry {:?}: {reason}", display_path(&path)),
+        })?;
 
     tracing::debug!(elapsed = ?started.elapsed(), "built manifest");
     // Blobs are made durable before a manifest that names them is written; an unchanged tree
@@ -311,7 +309,7 @@ fn excludes(root: &Path, opts: &Options) -> Result<Override, Error> {
 
 /// With `--gitignore`: [`ignore::WalkParallel`], for its `.gitignore` rules in and above the
 /// tree; entries come in no order and are sorted afterwards.
-fn walk_with_gitignore(shared: &Shared, excludes: Override, output: &Path) -> Vec<Walked> {
+fn walk_with_gitignore(shared: &Shared, excludes: Override, output: &Path) -> Tree {
     let output = output.to_path_buf();
     let walker = ignore::WalkBuilder::new(shared.root)
         .standard_filters(false)
@@ -341,11 +339,41 @@ fn walk_with_gitignore(shared: &Shared, excludes: Override, output: &Path) -> Ve
     entries.par_sort_unstable_by(|a: &Walked, b| {
         crate::manifest::canonical_order(&a.0.path, &b.0.path)
     });
-    entries
+    let mut tree = Tree::default();
+    for walked in entries {
+        tree.push(walked);
+    }
+    tree
 }
 
 /// A manifest entry found by a walk, with a file's stat record.
 type Walked = (Entry, Option<Record>);
+
+/// What a walk found: the entries in canonical order, and the stat record of each file among
+/// them, in the same order (apart, so that the entries become the manifest without a copy).
+#[derive(Default)]
+struct Tree {
+    entries: Vec<Entry>,
+    records: Vec<Record>,
+}
+
+impl Tree {
+    fn push(&mut self, (entry, record): Walked) {
+        self.entries.push(entry);
+        self.records.extend(record);
+    }
+
+    /// Each file's path and record.
+    fn files(&self) -> impl Iterator<Item = (&[u8], Record)> {
+        let files = self
+            .entries
+            .iter()
+            .filter(|e| matches!(e.kind, Kind::File { .. }));
+        files
+            .map(|e| e.path.as_slice())
+            .zip(self.records.iter().copied())
+    }
+}
 
 /// State shared by the walker threads.
 struct Shared<'a> {
@@ -362,6 +390,15 @@ struct Shared<'a> {
     new_blobs: AtomicU64,
     new_bytes: AtomicU64,
     unchanged: AtomicU64,
+}
+
+/// What one walker reuses from file to file.
+#[derive(Default)]
+struct Scratch {
+    /// The read buffer for small files.
+    buf: Vec<u8>,
+    /// Where in the stat index its last file was.
+    cursor: index::Cursor,
 }
 
 /// Where a walk found an entry: by path (the `ignore` walker, with `--gitignore`), or by name
@@ -524,13 +561,13 @@ impl Shared<'_> {
     }
 
     /// The manifest entry for what a walk found at `rel` (with a file's stat record); `None`
-    /// for a special file, which is listed as skipped. `buf` is a reused read buffer.
+    /// for a special file, which is listed as skipped.
     fn entry(
         &self,
         at: At<'_>,
         rel: Vec<u8>,
         ty: Type,
-        buf: &mut Vec<u8>,
+        scratch: &mut Scratch,
     ) -> Result<Option<Walked>, Problem> {
         if self.root.as_os_str().len() + 1 + rel.len() >= PATH_MAX {
             return Err(Problem::Unreadable(
@@ -554,7 +591,7 @@ impl Shared<'_> {
                 (Entry { path: rel, kind }, None)
             }
             Type::File => {
-                let (kind, record) = self.ingest_file(at, &rel, buf)?;
+                let (kind, record) = self.ingest_file(at, &rel, scratch)?;
                 (Entry { path: rel, kind }, Some(record))
             }
             Type::Special(what) => {
@@ -577,12 +614,12 @@ impl Shared<'_> {
         &self,
         at: At<'_>,
         rel: &[u8],
-        buf: &mut Vec<u8>,
+        scratch: &mut Scratch,
     ) -> Result<(Kind, Record), Problem> {
         let unreadable = |e| Problem::Unreadable(self.abs(rel), e);
         if !self.index.is_empty() {
             let stat = at.lstat().map_err(unreadable)?;
-            if let Some(key) = self.index.lookup(rel, &stat)
+            if let Some(key) = self.index.lookup(rel, &stat, &mut scratch.cursor)
                 && (self.blobs_unchanged_since_index || self.store.contains(&key))
             {
                 self.unchanged.fetch_add(1, Ordering::Relaxed);
@@ -599,7 +636,8 @@ impl Shared<'_> {
             let file = at.open().map_err(unreadable)?;
             let before = Stat::from(&file.metadata().map_err(unreadable)?);
             let exec = before.mode & 0o111 != 0;
-            let Some((key, size, inserted)) = self.store_file(&file, &before, exec, rel, buf)?
+            let Some((key, size, inserted)) =
+                self.store_file(&file, &before, exec, rel, &mut scratch.buf)?
             else {
                 continue; // shrank while being read
             };
@@ -670,7 +708,7 @@ impl<'s> ParallelVisitorBuilder<'s> for VisitorBuilder<'s, '_> {
             shared: self.shared,
             batches: self.batches,
             entries: Vec::new(),
-            buf: Vec::new(),
+            scratch: Scratch::default(),
         })
     }
 }
@@ -680,8 +718,7 @@ struct Visitor<'s, 'a> {
     shared: &'s Shared<'a>,
     batches: &'s Mutex<Vec<Vec<Walked>>>,
     entries: Vec<Walked>,
-    /// Reused read buffer for small files.
-    buf: Vec<u8>,
+    scratch: Scratch,
 }
 
 impl Drop for Visitor<'_, '_> {
@@ -705,7 +742,7 @@ impl ParallelVisitor for Visitor<'_, '_> {
             Ok(entry) => match entry.file_type() {
                 Some(t) => {
                     let rel = shared.rel(entry.path()).to_vec();
-                    shared.entry(At::Path(entry.path()), rel, Type::of(t), &mut self.buf)
+                    shared.entry(At::Path(entry.path()), rel, Type::of(t), &mut self.scratch)
                 }
                 None => return WalkState::Continue,
             },

@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex};
 use ignore::overrides::Override;
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, StatxFlags};
 
-use super::{At, Problem, Record, Shared, Type, Walked};
+use super::{At, Problem, Record, Scratch, Shared, Tree, Type};
 use crate::manifest::Entry;
 
 /// Names per piece job: enough to make a job worth spawning, few enough that a directory of
@@ -44,13 +44,13 @@ const PIECE: usize = 64;
 /// Walks the tree under `shared.root`, leaving out what `excludes` matches and the manifest
 /// being written (`output`); returns the entries in canonical order. Problems are recorded in
 /// `shared` (see [`Shared::handle`]).
-pub(super) fn tree(shared: &Shared, excludes: &Override, output: &Path) -> Vec<Walked> {
+pub(super) fn tree(shared: &Shared, excludes: &Override, output: &Path) -> Tree {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let root = match rustix::fs::open(shared.root, flags, Mode::empty()) {
         Ok(fd) => fd,
         Err(e) => {
             shared.handle(Problem::Unreadable(shared.root.to_owned(), e.into()));
-            return Vec::new();
+            return Tree::default();
         }
     };
     let walk = Walk {
@@ -65,7 +65,10 @@ pub(super) fn tree(shared: &Shared, excludes: &Override, output: &Path) -> Vec<W
     };
     rayon::scope(|scope| walk.dir(scope, 0, Vec::new()));
     let mut tables = walk.tables.into_inner().unwrap_or_else(|p| p.into_inner());
-    let mut out = Vec::with_capacity(tables.found);
+    let mut out = Tree {
+        entries: Vec::with_capacity(tables.found),
+        records: Vec::with_capacity(tables.found),
+    };
     tables.flatten(0, &mut out);
     out
 }
@@ -109,7 +112,7 @@ impl Tables {
 
     /// Moves directory `dir`'s entries, and its subdirectories' after each of them, to `out`.
     /// (Recursion as deep as the tree: a few hundred bytes a level, and paths end at 4 KiB.)
-    fn flatten(&mut self, dir: usize, out: &mut Vec<Walked>) {
+    fn flatten(&mut self, dir: usize, out: &mut Tree) {
         let pieces = self
             .dirs
             .get_mut(dir)
@@ -131,10 +134,37 @@ impl Tables {
     }
 }
 
-/// One name read from a directory.
-struct Name {
-    name: std::ffi::CString,
-    file_type: FileType,
+/// The names read from one directory, sorted, without `.` and `..`: NUL-terminated, back to
+/// back in one buffer (one allocation per directory rather than one per name).
+#[derive(Default)]
+struct Names {
+    bytes: Vec<u8>,
+    /// Where each name starts in `bytes`, its length (without the NUL), and what the directory
+    /// says it is.
+    list: Vec<(u32, u32, FileType)>,
+}
+
+impl Names {
+    fn name(bytes: &[u8], at: u32, len: u32) -> &[u8] {
+        &bytes[at as usize..][..len as usize]
+    }
+
+    fn get(&self, i: usize) -> (&CStr, FileType) {
+        let (at, len, file_type) = self.list[i];
+        let with_nul = &self.bytes[at as usize..][..len as usize + 1];
+        // SAFETY: `read` copied each name with its NUL from a `CStr`, so `with_nul` is one C
+        // string. (Checking again costs a scan per name.)
+        let name = unsafe { CStr::from_bytes_with_nul_unchecked(with_nul) };
+        (name, file_type)
+    }
+}
+
+/// A directory being walked, shared by its pieces.
+struct Open {
+    dir: Dir,
+    /// Its path relative to the root ("" for the root).
+    rel: Vec<u8>,
+    names: Names,
 }
 
 impl<'w> Walk<'w, '_> {
@@ -154,35 +184,27 @@ impl<'w> Walk<'w, '_> {
                 return;
             }
         };
-        let mut pieces: Vec<Vec<Name>> = Vec::new();
-        let mut names = names.into_iter();
-        loop {
-            let piece: Vec<Name> = names.by_ref().take(PIECE).collect();
-            if piece.is_empty() {
-                break;
-            }
-            pieces.push(piece);
-        }
-        let first = self.pieces.fetch_add(pieces.len(), Ordering::Relaxed);
+        let count = names.list.len().div_ceil(PIECE);
+        let first = self.pieces.fetch_add(count, Ordering::Relaxed);
         Tables::put(
             &mut self.tables.lock().unwrap_or_else(|p| p.into_inner()).dirs,
             id,
-            (first..first + pieces.len()).collect(),
+            (first..first + count).collect(),
         );
-        let (dir, rel) = (Arc::new(dir), Arc::new(rel));
-        let mut pieces = pieces.into_iter().enumerate();
-        let inline = pieces.next();
-        for (i, names) in pieces {
-            let (dir, rel) = (Arc::clone(&dir), Arc::clone(&rel));
-            scope.spawn(move |scope| self.piece(scope, first + i, &dir, &rel, names));
+        let len = names.list.len();
+        let open = Arc::new(Open { dir, rel, names });
+        for i in 1..count {
+            let open = Arc::clone(&open);
+            let names = i * PIECE..len.min((i + 1) * PIECE);
+            scope.spawn(move |scope| self.piece(scope, first + i, &open, names));
         }
-        if let Some((i, names)) = inline {
-            self.piece(scope, first + i, &dir, &rel, names);
+        if count > 0 {
+            self.piece(scope, first, &open, 0..len.min(PIECE));
         }
     }
 
-    /// Opens directory `rel` and reads its names, sorted, without `.` and `..`.
-    fn read(&self, rel: &[u8]) -> io::Result<(Dir, Vec<Name>)> {
+    /// Opens directory `rel` and reads its names.
+    fn read(&self, rel: &[u8]) -> io::Result<(Dir, Names)> {
         let fd = if rel.is_empty() {
             rustix::io::dup(&self.root)?
         } else {
@@ -190,18 +212,22 @@ impl<'w> Walk<'w, '_> {
             rustix::fs::openat(&self.root, OsStr::from_bytes(rel), flags, Mode::empty())?
         };
         let mut dir = Dir::new(fd)?;
-        let mut names = Vec::new();
+        let mut names = Names::default();
         for entry in dir.by_ref() {
             let entry = entry?;
             let name = entry.file_name();
             if name != c"." && name != c".." {
-                names.push(Name {
-                    name: name.to_owned(),
-                    file_type: entry.file_type(),
-                });
+                let too_large = |_| io::Error::other("directory too large to read");
+                let at = u32::try_from(names.bytes.len()).map_err(too_large)?;
+                let len = u32::try_from(name.count_bytes()).map_err(too_large)?;
+                names.bytes.extend_from_slice(name.to_bytes_with_nul());
+                names.list.push((at, len, entry.file_type()));
             }
         }
-        names.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        let bytes = &names.bytes;
+        names.list.sort_unstable_by(|a, b| {
+            Names::name(bytes, a.0, a.1).cmp(Names::name(bytes, b.0, b.1))
+        });
         Ok((dir, names))
     }
 
@@ -210,14 +236,13 @@ impl<'w> Walk<'w, '_> {
         &'scope self,
         scope: &rayon::Scope<'scope>,
         id: usize,
-        dir: &Dir,
-        rel: &[u8],
-        names: Vec<Name>,
+        open: &Open,
+        names: std::ops::Range<usize>,
     ) where
         'w: 'scope,
     {
-        let shared = self.shared;
-        let fd = match dir.fd() {
+        let (shared, rel) = (self.shared, &open.rel[..]);
+        let fd = match open.dir.fd() {
             Ok(fd) => fd,
             Err(e) => {
                 shared.handle(Problem::Unreadable(shared.abs(rel), e.into()));
@@ -225,19 +250,20 @@ impl<'w> Walk<'w, '_> {
             }
         };
         let mut found = Vec::with_capacity(names.len());
-        let mut buf = Vec::new();
-        for Name { name, file_type } in names {
+        let mut scratch = Scratch::default();
+        for i in names {
+            let (name, file_type) = open.names.get(i);
             if shared.failed.load(Ordering::Relaxed) {
                 return;
             }
-            let mut child = Vec::with_capacity(rel.len() + 1 + name.as_bytes().len());
+            let mut child = Vec::with_capacity(rel.len() + 1 + name.to_bytes().len());
             if !rel.is_empty() {
                 child.extend_from_slice(rel);
                 child.push(b'/');
             }
-            child.extend_from_slice(name.as_bytes());
-            let at = At::In(fd, &name);
-            let ty = match type_of(file_type, fd.as_fd(), &name) {
+            child.extend_from_slice(name.to_bytes());
+            let at = At::In(fd, name);
+            let ty = match type_of(file_type, fd.as_fd(), name) {
                 Ok(ty) => ty,
                 Err(e) => {
                     if shared.handle(Problem::Unreadable(shared.abs(&child), e)) {
@@ -246,10 +272,10 @@ impl<'w> Walk<'w, '_> {
                     return;
                 }
             };
-            if self.left_out(&child, name.as_bytes(), ty) {
+            if self.left_out(&child, name.to_bytes(), ty) {
                 continue;
             }
-            match shared.entry(at, child, ty, &mut buf) {
+            match shared.entry(at, child, ty, &mut scratch) {
                 Ok(Some((entry, _))) if ty == Type::Dir => {
                     let sub = self.dirs.fetch_add(1, Ordering::Relaxed);
                     let path = entry.path.clone();

@@ -27,11 +27,28 @@ const KIND_SYMLINK: u8 = 3;
 const FLAG_EXEC: u8 = 1;
 
 pub fn encode(manifest: &Manifest) -> Vec<u8> {
-    let mut out = Vec::with_capacity(20 + manifest.entries.len() * 64);
+    let mut out = Vec::with_capacity(HEADER_LEN + manifest.entries.len() * 64);
+    encode_in_chunks(manifest, |chunk| out.extend_from_slice(chunk));
+    out
+}
+
+const HEADER_LEN: usize = 8 + 4 + 8;
+
+/// How much of the encoding [`encode_in_chunks`] hands over at a time: small enough to stay in
+/// the cache between being written and being read.
+const CHUNK: usize = 64 << 10;
+
+/// The encoding, handed to `sink` a chunk at a time, without the whole of it in memory.
+pub fn encode_in_chunks(manifest: &Manifest, mut sink: impl FnMut(&[u8])) {
+    let mut out = Vec::with_capacity(CHUNK + 1024);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
     out.extend_from_slice(&(manifest.entries.len() as u64).to_le_bytes());
     for entry in &manifest.entries {
+        if out.len() >= CHUNK {
+            sink(&out);
+            out.clear();
+        }
         let (kind, flags) = match entry.kind {
             Kind::Dir => (KIND_DIR, 0),
             Kind::File { exec, .. } => (KIND_FILE, if exec { FLAG_EXEC } else { 0 }),
@@ -49,7 +66,7 @@ pub fn encode(manifest: &Manifest) -> Vec<u8> {
             Kind::Symlink { target } => put_bytes(&mut out, target),
         }
     }
-    out
+    sink(&out);
 }
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {

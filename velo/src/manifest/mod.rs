@@ -102,10 +102,19 @@ pub struct Manifest {
 impl Manifest {
     /// Sorts `entries` into canonical order and validates them.
     pub fn from_entries(mut entries: Vec<Entry>) -> Result<Manifest, (Vec<u8>, InvalidEntry)> {
-        entries.sort_by(|a, b| canonical_order(&a.path, &b.path));
-        let mut validator = Validator::default();
-        for entry in &entries {
-            validator.push(entry).map_err(|e| (entry.path.clone(), e))?;
+        let validate = |entries: &[Entry]| {
+            let mut validator = Validator::default();
+            for entry in entries {
+                validator.push(entry).map_err(|e| (entry.path.clone(), e))?;
+            }
+            Ok(())
+        };
+        // Walks give their entries in order already. Entries that pass as they are are sorted
+        // (the check compares each with the one before), so sorting would change nothing; on
+        // any failure, sort, and the check of the sorted entries decides.
+        if validate(&entries).is_err() {
+            entries.sort_by(|a, b| canonical_order(&a.path, &b.path));
+            validate(&entries)?;
         }
         Ok(Manifest { entries })
     }
@@ -153,16 +162,30 @@ impl Manifest {
         path: &Path,
         before_write: impl FnOnce() -> Result<(), store::Error>,
     ) -> Result<(ManifestId, bool), store::Error> {
-        let bytes = self.encode();
-        let id = ManifestId(blake3::hash(&bytes));
-        let same = std::fs::File::open(path).is_ok_and(|file| {
-            file.metadata()
-                .is_ok_and(|m| m.len() == bytes.len() as u64 && m.len() > 0)
-                // SAFETY: only compared; a concurrent writer replaces manifests by rename
-                // (`write_atomic`), and a changed mapping can only make the answer "differs".
-                // Mapped, not read: no copy and no fresh pages for a 10 MB manifest.
-                && unsafe { memmap2::Mmap::map(&file) }.is_ok_and(|old| old[..] == bytes[..])
+        // One pass over the encoding, a chunk at a time, hashes it and compares it with the
+        // file; the bytes are kept only from where they differ. Unchanged, a 10 MB manifest then
+        // never exists in memory (the fresh pages cost more than encoding it).
+        // SAFETY: only compared; a concurrent writer replaces manifests by rename
+        // (`write_atomic`), and a changed mapping can only make the answer "differs".
+        let old = std::fs::File::open(path)
+            .and_then(|file| unsafe { memmap2::Mmap::map(&file) })
+            .ok();
+        let old = old.as_deref().unwrap_or_default();
+        let mut hasher = blake3::Hasher::new();
+        let (mut len, mut bytes, mut same) = (0, Vec::new(), !old.is_empty());
+        encoding::encode_in_chunks(self, |chunk| {
+            hasher.update(chunk);
+            if same && old.get(len..len + chunk.len()) != Some(chunk) {
+                same = false;
+                bytes.extend_from_slice(&old[..len]);
+            }
+            if !same {
+                bytes.extend_from_slice(chunk);
+            }
+            len += chunk.len();
         });
+        let same = same && len == old.len();
+        let id = ManifestId(hasher.finalize());
         if !same {
             before_write()?;
             store::write_atomic(path, &bytes, true)?;
