@@ -235,14 +235,17 @@ pub fn check_path(path: &[u8]) -> Result<(), InvalidEntry> {
     if path[0] == b'/' {
         return Err(InvalidEntry::Absolute);
     }
-    if path.contains(&0) {
+    if memchr::memchr(0, path).is_some() {
         return Err(InvalidEntry::Nul);
     }
-    if path
-        .split(|&c| c == b'/')
-        .any(|c| c.is_empty() || c == b"." || c == b"..")
-    {
-        return Err(InvalidEntry::NotNormalized);
+    // Component by component, the slashes found by `memchr` (a byte loop was a tenth of an
+    // unchanged tree's re-ingest).
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'/', path).chain([path.len()]) {
+        if matches!(&path[start..end], b"" | b"." | b"..") {
+            return Err(InvalidEntry::NotNormalized);
+        }
+        start = end + 1;
     }
     Ok(())
 }
@@ -272,7 +275,7 @@ impl Validator {
         {
             return Err(InvalidEntry::BadSymlinkTarget);
         }
-        if let Some(slash) = entry.path.iter().rposition(|&c| c == b'/') {
+        if let Some(slash) = memchr::memrchr(b'/', &entry.path) {
             let parent = &entry.path[..slash];
             while self.dirs.last().is_some_and(|d| d.as_slice() != parent) {
                 self.dirs.pop();

@@ -79,6 +79,7 @@ pub struct Row {
     pub note: String,
 }
 
+#[derive(Debug)]
 pub struct Times(pub Vec<f64>);
 
 impl Times {
@@ -174,6 +175,26 @@ pub fn measure(
         times.push(elapsed.as_secs_f64());
     }
     Ok(Times(times))
+}
+
+/// Times each of `makes` `runs` times, in rounds that run each once (untimed `prepare` before
+/// each), starting each round with the next command. On this VM the speed of the machine drifts
+/// over minutes; taking the commands in turn makes each see the same drift, where timing one
+/// command's runs and then the next's would compare different minutes.
+pub fn measure_interleaved(
+    runs: usize,
+    mut prepare: impl FnMut() -> Result<()>,
+    makes: &mut [&mut dyn FnMut() -> std::process::Command],
+    expect: Expect,
+) -> Result<Vec<Times>> {
+    let mut times = vec![Vec::new(); makes.len()];
+    for round in 0..runs {
+        for k in 0..makes.len() {
+            let i = (round + k) % makes.len();
+            times[i].extend(measure(1, &mut prepare, &mut makes[i], expect)?.0);
+        }
+    }
+    Ok(times.into_iter().map(Times).collect())
 }
 
 /// `du -sb PATH`: the bytes under a directory.

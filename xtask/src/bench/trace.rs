@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail};
 
 use super::store::rm;
-use super::{Expect, Options, Times, copy_fixture, measure, write_rows};
+use super::{Expect, Options, Times, copy_fixture, measure_interleaved, write_rows};
 use crate::util::{build_velo, exec, user_cargo, user_command};
 
 fn strace() -> Result<std::path::PathBuf> {
@@ -82,40 +82,33 @@ pub fn run(opts: &Options) -> Result<()> {
         ));
     };
 
+    // Each workload's four commands are timed in turn (see `measure_interleaved`).
+    let four = |runs: usize, prepare: &dyn Fn() -> Result<()>, args: &[&str]| {
+        let (mut n, mut e, mut p, mut s) = (
+            || native(args),
+            || traced("ebpf", args),
+            || traced("ptrace", args),
+            || straced(args),
+        );
+        let times = measure_interleaved(
+            runs,
+            prepare,
+            &mut [&mut n, &mut e, &mut p, &mut s],
+            Expect::Success,
+        )?;
+        let [n, e, p, s]: [Times; 4] = times.try_into().expect("four commands");
+        anyhow::Ok((n, e, p, s))
+    };
     eprintln!("clean builds …");
     let runs = opts.runs;
-    let (n, e, p, s) = (
-        measure(runs, clean, || native(&["build"]), Expect::Success)?,
-        measure(runs, clean, || traced("ebpf", &["build"]), Expect::Success)?,
-        measure(
-            runs,
-            clean,
-            || traced("ptrace", &["build"]),
-            Expect::Success,
-        )?,
-        measure(runs, clean, || straced(&["build"]), Expect::Success)?,
-    );
+    let (n, e, p, s) = four(runs, &clean, &["build"])?;
     section("clean cargo build (fixture)", n, e, p, s, 1.05);
 
     eprintln!("no-op builds …");
     exec(native(&["build"]).stderr(Stdio::null()))?;
+    // Fast commands: more runs, so that one disturbed run does not decide.
     let runs_fast = runs.max(10);
-    let (n, e, p, s) = (
-        measure(runs_fast, none, || native(&["build"]), Expect::Success)?,
-        measure(
-            runs_fast,
-            none,
-            || traced("ebpf", &["build"]),
-            Expect::Success,
-        )?,
-        measure(
-            runs_fast,
-            none,
-            || traced("ptrace", &["build"]),
-            Expect::Success,
-        )?,
-        measure(runs_fast, none, || straced(&["build"]), Expect::Success)?,
-    );
+    let (n, e, p, s) = four(runs_fast, &none, &["build"])?;
     section("no-op cargo build (fixture)", n, e, p, s, 1.2);
 
     eprintln!("find /usr -name '*.h' …");
@@ -126,31 +119,27 @@ pub fn run(opts: &Options) -> Result<()> {
             .args(find_args);
         c
     };
-    let (n, e, p, s) = (
-        measure(
-            runs,
-            none,
-            || {
+    let times = measure_interleaved(
+        runs_fast,
+        none,
+        &mut [
+            &mut || {
                 let mut c = Command::new("find");
                 c.args(find_args);
                 c
             },
-            Expect::Success,
-        )?,
-        measure(runs, none, || velo_find("ebpf"), Expect::Success)?,
-        measure(runs, none, || velo_find("ptrace"), Expect::Success)?,
-        measure(
-            runs,
-            none,
-            || {
+            &mut || velo_find("ebpf"),
+            &mut || velo_find("ptrace"),
+            &mut || {
                 let mut c = Command::new(&strace);
                 c.args(["-f", "-e", "trace=%file", "-o", "/dev/null", "find"])
                     .args(find_args);
                 c
             },
-            Expect::Success,
-        )?,
-    );
+        ],
+        Expect::Success,
+    )?;
+    let [n, e, p, s]: [Times; 4] = times.try_into().expect("four commands");
     section("find /usr -name '*.h'", n, e, p, s, 1.2);
 
     // The fixed cost of each backend: tracing `true`.
@@ -159,11 +148,17 @@ pub fn run(opts: &Options) -> Result<()> {
         c.args(["trace", "--backend", backend, "--", "true"]);
         c
     };
-    let (n, e, p) = (
-        measure(runs_fast, none, || Command::new("true"), Expect::Success)?,
-        measure(runs_fast, none, || startup("ebpf"), Expect::Success)?,
-        measure(runs_fast, none, || startup("ptrace"), Expect::Success)?,
-    );
+    let times = measure_interleaved(
+        runs_fast,
+        none,
+        &mut [
+            &mut || Command::new("true"),
+            &mut || startup("ebpf"),
+            &mut || startup("ptrace"),
+        ],
+        Expect::Success,
+    )?;
+    let [n, e, p]: [Times; 3] = times.try_into().expect("three commands");
     rows.push(n.row("start-up: true, native", "baseline".into()));
     rows.push(e.row(
         "start-up: velo trace --backend ebpf -- true",
@@ -178,7 +173,8 @@ pub fn run(opts: &Options) -> Result<()> {
     writeln!(report, "# Benchmark: velo trace\n")?;
     writeln!(
         report,
-        "{} runs per row ({} for the no-op build). {}\n",
+        "{} runs per row ({} for the no-op build, `find` and start-up); the commands of a \
+         workload are timed in turn, round by round. {}\n",
         runs,
         runs_fast,
         super::store::machine()?
