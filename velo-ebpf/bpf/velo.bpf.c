@@ -159,22 +159,27 @@ static __always_inline __u32 kernel_str(struct record *r, __u32 off, const void 
 #define F_DUPFD 0
 #define F_DUPFD_CLOEXEC 1030
 
-/* The six syscall arguments and the user instruction pointer from the saved registers (the
- * x86_64 syscall ABI: di, si, dx, r10, r8, r9). Non-zero when they cannot be read. */
-static __always_inline long read_args(__u64 *args, __u64 *ip, const struct velo_pt_regs *saved)
+/* The end of the register frame, from r10 on: all a syscall's exit needs in one read of 80
+ * bytes rather than 168 (the x86_64 syscall ABI passes arguments in di, si, dx, r10, r8, r9;
+ * orig_ax holds the number). */
+struct velo_regs_tail {
+	unsigned long r10, r9, r8, ax, cx, dx, si, di, orig_ax, ip;
+};
+
+static __always_inline long read_regs(struct velo_regs_tail *t, const struct velo_pt_regs *saved)
 {
-	struct velo_pt_regs regs;
-	long err = bpf_probe_read_kernel(&regs, sizeof(regs), saved);
-	if (err)
-		return err;
-	args[0] = regs.di;
-	args[1] = regs.si;
-	args[2] = regs.dx;
-	args[3] = regs.r10;
-	args[4] = regs.r8;
-	args[5] = regs.r9;
-	*ip = regs.ip;
-	return 0;
+	return bpf_probe_read_kernel(t, sizeof(*t), &saved->r10);
+}
+
+static __always_inline void put_args(__u64 *args, __u64 *ip, const struct velo_regs_tail *t)
+{
+	args[0] = t->di;
+	args[1] = t->si;
+	args[2] = t->dx;
+	args[3] = t->r10;
+	args[4] = t->r8;
+	args[5] = t->r9;
+	*ip = t->ip;
 }
 
 SEC("raw_tracepoint/sys_enter")
@@ -194,8 +199,10 @@ int velo_sys_enter(void *ctx)
 	struct pending *p = bpf_map_lookup_elem(&exec_scratch, &zero);
 	if (!p)
 		return 0;
-	if (read_args(p->args, &p->ip, (void *)a[0]))
+	struct velo_regs_tail t;
+	if (read_regs(&t, (void *)a[0]))
 		return 0;
+	put_args(p->args, &p->ip, &t);
 	p->path[0] = 0;
 	bpf_probe_read_user_str(p->path, STR_MAX, (void *)p->args[nr == NR_EXECVE ? 0 : 1]);
 	bpf_map_update_elem(&pending, &tid, p, BPF_ANY);
@@ -217,23 +224,27 @@ static __always_inline __u64 arg(struct velo_event *h, __u32 i)
 SEC("raw_tracepoint/sys_exit")
 int velo_sys_exit(void *ctx)
 {
-	/* args[0] = struct pt_regs *, args[1] = the return value. */
+	/* args[0] = struct pt_regs *, args[1] = the return value. One read of the registers gives
+	 * the number and the arguments, so a call that is not wanted (the `fcntl`s other than
+	 * F_DUPFD*, which `find` makes twice per directory) costs no more. */
 	__u64 *a = ctx;
-	struct velo_pt_regs *live = (struct velo_pt_regs *)a[0];
-	__u64 nr;
-	if (bpf_probe_read_kernel(&nr, sizeof(nr), &live->orig_ax) || nr >= 512)
+	struct velo_regs_tail t;
+	if (read_regs(&t, (const struct velo_pt_regs *)a[0]) || t.orig_ax >= 512)
 		return 0;
+	__u64 nr = t.orig_ax;
 	__u32 key = nr;
 	__u32 *specp = bpf_map_lookup_elem(&watched, &key);
 	if (!specp || !(*specp & VELO_SPEC_WATCHED))
 		return 0;
 	__u32 spec = *specp;
-	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tgid = id >> 32, tid = (__u32)id;
-	if (!bpf_map_lookup_elem(&traced, &tgid))
+	if (nr == NR_FCNTL && t.si != F_DUPFD && t.si != F_DUPFD_CLOEXEC)
 		return 0;
 	__s64 ret = (__s64)a[1];
 	if ((spec & VELO_SPEC_DESCRIPTOR) && ret < 0)
+		return 0;
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32, tid = (__u32)id;
+	if (!bpf_map_lookup_elem(&traced, &tgid))
 		return 0;
 	__u32 zero = 0;
 	struct record *r = bpf_map_lookup_elem(&scratch, &zero);
@@ -248,11 +259,8 @@ int velo_sys_exit(void *ctx)
 			h->args[i] = p->args[i];
 		h->ip = p->ip;
 	} else {
-		if (read_args(h->args, &h->ip, live))
-			return 0;
+		put_args(h->args, &h->ip, &t);
 	}
-	if (nr == NR_FCNTL && h->args[1] != F_DUPFD && h->args[1] != F_DUPFD_CLOEXEC)
-		return 0;
 	h->kind = (spec & VELO_SPEC_DESCRIPTOR) ? VELO_DESCRIPTOR : VELO_SYSCALL;
 	h->pid = tgid;
 	h->tid = tid;
@@ -261,6 +269,12 @@ int velo_sys_exit(void *ctx)
 	h->ret = ret;
 	h->len[0] = h->len[1] = h->len[2] = 0;
 	h->pad = 0;
+	if (spec & VELO_SPEC_DESCRIPTOR) {
+		/* The header alone: the reader wants the descriptors, not the name. */
+		__builtin_memset(h->comm, 0, sizeof(h->comm));
+		send(r, 0);
+		return 0;
+	}
 	bpf_get_current_comm(h->comm, sizeof(h->comm));
 	__u32 a0 = spec & 7, a1 = (spec >> 3) & 7, rarg = (spec >> 6) & 7;
 	__u32 off = 0, n;
