@@ -184,7 +184,11 @@ impl Manifest {
             }
             len += chunk.len();
         });
-        let same = same && len == old.len();
+        if same && len != old.len() {
+            // The file holds these bytes and more.
+            same = false;
+            bytes.extend_from_slice(&old[..len]);
+        }
         let id = ManifestId(hasher.finalize());
         if !same {
             before_write()?;
@@ -405,5 +409,36 @@ mod tests {
         assert_eq!(display_path(b"caf\xc3\xa9"), "café");
         assert_eq!(display_path(b"a\\b"), "a\\b");
         assert_eq!(display_path(b"a\\\xffb"), "a\\\\\\xffb");
+    }
+
+    #[test]
+    fn write_replaces_a_file_that_differs_anywhere() {
+        let m = Manifest::from_entries(vec![dir("a"), file("a/b"), file("c")]).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("m.velo");
+        let encoded = m.encode();
+        let cases: [(&str, Vec<u8>); 4] = [
+            ("missing", Vec::new()),
+            ("more bytes after", [&encoded[..], b"junk"].concat()),
+            ("cut short", encoded[..encoded.len() - 1].to_vec()),
+            ("a byte changed", {
+                let mut e = encoded.clone();
+                *e.last_mut().unwrap() ^= 1;
+                e
+            }),
+        ];
+        for (what, old) in cases {
+            if old.is_empty() {
+                let _ = std::fs::remove_file(&path);
+            } else {
+                std::fs::write(&path, &old).unwrap();
+            }
+            let (id, written) = m.write_after(&path, || Ok(())).unwrap();
+            assert!(written, "{what}");
+            assert_eq!(std::fs::read(&path).unwrap(), encoded, "{what}");
+            assert_eq!(id, m.id(), "{what}");
+            let (_, again) = m.write_after(&path, || Ok(())).unwrap();
+            assert!(!again, "{what}: identical bytes are not rewritten");
+        }
     }
 }
