@@ -134,12 +134,28 @@ impl Units {
                 Event::Fork { thread: true, .. } => None,
                 Event::Fork { parent, pid, .. } => {
                     let parent = instance(&mut units, &mut current, *parent);
-                    units.processes.push(Process {
-                        parent: Some(parent),
-                        exe: units.processes[parent].exe.clone(),
-                        ..Process::default()
-                    });
-                    current.insert(*pid, units.processes.len() - 1);
+                    match current.get(pid) {
+                        // The child's own events came first: the ptrace backend reports two
+                        // processes' stops in whichever order `wait` gives them, so a child
+                        // may exec (say, into rustc) before its parent's fork is seen. Adopt
+                        // that instance rather than start another, which would lose its exec.
+                        Some(&child) if units.processes[child].parent.is_none() => {
+                            let exe = units.processes[parent].exe.clone();
+                            let child = &mut units.processes[child];
+                            child.parent = Some(parent);
+                            if child.exe.is_empty() {
+                                child.exe = exe;
+                            }
+                        }
+                        _ => {
+                            units.processes.push(Process {
+                                parent: Some(parent),
+                                exe: units.processes[parent].exe.clone(),
+                                ..Process::default()
+                            });
+                            current.insert(*pid, units.processes.len() - 1);
+                        }
+                    }
                     None
                 }
                 Event::Exec { pid, exe } => {
@@ -527,5 +543,74 @@ mod tests {
             build_script("/p/target/debug/deps/app-0123456789abcdef"),
             None
         );
+    }
+
+    #[test]
+    fn a_child_seen_before_its_fork_keeps_its_exec() {
+        let open = |pid: i32, path: &str| {
+            Event::Syscall(velo_tracer::event::Syscall {
+                pid,
+                tid: pid,
+                ppid: 0,
+                exe: String::new(),
+                syscall: "openat".into(),
+                paths: vec![path.into()],
+                resolved: vec![path.into()],
+                ret: Some(3),
+                returned: None,
+                writes: false,
+                shim: true,
+                via_shim: false,
+            })
+        };
+        let cargo = || Event::Exec {
+            pid: 10,
+            exe: "/usr/bin/cargo".into(),
+        };
+        let rustc = || Event::Exec {
+            pid: 11,
+            exe: "/usr/bin/rustc".into(),
+        };
+        let fork = || Event::Fork {
+            parent: 10,
+            pid: 11,
+            thread: false,
+        };
+        let dep_info = "/p/target/debug/deps/tables-0123456789abcdef.d";
+        for (order, events) in [
+            (
+                "fork first",
+                vec![
+                    cargo(),
+                    fork(),
+                    rustc(),
+                    open(11, "/p/a.txt"),
+                    open(11, dep_info),
+                ],
+            ),
+            (
+                "exec first",
+                vec![
+                    cargo(),
+                    rustc(),
+                    open(11, "/p/a.txt"),
+                    fork(),
+                    open(11, dep_info),
+                ],
+            ),
+        ] {
+            let units = Units::assign(&events);
+            let read = events
+                .iter()
+                .position(|e| matches!(e, Event::Syscall(s) if s.paths[0] == "/p/a.txt"));
+            let unit = read.and_then(|i| units.unit_of_event(i));
+            assert!(unit.is_some(), "{order}: the read belongs to rustc's unit");
+            assert_eq!(units.units[unit.unwrap()].crate_name(), "tables", "{order}");
+            assert_eq!(
+                units.exe_of_event(read.unwrap()),
+                Some("/usr/bin/rustc"),
+                "{order}"
+            );
+        }
     }
 }
