@@ -5,17 +5,24 @@
 //! The command is forked by hand (not with `std::process::Command`: its child must stop and
 //! wait for the tracer before `exec`, and blocking in `pre_exec` while the parent waits in
 //! `spawn` deadlocks). The child asks to be traced, sets `no_new_privs`, stops itself, and, once
-//! the tracer has set its options, installs a seccomp filter that returns `SECCOMP_RET_TRACE`
-//! for the syscalls of [`crate::syscalls`] and `SECCOMP_RET_ALLOW` for everything else, then
-//! execs. Only file syscalls stop the process (a `find /usr` costs ~5× native instead of ~25×
-//! with every syscall stopped). The filter is inherited by every descendant.
+//! the tracer has set its options, installs a seccomp filter that singles out the syscalls of
+//! [`crate::syscalls`] and allows everything else, then execs. Only file syscalls cost anything
+//! (a `find /usr` costs ~5× native instead of ~25× with every syscall stopped). The filter is
+//! inherited by every descendant.
 //!
-//! Per stopped file syscall: at the seccomp stop (entry) the tracer reads the registers and the
-//! path arguments (`process_vm_readv`), resolves relative ones against the dirfd or cwd
-//! (`/proc/PID/fd/N`, `/proc/TID/cwd`), and restarts with `PTRACE_SYSCALL`, which stops again
-//! at the syscall's exit for the return value and any returned path.
+//! What the filter does with a file syscall depends on what the caller asked for:
 //!
-//! Children are followed with `PTRACE_O_TRACEFORK|VFORK|CLONE` and `TRACEEXEC`;
+//! - **Findings** (no event log, [`Options::returns`] unset): `SECCOMP_RET_USER_NOTIF`. The
+//!   child hands the filter's listener to velo, and a second thread serves it ([`notify`]): it
+//!   reads the path arguments while the caller waits, then lets the call run. About a third of
+//!   the cost of a ptrace stop; no return values. Kernels without listeners (before 5.0) or
+//!   without `pidfd_getfd` (before 5.6) fall back to the next mode, and say so in the log.
+//! - **Event log**: `SECCOMP_RET_TRACE`. At the seccomp stop (entry) the tracer reads the
+//!   registers and the path arguments (`process_vm_readv`), resolves relative ones against the
+//!   dirfd or cwd (`/proc/PID/fd/N`, `/proc/TID/cwd`), and restarts with `PTRACE_SYSCALL`, which
+//!   stops again at the syscall's exit for the return value and any returned path.
+//!
+//! Either way, children are followed with `PTRACE_O_TRACEFORK|VFORK|CLONE` and `TRACEEXEC`;
 //! `PTRACE_O_EXITKILL` kills every tracee if velo dies, so nothing is ever left stopped or
 //! orphaned.
 //!
@@ -29,9 +36,13 @@
 //!
 //! [`Syscall::via_shim`]: crate::event::Syscall::via_shim
 
+mod notify;
+
 use std::collections::HashMap;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 pub use crate::command::{Command, Outcome};
 use crate::event::{Event, Syscall};
@@ -53,8 +64,9 @@ pub enum Error {
 pub struct Options {
     /// The shim's file name, to find it in `/proc/PID/maps`.
     pub shim_file_name: String,
-    /// Stop at every syscall's exit for its return value. Without it, only the calls that
-    /// return a path stop twice: half the stops, for callers that need findings, not a log.
+    /// Stop at every syscall's exit for its return value (for an event log). Without it, file
+    /// syscalls go through a seccomp listener (see the module doc): no return values, a third
+    /// of the cost.
     pub returns: bool,
 }
 
@@ -62,8 +74,8 @@ const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
 const SECCOMP_RET_TRACE: u32 = 0x7ff0_0000;
 const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
 
-/// The seccomp program: trace the file syscalls, allow the rest.
-fn filter() -> Vec<libc::sock_filter> {
+/// The seccomp program: `action` for the file syscalls, allow the rest.
+fn filter(action: u32) -> Vec<libc::sock_filter> {
     let stmt = |code: u16, k: u32| libc::sock_filter {
         code,
         jt: 0,
@@ -93,7 +105,7 @@ fn filter() -> Vec<libc::sock_filter> {
         });
     }
     prog.push(stmt(ret, SECCOMP_RET_ALLOW));
-    prog.push(stmt(ret, SECCOMP_RET_TRACE));
+    prog.push(stmt(ret, action));
     prog
 }
 
@@ -134,10 +146,40 @@ struct Process {
 /// Runs `cmd` traced, passing every event to `sink`.
 pub fn trace(cmd: &Command, opts: &Options, sink: &mut dyn FnMut(Event)) -> Result<Outcome, Error> {
     let exec = crate::command::Exec::new(cmd).map_err(|_| Error::Nul)?;
-    let prog = filter();
+    if !opts.returns {
+        match start(&exec, true)? {
+            (child, Ok(Some(listener))) => return trace_notified(child, listener, opts, sink),
+            (_, Err(why)) => tracing::info!(
+                "no seccomp listener ({why}): every file syscall is a ptrace stop, ~3x slower"
+            ),
+            (_, Ok(None)) => unreachable!("a listener was asked for"),
+        }
+    }
+    let (child, _) = start(&exec, false)?;
+    let mut tracer = Tracer::new(child, opts, Output::Sink(sink));
+    tracer.run(child)
+}
+
+/// Forks the traced child and lets it run up to `exec` with its filter in place: with a
+/// listener (`notified`) when the kernel gives one, handed over; `Err(why)` when it does not
+/// (the child is gone then, having run nothing of the command's).
+fn start(exec: &crate::command::Exec, notified: bool) -> Result<(i32, Started), Error> {
+    let action = if notified {
+        libc::SECCOMP_RET_USER_NOTIF
+    } else {
+        SECCOMP_RET_TRACE
+    };
+    let prog = filter(action);
     let fprog = libc::sock_fprog {
         len: prog.len() as u16,
         filter: prog.as_ptr().cast_mut(),
+    };
+    // With a listener: the child reports its descriptor number on one pipe and waits on the
+    // other until velo holds the listener (or gives up: then it exits, having run nothing).
+    let (report, go) = if notified {
+        (Some(pipe()?), Some(pipe()?))
+    } else {
+        (None, None)
     };
 
     // SAFETY: fork; the child only calls async-signal-safe functions on data prepared above.
@@ -153,13 +195,41 @@ pub fn trace(cmd: &Command, opts: &Options, sink: &mut dyn FnMut(Event)) -> Resu
             }
             libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
             libc::raise(libc::SIGSTOP);
-            if libc::prctl(
-                libc::PR_SET_SECCOMP,
-                libc::SECCOMP_MODE_FILTER,
-                &fprog as *const libc::sock_fprog,
-            ) != 0
-            {
-                libc::_exit(126);
+            match (&report, &go) {
+                (Some((_, report_w)), Some((go_r, _))) => {
+                    let install = |flags: libc::c_ulong| {
+                        libc::syscall(
+                            libc::SYS_seccomp,
+                            libc::SECCOMP_SET_MODE_FILTER,
+                            flags,
+                            &fprog as *const libc::sock_fprog,
+                        )
+                    };
+                    let mut fd = install(
+                        libc::SECCOMP_FILTER_FLAG_NEW_LISTENER
+                            | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV,
+                    );
+                    if fd < 0 {
+                        // Before 5.19: no killable wait.
+                        fd = install(libc::SECCOMP_FILTER_FLAG_NEW_LISTENER);
+                    }
+                    let fd = fd as i32;
+                    libc::write(report_w.as_raw_fd(), (&raw const fd).cast(), 4);
+                    let mut ok = 0u8;
+                    if fd < 0 || libc::read(go_r.as_raw_fd(), (&raw mut ok).cast(), 1) != 1 {
+                        libc::_exit(125);
+                    }
+                }
+                _ => {
+                    if libc::prctl(
+                        libc::PR_SET_SECCOMP,
+                        libc::SECCOMP_MODE_FILTER,
+                        &fprog as *const libc::sock_fprog,
+                    ) != 0
+                    {
+                        libc::_exit(126);
+                    }
+                }
             }
             exec.exec();
         }
@@ -188,32 +258,133 @@ pub fn trace(cmd: &Command, opts: &Options, sink: &mut dyn FnMut(Event)) -> Resu
         unsafe { libc::kill(child, libc::SIGKILL) };
         return Err(Error::Start(e));
     }
-    let mut tracer = Tracer {
-        opts,
-        threads: HashMap::new(),
-        processes: HashMap::new(),
-        sink,
-    };
-    tracer.threads.insert(
-        child,
-        Thread {
-            pid: child,
-            started: true,
-            pending: None,
-        },
-    );
-    tracer.processes.insert(
-        child,
-        Process {
-            ppid: std::process::id() as i32,
-            exe: String::new(),
-            shim_text: None,
-            events: 0,
-            execed: false,
-        },
-    );
     resume(child, libc::PTRACE_CONT, 0);
-    tracer.run(child)
+    let (Some((report_r, report_w)), Some((go_r, go_w))) = (report, go) else {
+        return Ok((child, Ok(None)));
+    };
+    drop((report_w, go_r));
+    let mut fd = -1i32;
+    // SAFETY: reading four bytes into an i32; EOF (the child died) leaves it at -1.
+    let n = unsafe { libc::read(report_r.as_raw_fd(), (&raw mut fd).cast(), 4) };
+    let listener = if n != 4 || fd < 0 {
+        Err("the kernel refused SECCOMP_FILTER_FLAG_NEW_LISTENER".to_owned())
+    } else {
+        notify::Listener::take(child, fd).map_err(|e| format!("pidfd_getfd: {e}"))
+    };
+    match listener {
+        Ok(listener) => {
+            // SAFETY: one byte to the waiting child.
+            unsafe { libc::write(go_w.as_raw_fd(), b"1".as_ptr().cast(), 1) };
+            Ok((child, Ok(Some(listener))))
+        }
+        Err(why) => {
+            drop(go_w); // the child reads EOF and exits
+            reap(child);
+            Ok((child, Err(why)))
+        }
+    }
+}
+
+/// The listener handed over (`None`: none was asked for), or why there is none.
+type Started = Result<Option<notify::Listener>, String>;
+
+/// A close-on-exec pipe: (read end, write end).
+fn pipe() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd), Error> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors, owned from here on.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(Error::Sys("pipe2", std::io::Error::last_os_error()));
+    }
+    // SAFETY: as above.
+    Ok(unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    })
+}
+
+/// Waits for traced `child` to end, letting it past any stop.
+fn reap(child: i32) {
+    loop {
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        if unsafe { libc::waitpid(child, &mut status, libc::__WALL) } != child
+            || libc::WIFEXITED(status)
+            || libc::WIFSIGNALED(status)
+        {
+            return;
+        }
+        resume(child, libc::PTRACE_CONT, 0);
+    }
+}
+
+/// The findings mode: this thread follows the processes with ptrace while a second one serves
+/// the listener; the two streams are merged by their stamps afterwards.
+fn trace_notified(
+    child: i32,
+    listener: notify::Listener,
+    opts: &Options,
+    sink: &mut dyn FnMut(Event),
+) -> Result<Outcome, Error> {
+    let seq = AtomicU64::new(0);
+    let done = AtomicBool::new(false);
+    let (outcome, mut events, served) = std::thread::scope(|s| {
+        let server = s.spawn(|| listener.serve(&seq, &done));
+        let mut tracer = Tracer::new(child, opts, Output::Stamped(&seq, Vec::new()));
+        let outcome = tracer.run(child);
+        if outcome.is_err() {
+            // SAFETY: our child; nothing may be left running unserved.
+            unsafe { libc::kill(child, libc::SIGKILL) };
+        }
+        done.store(true, Ordering::SeqCst);
+        let served = server.join().unwrap_or_default();
+        let Output::Stamped(_, events) = tracer.output else {
+            unreachable!("stamped output")
+        };
+        (outcome, events, served)
+    });
+    events.extend(served);
+    events.sort_unstable_by_key(|(stamp, _)| *stamp);
+    // The listener took each caller's parent from /proc; a fork seen first is the better
+    // source (a parent that already exited leaves its child to init there).
+    let mut parents = HashMap::new();
+    for (_, mut event) in events {
+        match &mut event {
+            Event::Fork {
+                parent,
+                pid,
+                thread: false,
+            } => {
+                parents.insert(*pid, *parent);
+            }
+            Event::Syscall(s) => {
+                if let Some(parent) = parents.get(&s.pid) {
+                    s.ppid = *parent;
+                }
+            }
+            _ => {}
+        }
+        sink(event);
+    }
+    outcome
+}
+
+/// Where the ptrace thread's events go: straight to the caller's sink, or stamped and kept for
+/// the merge with the listener's.
+enum Output<'a> {
+    Sink(&'a mut dyn FnMut(Event)),
+    Stamped(&'a AtomicU64, Vec<(u64, Event)>),
+}
+
+impl Output<'_> {
+    fn emit(&mut self, event: Event) {
+        match self {
+            Output::Sink(sink) => sink(event),
+            Output::Stamped(seq, kept) => kept.push((seq.fetch_add(1, Ordering::SeqCst), event)),
+        }
+    }
 }
 
 fn resume(tid: i32, request: libc::c_uint, signal: i32) {
@@ -225,10 +396,36 @@ struct Tracer<'a> {
     opts: &'a Options,
     threads: HashMap<i32, Thread>,
     processes: HashMap<i32, Process>,
-    sink: &'a mut dyn FnMut(Event),
+    output: Output<'a>,
 }
 
-impl Tracer<'_> {
+impl<'a> Tracer<'a> {
+    /// The tracer of `child`, just started.
+    fn new(child: i32, opts: &'a Options, output: Output<'a>) -> Self {
+        let mut tracer = Tracer {
+            opts,
+            threads: HashMap::new(),
+            processes: HashMap::new(),
+            output,
+        };
+        tracer.threads.insert(
+            child,
+            Thread {
+                pid: child,
+                started: true,
+                pending: None,
+            },
+        );
+        tracer.processes.insert(
+            child,
+            Process {
+                ppid: std::process::id() as i32,
+                ..Process::default()
+            },
+        );
+        tracer
+    }
+
     fn run(&mut self, root: i32) -> Result<Outcome, Error> {
         let mut outcome = None;
         loop {
@@ -259,7 +456,7 @@ impl Tracer<'_> {
                     && t.pid == tid
                 {
                     self.processes.remove(&tid);
-                    (self.sink)(Event::Exit {
+                    self.output.emit(Event::Exit {
                         pid: tid,
                         code,
                         signal,
@@ -289,8 +486,8 @@ impl Tracer<'_> {
                     }
                 }
                 (s, 0) if s == libc::SIGTRAP | 0x80 => {
-                    let regs = regs(tid);
-                    self.on_exit(tid, regs.as_ref());
+                    let ret = regs(tid).map(|r| r.rax as i64);
+                    self.on_exit(tid, ret);
                     resume(tid, libc::PTRACE_CONT, 0);
                 }
                 (
@@ -302,7 +499,10 @@ impl Tracer<'_> {
                     unsafe { libc::ptrace(libc::PTRACE_GETEVENTMSG, tid, 0, &mut msg) };
                     let child = msg as i32;
                     let parent_pid = self.threads.get(&tid).map_or(tid, |t| t.pid);
-                    let thread = event == libc::PTRACE_EVENT_CLONE && tgid(child) == parent_pid;
+                    // A thread of the same process shows under its task directory (a stat,
+                    // where its status file would take several reads).
+                    let thread = event == libc::PTRACE_EVENT_CLONE
+                        && Path::new(&format!("/proc/{parent_pid}/task/{child}")).exists();
                     let pid = if thread { parent_pid } else { child };
                     self.threads.entry(child).or_default().pid = pid;
                     if !thread {
@@ -321,7 +521,7 @@ impl Tracer<'_> {
                             p.shim_text = shim_text;
                         }
                     }
-                    (self.sink)(Event::Fork {
+                    self.output.emit(Event::Fork {
                         parent: parent_pid,
                         pid: child,
                         thread,
@@ -331,6 +531,12 @@ impl Tracer<'_> {
                 (libc::SIGTRAP, libc::PTRACE_EVENT_EXEC) => {
                     // After exec the thread group leader carries the process (a non-leader
                     // thread that execs takes over the leader's id).
+                    // The execve that got here succeeded: its exit stop does not come (the
+                    // tracee goes on with PTRACE_CONT), so it is complete now, made by the old
+                    // program.
+                    if self.opts.returns {
+                        self.on_exit(tid, Some(0));
+                    }
                     let pid = self.threads.get(&tid).map_or(tid, |t| t.pid);
                     let exe = read_link(&format!("/proc/{pid}/exe"));
                     let p = self.processes.entry(pid).or_default();
@@ -338,7 +544,7 @@ impl Tracer<'_> {
                     p.shim_text = None;
                     p.events = 0;
                     p.execed = true;
-                    (self.sink)(Event::Exec { pid, exe });
+                    self.output.emit(Event::Exec { pid, exe });
                     resume(tid, libc::PTRACE_CONT, 0);
                 }
                 (libc::SIGTRAP, _) => resume(tid, libc::PTRACE_CONT, 0),
@@ -406,13 +612,11 @@ impl Tracer<'_> {
         p
     }
 
-    /// Completes the pending syscall of `tid`, with the registers at its exit when stopped
-    /// there.
-    fn on_exit(&mut self, tid: i32, regs: Option<&libc::user_regs_struct>) {
+    /// Completes the pending syscall of `tid`, with its return value when stopped at its exit.
+    fn on_exit(&mut self, tid: i32, ret: Option<i64>) {
         let Some(pending) = self.threads.get_mut(&tid).and_then(|t| t.pending.take()) else {
             return;
         };
-        let ret = regs.map(|r| r.rax as i64);
         let returned = match (pending.spec.returns, ret) {
             (Returns::CString(arg), Some(ret)) if ret > 0 => read_string(tid, pending.args[arg]),
             (Returns::Counted(arg), Some(ret)) if ret > 0 => {
@@ -439,7 +643,7 @@ impl Tracer<'_> {
         } else {
             pending.exe
         };
-        (self.sink)(Event::Syscall(Syscall {
+        self.output.emit(Event::Syscall(Syscall {
             pid,
             tid,
             ppid,
@@ -457,14 +661,26 @@ impl Tracer<'_> {
 }
 
 fn tgid(tid: i32) -> i32 {
-    std::fs::read_to_string(format!("/proc/{tid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Tgid:"))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(tid)
+    status_ids(tid).0
+}
+
+/// The process id and parent process id of thread `tid` (`tid` and 0 when it is gone). One
+/// short read: both are near the top of `/proc/TID/status`, and `read_to_string` would take
+/// eight reads of it.
+fn status_ids(tid: i32) -> (i32, i32) {
+    use std::io::Read;
+    let mut buf = [0u8; 512];
+    let n = std::fs::File::open(format!("/proc/{tid}/status"))
+        .and_then(|mut f| f.read(&mut buf))
+        .unwrap_or(0);
+    let status = String::from_utf8_lossy(&buf[..n]);
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    (field("Tgid:").unwrap_or(tid), field("PPid:").unwrap_or(0))
 }
 
 fn regs(tid: i32) -> Option<libc::user_regs_struct> {
@@ -481,42 +697,52 @@ fn read_bytes(tid: i32, addr: u64, len: usize) -> Option<Vec<u8>> {
         return None;
     }
     let mut buf = vec![0u8; len];
-    let local = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: len,
-    };
-    let remote = libc::iovec {
-        iov_base: addr as *mut libc::c_void,
-        iov_len: len,
-    };
-    // SAFETY: one local buffer of `len` bytes; the remote range is the tracee's business.
-    let n = unsafe { libc::process_vm_readv(tid, &local, 1, &remote, 1, 0) };
-    if n <= 0 {
-        return None;
-    }
-    buf.truncate(n as usize);
+    let n = read_into(tid, addr, &mut buf)?.len();
+    buf.truncate(n);
     Some(buf)
 }
 
-/// A NUL-terminated string of the tracee, read page by page (a string may end just before an
-/// unmapped page).
+/// A NUL-terminated string of the tracee. Read in steps that never cross a page (a string may
+/// end just before an unmapped page), the first one short: most paths fit in it, and copying
+/// up to a page end costs more than a second read when they do not.
 fn read_string(tid: i32, addr: u64) -> Option<String> {
     if addr == 0 {
         return None;
     }
+    let mut buf = [0u8; 4096];
     let mut out = Vec::new();
     let mut at = addr;
+    let mut step = 256;
     while out.len() < libc::PATH_MAX as usize {
-        let to_page_end = 4096 - (at % 4096) as usize;
-        let chunk = read_bytes(tid, at, to_page_end)?;
-        if let Some(nul) = chunk.iter().position(|&b| b == 0) {
+        let len = step.min(4096 - (at % 4096) as usize);
+        let chunk = read_into(tid, at, &mut buf[..len])?;
+        if let Some(nul) = memchr::memchr(0, chunk) {
+            if out.is_empty() {
+                return Some(bytes_to_string(&chunk[..nul]));
+            }
             out.extend_from_slice(&chunk[..nul]);
             return Some(bytes_to_string(&out));
         }
-        out.extend_from_slice(&chunk);
+        out.extend_from_slice(chunk);
         at += chunk.len() as u64;
+        step = 4096;
     }
     Some(bytes_to_string(&out))
+}
+
+/// The tracee's memory at `addr` into `buf`; the part that could be read.
+fn read_into(tid: i32, addr: u64, buf: &mut [u8]) -> Option<&[u8]> {
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: one local buffer of `buf.len()` bytes; the remote range is the tracee's business.
+    let n = unsafe { libc::process_vm_readv(tid, &local, 1, &remote, 1, 0) };
+    (n > 0).then(|| &buf[..n as usize])
 }
 
 fn bytes_to_string(b: &[u8]) -> String {
