@@ -349,27 +349,29 @@ pub fn written_leaks(events: &[Event], roots: &Roots) -> Vec<Leak> {
         // Not even the thread pool is started.
         return Vec::new();
     }
-    // Read in parallel and memory-mapped: a build writes all of target/.
+    // Read in parallel and memory-mapped: a build writes all of target/. A few files (a no-op
+    // build rewrites its dep-info) are read here: starting the pool costs more (~0.5 ms).
     use rayon::prelude::*;
+    let leaks_root = |(path, _): &(String, (String, i32))| {
+        let Ok(file) = std::fs::File::open(path) else {
+            return false;
+        };
+        if file.metadata().is_ok_and(|m| m.len() == 0 || !m.is_file()) {
+            return false;
+        }
+        // SAFETY: a read-only private map of a file the finished run wrote; another writer
+        // can at worst make the read stale or torn, which safe code reading bytes tolerates.
+        let Ok(map) = (unsafe { memmap2::Mmap::map(&file) }) else {
+            return false;
+        };
+        roots.physical.iter().any(|r| holds_root(&map, r))
+    };
     let written: Vec<(String, (String, i32))> = written.into_iter().collect();
-    let leaked: Vec<(String, (String, i32))> = written
-        .into_par_iter()
-        .filter(|(path, _)| {
-            let Ok(file) = std::fs::File::open(path) else {
-                return false;
-            };
-            if file.metadata().is_ok_and(|m| m.len() == 0 || !m.is_file()) {
-                return false;
-            }
-            // SAFETY: a read-only private map of a file the finished run wrote; another
-            // writer can at worst make the read stale or torn, which safe code reading bytes
-            // tolerates.
-            let Ok(map) = (unsafe { memmap2::Mmap::map(&file) }) else {
-                return false;
-            };
-            roots.physical.iter().any(|r| holds_root(&map, r))
-        })
-        .collect();
+    let leaked: Vec<(String, (String, i32))> = if written.len() < 16 {
+        written.into_iter().filter(leaks_root).collect()
+    } else {
+        written.into_par_iter().filter(leaks_root).collect()
+    };
     let mut leaks: BTreeMap<String, Leak> = BTreeMap::new();
     for (path, (exe, pid)) in leaked {
         let leak = leaks.entry(exe.clone()).or_insert_with(|| Leak {
