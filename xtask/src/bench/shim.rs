@@ -18,8 +18,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result, ensure};
 
-use super::{Expect, Options, Row, Times, measure_interleaved, write_rows};
-use crate::util::{build_velo, exec, output, root, user_cargo};
+use super::{Options, Row, Times, write_rows};
+use crate::util::{build_velo, exec, output, root, time, user_cargo};
 
 struct Tools {
     velo: PathBuf,
@@ -328,34 +328,25 @@ fn builds(
         cmd.args(["build", "--quiet"]).args(args);
         cmd
     };
-    // Native and inception builds are timed in turn, round by round (see
-    // `measure_interleaved`). Their units have different package ids (the workspace's path
-    // is part of them), so both sets of artifacts live side by side in one target/ and each
-    // no-op rebuild finds its own fresh.
     let target = project.join("target");
-    let (mut native, mut velo) = (|| cargo(false), || cargo(true));
-    let clean = measure_interleaved(
-        clean_runs,
-        || {
+    let mut clean = [Vec::new(), Vec::new()];
+    let mut noop = [Vec::new(), Vec::new()];
+    for _ in 0..clean_runs {
+        for (i, inception) in [false, true].into_iter().enumerate() {
             if target.exists() {
                 fs::remove_dir_all(&target)?;
             }
-            Ok(())
-        },
-        &mut [&mut native, &mut velo],
-        Expect::Success,
-    )?;
-    ensure!(!clean[0].0.is_empty(), "no runs");
-    exec(&mut cargo(false))?;
-    exec(&mut cargo(true))?;
-    let noop = measure_interleaved(
-        noop_runs,
-        || Ok(()),
-        &mut [&mut native, &mut velo],
-        Expect::Success,
-    )?;
-    let [clean_native, clean_velo]: [Times; 2] = clean.try_into().expect("two commands");
-    let [noop_native, noop_velo]: [Times; 2] = noop.try_into().expect("two commands");
+            let (t, ()) = time(|| exec(&mut cargo(inception)))?;
+            clean[i].push(t.as_secs_f64());
+            for _ in 0..noop_runs.div_ceil(clean_runs) {
+                let (t, ()) = time(|| exec(&mut cargo(inception)))?;
+                noop[i].push(t.as_secs_f64());
+            }
+        }
+    }
+    ensure!(!clean[0].is_empty(), "no runs");
+    let [clean_native, clean_velo] = clean.map(Times);
+    let [noop_native, noop_velo] = noop.map(Times);
     Ok(vec![
         clean_native.row("clean build, native", "baseline".into()),
         clean_velo.row(
