@@ -575,16 +575,7 @@ impl<'a> Tracer<'a> {
         };
         let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
         let pid = self.threads.get(&tid).map_or(tid, |t| t.pid);
-        let mut paths = Vec::new();
-        let mut resolved = Vec::new();
-        for p in spec.paths {
-            let Some(path) = read_string(tid, args[p.arg]) else {
-                continue;
-            };
-            let dirfd = p.dirfd.map(|d| args[d] as i32);
-            resolved.push(resolve(pid, tid, dirfd, &path));
-            paths.push(path);
-        }
+        let (paths, resolved) = read_paths(spec, &args, pid, tid);
         if let Some(range) = paths.first().and_then(|p| crate::event::shim_beacon(p)) {
             // The shim announcing itself: not an event of the program's.
             self.process(pid).shim_text = Some(vec![range]);
@@ -753,6 +744,22 @@ fn read_link(path: &str) -> String {
     std::fs::read_link(path)
         .map(|p| bytes_to_string(p.as_os_str().as_bytes()))
         .unwrap_or_default()
+}
+
+/// The path arguments of a call `spec` with `args`, read from thread `tid` of `pid`: as
+/// passed, and resolved.
+fn read_paths(spec: &Spec, args: &[u64; 6], pid: i32, tid: i32) -> (Vec<String>, Vec<String>) {
+    let mut paths = Vec::new();
+    let mut resolved = Vec::new();
+    for p in spec.paths {
+        let Some(path) = read_string(tid, args[p.arg]) else {
+            continue;
+        };
+        let dirfd = p.dirfd.map(|d| args[d] as i32);
+        resolved.push(resolve(pid, tid, dirfd, &path));
+        paths.push(path);
+    }
+    (paths, resolved)
 }
 
 /// `path` made absolute against the dirfd (`*at` calls) or the thread's working directory.

@@ -36,7 +36,7 @@ use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use super::{read_link, read_string, resolve, status_ids};
+use super::{read_link, read_paths, status_ids};
 use crate::event::{Event, Syscall};
 use crate::syscalls::{self, Returns, Spec};
 
@@ -180,16 +180,7 @@ impl Seen {
         let tid = n.pid as i32;
         let args = n.data.args;
         let (pid, ppid) = *self.threads.entry(tid).or_insert_with(|| status_ids(tid));
-        let mut paths = Vec::new();
-        let mut resolved = Vec::new();
-        for p in spec.paths {
-            let Some(path) = read_string(tid, args[p.arg]) else {
-                continue;
-            };
-            let dirfd = p.dirfd.map(|d| args[d] as i32);
-            resolved.push(resolve(pid, tid, dirfd, &path));
-            paths.push(path);
-        }
+        let (paths, resolved) = read_paths(spec, &args, pid, tid);
         if !self.processes.contains_key(&pid) {
             // First sight: a fork's copy of its parent (an exec is a notified call, so it
             // would be this one), with the parent's shim; its exe from /proc all the same.
