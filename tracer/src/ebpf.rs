@@ -338,11 +338,9 @@ impl Waiting {
 
 fn spawn_waiting(cmd: &Command) -> Result<Waiting, Error> {
     let exec = crate::command::Exec::new(cmd).map_err(|_| Error::Nul)?;
-    let mut fds = [0; 2];
-    // SAFETY: a pipe into a two-element array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(Error::Sys("pipe", std::io::Error::last_os_error()));
-    }
+    use std::os::fd::IntoRawFd;
+    let (read, write) = crate::command::cloexec_pipe().map_err(|e| Error::Sys("pipe", e))?;
+    let fds = [read.into_raw_fd(), write.into_raw_fd()];
     // SAFETY: fork; the child only makes raw calls on data prepared above.
     let pid = unsafe { libc::fork() };
     if pid < 0 {

@@ -176,6 +176,7 @@ fn start(exec: &crate::command::Exec, notified: bool) -> Result<(i32, Started), 
     };
     // With a listener: the child reports its descriptor number on one pipe and waits on the
     // other until velo holds the listener (or gives up: then it exits, having run nothing).
+    let pipe = || crate::command::cloexec_pipe().map_err(|e| Error::Sys("pipe2", e));
     let (report, go) = if notified {
         (Some(pipe()?), Some(pipe()?))
     } else {
@@ -287,23 +288,6 @@ fn start(exec: &crate::command::Exec, notified: bool) -> Result<(i32, Started), 
 
 /// The listener handed over (`None`: none was asked for), or why there is none.
 type Started = Result<Option<notify::Listener>, String>;
-
-/// A close-on-exec pipe: (read end, write end).
-fn pipe() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd), Error> {
-    use std::os::fd::FromRawFd;
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills two descriptors, owned from here on.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(Error::Sys("pipe2", std::io::Error::last_os_error()));
-    }
-    // SAFETY: as above.
-    Ok(unsafe {
-        (
-            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
-            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
-        )
-    })
-}
 
 /// Waits for traced `child` to end, letting it past any stop.
 fn reap(child: i32) {

@@ -242,10 +242,10 @@ fn predict(spec: &Spec, args: &[u64; 6], pid: i32, tid: i32, path: Option<&str>)
             return Some(cwd);
         }
         Returns::Counted(buf) => {
-            let path = own_proc(path?, pid, tid);
-            let target = std::fs::read_link(path).ok()?;
-            let target =
-                super::bytes_to_string(std::os::unix::ffi::OsStrExt::as_bytes(target.as_os_str()));
+            let target = read_link(&own_proc(path?, pid, tid));
+            if target.is_empty() {
+                return None; // not a link (EINVAL) or gone: the call fails
+            }
             (target, args[buf + 1] as usize)
         }
     };
