@@ -16,9 +16,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
-use super::{Options, Row, Times, write_rows};
+use super::{Expect, Options, Row, Times, measure_interleaved, write_rows};
 use crate::util::{build_velo, exec, output, time};
 
 struct Velo {
@@ -26,6 +26,27 @@ struct Velo {
 }
 
 impl Velo {
+    /// `velo --store STORE ingest TREE -o MANIFEST --json EXTRA…`.
+    fn ingest_command(
+        &self,
+        store: &Path,
+        tree: &Path,
+        manifest: &Path,
+        extra: &[&str],
+    ) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("--store")
+            .arg(store)
+            .arg("ingest")
+            .arg(tree)
+            .arg("-o")
+            .arg(manifest)
+            .arg("--json")
+            .args(extra);
+        cmd
+    }
+
+    /// Runs an ingest and returns its `--json` summary.
     fn ingest(
         &self,
         store: &Path,
@@ -33,17 +54,7 @@ impl Velo {
         manifest: &Path,
         extra: &[&str],
     ) -> Result<serde_json::Value> {
-        let out = output(
-            Command::new(&self.bin)
-                .arg("--store")
-                .arg(store)
-                .arg("ingest")
-                .arg(tree)
-                .arg("-o")
-                .arg(manifest)
-                .arg("--json")
-                .args(extra),
-        )?;
+        let out = output(&mut self.ingest_command(store, tree, manifest, extra))?;
         Ok(serde_json::from_str(&out)?)
     }
 }
@@ -104,15 +115,29 @@ pub fn run(opts: &Options) -> Result<()> {
     let mut report = String::new();
     writeln!(report, "# cargo xtask bench store\n")?;
     writeln!(report, "{}\n", machine()?)?;
+    writeln!(
+        report,
+        "The cold commands are timed in turn, round by round, so each sees the same drift of \
+         the machine's speed. Each writes to a new path and nothing is deleted until the end: on \
+         ext4 without a journal every inode allocation passes over the inodes freed in the last \
+         minutes, which made a 100,000-file ingest run 5–10× slower within minutes of an \
+         `rm -rf` of as many files (see `Outputs` in xtask/src/bench/store.rs).\n"
+    )?;
 
     let mut sets = vec![("generated", generated.clone())];
     if Path::new("/usr/share").is_dir() {
         sets.push(("real: /usr/share", PathBuf::from("/usr/share")));
     }
+    let mut outputs = Outputs::new(work.join("out"))?;
     for (name, tree) in &sets {
         eprintln!("measuring {name} …");
-        let rows = measure_tree(&velo, &work, tree, opts.runs)?;
-        let (files, bytes) = tree_size(&velo, &work, tree)?;
+        // Two copies and two stores per round; the stores hold at most the tree's bytes.
+        outputs.ensure_room(4 * opts.runs as u64 * super::du_bytes(tree)?)?;
+        let (rows, summary) = measure_tree(&velo, &mut outputs, tree, opts.runs)?;
+        let (files, bytes) = (
+            summary["files"].as_u64().unwrap_or(0),
+            summary["bytes"].as_u64().unwrap_or(0),
+        );
         writeln!(
             report,
             "## {name}: {files} files, {:.0} MiB\n",
@@ -137,37 +162,50 @@ pub fn run(opts: &Options) -> Result<()> {
             }
         }
     }
-    let mut rows = Vec::new();
-    let mut batch = 0.0;
-    for mode in ["none", "batch", "per-blob"] {
-        let mut times = Vec::new();
-        let mut files = 0;
-        for _ in 0..opts.runs {
-            let store = work.join("store-durability");
-            rm(&store)?;
-            settle(&subset)?;
-            let (t, json) = time(|| {
-                velo.ingest(
-                    &store,
-                    &subset,
-                    &work.join("subset.velo"),
-                    &["--fsync", mode],
-                )
-            })?;
-            times.push(t.as_secs_f64());
-            files = json["files"].as_u64().unwrap_or(0);
+    let modes = ["none", "batch", "per-blob"];
+    let outs = std::cell::RefCell::new(&mut outputs);
+    let mut makes = modes.map(|mode| {
+        let (outs, subset, velo) = (&outs, &subset, &velo);
+        move || {
+            let store = outs.borrow_mut().fresh("store");
+            velo.ingest_command(
+                &store,
+                subset,
+                &store.with_extension("velo"),
+                &["--fsync", mode],
+            )
         }
-        let times = Times(times);
-        if mode == "batch" {
-            batch = times.min();
-        }
-        let note = if mode == "per-blob" {
-            format!("{:.1}× batch; {files} files", times.min() / batch)
-        } else {
-            format!("{files} files")
-        };
-        rows.push(times.row(&format!("velo ingest --fsync {mode}"), note));
-    }
+    });
+    let [m0, m1, m2] = &mut makes;
+    let times = measure_interleaved(
+        opts.runs,
+        || settle(&subset),
+        &mut [m0, m1, m2],
+        Expect::Success,
+    )?;
+    let count = outs.into_inner().fresh("store");
+    let files = velo.ingest(
+        &count,
+        &subset,
+        &count.with_extension("velo"),
+        &["--fsync", "none"],
+    )?["files"]
+        .as_u64()
+        .unwrap_or(0);
+    rm(&outputs.dir)?;
+    let batch = times[1].min();
+    let rows: Vec<Row> = modes
+        .iter()
+        .zip(&times)
+        .map(|(mode, times)| {
+            let note = if *mode == "per-blob" {
+                format!("{:.1}× batch; {files} files", times.min() / batch)
+            } else {
+                format!("{files} files")
+            };
+            times.row(&format!("velo ingest --fsync {mode}"), note)
+        })
+        .collect();
     writeln!(
         report,
         "## durability: 10,000-file subset of the generated tree\n"
@@ -187,57 +225,112 @@ pub fn run(opts: &Options) -> Result<()> {
 /// Unchanged-tree re-ingests timed per round.
 const WARM_PER_ROUND: usize = 5;
 
-fn measure_tree(velo: &Velo, work: &Path, tree: &Path, runs: usize) -> Result<Vec<Row>> {
-    let copy = work.join("copy");
-    let store = work.join("store");
-    let manifest = work.join("bench.velo");
-    let mut cp = Vec::new();
-    let mut cp_sync = Vec::new();
-    let mut cold = Vec::new();
-    let mut cold_nosync = Vec::new();
+/// Where timed commands write: a new path for every run, all deleted together at the end.
+///
+/// Why nothing is deleted during the benchmark: on ext4 without a journal (this machine's root)
+/// the inode allocator passes over every free inode that was deleted in the last minute, or in
+/// the last six while its inode table block is dirty (`recently_deleted` in fs/ext4/ialloc.c),
+/// looking up the inode table block for each one. Creating a tree in a group of inodes freed
+/// minutes ago dirties those blocks again, so the window keeps stretching. Measured here: a
+/// 100,000-file `velo ingest` took 25–44 s within minutes of an `rm -rf` of as many files and
+/// 4–5 s otherwise; `cp -a` of the same tree 25 s, then 5–6 s. Deleting between runs made
+/// every timed command after the first pay some of that, unevenly.
+struct Outputs {
+    dir: PathBuf,
+    made: usize,
+}
+
+impl Outputs {
+    fn new(dir: PathBuf) -> Result<Self> {
+        fs::create_dir_all(&dir)?;
+        Ok(Self { dir, made: 0 })
+    }
+
+    /// A path that does not exist yet: `DIR/NAME-N`.
+    fn fresh(&mut self, name: &str) -> PathBuf {
+        self.made += 1;
+        self.dir.join(format!("{name}-{}", self.made))
+    }
+
+    /// Fails, before anything is written, unless `bytes` more fit on the outputs' filesystem.
+    fn ensure_room(&self, bytes: u64) -> Result<()> {
+        let avail = output(
+            Command::new("df")
+                .args(["--output=avail", "-B1"])
+                .arg(&self.dir),
+        )?;
+        let free: u64 = avail
+            .lines()
+            .nth(1)
+            .and_then(|n| n.trim().parse().ok())
+            .context("df printed no free space")?;
+        anyhow::ensure!(
+            free > bytes + (1 << 30),
+            "the benchmark keeps every copy and store until it ends: it needs about {} GiB in {} \
+             and {} GiB are free; pass a smaller --runs or a --work-dir on a larger filesystem",
+            (bytes >> 30) + 1,
+            self.dir.display(),
+            free >> 30
+        );
+        Ok(())
+    }
+}
+
+/// The cold ingests, `cp -a` and `cp -a && sync`, timed in turn round by round (each after
+/// [`settle`]); then re-ingests of the unchanged tree and a `find` stat walk.
+fn measure_tree(
+    velo: &Velo,
+    outputs: &mut Outputs,
+    tree: &Path,
+    runs: usize,
+) -> Result<(Vec<Row>, serde_json::Value)> {
+    let outs = std::cell::RefCell::new(outputs);
+    let fresh = |name: &str| outs.borrow_mut().fresh(name);
+    let manifest = |store: &Path| store.with_extension("velo");
+    let mut last_store = None;
+    let mut cp = || {
+        let mut cmd = Command::new("cp");
+        cmd.arg("-a").arg(tree).arg(fresh("copy"));
+        cmd
+    };
+    let mut cp_sync = || {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "cp -a \"$0\" \"$1\" && sync"])
+            .arg(tree)
+            .arg(fresh("copy"));
+        cmd
+    };
+    let mut cold_nosync = || {
+        let store = fresh("store");
+        velo.ingest_command(&store, tree, &manifest(&store), &["--fsync", "none"])
+    };
+    let mut cold = || {
+        let store = fresh("store");
+        let cmd = velo.ingest_command(&store, tree, &manifest(&store), &[]);
+        last_store = Some(store);
+        cmd
+    };
+    let [cp, cp_sync, cold_nosync, cold]: [Times; 4] = measure_interleaved(
+        runs,
+        || settle(tree),
+        &mut [&mut cp, &mut cp_sync, &mut cold_nosync, &mut cold],
+        Expect::Success,
+    )?
+    .try_into()
+    .expect("four commands");
+
+    // A fraction of a second each: several per round, as a benchmark tool would run a fast
+    // command, so one disturbed run does not stand for the round.
+    let store = last_store.context("no cold ingest ran")?;
     let mut warm = Vec::new();
+    let mut summary = serde_json::Value::Null;
     let mut find = Vec::new();
-    let mut unchanged = 0;
     for _ in 0..runs {
-        rm(&copy)?;
-        settle(tree)?;
-        cp.push(
-            time(|| exec(Command::new("cp").arg("-a").arg(tree).arg(&copy)))?
-                .0
-                .as_secs_f64(),
-        );
-        rm(&copy)?;
-        settle(tree)?;
-        cp_sync.push(
-            time(|| {
-                exec(Command::new("cp").arg("-a").arg(tree).arg(&copy))?;
-                sync()
-            })?
-            .0
-            .as_secs_f64(),
-        );
-        rm(&copy)?;
-        rm(&store)?;
-        settle(tree)?;
-        cold_nosync.push(
-            time(|| velo.ingest(&store, tree, &manifest, &["--fsync", "none"]))?
-                .0
-                .as_secs_f64(),
-        );
-        rm(&store)?;
-        settle(tree)?;
-        cold.push(
-            time(|| velo.ingest(&store, tree, &manifest, &[]))?
-                .0
-                .as_secs_f64(),
-        );
-        // A fraction of a second each: several per round, as a benchmark tool would run a
-        // fast command, so one disturbed run does not stand for the round.
         settle(tree)?;
         for _ in 0..WARM_PER_ROUND {
-            let (t, json) = time(|| velo.ingest(&store, tree, &manifest, &[]))?;
+            let (t, json) = time(|| velo.ingest(&store, tree, &manifest(&store), &[]))?;
             warm.push(t.as_secs_f64());
-            unchanged = json["unchanged_files"].as_u64().unwrap_or(0);
+            summary = json;
         }
         // The floor for telling that nothing changed: one stat per file, as find does it.
         settle(tree)?;
@@ -251,17 +344,10 @@ fn measure_tree(velo: &Velo, work: &Path, tree: &Path, runs: usize) -> Result<Ve
         };
         find.push(time(stat_walk)?.0.as_secs_f64());
     }
-    rm(&store)?;
-    let (cp, cp_sync, cold, cold_nosync, warm, find) = (
-        Times(cp),
-        Times(cp_sync),
-        Times(cold),
-        Times(cold_nosync),
-        Times(warm),
-        Times(find),
-    );
+    let unchanged = summary["unchanged_files"].as_u64().unwrap_or(0);
+    let (warm, find) = (Times(warm), Times(find));
     let base = cp.min();
-    Ok(vec![
+    let rows = vec![
         cp.row("cp -a", "baseline".into()),
         cold.row(
             "velo ingest, cold (empty store, --fsync batch)",
@@ -281,17 +367,8 @@ fn measure_tree(velo: &Velo, work: &Path, tree: &Path, runs: usize) -> Result<Ve
             "find -printf size, mtime, ctime, inode (one thread)",
             format!("the stat walk alone; unchanged-tree ingest is {:.2}× this", warm.min() / find.min()),
         ),
-    ])
-}
-
-fn tree_size(velo: &Velo, work: &Path, tree: &Path) -> Result<(u64, u64)> {
-    let store = work.join("store-size");
-    let json = velo.ingest(&store, tree, &work.join("size.velo"), &["--fsync", "none"])?;
-    rm(&store)?;
-    Ok((
-        json["files"].as_u64().unwrap_or(0),
-        json["bytes"].as_u64().unwrap_or(0),
-    ))
+    ];
+    Ok((rows, summary))
 }
 
 fn hash_vs_read(dir: &Path) -> Result<String> {
