@@ -153,6 +153,33 @@ pub enum Expect {
     ZeroOrOne,
 }
 
+/// Runs `cmd` (output discarded) and returns its wall time and the CPU time (user + system) of
+/// it and every descendant it waited for, both in seconds.
+fn timed(mut cmd: std::process::Command, expect: Expect) -> Result<(f64, f64)> {
+    use std::process::Stdio;
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let cpu_before = children_cpu();
+    let (elapsed, status) = crate::util::time(|| Ok(cmd.status()?))?;
+    let ok = match expect {
+        Expect::Success => status.success(),
+        Expect::ZeroOrOne => matches!(status.code(), Some(0 | 1)),
+    };
+    anyhow::ensure!(ok, "{cmd:?} failed: {status}");
+    Ok((elapsed.as_secs_f64(), children_cpu() - cpu_before))
+}
+
+/// User + system time of all waited-for children so far (`RUSAGE_CHILDREN`), in seconds.
+fn children_cpu() -> f64 {
+    // SAFETY: getrusage fills the struct it is given; all-zero is a valid rusage.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
 /// Times `make()` `runs` times (output discarded), running `prepare` untimed before each.
 pub fn measure(
     runs: usize,
@@ -160,19 +187,10 @@ pub fn measure(
     mut make: impl FnMut() -> std::process::Command,
     expect: Expect,
 ) -> Result<Times> {
-    use std::process::Stdio;
     let mut times = Vec::new();
     for _ in 0..runs {
         prepare()?;
-        let mut cmd = make();
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        let (elapsed, status) = crate::util::time(|| Ok(cmd.status()?))?;
-        let ok = match expect {
-            Expect::Success => status.success(),
-            Expect::ZeroOrOne => matches!(status.code(), Some(0 | 1)),
-        };
-        anyhow::ensure!(ok, "{cmd:?} failed: {status}");
-        times.push(elapsed.as_secs_f64());
+        times.push(timed(make(), expect)?.0);
     }
     Ok(Times(times))
 }
@@ -183,18 +201,35 @@ pub fn measure(
 /// command's runs and then the next's would compare different minutes.
 pub fn measure_interleaved(
     runs: usize,
-    mut prepare: impl FnMut() -> Result<()>,
+    prepare: impl FnMut() -> Result<()>,
     makes: &mut [&mut dyn FnMut() -> std::process::Command],
     expect: Expect,
 ) -> Result<Vec<Times>> {
-    let mut times = vec![Vec::new(); makes.len()];
+    Ok(measure_interleaved_cpu(runs, prepare, makes, expect)?.0)
+}
+
+/// [`measure_interleaved`], also returning the CPU time each run took (user + system, the
+/// command and its descendants): on a 2-core VM the wall time of a parallel build moves with
+/// scheduling, while the CPU time shows what a command costs the machine.
+pub fn measure_interleaved_cpu(
+    runs: usize,
+    mut prepare: impl FnMut() -> Result<()>,
+    makes: &mut [&mut dyn FnMut() -> std::process::Command],
+    expect: Expect,
+) -> Result<(Vec<Times>, Vec<Times>)> {
+    let mut wall = vec![Vec::new(); makes.len()];
+    let mut cpu = vec![Vec::new(); makes.len()];
     for round in 0..runs {
         for k in 0..makes.len() {
             let i = (round + k) % makes.len();
-            times[i].extend(measure(1, &mut prepare, &mut makes[i], expect)?.0);
+            prepare()?;
+            let (w, c) = timed(makes[i](), expect)?;
+            wall[i].push(w);
+            cpu[i].push(c);
         }
     }
-    Ok(times.into_iter().map(Times).collect())
+    let times = |v: Vec<Vec<f64>>| v.into_iter().map(Times).collect();
+    Ok((times(wall), times(cpu)))
 }
 
 /// `du -sb PATH`: the bytes under a directory.
