@@ -66,23 +66,17 @@ pub fn run(opts: &Options) -> Result<()> {
         report,
         "## cargo build, natively and under `velo inception`\n"
     )?;
-    let fixtures = ["native", "inception"].map(|mode| work.join("fixture").join(mode));
-    for copy in &fixtures {
-        if !copy.exists() {
-            exec(
-                Command::new("cp")
-                    .arg("-a")
-                    .arg(root().join("tests/fixtures/inception-ws"))
-                    .arg(copy)
-                    .tap_parent()?,
-            )?;
-        }
-    }
+    let [native, inception] = &two_copies(&work.join("fixture"), |dest| {
+        let mut cmd = Command::new("cp");
+        cmd.arg("-a")
+            .arg(root().join("tests/fixtures/inception-ws"))
+            .arg(dest);
+        cmd
+    })?;
     writeln!(
         report,
         "### The inception fixture (3 crates, a build script, a proc macro)\n"
     )?;
-    let [native, inception] = &fixtures;
     write_rows(
         &mut report,
         &builds(
@@ -94,24 +88,15 @@ pub fn run(opts: &Options) -> Result<()> {
         )?,
     )?;
 
-    let clones = ["native", "inception"].map(|mode| work.join("velo-clone").join(mode));
-    for clone in &clones {
-        if !clone.exists() {
-            exec(
-                Command::new("git")
-                    .arg("clone")
-                    .arg("--quiet")
-                    .arg(root())
-                    .arg(clone)
-                    .tap_parent()?,
-            )?;
-        }
-    }
+    let [native, inception] = &two_copies(&work.join("velo-clone"), |dest| {
+        let mut cmd = Command::new("git");
+        cmd.args(["clone", "--quiet"]).arg(root()).arg(dest);
+        cmd
+    })?;
     writeln!(
         report,
         "### A larger real project: velo's own workspace, `-p velo` (~60 crates.io crates)\n"
     )?;
-    let [native, inception] = &clones;
     write_rows(
         &mut report,
         &builds(
@@ -134,6 +119,18 @@ pub fn run(opts: &Options) -> Result<()> {
          scheduling, its CPU time less."
     )?;
     super::finish(opts, "shim", &report, &work)
+}
+
+/// A project's two copies, `DIR/native` and `DIR/inception`, each made by the command
+/// `make(dest)` unless it exists already.
+fn two_copies(dir: &Path, make: impl Fn(&Path) -> Command) -> Result<[PathBuf; 2]> {
+    let copies = ["native", "inception"].map(|mode| dir.join(mode));
+    for copy in &copies {
+        if !copy.exists() {
+            exec(make(copy).tap_parent()?)?;
+        }
+    }
+    Ok(copies)
 }
 
 trait TapParent {
