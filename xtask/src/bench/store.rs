@@ -128,12 +128,12 @@ pub fn run(opts: &Options) -> Result<()> {
     if Path::new("/usr/share").is_dir() {
         sets.push(("real: /usr/share", PathBuf::from("/usr/share")));
     }
-    let mut outputs = Outputs::new(work.join("out"))?;
+    let outputs = Outputs::new(work.join("out"))?;
     for (name, tree) in &sets {
         eprintln!("measuring {name} …");
         // Two copies and two stores per round; the stores hold at most the tree's bytes.
         outputs.ensure_room(4 * opts.runs as u64 * super::du_bytes(tree)?)?;
-        let (rows, summary) = measure_tree(&velo, &mut outputs, tree, opts.runs)?;
+        let (rows, summary) = measure_tree(&velo, &outputs, tree, opts.runs)?;
         let (files, bytes) = (
             summary["files"].as_u64().unwrap_or(0),
             summary["bytes"].as_u64().unwrap_or(0),
@@ -163,11 +163,10 @@ pub fn run(opts: &Options) -> Result<()> {
         }
     }
     let modes = ["none", "batch", "per-blob"];
-    let outs = std::cell::RefCell::new(&mut outputs);
     let mut makes = modes.map(|mode| {
-        let (outs, subset, velo) = (&outs, &subset, &velo);
+        let (outputs, subset, velo) = (&outputs, &subset, &velo);
         move || {
-            let store = outs.borrow_mut().fresh("store");
+            let store = outputs.fresh("store");
             velo.ingest_command(
                 &store,
                 subset,
@@ -183,7 +182,7 @@ pub fn run(opts: &Options) -> Result<()> {
         &mut [m0, m1, m2],
         Expect::Success,
     )?;
-    let count = outs.into_inner().fresh("store");
+    let count = outputs.fresh("store");
     let files = velo.ingest(
         &count,
         &subset,
@@ -237,19 +236,22 @@ const WARM_PER_ROUND: usize = 5;
 /// every timed command after the first pay some of that, unevenly.
 struct Outputs {
     dir: PathBuf,
-    made: usize,
+    made: std::cell::Cell<usize>,
 }
 
 impl Outputs {
     fn new(dir: PathBuf) -> Result<Self> {
         fs::create_dir_all(&dir)?;
-        Ok(Self { dir, made: 0 })
+        Ok(Self {
+            dir,
+            made: std::cell::Cell::new(0),
+        })
     }
 
     /// A path that does not exist yet: `DIR/NAME-N`.
-    fn fresh(&mut self, name: &str) -> PathBuf {
-        self.made += 1;
-        self.dir.join(format!("{name}-{}", self.made))
+    fn fresh(&self, name: &str) -> PathBuf {
+        self.made.set(self.made.get() + 1);
+        self.dir.join(format!("{name}-{}", self.made.get()))
     }
 
     /// Fails, before anything is written, unless `bytes` more fit on the outputs' filesystem.
@@ -280,12 +282,11 @@ impl Outputs {
 /// [`settle`]); then re-ingests of the unchanged tree and a `find` stat walk.
 fn measure_tree(
     velo: &Velo,
-    outputs: &mut Outputs,
+    outputs: &Outputs,
     tree: &Path,
     runs: usize,
 ) -> Result<(Vec<Row>, serde_json::Value)> {
-    let outs = std::cell::RefCell::new(outputs);
-    let fresh = |name: &str| outs.borrow_mut().fresh(name);
+    let fresh = |name: &str| outputs.fresh(name);
     let manifest = |store: &Path| store.with_extension("velo");
     let mut last_store = None;
     let mut cp = || {
