@@ -19,7 +19,7 @@ use std::process::Command;
 use anyhow::{Context, Result};
 
 use super::{Expect, Options, Row, Times, measure_interleaved_cpu, write_rows};
-use crate::util::{build_velo, exec, output, root, user_cargo};
+use crate::util::{build_velo, exec, output, root, user_cargo, user_command};
 
 struct Tools {
     velo: PathBuf,
@@ -334,21 +334,13 @@ fn builds(
 ) -> Result<Vec<Row>> {
     let cargo = |inception: bool, target: &str| -> Command {
         let project = copies[usize::from(inception)];
-        let mut cmd = user_cargo(project);
-        if inception {
-            let env: Vec<_> = cmd
-                .get_envs()
-                .map(|(k, v)| (k.to_owned(), v.map(ToOwned::to_owned)))
-                .collect();
-            cmd = Command::new(&tools.velo);
-            cmd.current_dir(project).args(["inception", "--", "cargo"]);
-            for (k, v) in env {
-                match v {
-                    Some(v) => cmd.env(k, v),
-                    None => cmd.env_remove(k),
-                };
-            }
-        }
+        let mut cmd = if inception {
+            let mut velo = user_command(&tools.velo, project);
+            velo.args(["inception", "--", "cargo"]);
+            velo
+        } else {
+            user_cargo(project)
+        };
         cmd.args(["build", "--quiet", "--target-dir", target])
             .args(args);
         cmd
