@@ -37,6 +37,7 @@
 mod lock;
 mod roots;
 mod write;
+mod writeback;
 
 pub use lock::{LockMode, StoreLock};
 pub use roots::Root;
@@ -109,7 +110,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// How blobs are made durable before a manifest that references them is written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Durability {
-    /// One `syncfs(2)` on the store's filesystem after the batch, before the manifest.
+    /// One `syncfs(2)` on the store's filesystem after the batch, before the manifest; a
+    /// background thread starts the writeback early (see [`writeback`]).
     #[default]
     Batch,
     /// `fsync(2)` every new blob before it is renamed into place.
@@ -211,6 +213,8 @@ pub struct Store {
     no_tmpfile: Arc<AtomicBool>,
     /// Bits the process umask clears; blobs whose mode it would change get an `fchmod`.
     umask: u32,
+    /// Starts writing new blobs to disk while an ingest goes on (batch durability only).
+    writeback: Arc<writeback::Writeback>,
 }
 
 impl Store {
@@ -295,6 +299,7 @@ impl Store {
             no_reflink: Arc::default(),
             no_tmpfile: Arc::new(AtomicBool::new(!Path::new("/proc/self/fd").is_dir())),
             umask: write::process_umask(),
+            writeback: Arc::default(),
         }
     }
 

@@ -55,7 +55,7 @@ impl Store {
             .file()
             .write_all(data)
             .map_err(|e| Error::io("writing blob", &dest, e))?;
-        self.publish(pending, key)
+        self.publish(pending, key, data.len() as u64)
     }
 
     /// Streams `reader` into a new blob while hashing it. The content is read exactly once, and
@@ -92,7 +92,7 @@ impl Store {
         if self.contains(&key) {
             return Ok((key, size, Inserted::Existing));
         }
-        Ok((key, size, self.publish(pending, key)?))
+        Ok((key, size, self.publish(pending, key, size)?))
     }
 
     /// Tries to reflink `source` into a temporary file (btrfs, XFS, …) and publishes it after
@@ -136,7 +136,11 @@ impl Store {
         if self.contains(&key) {
             return Ok(Some((key, size, Inserted::Existing)));
         }
-        Ok(Some((key, size, self.publish(Pending::Named(tmp), key)?)))
+        Ok(Some((
+            key,
+            size,
+            self.publish(Pending::Named(tmp), key, size)?,
+        )))
     }
 
     /// Opens a new, empty pending blob with the mode an `exec` blob must have.
@@ -204,8 +208,8 @@ impl Store {
         Ok(tmp)
     }
 
-    /// Names a finished blob without replacing an existing one.
-    fn publish(&self, pending: Pending, key: BlobKey) -> Result<Inserted> {
+    /// Names a finished blob of `size` bytes without replacing an existing one.
+    fn publish(&self, pending: Pending, key: BlobKey, size: u64) -> Result<Inserted> {
         let dest = self.blob_path(&key);
         if self.durability == Durability::PerBlob {
             pending
@@ -226,7 +230,12 @@ impl Store {
             }
         };
         match result {
-            Ok(()) => Ok(Inserted::New),
+            Ok(()) => {
+                if self.durability == Durability::Batch {
+                    self.writeback.wrote(&self.root, size);
+                }
+                Ok(Inserted::New)
+            }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Inserted::Existing),
             Err(e) => Err(Error::io("naming blob", &dest, e)),
         }
