@@ -7,14 +7,18 @@ use std::collections::BTreeSet;
 use velo_e2e::bin_dir;
 use velo_intercept::table::{self, Platform};
 
-fn exported_functions() -> BTreeSet<String> {
+fn shim_bytes() -> Vec<u8> {
     let path = bin_dir().join("libvelo_shim.so");
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| {
+    std::fs::read(&path).unwrap_or_else(|e| {
         panic!(
             "{}: {e} (build it: cargo build -p velo-shim)",
             path.display()
         )
-    });
+    })
+}
+
+fn exported_functions() -> BTreeSet<String> {
+    let bytes = shim_bytes();
     let elf = goblin::elf::Elf::parse(&bytes).expect("libvelo_shim.so is an ELF file");
     elf.dynsyms
         .iter()
@@ -70,4 +74,26 @@ fn every_export_is_a_table_row_and_every_row_is_exported() {
     ] {
         assert!(exported.contains(needed), "{needed} is not exported");
     }
+}
+
+/// The shim carries hidden stand-ins for std's unwinder imports (shim/c/unwind.c) so that every
+/// projected process is spared loading libgcc_s. They must stay hidden: exported, they would take
+/// the place of the real unwinder in every C++ program of the build.
+#[test]
+fn shim_does_not_need_libgcc_s_nor_export_the_unwinder() {
+    let bytes = shim_bytes();
+    let elf = goblin::elf::Elf::parse(&bytes).expect("libvelo_shim.so is an ELF file");
+    assert!(
+        !elf.libraries.iter().any(|l| l.starts_with("libgcc_s")),
+        "libvelo_shim.so needs {:?}: a std import of `_Unwind_*` lacks a stub in shim/c/unwind.c",
+        elf.libraries
+    );
+    let unwind: Vec<_> = elf
+        .dynsyms
+        .iter()
+        .filter(|s| s.st_shndx != 0)
+        .filter_map(|s| elf.dynstrtab.get_at(s.st_name))
+        .filter(|name| name.starts_with("_Unwind"))
+        .collect();
+    assert!(unwind.is_empty(), "the shim exports {unwind:?}");
 }
