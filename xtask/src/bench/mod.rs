@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 #[derive(clap::Args)]
 pub struct Options {
@@ -62,6 +62,27 @@ pub fn run(opts: Options) -> Result<()> {
         Area::Trace => trace::run(&opts),
         Area::Scan => scan::run(&opts),
     }
+}
+
+/// strace's path, installed with apt when missing and root (bench trace and shim use it).
+pub fn strace() -> Result<std::path::PathBuf> {
+    let find = || {
+        ["/usr/bin/strace", "/bin/strace"]
+            .into_iter()
+            .map(std::path::PathBuf::from)
+            .find(|p| p.is_file())
+    };
+    if let Some(p) = find() {
+        return Ok(p);
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        anyhow::bail!("strace is not installed (apt-get install strace)");
+    }
+    crate::util::exec(
+        std::process::Command::new("apt-get").args(["install", "-y", "-qq", "strace"]),
+    )?;
+    find().context("strace still missing after apt-get install")
 }
 
 /// Median of durations in seconds.

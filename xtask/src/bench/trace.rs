@@ -10,29 +10,11 @@
 use std::fmt::Write as _;
 use std::process::{Command, Stdio};
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 
 use super::store::rm;
-use super::{Expect, Options, Times, copy_fixture, measure_interleaved, write_rows};
+use super::{Expect, Options, Times, copy_fixture, measure_interleaved, strace, write_rows};
 use crate::util::{build_velo, exec, user_cargo, user_command};
-
-fn strace() -> Result<std::path::PathBuf> {
-    let find = || {
-        ["/usr/bin/strace", "/bin/strace"]
-            .into_iter()
-            .map(std::path::PathBuf::from)
-            .find(|p| p.is_file())
-    };
-    if let Some(p) = find() {
-        return Ok(p);
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("strace is not installed (apt-get install strace)");
-    }
-    exec(Command::new("apt-get").args(["install", "-y", "-qq", "strace"]))?;
-    find().context("strace still missing after apt-get install")
-}
 
 pub fn run(opts: &Options) -> Result<()> {
     let velo = build_velo(true)?;
