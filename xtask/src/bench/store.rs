@@ -491,9 +491,10 @@ pub(super) fn machine() -> Result<String> {
         "Machine: {cores} cores, Linux {kernel}, {fs_type} filesystem. Each timed command starts \
          after `sync` and an untimed read of the source tree, so all run with a warm page cache: \
          this machine's DAMON pages out data untouched for a minute, which otherwise makes the \
-         first command of a round read from disk. Even so, the kernel time of the same command \
-         varies up to 4x between runs on this VM (seen: `cp -a /usr/share` 3.6 s, then 15.3 s), so \
-         ratios use the minimum of the runs, the least disturbed one; medians are shown too."
+         first command of a round read from disk. Files are created much more slowly for minutes \
+         after many were deleted on ext4 without a journal (see bench-store.md), and the VM's \
+         speed drifts, so ratios use the minimum of the runs, the least disturbed one; medians \
+         are shown too."
     ))
 }
 
