@@ -91,6 +91,30 @@ pub fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
+/// The per-round ratios `b[r] / a[r]` of two commands timed in the same rounds (see
+/// [`measure_interleaved`]): their median and a 95% confidence interval for it (order
+/// statistics, distribution-free). Pairing by round cancels the drift a round shares, so this
+/// says what the minima's and medians' ratios cannot: whether a difference is more than noise.
+/// `None` with fewer than 6 rounds, where no such interval exists.
+pub fn paired_ratio(a: &Times, b: &Times) -> Option<(f64, f64, f64)> {
+    let mut ratios: Vec<f64> = a.0.iter().zip(&b.0).map(|(a, b)| b / a).collect();
+    let n = ratios.len();
+    if n < 6 {
+        return None;
+    }
+    ratios.sort_by(f64::total_cmp);
+    // Ranks k and n + 1 - k (1-based) bound the median with 95% confidence for the largest k
+    // with P(Bin(n, 1/2) < k) ≤ 2.5%.
+    let (mut k, mut below, mut term) = (0, 0.0, 0.5f64.powi(n as i32));
+    while below + term <= 0.025 {
+        below += term;
+        term *= (n - k) as f64 / (k + 1) as f64;
+        k += 1;
+    }
+    let k = k.max(1);
+    Some((median(ratios.clone()), ratios[k - 1], ratios[n - k]))
+}
+
 /// One timed command: the minimum and median over the runs. Ratios use the minimum, the run
 /// least disturbed by the machine (see the note at the top of the report).
 pub struct Row {
@@ -278,4 +302,27 @@ pub fn copy_fixture(work: &std::path::Path) -> Result<PathBuf> {
             .arg(&ws),
     )?;
     Ok(ws)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paired_ratio_pairs_by_round() {
+        // b is a's rounds, each 10% slower, with the rounds far apart: the pairing sees 1.1
+        // exactly, where the medians alone would too but the spread would hide it.
+        let a = Times((1..=30).map(f64::from).collect());
+        let b = Times(a.0.iter().map(|x| x * 1.1).collect());
+        let (median, low, high) = paired_ratio(&a, &b).unwrap();
+        assert!(
+            (median - 1.1).abs() < 1e-9 && (low - 1.1).abs() < 1e-9 && (high - 1.1).abs() < 1e-9
+        );
+        // n = 30: ranks 10 and 21 of the sorted ratios.
+        let c = Times((1..=30).map(|i| f64::from(i) / 100.0 + 1.0).collect());
+        let one = Times(vec![1.0; 30]);
+        let (median, low, high) = paired_ratio(&one, &c).unwrap();
+        assert_eq!((median, low, high), (1.16, 1.10, 1.21));
+        assert!(paired_ratio(&Times(vec![1.0; 5]), &Times(vec![1.0; 5])).is_none());
+    }
 }

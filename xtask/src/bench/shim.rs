@@ -447,6 +447,13 @@ fn parts(
     ])
 }
 
+/// "; round by round 1.01× (95% CI 0.98–1.04×)", or nothing with too few rounds.
+fn paired(native: &Times, velo: &Times) -> String {
+    super::paired_ratio(native, velo).map_or(String::new(), |(median, low, high)| {
+        format!("; round by round {median:.3}× (95% CI {low:.3}–{high:.3}×)")
+    })
+}
+
 /// Clean builds (`clean_runs`) and no-op rebuilds (`noop_runs`), natively and under inception,
 /// timed in turn round by round (see [`measure_interleaved`]).
 ///
@@ -515,18 +522,20 @@ fn builds(
         rows.push(velo.row(
             &format!("{what}, velo inception"),
             format!(
-                "{:.3}× native (target ≤ {target}×); medians {:.3}×",
+                "{:.3}× native (target ≤ {target}×); medians {:.3}×{}",
                 velo.min() / native.min(),
-                velo.median() / native.median()
+                velo.median() / native.median(),
+                paired(&native, &velo)
             ),
         ));
         rows.push(native_cpu.row(&format!("{what}, native: CPU s"), "baseline".into()));
         rows.push(velo_cpu.row(
             &format!("{what}, velo inception: CPU s"),
             format!(
-                "{:.3}× native; medians {:.3}×",
+                "{:.3}× native; medians {:.3}×{}",
                 velo_cpu.min() / native_cpu.min(),
-                velo_cpu.median() / native_cpu.median()
+                velo_cpu.median() / native_cpu.median(),
+                paired(&native_cpu, &velo_cpu)
             ),
         ));
     }
