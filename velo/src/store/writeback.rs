@@ -24,7 +24,7 @@ use std::fs::File;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Mutex, OnceLock};
 
 /// New blob bytes between two background syncs.
@@ -56,12 +56,9 @@ impl Writeback {
         let wake = self
             .wake
             .get_or_init(|| Mutex::new(spawn(root.to_path_buf())));
-        let wake = wake.lock().unwrap_or_else(|p| p.into_inner());
-        match wake.try_send(()) {
-            // A wake-up is pending: that sync will write these blobs too.
-            Ok(()) | Err(TrySendError::Full(())) => {}
-            Err(TrySendError::Disconnected(())) => {}
-        }
+        // Full: a wake-up is pending, and that sync will write these blobs too. Disconnected:
+        // there is no thread (it could not start), and the final sync does the work.
+        let _ = wake.lock().unwrap_or_else(|p| p.into_inner()).try_send(());
     }
 }
 
