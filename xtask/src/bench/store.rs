@@ -8,8 +8,9 @@
 //! For each: `cp -a` vs a cold `velo ingest` into an empty store (target: at most 1.3×), the
 //! same with `sync` / `--fsync none` to show what durability costs, and a re-ingest of the
 //! unchanged tree (target: at least 30× faster than cold), beside the stat walks that bound it
-//! (`find`, and a walk on every core that does nothing but one `fstatat` per entry). Then `--fsync batch` vs `per-blob` on
-//! a 10,000-file subset, and BLAKE3 hashing vs plain reading of the large files.
+//! (`find`, and a walk on every core that does nothing but one `fstatat` per entry). Then
+//! `--fsync batch` vs `per-blob` on a 10,000-file subset, and BLAKE3 hashing vs plain reading of
+//! the large files.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -347,7 +348,7 @@ fn measure_tree(
         };
         find.push(time(stat_walk)?.0.as_secs_f64());
         settle(tree)?;
-        floor.push(time(|| parallel_stat_walk(tree).map(drop))?.0.as_secs_f64());
+        floor.push(time(|| parallel_stat_walk(tree))?.0.as_secs_f64());
     }
     let unchanged = summary["unchanged_files"].as_u64().unwrap_or(0);
     let (warm, find, floor) = (Times(warm), Times(find), Times(floor));
@@ -384,17 +385,15 @@ fn measure_tree(
     Ok((rows, summary))
 }
 
-/// Stats every entry under `root` on every core and returns how many there were: the least a
-/// re-ingest that must notice any changed file can do (one `fstatat` per entry relative to its
+/// Stats every entry under `root` on every core: the least a re-ingest that must notice any changed file can do (one `fstatat` per entry relative to its
 /// directory's descriptor, as `DirEntry::metadata` does; no hashing, index or manifest). Set
 /// against the cold ingest, it bounds the re-ingest ratio any stat-based design reaches here.
-fn parallel_stat_walk(root: &Path) -> Result<u64> {
+fn parallel_stat_walk(root: &Path) -> Result<()> {
     use std::sync::Mutex;
-    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let queue = Mutex::new(vec![root.to_path_buf()]);
     // Directories queued or being read: the walk is over when none are.
     let open = AtomicUsize::new(1);
-    let entries = AtomicU64::new(0);
     let failed = AtomicBool::new(false);
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     std::thread::scope(|scope| {
@@ -406,7 +405,6 @@ fn parallel_stat_walk(root: &Path) -> Result<u64> {
                             let entry = entry?;
                             let meta = entry.metadata()?;
                             std::hint::black_box(meta.len());
-                            entries.fetch_add(1, Ordering::Relaxed);
                             if meta.is_dir() {
                                 open.fetch_add(1, Ordering::AcqRel);
                                 queue.lock().expect("queue lock").push(entry.path());
@@ -432,8 +430,7 @@ fn parallel_stat_walk(root: &Path) -> Result<u64> {
         workers
             .into_iter()
             .try_for_each(|w| w.join().expect("stat walk thread"))
-    })?;
-    Ok(entries.into_inner())
+    })
 }
 
 fn hash_vs_read(dir: &Path) -> Result<String> {
@@ -492,9 +489,9 @@ pub(super) fn machine() -> Result<String> {
          after `sync` and an untimed read of the source tree, so all run with a warm page cache: \
          this machine's DAMON pages out data untouched for a minute, which otherwise makes the \
          first command of a round read from disk. Files are created much more slowly for minutes \
-         after many were deleted on ext4 without a journal (see bench-store.md), and the VM's \
-         speed drifts, so ratios use the minimum of the runs, the least disturbed one; medians \
-         are shown too."
+         after many were deleted on ext4 without a journal (see `Outputs` in \
+         xtask/src/bench/store.rs), and the VM's speed drifts, so ratios use the minimum of the \
+         runs, the least disturbed one; medians are shown too."
     ))
 }
 
