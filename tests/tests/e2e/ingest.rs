@@ -340,6 +340,80 @@ fn re_ingest_reads_only_changed_files() {
     assert_eq!(full["manifest_id"], after["manifest_id"]);
 }
 
+/// A settled directory's names come from the stat index, not from reading it; any name added,
+/// removed, renamed or retyped changes the directory's times, so it is read again. Each
+/// re-ingest must give what `--no-index` gives.
+#[test]
+fn re_ingest_lists_again_exactly_the_directories_that_changed() {
+    let env = Env::new();
+    let t = env.path().join("t");
+    generate_tree(&t, 200, 7);
+    symlink("d0/e0", t.join("link")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    env.velo(["ingest", "t", "-o", "t.velo"]).ok();
+    let warm = env.ingest_json(&["t", "-o", "t.velo"]);
+    let dirs = warm["dirs"].as_u64().unwrap() + 1; // and the root
+    assert_eq!(warm["unchanged_dirs"], dirs, "{warm}");
+    // A directory changed within the racy window of the ingest that lists it is not trusted
+    // by the next one (as for files): let each round of changes settle before ingesting.
+    let agrees = |changed_dirs: u64, what: &str| {
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        let again = env.ingest_json(&["t", "-o", "t.velo"]);
+        let full = env.ingest_json(&["t", "-o", "full.velo", "--no-index"]);
+        assert_eq!(again["manifest_id"], full["manifest_id"], "{what}");
+        let unchanged = again["unchanged_dirs"].as_u64().unwrap();
+        let now = again["dirs"].as_u64().unwrap() + 1;
+        assert_eq!(unchanged, now - changed_dirs, "{what}: {again}");
+    };
+    fs::write(t.join("d1/e1/new.txt"), "new").unwrap();
+    fs::remove_file(t.join("d2/e4/f104.dat")).unwrap();
+    fs::rename(t.join("d3/e3/f88.dat"), t.join("d3/e3/g88.dat")).unwrap();
+    fs::remove_file(t.join("d4/e4/f4.dat")).unwrap();
+    fs::create_dir(t.join("d4/e4/f4.dat")).unwrap();
+    fs::remove_file(t.join("link")).unwrap();
+    symlink("d0/e1", t.join("link")).unwrap();
+    // d1/e1, d2/e4, d3/e3, d4/e4 and the root changed; d4/e4/f4.dat is new.
+    agrees(6, "names added, removed, renamed and retyped");
+    // Setting a directory's mtime back does not hide a new name: its ctime moved.
+    let e0 = t.join("d5/e0");
+    let mtime = fs::metadata(&e0).unwrap().modified().unwrap();
+    fs::write(e0.join("hidden.txt"), "x").unwrap();
+    let times = fs::FileTimes::new().set_modified(mtime);
+    fs::File::open(&e0).unwrap().set_times(times).unwrap();
+    assert_eq!(fs::metadata(&e0).unwrap().modified().unwrap(), mtime);
+    agrees(1, "a file added, the directory's mtime set back");
+}
+
+/// A recorded listing that names a file which is not there (a filesystem that does not keep a
+/// directory's times would do that) makes the ingest walk again, reading every directory.
+#[test]
+fn a_stale_directory_listing_is_caught_and_the_walk_repeated() {
+    let env = Env::new();
+    let t = env.path().join("t");
+    generate_tree(&t, 200, 8);
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let cold = env.ingest_json(&["t", "-o", "t.velo"]);
+    let index = files_under(&env.store().join("index"));
+    assert_eq!(index.len(), 1, "{index:?}");
+    let index = env.store().join("index").join(&index[0]);
+    // In a listing, names follow each other NUL-terminated: rename one recorded name, keeping
+    // the listing sorted, as if the directory still held a file it no longer does.
+    let mut bytes = fs::read(&index).unwrap();
+    let at = bytes
+        .windows(9)
+        .position(|w| w == b"\0f19.dat\0")
+        .expect("d2/e4's listing: f104.dat, f19.dat");
+    bytes[at + 1..at + 8].copy_from_slice(b"f19.daz");
+    fs::write(&index, &bytes).unwrap();
+    let again = env.ingest_json(&["t", "-o", "t.velo"]);
+    assert_eq!(again["manifest_id"], cold["manifest_id"], "{again}");
+    assert_eq!(again["unchanged_files"], cold["files"], "{again}");
+    assert_eq!(
+        again["unchanged_dirs"], 0,
+        "the repeat read every directory: {again}"
+    );
+}
+
 #[test]
 fn re_ingest_does_not_trust_a_blob_that_gc_removed() {
     let env = Env::new();

@@ -128,10 +128,10 @@ pub fn run(store_dir: &std::path::Path, args: Args) -> Result<ExitCode> {
         output::bytes(report.new_bytes),
         output::bytes(report.deduplicated_bytes)
     );
-    if report.unchanged_files > 0 {
+    if report.unchanged_files + report.unchanged_dirs > 0 {
         println!(
-            "  unchanged    {} files not read again (stat index)",
-            report.unchanged_files
+            "  unchanged    {} files not read again, {} directories not listed again (stat index)",
+            report.unchanged_files, report.unchanged_dirs
         );
     }
     if !report.skipped.is_empty() {

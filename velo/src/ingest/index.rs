@@ -18,18 +18,35 @@
 //! - **Blobs collected since**: the index records the store's GC generation (bumped by every
 //!   `gc --run` that deletes blobs). If it has moved, each entry is used only if its blob still
 //!   exists; if not, no collection has happened since and the existence check is skipped.
+//!
+//! # Directory listings
+//! Reading a directory (`getdents` and, on ext4, the hashed-tree walk behind it) cost a third
+//! of an unchanged tree's re-ingest, more than the `statx` of every file. So the index also
+//! records, per directory, its stat data and the names it held, with their types: the raw
+//! listing, before `--exclude` rules, which are applied again on every walk. A directory's
+//! mtime and ctime change whenever a name is added to it, removed from it or renamed in it, so
+//! if its stat data is unchanged (and settled, as for files), the recorded listing is what
+//! reading it would return, and the walk uses it instead (git's "untracked cache" rests on the
+//! same rule). The files in it are still stat'ed one by one: a file's content changes its own
+//! times, not its directory's. The stat data comes from `fstat` of the descriptor the walk
+//! opened, so a filesystem mounted on the directory since shows as another device.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
+use std::ffi::CStr;
 use std::fs::Metadata;
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use rustix::fs::FileType;
 
 use crate::manifest::canonical_order;
 use crate::store::{self, BlobKey, Store};
 
 const MAGIC: &[u8; 8] = b"velo-ix\n";
-const VERSION: u32 = 3;
+const VERSION: u32 = 4;
 
 /// How much older than the recording ingest's start a file's ctime must be to be trusted.
 /// Generous against coarse filesystem clocks (1–2 s on some network and FAT filesystems).
@@ -99,6 +116,106 @@ impl From<&rustix::fs::Statx> for Stat {
     }
 }
 
+/// What the index compares of a directory: `fstat` of its open descriptor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirStat {
+    pub dev: u64,
+    pub ino: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+}
+
+impl From<&rustix::fs::Stat> for DirStat {
+    fn from(st: &rustix::fs::Stat) -> DirStat {
+        DirStat {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            mtime_ns: st.st_mtime * 1_000_000_000 + st.st_mtime_nsec as i64,
+            ctime_ns: st.st_ctime * 1_000_000_000 + st.st_ctime_nsec as i64,
+        }
+    }
+}
+
+/// The names in one directory, without `.` and `..`, sorted bytewise, with the type the
+/// directory gave for each (`Unknown` on filesystems that do not say): NUL-terminated, back to
+/// back in one buffer, which is read from the directory or borrowed from a loaded index.
+#[derive(Debug, Default)]
+pub struct Names<'a> {
+    bytes: Cow<'a, [u8]>,
+    /// Where each name starts in `bytes`, its length (without the NUL), and its type.
+    list: Vec<(u32, u32, FileType)>,
+}
+
+impl<'a> Names<'a> {
+    /// Reads the names of the open directory `dir`.
+    pub fn read(dir: &mut rustix::fs::Dir) -> io::Result<Names<'static>> {
+        let too_large = |_| io::Error::other("directory too large to read");
+        let (mut bytes, mut list) = (Vec::new(), Vec::new());
+        for entry in dir {
+            let entry = entry?;
+            let name = entry.file_name();
+            if name != c"." && name != c".." {
+                let at = u32::try_from(bytes.len()).map_err(too_large)?;
+                let len = u32::try_from(name.count_bytes()).map_err(too_large)?;
+                bytes.extend_from_slice(name.to_bytes_with_nul());
+                list.push((at, len, entry.file_type()));
+            }
+        }
+        let name = |&(at, len, _): &(u32, u32, FileType)| &bytes[at as usize..][..len as usize];
+        list.sort_unstable_by(|a, b| name(a).cmp(name(b)));
+        Ok(Names {
+            bytes: Cow::Owned(bytes),
+            list,
+        })
+    }
+
+    /// The names of a recorded listing: `types` has one byte per name, `bytes` the names in
+    /// order, each with its NUL. `None` unless it is a listing a directory could return: names
+    /// non-empty, without `/`, not `.` or `..`, strictly ascending, and as many as types.
+    fn recorded(types: &[u8], bytes: &'a [u8]) -> Option<Names<'a>> {
+        let mut list = Vec::with_capacity(types.len());
+        let (mut at, mut previous) = (0usize, None::<&[u8]>);
+        for &ty in types {
+            let len = memchr::memchr(0, &bytes[at..])?;
+            let name = &bytes[at..at + len];
+            let valid = !matches!(name, b"" | b"." | b"..") && !name.contains(&b'/');
+            if !valid || previous.is_some_and(|p| p >= name) {
+                return None;
+            }
+            list.push((
+                at as u32,
+                len as u32,
+                FileType::from_raw_mode(u32::from(ty) << 12),
+            ));
+            previous = Some(name);
+            at += len + 1;
+        }
+        (at == bytes.len()).then_some(Names {
+            bytes: Cow::Borrowed(bytes),
+            list,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Name `i` and its type.
+    pub fn get(&self, i: usize) -> (&CStr, FileType) {
+        let (at, len, file_type) = self.list[i];
+        let with_nul = &self.bytes[at as usize..][..len as usize + 1];
+        // SAFETY: `read` copied each name with its NUL from a `CStr`, and `recorded` found the
+        // NUL that ends each name, so `with_nul` is one C string. (Checking again costs a scan
+        // per name.)
+        let name = unsafe { CStr::from_bytes_with_nul_unchecked(with_nul) };
+        (name, file_type)
+    }
+}
+
 /// A loaded index: the file, mapped, and where each record starts in it, in the order the
 /// records were saved (the canonical order of their paths, which is the order a walk visits
 /// them in). A record is decoded only when its path is looked up, so loading 100k records costs
@@ -118,6 +235,8 @@ pub struct StatIndex {
     map: Option<memmap2::Mmap>,
     /// Offsets of records (their path length), in file order.
     records: Vec<u32>,
+    /// Offsets of directory records, in file order (canonical order of their paths).
+    dirs: Vec<u32>,
 }
 
 /// Where one walker thread last found a record: the position of the record after it.
@@ -126,6 +245,10 @@ pub struct Cursor(usize);
 
 /// A record's bytes after its path: dev, ino, size, mtime, ctime, exec, hash.
 const RECORD_TAIL: usize = 5 * 8 + 1 + 32;
+
+/// A directory record's bytes after its path and before its names: dev, ino, mtime, ctime,
+/// name count, length of the names.
+const DIR_HEAD: usize = 4 * 8 + 4 + 4;
 
 /// Where the index for directory `root` (absolute, canonical) lives.
 pub fn path_for(store: &Store, root: &Path) -> PathBuf {
@@ -228,6 +351,40 @@ impl StatIndex {
         (unchanged && settled).then_some(record.key)
     }
 
+    /// The directories recorded.
+    pub fn dirs(&self) -> usize {
+        self.dirs.len()
+    }
+
+    /// The recorded listing of directory `rel` ("" for the root) if `stat` shows it unchanged
+    /// and settled (see the module doc), and the record is sound.
+    pub fn listing(&self, rel: &[u8], stat: &DirStat) -> Option<Names<'_>> {
+        let i = self
+            .dirs
+            .partition_point(|&at| canonical_order(self.path_at(at), rel) == Ordering::Less);
+        let at = *self.dirs.get(i)?;
+        if self.path_at(at) != rel {
+            return None;
+        }
+        let start = at as usize + 4 + rel.len();
+        let head = &self.bytes()[start..start + DIR_HEAD];
+        let u64_at = |i: usize| u64::from_le_bytes(head[i * 8..i * 8 + 8].try_into().expect("8"));
+        let u32_at = |at: usize| u32::from_le_bytes(head[at..at + 4].try_into().expect("4"));
+        let recorded = DirStat {
+            dev: u64_at(0),
+            ino: u64_at(1),
+            mtime_ns: u64_at(2) as i64,
+            ctime_ns: u64_at(3) as i64,
+        };
+        let settled = recorded.ctime_ns < self.started_ns.saturating_sub(RACY_WINDOW_NS);
+        if recorded != *stat || !settled {
+            return None;
+        }
+        let (count, len) = (u32_at(32) as usize, u32_at(36) as usize);
+        let types = &self.bytes()[start + DIR_HEAD..][..count];
+        Names::recorded(types, &self.bytes()[start + DIR_HEAD + count..][..len])
+    }
+
     /// Writes an index for directory on `root_dev`, recorded by an ingest that started at
     /// `started_ns` (wall clock, nanoseconds since the epoch) in GC generation `gc_generation`.
     pub fn save<'a>(
@@ -236,6 +393,7 @@ impl StatIndex {
         started_ns: i64,
         gc_generation: u64,
         records: impl Iterator<Item = (&'a [u8], Record)>,
+        dirs: impl Iterator<Item = (&'a [u8], DirStat, &'a Names<'a>)>,
     ) -> Result<(), store::Error> {
         let mut out = Vec::with_capacity(1 << 20);
         out.extend_from_slice(MAGIC);
@@ -244,7 +402,7 @@ impl StatIndex {
         out.extend_from_slice(&started_ns.to_le_bytes());
         out.extend_from_slice(&gc_generation.to_le_bytes());
         let count_at = out.len();
-        out.extend_from_slice(&0u64.to_le_bytes()); // patched below
+        out.extend_from_slice(&[0; 16]); // the counts of records and directories, patched below
         let mut count = 0u64;
         for (rel, r) in records {
             count += 1;
@@ -260,6 +418,33 @@ impl StatIndex {
             out.extend_from_slice(r.key.hash.as_bytes());
         }
         out[count_at..count_at + 8].copy_from_slice(&count.to_le_bytes());
+        let mut count = 0u64;
+        for (rel, stat, names) in dirs {
+            count += 1;
+            out.extend_from_slice(&(rel.len() as u32).to_le_bytes());
+            out.extend_from_slice(rel);
+            for v in [
+                stat.dev,
+                stat.ino,
+                stat.mtime_ns as u64,
+                stat.ctime_ns as u64,
+            ] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            let len: usize = names.list.iter().map(|&(_, len, _)| len as usize + 1).sum();
+            out.extend_from_slice(&(names.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(len as u32).to_le_bytes());
+            out.extend(
+                names
+                    .list
+                    .iter()
+                    .map(|&(.., ty)| (ty.as_raw_mode() >> 12) as u8),
+            );
+            for i in 0..names.len() {
+                out.extend_from_slice(names.get(i).0.to_bytes_with_nul());
+            }
+        }
+        out[count_at + 8..count_at + 16].copy_from_slice(&count.to_le_bytes());
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| store::Error::io("creating", dir, e))?;
         }
@@ -292,6 +477,8 @@ fn decode(map: memmap2::Mmap, root_dev: u64) -> Option<StatIndex> {
     let started_ns = u64_at(take(8)?) as i64;
     let gc_generation = u64_at(take(8)?);
     let count = u64_at(take(8)?);
+    let dir_count = u64_at(take(8)?);
+    let u32_of = |(_, s): (usize, &[u8])| u32::from_le_bytes(s.try_into().expect("4 bytes"));
     let max = bytes.len() / (4 + RECORD_TAIL);
     let mut records = Vec::with_capacity((count as usize).min(max));
     for _ in 0..count {
@@ -301,6 +488,17 @@ fn decode(map: memmap2::Mmap, root_dev: u64) -> Option<StatIndex> {
         take(RECORD_TAIL)?;
         records.push(at as u32);
     }
+    let max = bytes.len() / (4 + DIR_HEAD);
+    let mut dirs = Vec::with_capacity((dir_count as usize).min(max));
+    for _ in 0..dir_count {
+        let (at, len) = take(4)?;
+        take(u32_of((at, len)) as usize)?;
+        let (head_at, head) = take(DIR_HEAD)?;
+        let count = u32_of((head_at, &head[32..36])) as usize;
+        let len = u32_of((head_at, &head[36..40])) as usize;
+        take(count.checked_add(len)?)?;
+        dirs.push(at as u32);
+    }
     if pos != bytes.len() {
         return None;
     }
@@ -309,6 +507,7 @@ fn decode(map: memmap2::Mmap, root_dev: u64) -> Option<StatIndex> {
         gc_generation,
         map: Some(map),
         records,
+        dirs,
     })
 }
 
@@ -342,7 +541,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, p)| (*p, Record::new(&stat(i as u64), key(p))));
-        StatIndex::save(&file, 7, i64::MAX, 0, records).unwrap();
+        StatIndex::save(&file, 7, i64::MAX, 0, records, std::iter::empty()).unwrap();
         let index = StatIndex::load(&file, 7);
         assert_eq!(index.len(), paths.len());
         (dir, index)
@@ -379,6 +578,93 @@ mod tests {
             let found = index.lookup(p, &stat(i as u64), &mut Cursor::default());
             assert!(found.is_none() || found == Some(key(p)), "{:?}", display(p));
         }
+    }
+
+    fn dir_stat(ctime_ns: i64) -> DirStat {
+        DirStat {
+            dev: 7,
+            ino: 99,
+            mtime_ns: 5,
+            ctime_ns,
+        }
+    }
+
+    /// A listing as a directory read would give it: `names` sorted, each of type `ty`.
+    fn names(names: &[&str], ty: FileType) -> Names<'static> {
+        let mut bytes = Vec::new();
+        for name in names {
+            bytes.extend_from_slice(name.as_bytes());
+            bytes.push(0);
+        }
+        let types = vec![(ty.as_raw_mode() >> 12) as u8; names.len()];
+        let names = Names::recorded(&types, &bytes).expect("a sound listing");
+        Names {
+            bytes: Cow::Owned(names.bytes.into_owned()),
+            list: names.list,
+        }
+    }
+
+    fn listed(names: &Names) -> Vec<(String, FileType)> {
+        (0..names.len())
+            .map(|i| names.get(i))
+            .map(|(n, t)| (n.to_string_lossy().into_owned(), t))
+            .collect()
+    }
+
+    #[test]
+    fn directory_listings_are_used_only_while_the_directory_is_unchanged_and_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ix");
+        let root = names(&["a", "b.txt"], FileType::Directory);
+        let sub = names(&["x", "y"], FileType::RegularFile);
+        let started = 10 * RACY_WINDOW_NS;
+        let dirs = [
+            (&b""[..], dir_stat(1), &root),
+            (&b"a"[..], dir_stat(2), &sub),
+            (&b"b.txt"[..], dir_stat(started - RACY_WINDOW_NS / 2), &sub),
+        ];
+        StatIndex::save(&file, 7, started, 0, std::iter::empty(), dirs.into_iter()).unwrap();
+        let index = StatIndex::load(&file, 7);
+        assert_eq!(index.dirs(), 3);
+
+        let got = index.listing(b"a", &dir_stat(2)).expect("unchanged");
+        assert_eq!(listed(&got), listed(&sub));
+        assert_eq!(
+            listed(&index.listing(b"", &dir_stat(1)).unwrap()),
+            listed(&root)
+        );
+        assert!(index.listing(b"a", &dir_stat(3)).is_none(), "ctime moved");
+        let moved = DirStat {
+            mtime_ns: 6,
+            ..dir_stat(2)
+        };
+        assert!(index.listing(b"a", &moved).is_none(), "mtime moved");
+        assert!(index.listing(b"c", &dir_stat(2)).is_none(), "not recorded");
+        let racy = dir_stat(started - RACY_WINDOW_NS / 2);
+        assert!(
+            index.listing(b"b.txt", &racy).is_none(),
+            "changed too recently to trust"
+        );
+    }
+
+    #[test]
+    fn a_recorded_listing_that_no_directory_could_give_is_not_used() {
+        let types = [(FileType::RegularFile.as_raw_mode() >> 12) as u8; 2];
+        assert!(Names::recorded(&types, b"a\0b\0").is_some());
+        for bad in [
+            &b"b\0a\0"[..],
+            b"a\0a\0",
+            b"a\0a/b\0",
+            b"a\0..\0",
+            b"\0a\0",
+            b"a\0b",
+        ] {
+            assert!(Names::recorded(&types, bad).is_none(), "{:?}", display(bad));
+        }
+        assert!(
+            Names::recorded(&types[..1], b"a\0b\0").is_none(),
+            "more names than types"
+        );
     }
 
     fn display(p: &[u8]) -> String {

@@ -97,6 +97,8 @@ pub struct Report {
     pub deduplicated_bytes: u64,
     /// Files taken from the stat index without being read.
     pub unchanged_files: u64,
+    /// Directories whose names were taken from the stat index without reading the directory.
+    pub unchanged_dirs: u64,
     pub skipped: Vec<Skipped>,
     pub seconds: f64,
 }
@@ -171,7 +173,14 @@ pub fn ingest(
     let tree = if opts.gitignore {
         walk_with_gitignore(&shared, excludes, &output)
     } else {
-        walk::tree(&shared, &excludes, &output)
+        match walk::tree(&shared, &excludes, &output, walk::Listings::Recorded) {
+            Ok(tree) => tree,
+            Err(walk::Stale) => {
+                shared.reset();
+                walk::tree(&shared, &excludes, &output, walk::Listings::Read)
+                    .unwrap_or_else(|walk::Stale| unreachable!("no recorded listings were used"))
+            }
+        }
     };
     tracing::debug!(elapsed = ?started.elapsed(), "walked");
 
@@ -190,17 +199,22 @@ pub fn ingest(
         .unwrap_or_else(|p| p.into_inner());
     let files = tree.records.len();
     let unchanged = shared.unchanged.load(Ordering::Relaxed) as usize;
-    // Every file matched a record and every record a file, in the same GC generation: the
-    // index would be written back as it is.
-    let index_is_current =
-        unchanged == files && index.len() == files && shared.blobs_unchanged_since_index;
+    // Every file matched a record and every record a file, in the same GC generation, and
+    // every directory's listing was the recorded one: the index would be written back as it is.
+    let index_is_current = unchanged == files
+        && index.len() == files
+        && shared.blobs_unchanged_since_index
+        && index.dirs() == tree.dirs.len()
+        && tree.dirs.iter().all(|d| d.recorded);
     if opts.use_index && !index_is_current {
+        let dirs = tree.dirs.iter().map(|d| (&d.rel[..], d.stat, &d.names));
         let saved = StatIndex::save(
             &index_path,
             root_meta.dev(),
             started_ns,
             gc_generation,
             tree.files(),
+            dirs,
         );
         if let Err(e) = saved {
             // Only a cache: the next ingest reads everything again.
@@ -237,6 +251,7 @@ pub fn ingest(
         new_bytes: shared.new_bytes.into_inner(),
         deduplicated_bytes: 0,
         unchanged_files: shared.unchanged.into_inner(),
+        unchanged_dirs: tree.dirs.iter().filter(|d| d.recorded).count() as u64,
         skipped,
         seconds: started.elapsed().as_secs_f64(),
     };
@@ -309,7 +324,7 @@ fn excludes(root: &Path, opts: &Options) -> Result<Override, Error> {
 
 /// With `--gitignore`: [`ignore::WalkParallel`], for its `.gitignore` rules in and above the
 /// tree; entries come in no order and are sorted afterwards.
-fn walk_with_gitignore(shared: &Shared, excludes: Override, output: &Path) -> Tree {
+fn walk_with_gitignore<'s>(shared: &Shared<'s>, excludes: Override, output: &Path) -> Tree<'s> {
     let output = output.to_path_buf();
     let walker = ignore::WalkBuilder::new(shared.root)
         .standard_filters(false)
@@ -350,14 +365,16 @@ fn walk_with_gitignore(shared: &Shared, excludes: Override, output: &Path) -> Tr
 type Walked = (Entry, Option<Record>);
 
 /// What a walk found: the entries in canonical order, and the stat record of each file among
-/// them, in the same order (apart, so that the entries become the manifest without a copy).
+/// them, in the same order (apart, so that the entries become the manifest without a copy);
+/// and, from [`walk`], each directory it listed, in canonical order.
 #[derive(Default)]
-struct Tree {
+struct Tree<'s> {
     entries: Vec<Entry>,
     records: Vec<Record>,
+    dirs: Vec<std::sync::Arc<walk::Listing<'s>>>,
 }
 
-impl Tree {
+impl Tree<'_> {
     fn push(&mut self, (entry, record): Walked) {
         self.entries.push(entry);
         self.records.extend(record);
@@ -500,6 +517,21 @@ enum Problem {
 }
 
 impl Shared<'_> {
+    /// Forgets what a walk that is to be repeated found. (Not the blobs it stored: the
+    /// repeat finds them in the store, and they count as this ingest's new blobs once.)
+    fn reset(&self) {
+        self.failed.store(false, Ordering::Relaxed);
+        self.errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.skipped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.unchanged.store(0, Ordering::Relaxed);
+    }
+
     /// `rel` as a path under the root, for messages.
     fn abs(&self, rel: &[u8]) -> PathBuf {
         self.root.join(std::ffi::OsStr::from_bytes(rel))

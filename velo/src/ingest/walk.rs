@@ -1,7 +1,8 @@
 //! The walk of an ingest without `--gitignore`: directory by directory, each entry reached by
 //! name from its directory's descriptor, on every core, and in canonical order as it goes.
 //!
-//! An unchanged tree's re-ingest is nothing but this walk (one `statx` per file), so the walk
+//! An unchanged tree's re-ingest is nothing but this walk (one `statx` per file, and no
+//! directory read: the [stat index](super::index) records each directory's names), so the walk
 //! is its whole cost. The general walker ([`ignore::WalkParallel`], still used for `--gitignore`
 //! for its rules) cost about twice what the work needs (measured on 111k entries):
 //! - it stats every file by its whole path, so the kernel looks up each component again;
@@ -12,7 +13,8 @@
 //!
 //! # Jobs
 //! A directory job opens its directory (by its path relative to the root's descriptor, with
-//! `O_NOFOLLOW`), reads and sorts the names, and cuts them into pieces of [`PIECE`] names. Each
+//! `O_NOFOLLOW`), takes its names from the index if the directory's stat data is as recorded,
+//! else reads and sorts them, and cuts them into pieces of [`PIECE`] names. Each
 //! piece is a job (so the files of one large directory are hashed on every core) that makes the
 //! entries of its names, by name in the directory, and starts a directory job for each
 //! subdirectory. All jobs are spawned into one rayon scope, so a deep tree does not deepen any
@@ -21,19 +23,24 @@
 //!
 //! Each piece's entries go into a table by piece number and each directory's pieces into a table
 //! by directory number; when every job is done, a depth-first pass over the tables puts the
-//! entries in order.
+//! entries, and the directories' listings for the next index, in order.
+//!
+//! A recorded listing that turns out wrong (a name in it is missing or of another type: only a
+//! filesystem that does not keep directory times does that) stops the walk, and the ingest
+//! walks again reading every directory ([`Stale`]).
 
 use std::ffi::{CStr, OsStr};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ignore::overrides::Override;
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, StatxFlags};
 
+use super::index::{DirStat, Names};
 use super::{At, Problem, Record, Scratch, Shared, Tree, Type};
 use crate::manifest::Entry;
 
@@ -44,13 +51,18 @@ const PIECE: usize = 64;
 /// Walks the tree under `shared.root`, leaving out what `excludes` matches and the manifest
 /// being written (`output`); returns the entries in canonical order. Problems are recorded in
 /// `shared` (see [`Shared::handle`]).
-pub(super) fn tree(shared: &Shared, excludes: &Override, output: &Path) -> Tree {
+pub(super) fn tree<'s>(
+    shared: &Shared<'s>,
+    excludes: &Override,
+    output: &Path,
+    listings: Listings,
+) -> Result<Tree<'s>, Stale> {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let root = match rustix::fs::open(shared.root, flags, Mode::empty()) {
         Ok(fd) => fd,
         Err(e) => {
             shared.handle(Problem::Unreadable(shared.root.to_owned(), e.into()));
-            return Tree::default();
+            return Ok(Tree::default());
         }
     };
     let walk = Walk {
@@ -59,19 +71,39 @@ pub(super) fn tree(shared: &Shared, excludes: &Override, output: &Path) -> Tree 
         excludes,
         output: output.as_os_str().as_bytes(),
         output_name: output.file_name().map_or(&[][..], OsStr::as_bytes),
+        listings,
+        stale: AtomicBool::new(false),
         dirs: AtomicUsize::new(1),
         pieces: AtomicUsize::new(0),
         tables: Mutex::new(Tables::default()),
     };
-    rayon::scope(|scope| walk.dir(scope, 0, Vec::new()));
+    rayon::scope(|scope| walk.dir(scope, 0, Vec::new(), false));
+    if walk.stale.into_inner() {
+        return Err(Stale);
+    }
     let mut tables = walk.tables.into_inner().unwrap_or_else(|p| p.into_inner());
     let mut out = Tree {
         entries: Vec::with_capacity(tables.found),
         records: Vec::with_capacity(tables.found),
+        dirs: Vec::with_capacity(tables.dirs.len()),
     };
     tables.flatten(0, &mut out);
-    out
+    Ok(out)
 }
+
+/// Whether a walk may take a directory's names from the index instead of reading it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Listings {
+    Recorded,
+    /// Read every directory: after a walk found a recorded listing [`Stale`].
+    Read,
+}
+
+/// A recorded listing named an entry that is not there (or not of that type): the directory
+/// changed without its stat data changing, which a filesystem that keeps POSIX times does not
+/// do. The walk is repeated with [`Listings::Read`].
+#[derive(Debug)]
+pub(super) struct Stale;
 
 struct Walk<'w, 's> {
     shared: &'w Shared<'s>,
@@ -79,10 +111,13 @@ struct Walk<'w, 's> {
     excludes: &'w Override,
     output: &'w [u8],
     output_name: &'w [u8],
+    listings: Listings,
+    /// Set with `shared.failed`, which stops the walk, when a recorded listing proved stale.
+    stale: AtomicBool,
     /// The next directory and piece numbers.
     dirs: AtomicUsize,
     pieces: AtomicUsize,
-    tables: Mutex<Tables>,
+    tables: Mutex<Tables<'s>>,
 }
 
 /// What a piece found for one name.
@@ -92,17 +127,27 @@ enum Found {
     Dir(Entry, usize),
 }
 
+/// One directory as the walk saw it: what the index records of it for the next walk.
+pub(super) struct Listing<'s> {
+    /// Its path relative to the root ("" for the root).
+    pub rel: Vec<u8>,
+    pub stat: DirStat,
+    pub names: Names<'s>,
+    /// Whether `names` came from the index rather than from reading the directory.
+    pub recorded: bool,
+}
+
 #[derive(Default)]
-struct Tables {
-    /// By directory number: the numbers of its pieces, in name order.
-    dirs: Vec<Vec<usize>>,
+struct Tables<'s> {
+    /// By directory number: its listing and the numbers of its pieces, in name order.
+    dirs: Vec<(Option<Arc<Listing<'s>>>, Vec<usize>)>,
     /// By piece number: what it found, in name order.
     pieces: Vec<Vec<Found>>,
     /// Entries in all pieces.
     found: usize,
 }
 
-impl Tables {
+impl<'s> Tables<'s> {
     fn put<T: Default>(table: &mut Vec<T>, at: usize, value: T) {
         if table.len() <= at {
             table.resize_with(at + 1, T::default);
@@ -110,14 +155,16 @@ impl Tables {
         table[at] = value;
     }
 
-    /// Moves directory `dir`'s entries, and its subdirectories' after each of them, to `out`.
+    /// Moves directory `dir`'s listing to `out.dirs` and its entries, and its subdirectories'
+    /// after each of them, to `out`: so both come out in canonical order.
     /// (Recursion as deep as the tree: a few hundred bytes a level, and paths end at 4 KiB.)
-    fn flatten(&mut self, dir: usize, out: &mut Tree) {
-        let pieces = self
+    fn flatten(&mut self, dir: usize, out: &mut Tree<'s>) {
+        let (listing, pieces) = self
             .dirs
             .get_mut(dir)
             .map(std::mem::take)
             .unwrap_or_default();
+        out.dirs.extend(listing);
         for piece in pieces {
             // A piece that stopped at a fatal problem put nothing; the ingest fails anyway.
             let found = self.pieces.get_mut(piece).map(std::mem::take);
@@ -134,65 +181,47 @@ impl Tables {
     }
 }
 
-/// The names read from one directory, sorted, without `.` and `..`: NUL-terminated, back to
-/// back in one buffer (one allocation per directory rather than one per name).
-#[derive(Default)]
-struct Names {
-    bytes: Vec<u8>,
-    /// Where each name starts in `bytes`, its length (without the NUL), and what the directory
-    /// says it is.
-    list: Vec<(u32, u32, FileType)>,
-}
-
-impl Names {
-    fn name(bytes: &[u8], at: u32, len: u32) -> &[u8] {
-        &bytes[at as usize..][..len as usize]
-    }
-
-    fn get(&self, i: usize) -> (&CStr, FileType) {
-        let (at, len, file_type) = self.list[i];
-        let with_nul = &self.bytes[at as usize..][..len as usize + 1];
-        // SAFETY: `read` copied each name with its NUL from a `CStr`, so `with_nul` is one C
-        // string. (Checking again costs a scan per name.)
-        let name = unsafe { CStr::from_bytes_with_nul_unchecked(with_nul) };
-        (name, file_type)
-    }
-}
-
 /// A directory being walked, shared by its pieces.
-struct Open {
+struct Open<'s> {
     dir: Dir,
-    /// Its path relative to the root ("" for the root).
-    rel: Vec<u8>,
-    names: Names,
+    listing: Arc<Listing<'s>>,
 }
 
-impl<'w> Walk<'w, '_> {
-    /// Directory job `id`: reads directory `rel` ("" for the root) and starts its pieces.
-    fn dir<'scope>(&'scope self, scope: &rayon::Scope<'scope>, id: usize, rel: Vec<u8>)
-    where
+impl<'w, 's> Walk<'w, 's> {
+    /// Directory job `id`: opens directory `rel` ("" for the root), takes its names from the
+    /// index or reads them, and starts its pieces. `in_recorded` says whether the name came
+    /// from a recorded listing (so its absence shows that listing stale).
+    fn dir<'scope>(
+        &'scope self,
+        scope: &rayon::Scope<'scope>,
+        id: usize,
+        rel: Vec<u8>,
+        in_recorded: bool,
+    ) where
         'w: 'scope,
     {
         if self.shared.failed.load(Ordering::Relaxed) {
             return;
         }
-        let (dir, names) = match self.read(&rel) {
+        let listing = match self.read(rel) {
             Ok(read) => read,
-            Err(e) => {
-                self.shared
-                    .handle(Problem::Unreadable(self.shared.abs(&rel), e));
+            Err((rel, e)) => {
+                let problem = Problem::Unreadable(self.shared.abs(&rel), e);
+                self.trouble(in_recorded, problem);
                 return;
             }
         };
-        let count = names.list.len().div_ceil(PIECE);
+        let (dir, listing) = listing;
+        let count = listing.names.len().div_ceil(PIECE);
         let first = self.pieces.fetch_add(count, Ordering::Relaxed);
+        let len = listing.names.len();
+        let listing = Arc::new(listing);
         Tables::put(
             &mut self.tables.lock().unwrap_or_else(|p| p.into_inner()).dirs,
             id,
-            (first..first + count).collect(),
+            (Some(Arc::clone(&listing)), (first..first + count).collect()),
         );
-        let len = names.list.len();
-        let open = Arc::new(Open { dir, rel, names });
+        let open = Arc::new(Open { dir, listing });
         for i in 1..count {
             let open = Arc::clone(&open);
             let names = i * PIECE..len.min((i + 1) * PIECE);
@@ -203,32 +232,66 @@ impl<'w> Walk<'w, '_> {
         }
     }
 
-    /// Opens directory `rel` and reads its names.
-    fn read(&self, rel: &[u8]) -> io::Result<(Dir, Names)> {
-        let fd = if rel.is_empty() {
-            rustix::io::dup(&self.root)?
+    /// Opens directory `rel` and lists it: from the index if it records the directory as it
+    /// is, else by reading it. (`fstat` before reading: a change after it then shows next time.)
+    /// An error gives `rel` back, for its message.
+    fn read(&self, rel: Vec<u8>) -> Result<(Dir, Listing<'s>), (Vec<u8>, io::Error)> {
+        let opened = if rel.is_empty() {
+            rustix::io::dup(&self.root)
         } else {
             let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-            rustix::fs::openat(&self.root, OsStr::from_bytes(rel), flags, Mode::empty())?
+            rustix::fs::openat(&self.root, OsStr::from_bytes(&rel), flags, Mode::empty())
         };
-        let mut dir = Dir::new(fd)?;
-        let mut names = Names::default();
-        for entry in dir.by_ref() {
-            let entry = entry?;
-            let name = entry.file_name();
-            if name != c"." && name != c".." {
-                let too_large = |_| io::Error::other("directory too large to read");
-                let at = u32::try_from(names.bytes.len()).map_err(too_large)?;
-                let len = u32::try_from(name.count_bytes()).map_err(too_large)?;
-                names.bytes.extend_from_slice(name.to_bytes_with_nul());
-                names.list.push((at, len, entry.file_type()));
-            }
-        }
-        let bytes = &names.bytes;
-        names.list.sort_unstable_by(|a, b| {
-            Names::name(bytes, a.0, a.1).cmp(Names::name(bytes, b.0, b.1))
+        let listed = opened.and_then(|fd| {
+            let stat = DirStat::from(&rustix::fs::fstat(&fd)?);
+            Ok((Dir::new(fd)?, stat))
         });
-        Ok((dir, names))
+        let (mut dir, stat) = match listed {
+            Ok(listed) => listed,
+            Err(e) => return Err((rel, e.into())),
+        };
+        let recorded = match self.listings {
+            Listings::Recorded => self.shared.index.listing(&rel, &stat),
+            Listings::Read => None,
+        };
+        let (names, recorded) = match recorded {
+            Some(names) => (names, true),
+            None => match Names::read(&mut dir) {
+                Ok(names) => (names, false),
+                Err(e) => return Err((rel, e)),
+            },
+        };
+        let listing = Listing {
+            rel,
+            stat,
+            names,
+            recorded,
+        };
+        Ok((dir, listing))
+    }
+
+    /// Records a problem (see [`Shared::handle`]), unless it shows a recorded listing stale:
+    /// then stops the walk to repeat it. Returns whether to go on.
+    fn trouble(&self, in_recorded: bool, problem: Problem) -> bool {
+        let gone = |e: &io::Error| {
+            let gone = [
+                libc::ENOENT,
+                libc::ENOTDIR,
+                libc::ELOOP,
+                libc::EISDIR,
+                libc::EINVAL,
+            ];
+            e.raw_os_error().is_some_and(|errno| gone.contains(&errno))
+        };
+        if in_recorded && matches!(&problem, Problem::Unreadable(_, e) if gone(e)) {
+            tracing::info!(
+                "a recorded directory listing is stale; walking again, reading every directory"
+            );
+            self.stale.store(true, Ordering::Relaxed);
+            self.shared.failed.store(true, Ordering::Relaxed);
+            return false;
+        }
+        self.shared.handle(problem)
     }
 
     /// Piece job `id`: the entries of `names` in directory `rel`.
@@ -241,7 +304,8 @@ impl<'w> Walk<'w, '_> {
     ) where
         'w: 'scope,
     {
-        let (shared, rel) = (self.shared, &open.rel[..]);
+        let (shared, listing) = (self.shared, &*open.listing);
+        let (rel, recorded) = (&listing.rel[..], listing.recorded);
         let fd = match open.dir.fd() {
             Ok(fd) => fd,
             Err(e) => {
@@ -252,7 +316,7 @@ impl<'w> Walk<'w, '_> {
         let mut found = Vec::with_capacity(names.len());
         let mut scratch = Scratch::default();
         for i in names {
-            let (name, file_type) = open.names.get(i);
+            let (name, file_type) = listing.names.get(i);
             if shared.failed.load(Ordering::Relaxed) {
                 return;
             }
@@ -266,7 +330,7 @@ impl<'w> Walk<'w, '_> {
             let ty = match type_of(file_type, fd.as_fd(), name) {
                 Ok(ty) => ty,
                 Err(e) => {
-                    if shared.handle(Problem::Unreadable(shared.abs(&child), e)) {
+                    if self.trouble(recorded, Problem::Unreadable(shared.abs(&child), e)) {
                         continue;
                     }
                     return;
@@ -279,13 +343,13 @@ impl<'w> Walk<'w, '_> {
                 Ok(Some((entry, _))) if ty == Type::Dir => {
                     let sub = self.dirs.fetch_add(1, Ordering::Relaxed);
                     let path = entry.path.clone();
-                    scope.spawn(move |scope| self.dir(scope, sub, path));
+                    scope.spawn(move |scope| self.dir(scope, sub, path, recorded));
                     found.push(Found::Dir(entry, sub));
                 }
                 Ok(Some((entry, record))) => found.push(Found::Leaf(entry, record)),
                 Ok(None) => {}
                 Err(problem) => {
-                    if !shared.handle(problem) {
+                    if !self.trouble(recorded, problem) {
                         return;
                     }
                 }

@@ -16,7 +16,7 @@ use std::fmt;
 
 use blake3::Hash;
 
-use super::{Entry, InvalidEntry, Kind, Manifest, Validator};
+use super::{Entry, InvalidEntry, Kind, Manifest, check_next};
 
 pub const MAGIC: &[u8; 8] = b"velo-mf\n";
 pub const VERSION: u32 = 1;
@@ -27,28 +27,21 @@ const KIND_SYMLINK: u8 = 3;
 const FLAG_EXEC: u8 = 1;
 
 pub fn encode(manifest: &Manifest) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER_LEN + manifest.entries.len() * 64);
-    encode_in_chunks(manifest, |chunk| out.extend_from_slice(chunk));
+    let mut out = Vec::with_capacity(HEADER_LEN + encoded_len(&manifest.entries));
+    out.extend_from_slice(&header(manifest));
+    encode_entries(&manifest.entries, &mut out);
     out
 }
 
 const HEADER_LEN: usize = 8 + 4 + 8;
 
-/// How much of the encoding [`encode_in_chunks`] hands over at a time: small enough to stay in
-/// the cache between being written and being read.
-const CHUNK: usize = 64 << 10;
+/// Entries per piece of [`encodes_to`]: about 64 KiB of encoding, small enough to stay in the
+/// cache between being written and being compared.
+const PIECE: usize = 1024;
 
-/// The encoding, handed to `sink` a chunk at a time, without the whole of it in memory.
-pub fn encode_in_chunks(manifest: &Manifest, mut sink: impl FnMut(&[u8])) {
-    let mut out = Vec::with_capacity(CHUNK + 1024);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&(manifest.entries.len() as u64).to_le_bytes());
-    for entry in &manifest.entries {
-        if out.len() >= CHUNK {
-            sink(&out);
-            out.clear();
-        }
+/// The encoding, appended to `out`.
+fn encode_entries(entries: &[Entry], out: &mut Vec<u8>) {
+    for entry in entries {
         let (kind, flags) = match entry.kind {
             Kind::Dir => (KIND_DIR, 0),
             Kind::File { exec, .. } => (KIND_FILE, if exec { FLAG_EXEC } else { 0 }),
@@ -56,17 +49,61 @@ pub fn encode_in_chunks(manifest: &Manifest, mut sink: impl FnMut(&[u8])) {
         };
         out.push(kind);
         out.push(flags);
-        put_bytes(&mut out, &entry.path);
+        put_bytes(out, &entry.path);
         match &entry.kind {
             Kind::Dir => {}
             Kind::File { hash, size, .. } => {
                 out.extend_from_slice(&size.to_le_bytes());
                 out.extend_from_slice(hash.as_bytes());
             }
-            Kind::Symlink { target } => put_bytes(&mut out, target),
+            Kind::Symlink { target } => put_bytes(out, target),
         }
     }
-    sink(&out);
+}
+
+/// The length of the encoding of `entries`.
+fn encoded_len(entries: &[Entry]) -> usize {
+    let len = |entry: &Entry| {
+        2 + 4
+            + entry.path.len()
+            + match &entry.kind {
+                Kind::Dir => 0,
+                Kind::File { .. } => 8 + 32,
+                Kind::Symlink { target } => 4 + target.len(),
+            }
+    };
+    entries.iter().map(len).sum()
+}
+
+fn header(manifest: &Manifest) -> [u8; HEADER_LEN] {
+    let mut header = [0; HEADER_LEN];
+    header[..8].copy_from_slice(MAGIC);
+    header[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    header[12..].copy_from_slice(&(manifest.entries.len() as u64).to_le_bytes());
+    header
+}
+
+/// Whether `bytes` is the encoding of `manifest`: pieces of entries are encoded and compared
+/// on every core, each where the lengths of the pieces before it put it.
+pub fn encodes_to(manifest: &Manifest, bytes: &[u8]) -> bool {
+    use rayon::prelude::*;
+    let pieces: Vec<&[Entry]> = manifest.entries.chunks(PIECE).collect();
+    let lens: Vec<usize> = pieces.par_iter().map(|p| encoded_len(p)).collect();
+    if HEADER_LEN + lens.iter().sum::<usize>() != bytes.len()
+        || bytes[..HEADER_LEN] != header(manifest)
+    {
+        return false;
+    }
+    let starts = lens.iter().scan(HEADER_LEN, |at, len| {
+        *at += len;
+        Some(*at - len)
+    });
+    let starts: Vec<usize> = starts.collect();
+    pieces.par_iter().zip(&starts).all(|(piece, &start)| {
+        let mut out = Vec::with_capacity(PIECE * 128);
+        encode_entries(piece, &mut out);
+        bytes[start..start + out.len()] == out[..]
+    })
 }
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -190,7 +227,6 @@ pub fn decode(bytes: &[u8]) -> Result<Manifest, DecodeError> {
     let count = r.u64("entry count")?;
     // Every entry takes at least 6 bytes; never pre-allocate more than the input can hold.
     let mut entries = Vec::with_capacity(count.min((bytes.len() / 6) as u64) as usize);
-    let mut validator = Validator::default();
     for index in 0..count {
         r.entry = Some(index);
         let start = r.pos;
@@ -227,7 +263,7 @@ pub fn decode(bytes: &[u8]) -> Result<Manifest, DecodeError> {
             return Err(r.err(DecodeErrorKind::BadFlags(flags)));
         }
         let entry = Entry { path, kind };
-        if let Err(reason) = validator.push(&entry) {
+        if let Err(reason) = check_next(entries.last(), &entry) {
             r.pos = start;
             return Err(r.err(DecodeErrorKind::Invalid {
                 path: entry.path,

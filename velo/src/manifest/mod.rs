@@ -102,13 +102,6 @@ pub struct Manifest {
 impl Manifest {
     /// Sorts `entries` into canonical order and validates them.
     pub fn from_entries(mut entries: Vec<Entry>) -> Result<Manifest, (Vec<u8>, InvalidEntry)> {
-        let validate = |entries: &[Entry]| {
-            let mut validator = Validator::default();
-            for entry in entries {
-                validator.push(entry).map_err(|e| (entry.path.clone(), e))?;
-            }
-            Ok(())
-        };
         // Walks give their entries in order already. Entries that pass as they are are sorted
         // (the check compares each with the one before), so sorting would change nothing; on
         // any failure, sort, and the check of the sorted entries decides.
@@ -162,39 +155,23 @@ impl Manifest {
         path: &Path,
         before_write: impl FnOnce() -> Result<(), store::Error>,
     ) -> Result<(ManifestId, bool), store::Error> {
-        // One pass over the encoding, a chunk at a time, hashes it and compares it with the
-        // file; the bytes are kept only from where they differ. Unchanged, a 10 MB manifest then
-        // never exists in memory (the fresh pages cost more than encoding it).
-        // SAFETY: only compared; a concurrent writer replaces manifests by rename
-        // (`write_atomic`), and a changed mapping can only make the answer "differs".
+        // SAFETY: only read; a concurrent writer replaces manifests by rename (`write_atomic`),
+        // and a changed mapping can only make the answer "differs".
         let old = std::fs::File::open(path)
-            .and_then(|file| unsafe { memmap2::Mmap::map(&file) })
+            .and_then(|file| unsafe { memmap2::MmapOptions::new().populate().map(&file) })
             .ok();
         let old = old.as_deref().unwrap_or_default();
-        let mut hasher = blake3::Hasher::new();
-        let (mut len, mut bytes, mut same) = (0, Vec::new(), !old.is_empty());
-        encoding::encode_in_chunks(self, |chunk| {
-            hasher.update(chunk);
-            if same && old.get(len..len + chunk.len()) != Some(chunk) {
-                same = false;
-                bytes.extend_from_slice(&old[..len]);
-            }
-            if !same {
-                bytes.extend_from_slice(chunk);
-            }
-            len += chunk.len();
-        });
-        if same && len != old.len() {
-            // The file holds these bytes and more.
-            same = false;
-            bytes.extend_from_slice(&old[..len]);
+        // Unchanged, the encoding is only compared with the file, a piece at a time on every
+        // core, and the file's bytes are hashed: a 10 MB manifest then never exists in memory
+        // (its fresh pages cost more than encoding it).
+        if encoding::encodes_to(self, old) {
+            return Ok((ManifestId(hash(old)), false));
         }
-        let id = ManifestId(hasher.finalize());
-        if !same {
-            before_write()?;
-            store::write_atomic(path, &bytes, true)?;
-        }
-        Ok((id, !same))
+        let bytes = self.encode();
+        let id = ManifestId(hash(&bytes));
+        before_write()?;
+        store::write_atomic(path, &bytes, true)?;
+        Ok((id, true))
     }
 
     /// Sum of file sizes.
@@ -212,6 +189,17 @@ impl Manifest {
     pub fn blobs(&self) -> impl Iterator<Item = BlobKey> + '_ {
         self.entries.iter().filter_map(Entry::blob)
     }
+}
+
+/// The BLAKE3 of `bytes`, on every core for a large manifest.
+fn hash(bytes: &[u8]) -> Hash {
+    let mut hasher = blake3::Hasher::new();
+    if bytes.len() >= 1 << 20 {
+        hasher.update_rayon(bytes);
+    } else {
+        hasher.update(bytes);
+    }
+    hasher.finalize()
 }
 
 /// Errors reading a manifest file.
@@ -254,48 +242,55 @@ pub fn check_path(path: &[u8]) -> Result<(), InvalidEntry> {
     Ok(())
 }
 
-/// Validates entries one at a time in order: shared by [`Manifest::from_entries`] and the decoder.
-#[derive(Default)]
-struct Validator {
-    /// The directories on the path from the root to the previous entry (a depth-first stack),
-    /// which in canonical order is all a parent check needs.
-    dirs: Vec<Vec<u8>>,
-    /// The previous entry's path (a reused buffer: no allocation per entry).
-    previous: Vec<u8>,
+/// Checks that `entry` may follow `previous` (`None` for the first entry): its path alone
+/// ([`check_path`]), its symlink target, canonical order without duplicates, and its parent.
+///
+/// Each pair is checked on its own, so entries can be checked on every core. The parent rule
+/// is: the entry before one whose parent is `p` is either `p` itself, a directory, or inside
+/// `p`. In canonical order everything between `p` and `p/name` is inside `p`, so a valid tree
+/// passes; and by induction over the entries, an entry inside `p` shows `p` present as a
+/// directory, since the first entry inside `p` must follow `p` itself.
+pub fn check_next(previous: Option<&Entry>, entry: &Entry) -> Result<(), InvalidEntry> {
+    check_path(&entry.path)?;
+    if let Kind::Symlink { target } = &entry.kind
+        && (target.is_empty() || target.contains(&0))
+    {
+        return Err(InvalidEntry::BadSymlinkTarget);
+    }
+    if let Some(previous) = previous {
+        match canonical_order(&previous.path, &entry.path) {
+            Ordering::Less => {}
+            Ordering::Equal => return Err(InvalidEntry::Duplicate),
+            Ordering::Greater => return Err(InvalidEntry::Unsorted),
+        }
+    }
+    let Some(slash) = memchr::memrchr(b'/', &entry.path) else {
+        return Ok(());
+    };
+    let parent = &entry.path[..slash];
+    let present = previous.is_some_and(|previous| {
+        let p = &previous.path[..];
+        (p == parent && previous.kind == Kind::Dir)
+            || (p.len() > slash && p.starts_with(parent) && p[slash] == b'/')
+    });
+    if present {
+        Ok(())
+    } else {
+        Err(InvalidEntry::MissingParent)
+    }
 }
 
-impl Validator {
-    fn push(&mut self, entry: &Entry) -> Result<(), InvalidEntry> {
-        check_path(&entry.path)?;
-        if !self.previous.is_empty() {
-            match canonical_order(&self.previous, &entry.path) {
-                Ordering::Less => {}
-                Ordering::Equal => return Err(InvalidEntry::Duplicate),
-                Ordering::Greater => return Err(InvalidEntry::Unsorted),
-            }
-        }
-        if let Kind::Symlink { target } = &entry.kind
-            && (target.is_empty() || target.contains(&0))
-        {
-            return Err(InvalidEntry::BadSymlinkTarget);
-        }
-        if let Some(slash) = memchr::memrchr(b'/', &entry.path) {
-            let parent = &entry.path[..slash];
-            while self.dirs.last().is_some_and(|d| d.as_slice() != parent) {
-                self.dirs.pop();
-            }
-            if self.dirs.is_empty() {
-                return Err(InvalidEntry::MissingParent);
-            }
-        } else {
-            self.dirs.clear();
-        }
-        if entry.kind == Kind::Dir {
-            self.dirs.push(entry.path.clone());
-        }
-        self.previous.clear();
-        self.previous.extend_from_slice(&entry.path);
-        Ok(())
+/// [`check_next`] of every entry, on every core; the error is the first entry's that fails.
+fn validate(entries: &[Entry]) -> Result<(), (Vec<u8>, InvalidEntry)> {
+    use rayon::prelude::*;
+    let check = |i: usize| check_next(i.checked_sub(1).map(|p| &entries[p]), &entries[i]);
+    let failed = (0..entries.len())
+        .into_par_iter()
+        .with_min_len(4096)
+        .find_first(|&i| check(i).is_err());
+    match failed {
+        None => Ok(()),
+        Some(i) => Err((entries[i].path.clone(), check(i).expect_err("it failed"))),
     }
 }
 

@@ -31,7 +31,11 @@ impl Store {
         let dir = self.dir("roots");
         fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
         let registration = dir.join(blake3::hash(bytes).to_hex().as_str());
-        write_atomic(&registration, bytes, false)?;
+        // Registered already (every re-ingest of a tree registers its manifest again): a read
+        // instead of a file created and renamed.
+        if fs::read(&registration).ok().as_deref() != Some(bytes) {
+            write_atomic(&registration, bytes, false)?;
+        }
         Ok(Root {
             manifest,
             registration,
