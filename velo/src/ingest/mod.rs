@@ -197,7 +197,7 @@ pub fn ingest(
         .skipped
         .into_inner()
         .unwrap_or_else(|p| p.into_inner());
-    let files = tree.records.len();
+    let files = tree.file_count();
     let unchanged = shared.unchanged.load(Ordering::Relaxed) as usize;
     // Every file matched a record and every record a file, in the same GC generation, and
     // every directory's listing was the recorded one: the index would be written back as it is.
@@ -223,11 +223,16 @@ pub fn ingest(
         tracing::debug!(elapsed = ?started.elapsed(), "saved stat index");
     }
     skipped.sort_by(|a: &Skipped, b| a.path.cmp(&b.path));
-    let manifest =
-        Manifest::from_entries(tree.entries).map_err(|(path, reason)| Error::Output {
-            path: output.clone(),
-            reason: format!("entry {:?}: {reason}", display_path(&path)),
-        })?;
+    let manifest = if tree.checked {
+        let run_starts = tree.runs.iter().map(|(run, _)| run.start);
+        Manifest::from_checked(tree.entries, run_starts)
+    } else {
+        Manifest::from_entries(tree.entries)
+    };
+    let manifest = manifest.map_err(|(path, reason)| Error::Output {
+        path: output.clone(),
+        reason: format!("entry {:?}: {reason}", display_path(&path)),
+    })?;
 
     tracing::debug!(elapsed = ?started.elapsed(), "built manifest");
     // Blobs are made durable before a manifest that names them is written; an unchanged tree
@@ -266,6 +271,11 @@ pub fn ingest(
         }
     }
     report.deduplicated_bytes = report.bytes.saturating_sub(report.new_bytes);
+    // Freeing what the walk made took a sixth of an unchanged tree's re-ingest: ~50k paths,
+    // most allocated on walker threads, so each free takes another arena's lock. A pool thread
+    // frees them instead (or the process's exit does, sooner).
+    let leftovers = (manifest, tree.records, tree.runs, tree.dirs, index);
+    rayon::spawn(move || drop(leftovers));
     Ok(report)
 }
 
@@ -324,7 +334,7 @@ fn excludes(root: &Path, opts: &Options) -> Result<Override, Error> {
 
 /// With `--gitignore`: [`ignore::WalkParallel`], for its `.gitignore` rules in and above the
 /// tree; entries come in no order and are sorted afterwards.
-fn walk_with_gitignore<'s>(shared: &Shared<'s>, excludes: Override, output: &Path) -> Tree<'s> {
+fn walk_with_gitignore(shared: &Shared, excludes: Override, output: &Path) -> Tree {
     let output = output.to_path_buf();
     let walker = ignore::WalkBuilder::new(shared.root)
         .standard_filters(false)
@@ -354,41 +364,77 @@ fn walk_with_gitignore<'s>(shared: &Shared<'s>, excludes: Override, output: &Pat
     entries.par_sort_unstable_by(|a: &Walked, b| {
         crate::manifest::canonical_order(&a.0.path, &b.0.path)
     });
-    let mut tree = Tree::default();
-    for walked in entries {
-        tree.push(walked);
-    }
-    tree
+    Tree::from_walked(entries)
 }
 
 /// A manifest entry found by a walk, with a file's stat record.
 type Walked = (Entry, Option<Record>);
 
-/// What a walk found: the entries in canonical order, and the stat record of each file among
-/// them, in the same order (apart, so that the entries become the manifest without a copy);
-/// and, from [`walk`], each directory it listed, in canonical order.
+/// What a walk found: the entries in canonical order (apart from everything else, so that they
+/// become the manifest without a copy); the stat records of the files among them; and, from
+/// [`walk`], each directory it listed, in canonical order.
+///
+/// The records stay in the vectors the walk made them in (`records`, one per piece of a
+/// directory), since they are needed only when the index is saved: `runs` says which entries
+/// each vector's records belong to, in order, a vector's records spread over several runs
+/// when its files are interleaved with subdirectories' contents.
 #[derive(Default)]
-struct Tree<'s> {
+struct Tree {
     entries: Vec<Entry>,
-    records: Vec<Record>,
-    dirs: Vec<std::sync::Arc<walk::Listing<'s>>>,
+    records: Vec<Vec<Record>>,
+    /// A range of `entries` and the vector of `records` that holds its files' records.
+    runs: Vec<(std::ops::Range<usize>, usize)>,
+    /// Whether the walk checked each entry of a run after the first against the one before it
+    /// ([`Manifest::from_checked`]).
+    checked: bool,
+    dirs: Vec<std::sync::Arc<walk::Listing>>,
 }
 
-impl Tree<'_> {
-    fn push(&mut self, (entry, record): Walked) {
-        self.entries.push(entry);
-        self.records.extend(record);
+impl Tree {
+    /// Appends `entries`, whose files' records are (next) in `records[run]`.
+    fn take(&mut self, run: usize, entries: impl Iterator<Item = Entry>) {
+        let start = self.entries.len();
+        self.entries.extend(entries);
+        if self.entries.len() > start {
+            self.runs.push((start..self.entries.len(), run));
+        }
     }
 
-    /// Each file's path and record.
+    /// A tree of entries already in canonical order, with their records.
+    fn from_walked(walked: Vec<Walked>) -> Self {
+        let mut records = Vec::with_capacity(walked.len());
+        let entries: Vec<Entry> = walked
+            .into_iter()
+            .map(|(entry, record)| {
+                records.extend(record);
+                entry
+            })
+            .collect();
+        let mut tree = Tree {
+            records: vec![records],
+            ..Tree::default()
+        };
+        tree.take(0, entries.into_iter());
+        tree
+    }
+
+    /// How many files (and records) there are.
+    fn file_count(&self) -> usize {
+        self.records.iter().map(Vec::len).sum()
+    }
+
+    /// Each file's path and record, in canonical order.
     fn files(&self) -> impl Iterator<Item = (&[u8], Record)> {
-        let files = self
-            .entries
-            .iter()
-            .filter(|e| matches!(e.kind, Kind::File { .. }));
-        files
-            .map(|e| e.path.as_slice())
-            .zip(self.records.iter().copied())
+        let mut next = vec![0; self.records.len()];
+        self.runs.iter().flat_map(move |(range, run)| {
+            let files = self.entries[range.clone()]
+                .iter()
+                .filter(|e| matches!(e.kind, Kind::File { .. }));
+            let first = next[*run];
+            next[*run] += files.clone().count();
+            let records = self.records[*run][first..next[*run]].iter().copied();
+            files.map(|e| e.path.as_slice()).zip(records)
+        })
     }
 }
 

@@ -40,9 +40,9 @@ use std::sync::{Arc, Mutex};
 use ignore::overrides::Override;
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, StatxFlags};
 
-use super::index::{DirStat, Names};
+use super::index::{Cursor, DirStat, Names};
 use super::{At, Problem, Record, Scratch, Shared, Tree, Type};
-use crate::manifest::Entry;
+use crate::manifest::{self, Entry, Kind};
 
 /// Names per piece job: enough to make a job worth spawning, few enough that a directory of
 /// large files is spread over the cores.
@@ -51,12 +51,12 @@ const PIECE: usize = 64;
 /// Walks the tree under `shared.root`, leaving out what `excludes` matches and the manifest
 /// being written (`output`); returns the entries in canonical order. Problems are recorded in
 /// `shared` (see [`Shared::handle`]).
-pub(super) fn tree<'s>(
-    shared: &Shared<'s>,
+pub(super) fn tree(
+    shared: &Shared<'_>,
     excludes: &Override,
     output: &Path,
     listings: Listings,
-) -> Result<Tree<'s>, Stale> {
+) -> Result<Tree, Stale> {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let root = match rustix::fs::open(shared.root, flags, Mode::empty()) {
         Ok(fd) => fd,
@@ -77,14 +77,16 @@ pub(super) fn tree<'s>(
         pieces: AtomicUsize::new(0),
         tables: Mutex::new(Tables::default()),
     };
-    rayon::scope(|scope| walk.dir(scope, 0, Vec::new(), false));
+    rayon::scope(|scope| walk.dir(scope, 0, Vec::new(), false, Cursor::default()));
     if walk.stale.into_inner() {
         return Err(Stale);
     }
     let mut tables = walk.tables.into_inner().unwrap_or_else(|p| p.into_inner());
     let mut out = Tree {
         entries: Vec::with_capacity(tables.found),
-        records: Vec::with_capacity(tables.found),
+        records: Vec::with_capacity(tables.pieces.len()),
+        runs: Vec::with_capacity(tables.pieces.len() + tables.dirs.len()),
+        checked: true,
         dirs: Vec::with_capacity(tables.dirs.len()),
     };
     tables.flatten(0, &mut out);
@@ -117,37 +119,40 @@ struct Walk<'w, 's> {
     /// The next directory and piece numbers.
     dirs: AtomicUsize,
     pieces: AtomicUsize,
-    tables: Mutex<Tables<'s>>,
+    tables: Mutex<Tables>,
 }
 
-/// What a piece found for one name.
-enum Found {
-    Leaf(Entry, Option<Record>),
-    /// A directory, whose contents are directory job `.1`'s.
-    Dir(Entry, usize),
+/// What a piece found: its entries in name order, the stat records of the files among them in
+/// the same order, and where the subdirectories are among the entries, with the number of the
+/// directory job that walks each.
+#[derive(Default)]
+struct Piece {
+    entries: Vec<Entry>,
+    records: Vec<Record>,
+    subdirs: Vec<(usize, usize)>,
 }
 
 /// One directory as the walk saw it: what the index records of it for the next walk.
-pub(super) struct Listing<'s> {
+pub(super) struct Listing {
     /// Its path relative to the root ("" for the root).
     pub rel: Vec<u8>,
     pub stat: DirStat,
-    pub names: Names<'s>,
+    pub names: Names,
     /// Whether `names` came from the index rather than from reading the directory.
     pub recorded: bool,
 }
 
 #[derive(Default)]
-struct Tables<'s> {
+struct Tables {
     /// By directory number: its listing and the numbers of its pieces, in name order.
-    dirs: Vec<(Option<Arc<Listing<'s>>>, Vec<usize>)>,
-    /// By piece number: what it found, in name order.
-    pieces: Vec<Vec<Found>>,
+    dirs: Vec<(Option<Arc<Listing>>, Vec<usize>)>,
+    /// By piece number: what it found.
+    pieces: Vec<Piece>,
     /// Entries in all pieces.
     found: usize,
 }
 
-impl<'s> Tables<'s> {
+impl Tables {
     fn put<T: Default>(table: &mut Vec<T>, at: usize, value: T) {
         if table.len() <= at {
             table.resize_with(at + 1, T::default);
@@ -156,9 +161,11 @@ impl<'s> Tables<'s> {
     }
 
     /// Moves directory `dir`'s listing to `out.dirs` and its entries, and its subdirectories'
-    /// after each of them, to `out`: so both come out in canonical order.
-    /// (Recursion as deep as the tree: a few hundred bytes a level, and paths end at 4 KiB.)
-    fn flatten(&mut self, dir: usize, out: &mut Tree<'s>) {
+    /// after each of them, to `out`: so both come out in canonical order. The stat records
+    /// stay in their pieces' vectors (see [`Tree`]); only the entries, which become the
+    /// manifest, are moved. (Recursion as deep as the tree: a few hundred bytes a level, and
+    /// paths end at 4 KiB.)
+    fn flatten(&mut self, dir: usize, out: &mut Tree) {
         let (listing, pieces) = self
             .dirs
             .get_mut(dir)
@@ -167,27 +174,38 @@ impl<'s> Tables<'s> {
         out.dirs.extend(listing);
         for piece in pieces {
             // A piece that stopped at a fatal problem put nothing; the ingest fails anyway.
-            let found = self.pieces.get_mut(piece).map(std::mem::take);
-            for found in found.unwrap_or_default() {
-                match found {
-                    Found::Leaf(entry, record) => out.push((entry, record)),
-                    Found::Dir(entry, id) => {
-                        out.push((entry, None));
-                        self.flatten(id, out);
-                    }
-                }
+            let Piece {
+                entries,
+                records,
+                subdirs,
+            } = self
+                .pieces
+                .get_mut(piece)
+                .map(std::mem::take)
+                .unwrap_or_default();
+            let run = out.records.len();
+            out.records.push(records);
+            let mut entries = entries.into_iter();
+            let mut taken = 0;
+            for (at, sub) in subdirs {
+                out.take(run, entries.by_ref().take(at + 1 - taken));
+                taken = at + 1;
+                self.flatten(sub, out);
             }
+            out.take(run, entries);
         }
     }
 }
 
 /// A directory being walked, shared by its pieces.
-struct Open<'s> {
+struct Open {
     dir: Dir,
-    listing: Arc<Listing<'s>>,
+    listing: Arc<Listing>,
+    /// Where in the index its pieces start looking.
+    cursor: Cursor,
 }
 
-impl<'w, 's> Walk<'w, 's> {
+impl<'w> Walk<'w, '_> {
     /// Directory job `id`: opens directory `rel` ("" for the root), takes its names from the
     /// index or reads them, and starts its pieces. `in_recorded` says whether the name came
     /// from a recorded listing (so its absence shows that listing stale).
@@ -197,13 +215,14 @@ impl<'w, 's> Walk<'w, 's> {
         id: usize,
         rel: Vec<u8>,
         in_recorded: bool,
+        mut cursor: Cursor,
     ) where
         'w: 'scope,
     {
         if self.shared.failed.load(Ordering::Relaxed) {
             return;
         }
-        let listing = match self.read(rel) {
+        let listing = match self.read(rel, &mut cursor) {
             Ok(read) => read,
             Err((rel, e)) => {
                 let problem = Problem::Unreadable(self.shared.abs(&rel), e);
@@ -221,7 +240,11 @@ impl<'w, 's> Walk<'w, 's> {
             id,
             (Some(Arc::clone(&listing)), (first..first + count).collect()),
         );
-        let open = Arc::new(Open { dir, listing });
+        let open = Arc::new(Open {
+            dir,
+            listing,
+            cursor,
+        });
         for i in 1..count {
             let open = Arc::clone(&open);
             let names = i * PIECE..len.min((i + 1) * PIECE);
@@ -235,7 +258,11 @@ impl<'w, 's> Walk<'w, 's> {
     /// Opens directory `rel` and lists it: from the index if it records the directory as it
     /// is, else by reading it. (`fstat` before reading: a change after it then shows next time.)
     /// An error gives `rel` back, for its message.
-    fn read(&self, rel: Vec<u8>) -> Result<(Dir, Listing<'s>), (Vec<u8>, io::Error)> {
+    fn read(
+        &self,
+        rel: Vec<u8>,
+        cursor: &mut Cursor,
+    ) -> Result<(Dir, Listing), (Vec<u8>, io::Error)> {
         let opened = if rel.is_empty() {
             rustix::io::dup(&self.root)
         } else {
@@ -251,7 +278,7 @@ impl<'w, 's> Walk<'w, 's> {
             Err(e) => return Err((rel, e.into())),
         };
         let recorded = match self.listings {
-            Listings::Recorded => self.shared.index.listing(&rel, &stat),
+            Listings::Recorded => self.shared.index.listing(&rel, &stat, cursor),
             Listings::Read => None,
         };
         let (names, recorded) = match recorded {
@@ -313,8 +340,14 @@ impl<'w, 's> Walk<'w, 's> {
                 return;
             }
         };
-        let mut found = Vec::with_capacity(names.len());
-        let mut scratch = Scratch::default();
+        let mut found = Piece {
+            entries: Vec::with_capacity(names.len()),
+            ..Piece::default()
+        };
+        let mut scratch = Scratch {
+            cursor: open.cursor,
+            ..Scratch::default()
+        };
         for i in names {
             let (name, file_type) = listing.names.get(i);
             if shared.failed.load(Ordering::Relaxed) {
@@ -339,14 +372,31 @@ impl<'w, 's> Walk<'w, 's> {
             if self.left_out(&child, name.to_bytes(), ty) {
                 continue;
             }
-            match shared.entry(at, child, ty, &mut scratch) {
+            let made = shared.entry(at, child, ty, &mut scratch).and_then(|made| {
+                // Each entry after the first of a run, while it is in the cache (see
+                // `Manifest::from_checked`); after a subdirectory, its contents come next.
+                if let (Some(previous), Some((entry, _))) = (found.entries.last(), &made)
+                    && previous.kind != Kind::Dir
+                    && let Err(e) = manifest::check_next(Some(previous), entry)
+                {
+                    let invalid = io::Error::other(format!("not a valid entry name: {e}"));
+                    return Err(Problem::Unreadable(shared.abs(&entry.path), invalid));
+                }
+                Ok(made)
+            });
+            match made {
                 Ok(Some((entry, _))) if ty == Type::Dir => {
                     let sub = self.dirs.fetch_add(1, Ordering::Relaxed);
                     let path = entry.path.clone();
-                    scope.spawn(move |scope| self.dir(scope, sub, path, recorded));
-                    found.push(Found::Dir(entry, sub));
+                    let cursor = scratch.cursor;
+                    scope.spawn(move |scope| self.dir(scope, sub, path, recorded, cursor));
+                    found.subdirs.push((found.entries.len(), sub));
+                    found.entries.push(entry);
                 }
-                Ok(Some((entry, record))) => found.push(Found::Leaf(entry, record)),
+                Ok(Some((entry, record))) => {
+                    found.entries.push(entry);
+                    found.records.extend(record);
+                }
                 Ok(None) => {}
                 Err(problem) => {
                     if !self.trouble(recorded, problem) {
@@ -356,7 +406,7 @@ impl<'w, 's> Walk<'w, 's> {
             }
         }
         let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
-        tables.found += found.len();
+        tables.found += found.entries.len();
         Tables::put(&mut tables.pieces, id, found);
     }
 

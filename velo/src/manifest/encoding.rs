@@ -99,11 +99,17 @@ pub fn encodes_to(manifest: &Manifest, bytes: &[u8]) -> bool {
         Some(*at - len)
     });
     let starts: Vec<usize> = starts.collect();
-    pieces.par_iter().zip(&starts).all(|(piece, &start)| {
-        let mut out = Vec::with_capacity(PIECE * 128);
-        encode_entries(piece, &mut out);
-        bytes[start..start + out.len()] == out[..]
-    })
+    // One buffer per thread: a fresh one per piece would be at glibc's threshold for mapping
+    // it, a `mmap` and `munmap` per piece.
+    let same = pieces
+        .par_iter()
+        .zip(&starts)
+        .map_init(Vec::new, |out, (piece, &start)| {
+            out.clear();
+            encode_entries(piece, out);
+            bytes[start..start + out.len()] == out[..]
+        });
+    same.all(|same| same)
 }
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {

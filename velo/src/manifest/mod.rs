@@ -112,6 +112,24 @@ impl Manifest {
         Ok(Manifest { entries })
     }
 
+    /// Entries in canonical order of which the caller has checked each with [`check_next`]
+    /// against the one before it, except those at positions `unchecked`, which are checked
+    /// here. (The ingest walk checks entries as it makes them, on every core and while they are
+    /// in the cache, all but the first of each run it puts together; a debug build checks every
+    /// entry again.)
+    pub fn from_checked(
+        entries: Vec<Entry>,
+        unchecked: impl Iterator<Item = usize>,
+    ) -> Result<Manifest, (Vec<u8>, InvalidEntry)> {
+        for i in unchecked {
+            let entry = &entries[i];
+            check_next(i.checked_sub(1).map(|p| &entries[p]), entry)
+                .map_err(|e| (entry.path.clone(), e))?;
+        }
+        debug_assert_eq!(validate(&entries), Ok(()));
+        Ok(Manifest { entries })
+    }
+
     pub fn entries(&self) -> &[Entry] {
         &self.entries
     }
