@@ -244,10 +244,10 @@ impl Names {
     }
 }
 
-/// A loaded index: the file, mapped, and where each record starts in it, in the order the
-/// records were saved (the canonical order of their paths, which is the order a walk visits
-/// them in). A record is decoded only when its path is looked up, so loading 100k records costs
-/// one pass over the mapping and no allocation per entry.
+/// A loaded index: the file, mapped. It starts with tables of where each record starts, in the
+/// order the records were saved (the canonical order of their paths, which is the order a walk
+/// visits them in), so loading it reads nothing per record: a record is read, and its bounds
+/// checked, only when a lookup reaches it.
 ///
 /// A lookup first tries the record after the one the same walker found last ([`Cursor`]): the
 /// files of a directory are consecutive records, so most lookups are one comparison with memory
@@ -263,10 +263,18 @@ pub struct StatIndex {
     started_ns: i64,
     gc_generation: u64,
     map: Option<Arc<memmap2::Mmap>>,
-    /// Offsets of records (their path length), in file order.
-    records: Vec<u32>,
-    /// Offsets of directory records, in file order (canonical order of their paths).
-    dirs: Vec<u32>,
+    /// Where the file records start, in canonical order of their paths.
+    records: Table,
+    /// Where the directory records start, in canonical order of their paths.
+    dirs: Table,
+}
+
+/// A table of where records start in the mapped file: `len` little-endian `u32`s from byte
+/// `at` (checked to be in the file by [`decode`]).
+#[derive(Debug, Default, Clone, Copy)]
+struct Table {
+    at: usize,
+    len: usize,
 }
 
 /// Where a walker is in the index: the positions after the file record and the directory
@@ -319,19 +327,25 @@ impl StatIndex {
         self.map.as_deref().map_or(&[], |map| &map[..])
     }
 
-    /// The path of the record at `at` (checked by [`decode`]).
-    fn path_at(&self, at: u32) -> &[u8] {
-        let bytes = &self.bytes()[at as usize..];
-        let len = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes")) as usize;
-        &bytes[4..4 + len]
+    /// Where record `i` of `table` starts.
+    fn offset(&self, table: Table, i: usize) -> usize {
+        let at = table.at + 4 * i;
+        u32::from_le_bytes(self.bytes()[at..at + 4].try_into().expect("4 bytes")) as usize
     }
 
-    /// The record at `at`.
-    fn record_at(&self, at: u32) -> Record {
-        let start = at as usize + 4 + self.path_at(at).len();
-        let tail = &self.bytes()[start..start + RECORD_TAIL];
+    /// The path of the record at `at`; `None` if the file is damaged there.
+    fn path_at(&self, at: usize) -> Option<&[u8]> {
+        let bytes = self.bytes().get(at..)?;
+        let len = u32::from_le_bytes(bytes.get(..4)?.try_into().expect("4 bytes")) as usize;
+        bytes.get(4..4 + len)
+    }
+
+    /// The record at `at`; `None` if the file is damaged there.
+    fn record_at(&self, at: usize) -> Option<Record> {
+        let start = at + 4 + self.path_at(at)?.len();
+        let tail = self.bytes().get(start..start + RECORD_TAIL)?;
         let u64_at = |i: usize| u64::from_le_bytes(tail[i * 8..i * 8 + 8].try_into().expect("8"));
-        Record {
+        Some(Record {
             dev: u64_at(0),
             ino: u64_at(1),
             size: u64_at(2),
@@ -341,44 +355,52 @@ impl StatIndex {
                 exec: tail[40] != 0,
                 hash: blake3::Hash::from_bytes(tail[41..73].try_into().expect("32 bytes")),
             },
-        }
+        })
     }
 
     pub fn len(&self) -> usize {
-        self.records.len()
+        self.records.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.records.len == 0
     }
 
-    /// The first position in `offsets` whose path is not before `rel` in canonical order,
+    /// The first position in `table` whose path is not before `rel` in canonical order,
     /// searched forward from `from` if the path before it is before `rel`, else behind it.
-    fn seek(&self, offsets: &[u32], from: usize, rel: &[u8]) -> usize {
-        let before = |at: &u32| canonical_order(self.path_at(*at), rel) == Ordering::Less;
-        let from = from.min(offsets.len());
-        if from > 0 && !before(&offsets[from - 1]) {
-            return offsets[..from].partition_point(before);
+    fn seek(&self, table: Table, from: usize, rel: &[u8]) -> usize {
+        let before = |i: usize| {
+            let path = self.path_at(self.offset(table, i));
+            path.is_none_or(|path| canonical_order(path, rel) == Ordering::Less)
+        };
+        // The first position in `lo..hi` that is not before `rel`.
+        let search = |mut lo: usize, mut hi: usize| {
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                if before(mid) { lo = mid + 1 } else { hi = mid }
+            }
+            lo
+        };
+        let from = from.min(table.len);
+        if from > 0 && !before(from - 1) {
+            return search(0, from);
         }
         let mut bound = 1;
-        while from + bound <= offsets.len() && before(&offsets[from + bound - 1]) {
+        while from + bound <= table.len && before(from + bound - 1) {
             bound *= 2;
         }
-        let (lo, hi) = (from + bound / 2, (from + bound).min(offsets.len()));
-        lo + offsets[lo..hi].partition_point(before)
+        search(from + bound / 2, (from + bound).min(table.len))
     }
 
     /// The position of the record for `rel`: the one at `cursor` if it is, else by search.
     fn find(&self, rel: &[u8], cursor: Cursor) -> Option<usize> {
         let at = |i: usize| {
-            self.records
-                .get(i)
-                .is_some_and(|&at| self.path_at(at) == rel)
+            i < self.records.len && self.path_at(self.offset(self.records, i)) == Some(rel)
         };
         if at(cursor.file) {
             return Some(cursor.file);
         }
-        let i = self.seek(&self.records, cursor.file, rel);
+        let i = self.seek(self.records, cursor.file, rel);
         at(i).then_some(i)
     }
 
@@ -388,7 +410,7 @@ impl StatIndex {
     pub fn lookup(&self, rel: &[u8], stat: &Stat, cursor: &mut Cursor) -> Option<BlobKey> {
         let i = self.find(rel, *cursor)?;
         cursor.file = i + 1;
-        let record = self.record_at(self.records[i]);
+        let record = self.record_at(self.offset(self.records, i))?;
         let now = Record::new(stat, record.key);
         let exec = stat.mode & 0o111 != 0;
         let unchanged = now == record && exec == record.key.exec;
@@ -398,21 +420,24 @@ impl StatIndex {
 
     /// The directories recorded.
     pub fn dirs(&self) -> usize {
-        self.dirs.len()
+        self.dirs.len
     }
 
     /// The recorded listing of directory `rel` ("" for the root) if `stat` shows it unchanged
     /// and settled (see the module doc), and the record is sound. `cursor` is the walker's, as
     /// for [`lookup`](Self::lookup).
     pub fn listing(&self, rel: &[u8], stat: &DirStat, cursor: &mut Cursor) -> Option<Names> {
-        let i = self.seek(&self.dirs, cursor.dir, rel);
-        let at = *self.dirs.get(i)?;
-        if self.path_at(at) != rel {
+        let i = self.seek(self.dirs, cursor.dir, rel);
+        if i >= self.dirs.len {
+            return None;
+        }
+        let at = self.offset(self.dirs, i);
+        if self.path_at(at) != Some(rel) {
             return None;
         }
         cursor.dir = i + 1;
-        let start = at as usize + 4 + rel.len();
-        let head = &self.bytes()[start..start + DIR_HEAD];
+        let start = at + 4 + rel.len();
+        let head = self.bytes().get(start..start + DIR_HEAD)?;
         let u64_at = |i: usize| u64::from_le_bytes(head[i * 8..i * 8 + 8].try_into().expect("8"));
         let u32_at = |at: usize| u32::from_le_bytes(head[at..at + 4].try_into().expect("4"));
         let recorded = DirStat {
@@ -426,8 +451,11 @@ impl StatIndex {
             return None;
         }
         let (count, len) = (u32_at(32) as usize, u32_at(36) as usize);
-        let types = &self.bytes()[start + DIR_HEAD..][..count];
+        let types = self
+            .bytes()
+            .get(start + DIR_HEAD..start + DIR_HEAD + count)?;
         let names = start + DIR_HEAD + count..start + DIR_HEAD + count + len;
+        self.bytes().get(names.clone())?;
         let map = Arc::clone(self.map.as_ref()?);
         Names::recorded(types, Bytes::Mapped(map, names))
     }
@@ -442,56 +470,58 @@ impl StatIndex {
         records: impl Iterator<Item = (&'a [u8], Record)>,
         dirs: impl Iterator<Item = (&'a [u8], DirStat, &'a Names)>,
     ) -> Result<(), store::Error> {
-        let mut out = Vec::with_capacity(1 << 20);
+        // The records, then the tables of where they start (which come first in the file).
+        let (mut body, mut starts, mut dir_starts) = (Vec::with_capacity(1 << 20), vec![], vec![]);
+        for (rel, r) in records {
+            starts.push(body.len());
+            body.extend_from_slice(&(rel.len() as u32).to_le_bytes());
+            body.extend_from_slice(rel);
+            for v in [r.dev, r.ino, r.size] {
+                body.extend_from_slice(&v.to_le_bytes());
+            }
+            for v in [r.mtime_ns, r.ctime_ns] {
+                body.extend_from_slice(&v.to_le_bytes());
+            }
+            body.push(u8::from(r.key.exec));
+            body.extend_from_slice(r.key.hash.as_bytes());
+        }
+        for (rel, stat, names) in dirs {
+            dir_starts.push(body.len());
+            body.extend_from_slice(&(rel.len() as u32).to_le_bytes());
+            body.extend_from_slice(rel);
+            let times = [stat.mtime_ns as u64, stat.ctime_ns as u64];
+            for v in [stat.dev, stat.ino].into_iter().chain(times) {
+                body.extend_from_slice(&v.to_le_bytes());
+            }
+            let len: usize = names.list.iter().map(|&(_, len, _)| len as usize + 1).sum();
+            body.extend_from_slice(&(names.len() as u32).to_le_bytes());
+            body.extend_from_slice(&(len as u32).to_le_bytes());
+            let types = names
+                .list
+                .iter()
+                .map(|&(.., ty)| (ty.as_raw_mode() >> 12) as u8);
+            body.extend(types);
+            for i in 0..names.len() {
+                body.extend_from_slice(names.get(i).0.to_bytes_with_nul());
+            }
+        }
+        let base = HEADER_LEN + 4 * (starts.len() + dir_starts.len());
+        if base + body.len() > u32::MAX as usize {
+            let large = io::Error::other("a stat index beyond 4 GiB is not kept");
+            return Err(store::Error::io("writing", path, large));
+        }
+        let mut out = Vec::with_capacity(base + body.len());
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
         out.extend_from_slice(&root_dev.to_le_bytes());
         out.extend_from_slice(&started_ns.to_le_bytes());
         out.extend_from_slice(&gc_generation.to_le_bytes());
-        let count_at = out.len();
-        out.extend_from_slice(&[0; 16]); // the counts of records and directories, patched below
-        let mut count = 0u64;
-        for (rel, r) in records {
-            count += 1;
-            out.extend_from_slice(&(rel.len() as u32).to_le_bytes());
-            out.extend_from_slice(rel);
-            for v in [r.dev, r.ino, r.size] {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-            for v in [r.mtime_ns, r.ctime_ns] {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-            out.push(u8::from(r.key.exec));
-            out.extend_from_slice(r.key.hash.as_bytes());
+        out.extend_from_slice(&(starts.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(dir_starts.len() as u64).to_le_bytes());
+        for start in starts.iter().chain(&dir_starts) {
+            out.extend_from_slice(&((base + start) as u32).to_le_bytes());
         }
-        out[count_at..count_at + 8].copy_from_slice(&count.to_le_bytes());
-        let mut count = 0u64;
-        for (rel, stat, names) in dirs {
-            count += 1;
-            out.extend_from_slice(&(rel.len() as u32).to_le_bytes());
-            out.extend_from_slice(rel);
-            for v in [
-                stat.dev,
-                stat.ino,
-                stat.mtime_ns as u64,
-                stat.ctime_ns as u64,
-            ] {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-            let len: usize = names.list.iter().map(|&(_, len, _)| len as usize + 1).sum();
-            out.extend_from_slice(&(names.len() as u32).to_le_bytes());
-            out.extend_from_slice(&(len as u32).to_le_bytes());
-            out.extend(
-                names
-                    .list
-                    .iter()
-                    .map(|&(.., ty)| (ty.as_raw_mode() >> 12) as u8),
-            );
-            for i in 0..names.len() {
-                out.extend_from_slice(names.get(i).0.to_bytes_with_nul());
-            }
-        }
-        out[count_at + 8..count_at + 16].copy_from_slice(&count.to_le_bytes());
+        out.extend_from_slice(&body);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| store::Error::io("creating", dir, e))?;
         }
@@ -499,62 +529,40 @@ impl StatIndex {
     }
 }
 
-/// Checks the header and every record's bounds, and lists where the records start.
+/// Bytes before the tables: magic, version, device, start, GC generation and the two counts.
+const HEADER_LEN: usize = 8 + 4 + 5 * 8;
+
+/// Checks the header, and that the tables are in the file.
 fn decode(map: memmap2::Mmap, root_dev: u64) -> Option<StatIndex> {
     let bytes = &map[..];
-    if bytes.len() > u32::MAX as usize {
+    if bytes.len() > u32::MAX as usize || bytes.len() < HEADER_LEN || &bytes[..8] != MAGIC {
         return None;
     }
-    let mut pos = 0usize;
-    let mut take = |n: usize| -> Option<(usize, &[u8])> {
-        let s = bytes.get(pos..pos.checked_add(n)?)?;
-        pos += n;
-        Some((pos - n, s))
-    };
-    if take(8)?.1 != MAGIC {
+    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    if u32_at(8) != VERSION || u64_at(12) != root_dev {
         return None;
     }
-    let u64_at = |(_, s): (usize, &[u8])| u64::from_le_bytes(s.try_into().expect("8 bytes"));
-    if u32::from_le_bytes(take(4)?.1.try_into().ok()?) != VERSION {
-        return None;
-    }
-    if u64_at(take(8)?) != root_dev {
-        return None;
-    }
-    let started_ns = u64_at(take(8)?) as i64;
-    let gc_generation = u64_at(take(8)?);
-    let count = u64_at(take(8)?);
-    let dir_count = u64_at(take(8)?);
-    let u32_of = |(_, s): (usize, &[u8])| u32::from_le_bytes(s.try_into().expect("4 bytes"));
-    let max = bytes.len() / (4 + RECORD_TAIL);
-    let mut records = Vec::with_capacity((count as usize).min(max));
-    for _ in 0..count {
-        let (at, len) = take(4)?;
-        let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
-        take(len)?;
-        take(RECORD_TAIL)?;
-        records.push(at as u32);
-    }
-    let max = bytes.len() / (4 + DIR_HEAD);
-    let mut dirs = Vec::with_capacity((dir_count as usize).min(max));
-    for _ in 0..dir_count {
-        let (at, len) = take(4)?;
-        take(u32_of((at, len)) as usize)?;
-        let (head_at, head) = take(DIR_HEAD)?;
-        let count = u32_of((head_at, &head[32..36])) as usize;
-        let len = u32_of((head_at, &head[36..40])) as usize;
-        take(count.checked_add(len)?)?;
-        dirs.push(at as u32);
-    }
-    if pos != bytes.len() {
+    let (count, dir_count) = (
+        usize::try_from(u64_at(36)).ok()?,
+        usize::try_from(u64_at(44)).ok()?,
+    );
+    let tables = count.checked_add(dir_count)?.checked_mul(4)?;
+    if HEADER_LEN.checked_add(tables)? > bytes.len() {
         return None;
     }
     Some(StatIndex {
-        started_ns,
-        gc_generation,
+        started_ns: u64_at(20) as i64,
+        gc_generation: u64_at(28),
+        records: Table {
+            at: HEADER_LEN,
+            len: count,
+        },
+        dirs: Table {
+            at: HEADER_LEN + 4 * count,
+            len: dir_count,
+        },
         map: Some(Arc::new(map)),
-        records,
-        dirs,
     })
 }
 
@@ -734,6 +742,52 @@ mod tests {
             Names::check(&types[..1], b"a\0b\0").is_none(),
             "more names than types"
         );
+    }
+
+    /// A damaged index can make lookups miss (which means reading the file), never panic nor
+    /// answer for another path.
+    #[test]
+    fn a_damaged_index_misses_and_never_panics() {
+        let paths: &[&[u8]] = &[b"a", b"a/b", b"c"];
+        let (dir, index) = saved(paths);
+        let file = dir.path().join("ix");
+        let bytes = std::fs::read(&file).unwrap();
+        drop(index);
+        let table = HEADER_LEN..HEADER_LEN + 4 * paths.len();
+        let mut damages: Vec<Vec<u8>> = (0..bytes.len()).map(|n| bytes[..n].to_vec()).collect();
+        for at in table.clone().step_by(4) {
+            for offset in [0u32, 1, 7, u32::MAX, bytes.len() as u32 - 1] {
+                let mut damaged = bytes.clone();
+                damaged[at..at + 4].copy_from_slice(&offset.to_le_bytes());
+                damages.push(damaged);
+            }
+        }
+        // A record's path length: its path and the rest run into the next record or past
+        // the end. (A flipped bit in a recorded hash is not caught: the index is a cache
+        // without a checksum, which would cost a read of all of it on every ingest.)
+        for at in table.clone().step_by(4) {
+            let start = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            for i in 0..4 {
+                let mut damaged = bytes.clone();
+                damaged[start + i] ^= 0xff;
+                damages.push(damaged);
+            }
+        }
+        for damaged in damages {
+            std::fs::write(&file, &damaged).unwrap();
+            let index = StatIndex::load(&file, 7);
+            for (i, p) in paths.iter().enumerate() {
+                for from in 0..4 {
+                    let mut cursor = Cursor {
+                        file: from,
+                        dir: from,
+                    };
+                    let found = index.lookup(p, &stat(i as u64), &mut cursor);
+                    assert!(found.is_none() || found == Some(key(p)), "{:?}", display(p));
+                    assert!(index.listing(p, &dir_stat(1), &mut cursor).is_none());
+                }
+            }
+        }
     }
 
     fn display(p: &[u8]) -> String {
