@@ -140,11 +140,17 @@ impl From<&rustix::fs::Stat> for DirStat {
 /// The names in one directory, without `.` and `..`, sorted bytewise, with the type the
 /// directory gave for each (`Unknown` on filesystems that do not say): NUL-terminated, back to
 /// back in one buffer, which is read from the directory or is part of a loaded index.
+///
+/// A recorded listing also holds its symlinks' targets. A symlink's target cannot be changed
+/// in place: a new one is a new symlink, made in the directory, which changes the directory's
+/// times. So while the listing holds, so do the targets, and the walk does not read them.
 #[derive(Debug, Default)]
 pub struct Names {
     bytes: Bytes,
     /// Where each name starts in `bytes`, its length (without the NUL), and its type.
     list: Vec<(u32, u32, FileType)>,
+    /// For a recorded listing that has symlinks, by name: where its target is in `bytes`.
+    targets: Vec<Option<(u32, u32)>>,
 }
 
 /// Bytes of one's own, or a range of a mapped index (shared, so that what holds them can
@@ -191,15 +197,46 @@ impl Names {
         Ok(Names {
             bytes: Bytes::Owned(bytes),
             list,
+            targets: Vec::new(),
         })
     }
 
     /// The names of a recorded listing: `types` has one byte per name, `bytes` the names in
-    /// order, each with its NUL. `None` unless it is a listing a directory could return: names
-    /// non-empty, without `/`, not `.` or `..`, strictly ascending, and as many as types.
-    fn recorded(types: &[u8], bytes: Bytes) -> Option<Names> {
-        let list = Names::check(types, &bytes)?;
-        Some(Names { bytes, list })
+    /// order, each with its NUL, and from `names_len` on, each symlink's target (a `u32`
+    /// length, `u32::MAX` for none recorded, and the bytes). `None` unless it is a listing a
+    /// directory could return: names non-empty, without `/`, not `.` or `..`, strictly
+    /// ascending, as many as types; targets non-empty and without NUL.
+    fn recorded(types: &[u8], bytes: Bytes, names_len: usize) -> Option<Names> {
+        let list = Names::check(types, bytes.get(..names_len)?)?;
+        let mut targets = Vec::new();
+        let mut at = names_len;
+        for (i, &(.., ty)) in list.iter().enumerate() {
+            if ty != FileType::Symlink {
+                continue;
+            }
+            targets.resize(list.len(), None);
+            let len = u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().expect("4 bytes"));
+            at += 4;
+            if len != u32::MAX {
+                let target = bytes.get(at..at + len as usize)?;
+                if target.is_empty() || memchr::memchr(0, target).is_some() {
+                    return None;
+                }
+                targets[i] = Some((at as u32, len));
+                at += len as usize;
+            }
+        }
+        (at == bytes.len()).then_some(Names {
+            bytes,
+            list,
+            targets,
+        })
+    }
+
+    /// The recorded target of name `i`, a symlink.
+    pub fn target(&self, i: usize) -> Option<&[u8]> {
+        let (at, len) = self.targets.get(i).copied().flatten()?;
+        Some(&self.bytes[at as usize..][..len as usize])
     }
 
     /// The list of a recorded listing (see [`recorded`](Self::recorded)).
@@ -289,8 +326,8 @@ pub struct Cursor {
 const RECORD_TAIL: usize = 5 * 8 + 1 + 32;
 
 /// A directory record's bytes after its path and before its names: dev, ino, mtime, ctime,
-/// name count, length of the names.
-const DIR_HEAD: usize = 4 * 8 + 4 + 4;
+/// name count, length of the names, length of the symlink targets after them.
+const DIR_HEAD: usize = 4 * 8 + 3 * 4;
 
 /// Where the index for directory `root` (absolute, canonical) lives.
 pub fn path_for(store: &Store, root: &Path) -> PathBuf {
@@ -451,13 +488,14 @@ impl StatIndex {
             return None;
         }
         let (count, len) = (u32_at(32) as usize, u32_at(36) as usize);
+        let targets_len = u32_at(40) as usize;
         let types = self
             .bytes()
             .get(start + DIR_HEAD..start + DIR_HEAD + count)?;
-        let names = start + DIR_HEAD + count..start + DIR_HEAD + count + len;
+        let names = start + DIR_HEAD + count..start + DIR_HEAD + count + len + targets_len;
         self.bytes().get(names.clone())?;
         let map = Arc::clone(self.map.as_ref()?);
-        Names::recorded(types, Bytes::Mapped(map, names))
+        Names::recorded(types, Bytes::Mapped(map, names), len)
     }
 
     /// Writes an index for directory on `root_dev`, recorded by an ingest that started at
@@ -468,7 +506,7 @@ impl StatIndex {
         started_ns: i64,
         gc_generation: u64,
         records: impl Iterator<Item = (&'a [u8], Record)>,
-        dirs: impl Iterator<Item = (&'a [u8], DirStat, &'a Names)>,
+        dirs: impl Iterator<Item = (&'a [u8], DirStat, &'a Names, Vec<Option<&'a [u8]>>)>,
     ) -> Result<(), store::Error> {
         // The records, then the tables of where they start (which come first in the file).
         let (mut body, mut starts, mut dir_starts) = (Vec::with_capacity(1 << 20), vec![], vec![]);
@@ -485,7 +523,14 @@ impl StatIndex {
             body.push(u8::from(r.key.exec));
             body.extend_from_slice(r.key.hash.as_bytes());
         }
-        for (rel, stat, names) in dirs {
+        for (rel, stat, names, targets) in dirs {
+            // One per symlink, in order (`None` for one whose target is not known).
+            let mut targets = targets.into_iter();
+            let symlinks = names
+                .list
+                .iter()
+                .filter(|&&(.., ty)| ty == FileType::Symlink);
+            let targets: Vec<_> = symlinks.map(|_| targets.next().flatten()).collect();
             dir_starts.push(body.len());
             body.extend_from_slice(&(rel.len() as u32).to_le_bytes());
             body.extend_from_slice(rel);
@@ -494,8 +539,11 @@ impl StatIndex {
                 body.extend_from_slice(&v.to_le_bytes());
             }
             let len: usize = names.list.iter().map(|&(_, len, _)| len as usize + 1).sum();
+            let target_len = |t: &Option<&[u8]>| 4 + t.map_or(0, <[u8]>::len);
+            let targets_len: usize = targets.iter().map(target_len).sum();
             body.extend_from_slice(&(names.len() as u32).to_le_bytes());
             body.extend_from_slice(&(len as u32).to_le_bytes());
+            body.extend_from_slice(&(targets_len as u32).to_le_bytes());
             let types = names
                 .list
                 .iter()
@@ -503,6 +551,11 @@ impl StatIndex {
             body.extend(types);
             for i in 0..names.len() {
                 body.extend_from_slice(names.get(i).0.to_bytes_with_nul());
+            }
+            for target in targets {
+                let len = target.map_or(u32::MAX, |t| t.len() as u32);
+                body.extend_from_slice(&len.to_le_bytes());
+                body.extend_from_slice(target.unwrap_or_default());
             }
         }
         let base = HEADER_LEN + 4 * (starts.len() + dir_starts.len());
@@ -655,7 +708,12 @@ mod tests {
             bytes.push(0);
         }
         let types = vec![(ty.as_raw_mode() >> 12) as u8; names.len()];
-        Names::recorded(&types, Bytes::Owned(bytes)).expect("a sound listing")
+        let len = bytes.len();
+        if ty == FileType::Symlink {
+            // No target recorded for any.
+            bytes.extend(names.iter().flat_map(|_| u32::MAX.to_le_bytes()));
+        }
+        Names::recorded(&types, Bytes::Owned(bytes), len).expect("a sound listing")
     }
 
     fn listed(names: &Names) -> Vec<(String, FileType)> {
@@ -672,15 +730,32 @@ mod tests {
         let root = names(&["a", "b.txt"], FileType::Directory);
         let sub = names(&["x", "y"], FileType::RegularFile);
         let started = 10 * RACY_WINDOW_NS;
+        let links = names(&["l1", "l2", "l3"], FileType::Symlink);
         let dirs = [
-            (&b""[..], dir_stat(1), &root),
-            (&b"a"[..], dir_stat(2), &sub),
-            (&b"b.txt"[..], dir_stat(started - RACY_WINDOW_NS / 2), &sub),
+            (&b""[..], dir_stat(1), &root, vec![]),
+            (&b"a"[..], dir_stat(2), &sub, vec![]),
+            (
+                &b"b.txt"[..],
+                dir_stat(started - RACY_WINDOW_NS / 2),
+                &sub,
+                vec![],
+            ),
+            (
+                &b"l"[..],
+                dir_stat(2),
+                &links,
+                vec![Some(&b"../t1"[..]), None, Some(b"t3")],
+            ),
         ];
         StatIndex::save(&file, 7, started, 0, std::iter::empty(), dirs.into_iter()).unwrap();
         let index = StatIndex::load(&file, 7);
-        assert_eq!(index.dirs(), 3);
+        assert_eq!(index.dirs(), 4);
 
+        let got = index.listing(b"l", &dir_stat(2), &mut Cursor::default());
+        let got = got.expect("unchanged");
+        assert_eq!(listed(&got), listed(&links));
+        let targets: Vec<_> = (0..3).map(|i| got.target(i)).collect();
+        assert_eq!(targets, [Some(&b"../t1"[..]), None, Some(b"t3")]);
         let got = index
             .listing(b"a", &dir_stat(2), &mut Cursor::default())
             .expect("unchanged");

@@ -207,7 +207,10 @@ pub fn ingest(
         && index.dirs() == tree.dirs.len()
         && tree.dirs.iter().all(|d| d.recorded);
     if opts.use_index && !index_is_current {
-        let dirs = tree.dirs.iter().map(|d| (&d.rel[..], d.stat, &d.names));
+        let dirs = tree.dirs.iter().map(|d| {
+            let targets = symlink_targets(&tree.entries, d);
+            (&d.rel[..], d.stat, &d.names, targets)
+        });
         let saved = StatIndex::save(
             &index_path,
             root_meta.dev(),
@@ -438,6 +441,28 @@ impl Tree {
     }
 }
 
+/// The targets of the symlinks in `listing`, in order, from the entries the walk made of them
+/// (`None` for one that is not among them, as when it is excluded).
+fn symlink_targets<'t>(entries: &'t [Entry], listing: &walk::Listing) -> Vec<Option<&'t [u8]>> {
+    let names = &listing.names;
+    let symlinks = (0..names.len()).filter(|&i| names.get(i).1 == rustix::fs::FileType::Symlink);
+    let mut path = Vec::new();
+    let target = |i: usize| {
+        path.clear();
+        if !listing.rel.is_empty() {
+            path.extend_from_slice(&listing.rel);
+            path.push(b'/');
+        }
+        path.extend_from_slice(names.get(i).0.to_bytes());
+        let at = entries.binary_search_by(|e| crate::manifest::canonical_order(&e.path, &path));
+        match &entries[at.ok()?].kind {
+            Kind::Symlink { target } => Some(target.as_slice()),
+            _ => None,
+        }
+    };
+    symlinks.map(target).collect()
+}
+
 /// State shared by the walker threads.
 struct Shared<'a> {
     store: &'a Store,
@@ -639,12 +664,14 @@ impl Shared<'_> {
     }
 
     /// The manifest entry for what a walk found at `rel` (with a file's stat record); `None`
-    /// for a special file, which is listed as skipped.
+    /// for a special file, which is listed as skipped. A symlink's `target`, if known (see
+    /// [`index::Names`]), is not read again.
     fn entry(
         &self,
         at: At<'_>,
         rel: Vec<u8>,
         ty: Type,
+        target: Option<&[u8]>,
         scratch: &mut Scratch,
     ) -> Result<Option<Walked>, Problem> {
         if self.root.as_os_str().len() + 1 + rel.len() >= PATH_MAX {
@@ -662,9 +689,12 @@ impl Shared<'_> {
                 None,
             ),
             Type::Symlink => {
-                let target = at
-                    .read_link()
-                    .map_err(|e| Problem::Unreadable(self.abs(&rel), e))?;
+                let target = match target {
+                    Some(target) => target.to_vec(),
+                    None => at
+                        .read_link()
+                        .map_err(|e| Problem::Unreadable(self.abs(&rel), e))?,
+                };
                 let kind = Kind::Symlink { target };
                 (Entry { path: rel, kind }, None)
             }
@@ -820,7 +850,8 @@ impl ParallelVisitor for Visitor<'_, '_> {
             Ok(entry) => match entry.file_type() {
                 Some(t) => {
                     let rel = shared.rel(entry.path()).to_vec();
-                    shared.entry(At::Path(entry.path()), rel, Type::of(t), &mut self.scratch)
+                    let at = At::Path(entry.path());
+                    shared.entry(at, rel, Type::of(t), None, &mut self.scratch)
                 }
                 None => return WalkState::Continue,
             },

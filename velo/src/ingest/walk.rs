@@ -222,7 +222,7 @@ impl<'w> Walk<'w, '_> {
         if self.shared.failed.load(Ordering::Relaxed) {
             return;
         }
-        let listing = match self.read(rel, &mut cursor) {
+        let (dir, listing) = match self.read(rel, &mut cursor) {
             Ok(read) => read,
             Err((rel, e)) => {
                 let problem = Problem::Unreadable(self.shared.abs(&rel), e);
@@ -230,7 +230,6 @@ impl<'w> Walk<'w, '_> {
                 return;
             }
         };
-        let (dir, listing) = listing;
         let count = listing.names.len().div_ceil(PIECE);
         let first = self.pieces.fetch_add(count, Ordering::Relaxed);
         let len = listing.names.len();
@@ -372,7 +371,9 @@ impl<'w> Walk<'w, '_> {
             if self.left_out(&child, name.to_bytes(), ty) {
                 continue;
             }
-            let made = shared.entry(at, child, ty, &mut scratch).and_then(|made| {
+            let target = listing.names.target(i);
+            let made = shared.entry(at, child, ty, target, &mut scratch);
+            let made = made.and_then(|made| {
                 // Each entry after the first of a run, while it is in the cache (see
                 // `Manifest::from_checked`); after a subdirectory, its contents come next.
                 if let (Some(previous), Some((entry, _))) = (found.entries.last(), &made)
