@@ -35,26 +35,49 @@ pub fn encode(manifest: &Manifest) -> Vec<u8> {
 
 const HEADER_LEN: usize = 8 + 4 + 8;
 
-/// Entries per piece of [`encodes_to`]: about 64 KiB of encoding, small enough to stay in the
-/// cache between being written and being compared.
+/// Entries per piece of [`encodes_to`]: enough to be worth a job.
 const PIECE: usize = 1024;
 
-/// The encoding, appended to `out`.
-fn encode_entries(entries: &[Entry], out: &mut Vec<u8>) {
+/// Where an encoding goes: appended to a buffer, or compared with bytes already written.
+trait Sink {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// Compares what is put with `old` from `at` on, without keeping it.
+struct Compare<'a> {
+    old: &'a [u8],
+    at: usize,
+    same: bool,
+}
+
+impl Sink for Compare<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.same = self.same && self.old.get(self.at..self.at + bytes.len()) == Some(bytes);
+        self.at += bytes.len();
+    }
+}
+
+/// The encoding of `entries`, put into `out`.
+fn encode_entries(entries: &[Entry], out: &mut impl Sink) {
     for entry in entries {
         let (kind, flags) = match entry.kind {
             Kind::Dir => (KIND_DIR, 0),
             Kind::File { exec, .. } => (KIND_FILE, if exec { FLAG_EXEC } else { 0 }),
             Kind::Symlink { .. } => (KIND_SYMLINK, 0),
         };
-        out.push(kind);
-        out.push(flags);
+        out.put(&[kind, flags]);
         put_bytes(out, &entry.path);
         match &entry.kind {
             Kind::Dir => {}
             Kind::File { hash, size, .. } => {
-                out.extend_from_slice(&size.to_le_bytes());
-                out.extend_from_slice(hash.as_bytes());
+                out.put(&size.to_le_bytes());
+                out.put(hash.as_bytes());
             }
             Kind::Symlink { target } => put_bytes(out, target),
         }
@@ -99,23 +122,21 @@ pub fn encodes_to(manifest: &Manifest, bytes: &[u8]) -> bool {
         Some(*at - len)
     });
     let starts: Vec<usize> = starts.collect();
-    // One buffer per thread: a fresh one per piece would be at glibc's threshold for mapping
-    // it, a `mmap` and `munmap` per piece.
-    let same = pieces
-        .par_iter()
-        .zip(&starts)
-        .map_init(Vec::new, |out, (piece, &start)| {
-            out.clear();
-            encode_entries(piece, out);
-            bytes[start..start + out.len()] == out[..]
-        });
-    same.all(|same| same)
+    pieces.par_iter().zip(&starts).all(|(piece, &at)| {
+        let mut compare = Compare {
+            old: bytes,
+            at,
+            same: true,
+        };
+        encode_entries(piece, &mut compare);
+        compare.same
+    })
 }
 
-fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+fn put_bytes(out: &mut impl Sink, bytes: &[u8]) {
     let len = u32::try_from(bytes.len()).expect("paths are far shorter than 4 GiB");
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(bytes);
+    out.put(&len.to_le_bytes());
+    out.put(bytes);
 }
 
 /// Where and why decoding failed.
@@ -327,6 +348,40 @@ mod tests {
         let bytes = m.encode();
         assert_eq!(decode(&bytes).unwrap(), m);
         assert_eq!(decode(&bytes).unwrap().encode(), bytes);
+    }
+
+    #[test]
+    fn encodes_to_tells_its_own_encoding_from_any_other() {
+        let mut entries = vec![Entry {
+            path: b"d".to_vec(),
+            kind: Kind::Dir,
+        }];
+        for i in 0..3 * PIECE {
+            let path = format!("d/f{i:05}").into_bytes();
+            let kind = if i % 7 == 0 {
+                Kind::Symlink {
+                    target: b"elsewhere".to_vec(),
+                }
+            } else {
+                Kind::File {
+                    hash: blake3::hash(&path),
+                    size: i as u64,
+                    exec: i % 3 == 0,
+                }
+            };
+            entries.push(Entry { path, kind });
+        }
+        for m in [sample(), Manifest::from_entries(entries).unwrap()] {
+            let bytes = m.encode();
+            assert!(encodes_to(&m, &bytes));
+            assert!(!encodes_to(&m, &bytes[..bytes.len() - 1]));
+            assert!(!encodes_to(&m, &[&bytes[..], b"x"].concat()));
+            for at in (0..bytes.len()).step_by(bytes.len() / 500 + 1) {
+                let mut changed = bytes.clone();
+                changed[at] ^= 1;
+                assert!(!encodes_to(&m, &changed), "byte {at} changed");
+            }
+        }
     }
 
     #[test]
