@@ -488,6 +488,10 @@ struct Scratch {
     buf: Vec<u8>,
     /// Where in the stat index its last file was.
     cursor: index::Cursor,
+    /// Files taken from the index, to be added to [`Shared::unchanged`] when the walker is
+    /// done: a shared counter written per file would move its cache line between the cores
+    /// on every file, and with it what the walkers read of [`Shared`].
+    unchanged: u64,
 }
 
 /// Where a walk found an entry: by path (the `ignore` walker, with `--gitignore`), or by name
@@ -731,7 +735,7 @@ impl Shared<'_> {
             if let Some(key) = self.index.lookup(rel, &stat, &mut scratch.cursor)
                 && (self.blobs_unchanged_since_index || self.store.contains(&key))
             {
-                self.unchanged.fetch_add(1, Ordering::Relaxed);
+                scratch.unchanged += 1;
                 (self.progress)(stat.size);
                 let kind = Kind::File {
                     hash: key.hash,
@@ -832,6 +836,10 @@ struct Visitor<'s, 'a> {
 
 impl Drop for Visitor<'_, '_> {
     fn drop(&mut self) {
+        let unchanged = self.scratch.unchanged;
+        self.shared
+            .unchanged
+            .fetch_add(unchanged, Ordering::Relaxed);
         let entries = std::mem::take(&mut self.entries);
         self.batches
             .lock()

@@ -406,6 +406,9 @@ impl<'w> Walk<'w, '_> {
                 }
             }
         }
+        shared
+            .unchanged
+            .fetch_add(scratch.unchanged, Ordering::Relaxed);
         let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
         tables.found += found.entries.len();
         Tables::put(&mut tables.pieces, id, found);
