@@ -151,6 +151,11 @@ pub struct Names {
     list: Vec<(u32, u32, FileType)>,
     /// For a recorded listing that has symlinks, by name: where its target is in `bytes`.
     targets: Vec<Option<(u32, u32)>>,
+    /// For a recorded listing: where in `bytes` its slots are, a `u32` per name: the position
+    /// of the name's record among the file records (a file) or the directory records (a
+    /// directory), or `u32::MAX`. A walk looks there first, and finds the record without a
+    /// search; whatever is there, a hit still compares the whole path.
+    slots: Option<u32>,
 }
 
 /// Bytes of one's own, or a range of a mapped index (shared, so that what holds them can
@@ -198,14 +203,15 @@ impl Names {
             bytes: Bytes::Owned(bytes),
             list,
             targets: Vec::new(),
+            slots: None,
         })
     }
 
     /// The names of a recorded listing: `types` has one byte per name, `bytes` the names in
     /// order, each with its NUL, and from `names_len` on, each symlink's target (a `u32`
-    /// length, `u32::MAX` for none recorded, and the bytes). `None` unless it is a listing a
-    /// directory could return: names non-empty, without `/`, not `.` or `..`, strictly
-    /// ascending, as many as types; targets non-empty and without NUL.
+    /// length, `u32::MAX` for none recorded, and the bytes), then the slots. `None` unless it
+    /// is a listing a directory could return: names non-empty, without `/`, not `.` or `..`,
+    /// strictly ascending, as many as types; targets non-empty and without NUL.
     fn recorded(types: &[u8], bytes: Bytes, names_len: usize) -> Option<Names> {
         let list = Names::check(types, bytes.get(..names_len)?)?;
         let mut targets = Vec::new();
@@ -226,11 +232,38 @@ impl Names {
                 at += len as usize;
             }
         }
-        (at == bytes.len()).then_some(Names {
+        (bytes.len().checked_sub(at) == Some(4 * list.len())).then_some(Names {
             bytes,
             list,
             targets,
+            slots: Some(at as u32),
         })
+    }
+
+    /// Where the record of name `i` may be (see [`Names::slots`]).
+    pub fn slot(&self, i: usize) -> Option<usize> {
+        let at = self.slots? as usize + 4 * i;
+        let slot = u32::from_le_bytes(self.bytes[at..at + 4].try_into().expect("4 bytes"));
+        (slot != u32::MAX).then_some(slot as usize)
+    }
+
+    /// A recorded listing of `names` (sorted), without targets or slots.
+    #[cfg(test)]
+    pub fn of(names: &[(&str, FileType)]) -> Names {
+        let mut bytes = Vec::new();
+        for (name, _) in names {
+            bytes.extend_from_slice(name.as_bytes());
+            bytes.push(0);
+        }
+        let types: Vec<u8> = names
+            .iter()
+            .map(|(_, ty)| (ty.as_raw_mode() >> 12) as u8)
+            .collect();
+        let len = bytes.len();
+        let symlinks = names.iter().filter(|(_, ty)| *ty == FileType::Symlink);
+        bytes.extend(symlinks.flat_map(|_| u32::MAX.to_le_bytes()));
+        bytes.extend(names.iter().flat_map(|_| u32::MAX.to_le_bytes()));
+        Names::recorded(&types, Bytes::Owned(bytes), len).expect("a sound listing")
     }
 
     /// The recorded target of name `i`, a symlink.
@@ -286,9 +319,10 @@ impl Names {
 /// visits them in), so loading it reads nothing per record: a record is read, and its bounds
 /// checked, only when a lookup reaches it.
 ///
-/// A lookup first tries the record after the one the same walker found last ([`Cursor`]): the
-/// files of a directory are consecutive records, so most lookups are one comparison with memory
-/// the walker has just read. Otherwise it gallops forward from there (1, 2, 4… records ahead),
+/// A lookup first tries where the walker's [`Cursor`] points: the record a recorded listing
+/// names for the file ([`Names::slot`]), or else the record after the one found last (the files
+/// of a directory are consecutive records). Most lookups are then one comparison. Otherwise it
+/// gallops forward from there (1, 2, 4… records ahead),
 /// since the walk goes forward in canonical order, and a directory's first lookup starts where
 /// the lookup before its entry in its parent stopped. (A binary search of the whole index cost
 /// a twentieth of an unchanged tree's re-ingest: each of its probes is a cache miss. A hash
@@ -306,6 +340,17 @@ pub struct StatIndex {
     dirs: Table,
 }
 
+/// What [`StatIndex::save`] records of one directory.
+pub struct DirRecord<'a> {
+    pub rel: &'a [u8],
+    pub stat: DirStat,
+    pub names: &'a Names,
+    /// The target of each symlink among the names, in order (`None` if not known).
+    pub targets: Vec<Option<&'a [u8]>>,
+    /// Each name's slot (see [`Names::slots`]); missing ones are `u32::MAX`.
+    pub slots: Vec<u32>,
+}
+
 /// A table of where records start in the mapped file: `len` little-endian `u32`s from byte
 /// `at` (checked to be in the file by [`decode`]).
 #[derive(Debug, Default, Clone, Copy)]
@@ -318,8 +363,10 @@ struct Table {
 /// record it found last.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Cursor {
-    file: usize,
-    dir: usize,
+    /// Where the next file record is looked for first.
+    pub file: usize,
+    /// Where the next directory record is looked for first.
+    pub dir: usize,
 }
 
 /// A record's bytes after its path: dev, ino, size, mtime, ctime, exec, hash.
@@ -464,7 +511,13 @@ impl StatIndex {
     /// and settled (see the module doc), and the record is sound. `cursor` is the walker's, as
     /// for [`lookup`](Self::lookup).
     pub fn listing(&self, rel: &[u8], stat: &DirStat, cursor: &mut Cursor) -> Option<Names> {
-        let i = self.seek(self.dirs, cursor.dir, rel);
+        let at_cursor = cursor.dir < self.dirs.len
+            && self.path_at(self.offset(self.dirs, cursor.dir)) == Some(rel);
+        let i = if at_cursor {
+            cursor.dir
+        } else {
+            self.seek(self.dirs, cursor.dir, rel)
+        };
         if i >= self.dirs.len {
             return None;
         }
@@ -492,7 +545,8 @@ impl StatIndex {
         let types = self
             .bytes()
             .get(start + DIR_HEAD..start + DIR_HEAD + count)?;
-        let names = start + DIR_HEAD + count..start + DIR_HEAD + count + len + targets_len;
+        let names_end = start + DIR_HEAD + count + len + targets_len + 4 * count;
+        let names = start + DIR_HEAD + count..names_end;
         self.bytes().get(names.clone())?;
         let map = Arc::clone(self.map.as_ref()?);
         Names::recorded(types, Bytes::Mapped(map, names), len)
@@ -506,7 +560,7 @@ impl StatIndex {
         started_ns: i64,
         gc_generation: u64,
         records: impl Iterator<Item = (&'a [u8], Record)>,
-        dirs: impl Iterator<Item = (&'a [u8], DirStat, &'a Names, Vec<Option<&'a [u8]>>)>,
+        dirs: impl Iterator<Item = DirRecord<'a>>,
     ) -> Result<(), store::Error> {
         // The records, then the tables of where they start (which come first in the file).
         let (mut body, mut starts, mut dir_starts) = (Vec::with_capacity(1 << 20), vec![], vec![]);
@@ -523,7 +577,14 @@ impl StatIndex {
             body.push(u8::from(r.key.exec));
             body.extend_from_slice(r.key.hash.as_bytes());
         }
-        for (rel, stat, names, targets) in dirs {
+        for DirRecord {
+            rel,
+            stat,
+            names,
+            targets,
+            slots,
+        } in dirs
+        {
             // One per symlink, in order (`None` for one whose target is not known).
             let mut targets = targets.into_iter();
             let symlinks = names
@@ -556,6 +617,10 @@ impl StatIndex {
                 let len = target.map_or(u32::MAX, |t| t.len() as u32);
                 body.extend_from_slice(&len.to_le_bytes());
                 body.extend_from_slice(target.unwrap_or_default());
+            }
+            for i in 0..names.len() {
+                let slot = slots.get(i).copied().unwrap_or(u32::MAX);
+                body.extend_from_slice(&slot.to_le_bytes());
             }
         }
         let base = HEADER_LEN + 4 * (starts.len() + dir_starts.len());
@@ -702,18 +767,8 @@ mod tests {
 
     /// A listing as a directory read would give it: `names` sorted, each of type `ty`.
     fn names(names: &[&str], ty: FileType) -> Names {
-        let mut bytes = Vec::new();
-        for name in names {
-            bytes.extend_from_slice(name.as_bytes());
-            bytes.push(0);
-        }
-        let types = vec![(ty.as_raw_mode() >> 12) as u8; names.len()];
-        let len = bytes.len();
-        if ty == FileType::Symlink {
-            // No target recorded for any.
-            bytes.extend(names.iter().flat_map(|_| u32::MAX.to_le_bytes()));
-        }
-        Names::recorded(&types, Bytes::Owned(bytes), len).expect("a sound listing")
+        let typed: Vec<_> = names.iter().map(|&n| (n, ty)).collect();
+        Names::of(&typed)
     }
 
     fn listed(names: &Names) -> Vec<(String, FileType)> {
@@ -731,21 +786,24 @@ mod tests {
         let sub = names(&["x", "y"], FileType::RegularFile);
         let started = 10 * RACY_WINDOW_NS;
         let links = names(&["l1", "l2", "l3"], FileType::Symlink);
+        let record = |rel: &'static [u8], stat, names, targets| DirRecord {
+            rel,
+            stat,
+            names,
+            targets,
+            slots: vec![],
+        };
+        let targets = vec![Some(&b"../t1"[..]), None, Some(b"t3")];
         let dirs = [
-            (&b""[..], dir_stat(1), &root, vec![]),
-            (&b"a"[..], dir_stat(2), &sub, vec![]),
-            (
-                &b"b.txt"[..],
+            record(b"", dir_stat(1), &root, vec![]),
+            record(b"a", dir_stat(2), &sub, vec![]),
+            record(
+                b"b.txt",
                 dir_stat(started - RACY_WINDOW_NS / 2),
                 &sub,
                 vec![],
             ),
-            (
-                &b"l"[..],
-                dir_stat(2),
-                &links,
-                vec![Some(&b"../t1"[..]), None, Some(b"t3")],
-            ),
+            record(b"l", dir_stat(2), &links, targets),
         ];
         StatIndex::save(&file, 7, started, 0, std::iter::empty(), dirs.into_iter()).unwrap();
         let index = StatIndex::load(&file, 7);

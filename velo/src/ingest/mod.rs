@@ -207,9 +207,13 @@ pub fn ingest(
         && index.dirs() == tree.dirs.len()
         && tree.dirs.iter().all(|d| d.recorded);
     if opts.use_index && !index_is_current {
-        let dirs = tree.dirs.iter().map(|d| {
-            let targets = symlink_targets(&tree.entries, d);
-            (&d.rel[..], d.stat, &d.names, targets)
+        let mut slots = slots(&tree.entries, &tree.dirs).into_iter();
+        let dirs = tree.dirs.iter().map(|d| index::DirRecord {
+            rel: &d.rel,
+            stat: d.stat,
+            names: &d.names,
+            targets: symlink_targets(&tree.entries, d),
+            slots: slots.next().unwrap_or_default(),
         });
         let saved = StatIndex::save(
             &index_path,
@@ -462,6 +466,53 @@ fn symlink_targets<'t>(entries: &'t [Entry], listing: &walk::Listing) -> Vec<Opt
         }
     };
     symlinks.map(target).collect()
+}
+
+/// Each listing's slots (see [`index::Names`]): for each name, the position of its record
+/// among the files' records (in canonical order, as the index saves them) or among `dirs`.
+/// One pass over the entries, which are in canonical order: each entry is a name in the
+/// listing on top of a stack of the directories it is in.
+fn slots(entries: &[Entry], dirs: &[std::sync::Arc<walk::Listing>]) -> Vec<Vec<u32>> {
+    let mut slots: Vec<Vec<u32>> = dirs.iter().map(|d| vec![u32::MAX; d.names.len()]).collect();
+    // Listings the walk is in: (position in `dirs`, the next of its names to compare).
+    let mut stack: Vec<(usize, usize)> = Vec::new();
+    if dirs.first().is_some_and(|d| d.rel.is_empty()) {
+        stack.push((0, 0));
+    }
+    let (mut next_dir, mut next_file) = (stack.len(), 0u32);
+    for entry in entries {
+        let (parent, name) = match memchr::memrchr(b'/', &entry.path) {
+            Some(slash) => (&entry.path[..slash], &entry.path[slash + 1..]),
+            None => (&[][..], &entry.path[..]),
+        };
+        while stack.last().is_some_and(|&(d, _)| dirs[d].rel != parent) {
+            stack.pop();
+        }
+        let slot = match entry.kind {
+            Kind::File { .. } => {
+                next_file += 1;
+                next_file - 1
+            }
+            Kind::Dir if dirs.get(next_dir).is_some_and(|d| d.rel == entry.path) => {
+                next_dir += 1;
+                (next_dir - 1) as u32
+            }
+            _ => u32::MAX,
+        };
+        if let Some((d, next)) = stack.last_mut() {
+            let names = &dirs[*d].names;
+            while *next < names.len() && names.get(*next).0.to_bytes() < name {
+                *next += 1;
+            }
+            if *next < names.len() && names.get(*next).0.to_bytes() == name {
+                slots[*d][*next] = slot;
+            }
+        }
+        if entry.kind == Kind::Dir && slot != u32::MAX {
+            stack.push((slot as usize, 0));
+        }
+    }
+    slots
 }
 
 /// State shared by the walker threads.
@@ -921,5 +972,83 @@ fn path_too_long(path: &Path) -> Error {
     Error::PathTooLong {
         shown,
         len: bytes.len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rustix::fs::FileType::{Directory, RegularFile, Symlink};
+
+    use super::*;
+    use crate::ingest::index::{DirStat, Names};
+
+    fn listing(rel: &str, names: &[(&str, rustix::fs::FileType)]) -> Arc<walk::Listing> {
+        let stat = DirStat {
+            dev: 0,
+            ino: 0,
+            mtime_ns: 0,
+            ctime_ns: 0,
+        };
+        Arc::new(walk::Listing {
+            rel: rel.as_bytes().to_vec(),
+            stat,
+            names: Names::of(names),
+            recorded: false,
+        })
+    }
+
+    fn entry(path: &str, kind: Kind) -> Entry {
+        Entry {
+            path: path.as_bytes().to_vec(),
+            kind,
+        }
+    }
+
+    #[test]
+    fn slots_give_each_name_its_record_among_files_or_directories() {
+        let file = || Kind::File {
+            hash: blake3::hash(b""),
+            size: 0,
+            exec: false,
+        };
+        let link = || Kind::Symlink {
+            target: b"t".to_vec(),
+        };
+        // `x` is excluded (a name without an entry); `u` was unreadable (an entry without a
+        // listing); the files' records are numbered in canonical order: a/f, a/g, b, c/h.
+        let dirs = [
+            listing(
+                "",
+                &[
+                    ("a", Directory),
+                    ("b", RegularFile),
+                    ("c", Directory),
+                    ("l", Symlink),
+                    ("x", RegularFile),
+                ],
+            ),
+            listing(
+                "a",
+                &[("f", RegularFile), ("g", RegularFile), ("u", Directory)],
+            ),
+            listing("c", &[("h", RegularFile)]),
+        ];
+        let entries = [
+            entry("a", Kind::Dir),
+            entry("a/f", file()),
+            entry("a/g", file()),
+            entry("a/u", Kind::Dir),
+            entry("b", file()),
+            entry("c", Kind::Dir),
+            entry("c/h", file()),
+            entry("l", link()),
+        ];
+        let none = u32::MAX;
+        assert_eq!(
+            slots(&entries, &dirs),
+            [vec![1, 2, 2, none, none], vec![0, 1, none], vec![3]]
+        );
     }
 }

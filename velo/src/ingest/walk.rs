@@ -372,6 +372,11 @@ impl<'w> Walk<'w, '_> {
                 continue;
             }
             let target = listing.names.target(i);
+            // Where a recorded listing says this name's record is: found without a search.
+            let slot = listing.names.slot(i);
+            if let (Some(slot), Type::File) = (slot, ty) {
+                scratch.cursor.file = slot;
+            }
             let made = shared.entry(at, child, ty, target, &mut scratch);
             let made = made.and_then(|made| {
                 // Each entry after the first of a run, while it is in the cache (see
@@ -389,7 +394,10 @@ impl<'w> Walk<'w, '_> {
                 Ok(Some((entry, _))) if ty == Type::Dir => {
                     let sub = self.dirs.fetch_add(1, Ordering::Relaxed);
                     let path = entry.path.clone();
-                    let cursor = scratch.cursor;
+                    let mut cursor = scratch.cursor;
+                    if let Some(slot) = slot {
+                        cursor.dir = slot;
+                    }
                     scope.spawn(move |scope| self.dir(scope, sub, path, recorded, cursor));
                     found.subdirs.push((found.entries.len(), sub));
                     found.entries.push(entry);
