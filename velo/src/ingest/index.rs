@@ -240,7 +240,7 @@ impl Names {
         })
     }
 
-    /// Where the record of name `i` may be (see [`Names::slots`]).
+    /// Where the record of name `i` may be: its slot in a recorded listing.
     pub fn slot(&self, i: usize) -> Option<usize> {
         let at = self.slots? as usize + 4 * i;
         let slot = u32::from_le_bytes(self.bytes[at..at + 4].try_into().expect("4 bytes"));
@@ -347,7 +347,7 @@ pub struct DirRecord<'a> {
     pub names: &'a Names,
     /// The target of each symlink among the names, in order (`None` if not known).
     pub targets: Vec<Option<&'a [u8]>>,
-    /// Each name's slot (see [`Names::slots`]); missing ones are `u32::MAX`.
+    /// Each name's slot (see [`Names::slot`]); missing ones are `u32::MAX`.
     pub slots: Vec<u32>,
 }
 
