@@ -30,6 +30,21 @@
 //! same rule). The files in it are still stat'ed one by one: a file's content changes its own
 //! times, not its directory's. The stat data comes from `fstat` of the descriptor the walk
 //! opened, so a filesystem mounted on the directory since shows as another device.
+//!
+//! # Layout
+//! ```text
+//! header     magic "velo-ix\n" · version u32 = 4 · root device u64 · ingest start (ns) i64
+//!            · GC generation u64 · file count u64 · directory count u64
+//! tables     u32 offset of each file record, then of each directory record (canonical order)
+//! file       path length u32 · path · dev, ino, size u64 · mtime, ctime i64 · exec u8
+//!            · BLAKE3 [32]
+//! directory  path length u32 · path · dev, ino u64 · mtime, ctime i64 · name count u32
+//!            · names length u32 · targets length u32 · a type byte per name
+//!            · the names, each with its NUL · per symlink: target length u32 (u32::MAX: not
+//!            recorded) and target · per name: slot u32 (see [`Names::slot`])
+//! ```
+//! Integers are little-endian. Nothing is trusted: offsets and lengths are checked when read,
+//! and anything out of place makes a lookup miss.
 
 use std::cmp::Ordering;
 use std::ffi::CStr;
@@ -151,11 +166,8 @@ pub struct Names {
     list: Vec<(u32, u32, FileType)>,
     /// For a recorded listing that has symlinks, by name: where its target is in `bytes`.
     targets: Vec<Option<(u32, u32)>>,
-    /// For a recorded listing: where in `bytes` its slots are, a `u32` per name: the position
-    /// of the name's record among the file records (a file) or the directory records (a
-    /// directory), or `u32::MAX`. A walk looks there first, and finds the record without a
-    /// search; whatever is there, a hit still compares the whole path.
-    slots: Option<u32>,
+    /// For a recorded listing: where in `bytes` its slots start (see [`Names::slot`]).
+    slots_at: Option<u32>,
 }
 
 /// Bytes of one's own, or a range of a mapped index (shared, so that what holds them can
@@ -203,7 +215,7 @@ impl Names {
             bytes: Bytes::Owned(bytes),
             list,
             targets: Vec::new(),
-            slots: None,
+            slots_at: None,
         })
     }
 
@@ -236,13 +248,16 @@ impl Names {
             bytes,
             list,
             targets,
-            slots: Some(at as u32),
+            slots_at: Some(at as u32),
         })
     }
 
-    /// Where the record of name `i` may be: its slot in a recorded listing.
+    /// Where the record of name `i` may be, in a recorded listing: its position among the file
+    /// records (a file) or the directory records (a directory). A walk looks there first and
+    /// finds the record without a search; whatever is there, a hit still compares the whole
+    /// path.
     pub fn slot(&self, i: usize) -> Option<usize> {
-        let at = self.slots? as usize + 4 * i;
+        let at = self.slots_at? as usize + 4 * i;
         let slot = u32::from_le_bytes(self.bytes[at..at + 4].try_into().expect("4 bytes"));
         (slot != u32::MAX).then_some(slot as usize)
     }
@@ -320,15 +335,15 @@ impl Names {
 /// checked, only when a lookup reaches it.
 ///
 /// A lookup first tries where the walker's [`Cursor`] points: the record a recorded listing
-/// names for the file ([`Names::slot`]), or else the record after the one found last (the files
-/// of a directory are consecutive records). Most lookups are then one comparison. Otherwise it
-/// gallops forward from there (1, 2, 4… records ahead),
-/// since the walk goes forward in canonical order, and a directory's first lookup starts where
-/// the lookup before its entry in its parent stopped. (A binary search of the whole index cost
-/// a twentieth of an unchanged tree's re-ingest: each of its probes is a cache miss. A hash
-/// table by path cost a fifth, to build and to probe.) An index whose records are out of order or repeated is
-/// damaged; its lookups can then miss, never find the wrong record, since every hit compares the
-/// whole path, so a miss just means reading the file.
+/// names for the file ([`Names::slot`]), or else the record after the one found last (the
+/// files of a directory are consecutive records). Most lookups are then one comparison.
+/// Otherwise it gallops forward from there (1, 2, 4… records ahead), since the walk goes forward
+/// in canonical order, and a directory's first lookup starts where the lookup before its entry
+/// in its parent stopped. (A binary search of the whole index cost a twentieth of an unchanged
+/// tree's re-ingest: each of its probes is a cache miss. A hash table by path cost a fifth, to
+/// build and to probe.) An index whose records are out of order or repeated is damaged; its
+/// lookups can then miss, never find the wrong record, since every hit compares the whole path,
+/// so a miss just means reading the file.
 #[derive(Debug, Default)]
 pub struct StatIndex {
     started_ns: i64,
@@ -345,7 +360,7 @@ pub struct DirRecord<'a> {
     pub rel: &'a [u8],
     pub stat: DirStat,
     pub names: &'a Names,
-    /// The target of each symlink among the names, in order (`None` if not known).
+    /// By name, a symlink's target (`None` if not known, and for other names).
     pub targets: Vec<Option<&'a [u8]>>,
     /// Each name's slot (see [`Names::slot`]); missing ones are `u32::MAX`.
     pub slots: Vec<u32>,
@@ -372,8 +387,8 @@ pub struct Cursor {
 /// A record's bytes after its path: dev, ino, size, mtime, ctime, exec, hash.
 const RECORD_TAIL: usize = 5 * 8 + 1 + 32;
 
-/// A directory record's bytes after its path and before its names: dev, ino, mtime, ctime,
-/// name count, length of the names, length of the symlink targets after them.
+/// A directory record's bytes after its path and before its types (see the layout in the
+/// module doc): dev, ino, mtime, ctime, name count, length of the names, length of the targets.
 const DIR_HEAD: usize = 4 * 8 + 3 * 4;
 
 /// Where the index for directory `root` (absolute, canonical) lives.
@@ -476,15 +491,14 @@ impl StatIndex {
         search(from + bound / 2, (from + bound).min(table.len))
     }
 
-    /// The position of the record for `rel`: the one at `cursor` if it is, else by search.
-    fn find(&self, rel: &[u8], cursor: Cursor) -> Option<usize> {
-        let at = |i: usize| {
-            i < self.records.len && self.path_at(self.offset(self.records, i)) == Some(rel)
-        };
-        if at(cursor.file) {
-            return Some(cursor.file);
+    /// The position in `table` of the record for `rel`: the one at `from` if it is, else by
+    /// search from there.
+    fn find(&self, table: Table, from: usize, rel: &[u8]) -> Option<usize> {
+        let at = |i: usize| i < table.len && self.path_at(self.offset(table, i)) == Some(rel);
+        if at(from) {
+            return Some(from);
         }
-        let i = self.seek(self.records, cursor.file, rel);
+        let i = self.seek(table, from, rel);
         at(i).then_some(i)
     }
 
@@ -492,7 +506,7 @@ impl StatIndex {
     /// trusted (see the module doc). The caller still checks that the blob exists. `cursor` is
     /// the calling walker thread's; lookups in walk order are then mostly sequential.
     pub fn lookup(&self, rel: &[u8], stat: &Stat, cursor: &mut Cursor) -> Option<BlobKey> {
-        let i = self.find(rel, *cursor)?;
+        let i = self.find(self.records, cursor.file, rel)?;
         cursor.file = i + 1;
         let record = self.record_at(self.offset(self.records, i))?;
         let now = Record::new(stat, record.key);
@@ -511,21 +525,9 @@ impl StatIndex {
     /// and settled (see the module doc), and the record is sound. `cursor` is the walker's, as
     /// for [`lookup`](Self::lookup).
     pub fn listing(&self, rel: &[u8], stat: &DirStat, cursor: &mut Cursor) -> Option<Names> {
-        let at_cursor = cursor.dir < self.dirs.len
-            && self.path_at(self.offset(self.dirs, cursor.dir)) == Some(rel);
-        let i = if at_cursor {
-            cursor.dir
-        } else {
-            self.seek(self.dirs, cursor.dir, rel)
-        };
-        if i >= self.dirs.len {
-            return None;
-        }
-        let at = self.offset(self.dirs, i);
-        if self.path_at(at) != Some(rel) {
-            return None;
-        }
+        let i = self.find(self.dirs, cursor.dir, rel)?;
         cursor.dir = i + 1;
+        let at = self.offset(self.dirs, i);
         let start = at + 4 + rel.len();
         let head = self.bytes().get(start..start + DIR_HEAD)?;
         let u64_at = |i: usize| u64::from_le_bytes(head[i * 8..i * 8 + 8].try_into().expect("8"));
@@ -585,13 +587,11 @@ impl StatIndex {
             slots,
         } in dirs
         {
-            // One per symlink, in order (`None` for one whose target is not known).
-            let mut targets = targets.into_iter();
-            let symlinks = names
-                .list
-                .iter()
-                .filter(|&&(.., ty)| ty == FileType::Symlink);
-            let targets: Vec<_> = symlinks.map(|_| targets.next().flatten()).collect();
+            // One per symlink, in order.
+            let symlinks = (0..names.len()).filter(|&i| names.get(i).1 == FileType::Symlink);
+            let targets: Vec<_> = symlinks
+                .map(|i| targets.get(i).copied().flatten())
+                .collect();
             dir_starts.push(body.len());
             body.extend_from_slice(&(rel.len() as u32).to_le_bytes());
             body.extend_from_slice(rel);

@@ -207,14 +207,18 @@ pub fn ingest(
         && index.dirs() == tree.dirs.len()
         && tree.dirs.iter().all(|d| d.recorded);
     if opts.use_index && !index_is_current {
-        let mut slots = slots(&tree.entries, &tree.dirs).into_iter();
-        let dirs = tree.dirs.iter().map(|d| index::DirRecord {
-            rel: &d.rel,
-            stat: d.stat,
-            names: &d.names,
-            targets: symlink_targets(&tree.entries, d),
-            slots: slots.next().unwrap_or_default(),
-        });
+        let named = named(&tree.entries, &tree.dirs);
+        let dirs = tree
+            .dirs
+            .iter()
+            .zip(named)
+            .map(|(d, (slots, targets))| index::DirRecord {
+                rel: &d.rel,
+                stat: d.stat,
+                names: &d.names,
+                targets,
+                slots,
+            });
         let saved = StatIndex::save(
             &index_path,
             root_meta.dev(),
@@ -446,34 +450,19 @@ impl Tree {
     }
 }
 
-/// The targets of the symlinks in `listing`, in order, from the entries the walk made of them
-/// (`None` for one that is not among them, as when it is excluded).
-fn symlink_targets<'t>(entries: &'t [Entry], listing: &walk::Listing) -> Vec<Option<&'t [u8]>> {
-    let names = &listing.names;
-    let symlinks = (0..names.len()).filter(|&i| names.get(i).1 == rustix::fs::FileType::Symlink);
-    let mut path = Vec::new();
-    let target = |i: usize| {
-        path.clear();
-        if !listing.rel.is_empty() {
-            path.extend_from_slice(&listing.rel);
-            path.push(b'/');
-        }
-        path.extend_from_slice(names.get(i).0.to_bytes());
-        let at = entries.binary_search_by(|e| crate::manifest::canonical_order(&e.path, &path));
-        match &entries[at.ok()?].kind {
-            Kind::Symlink { target } => Some(target.as_slice()),
-            _ => None,
-        }
-    };
-    symlinks.map(target).collect()
-}
+/// A listing's slots and symlink targets, by name.
+type Named<'t> = (Vec<u32>, Vec<Option<&'t [u8]>>);
 
-/// Each listing's slots (see [`index::Names`]): for each name, the position of its record
-/// among the files' records (in canonical order, as the index saves them) or among `dirs`.
-/// One pass over the entries, which are in canonical order: each entry is a name in the
-/// listing on top of a stack of the directories it is in.
-fn slots(entries: &[Entry], dirs: &[std::sync::Arc<walk::Listing>]) -> Vec<Vec<u32>> {
-    let mut slots: Vec<Vec<u32>> = dirs.iter().map(|d| vec![u32::MAX; d.names.len()]).collect();
+/// What the index records of each listing's names besides the names ([`index::DirRecord`]):
+/// each name's slot, the position of its record among the files' records (in canonical order,
+/// as the index saves them) or among `dirs`; and each symlink's target. One pass over the
+/// entries, which are in canonical order: each entry is a name in the listing on top of a stack
+/// of the directories it is in. (A name without an entry, as an excluded one, gets neither.)
+fn named<'t>(entries: &'t [Entry], dirs: &[std::sync::Arc<walk::Listing>]) -> Vec<Named<'t>> {
+    let mut named: Vec<Named> = dirs
+        .iter()
+        .map(|d| (vec![u32::MAX; d.names.len()], vec![None; d.names.len()]))
+        .collect();
     // Listings the walk is in: (position in `dirs`, the next of its names to compare).
     let mut stack: Vec<(usize, usize)> = Vec::new();
     if dirs.first().is_some_and(|d| d.rel.is_empty()) {
@@ -505,14 +494,18 @@ fn slots(entries: &[Entry], dirs: &[std::sync::Arc<walk::Listing>]) -> Vec<Vec<u
                 *next += 1;
             }
             if *next < names.len() && names.get(*next).0.to_bytes() == name {
-                slots[*d][*next] = slot;
+                let (slots, targets) = &mut named[*d];
+                slots[*next] = slot;
+                if let Kind::Symlink { target } = &entry.kind {
+                    targets[*next] = Some(target.as_slice());
+                }
             }
         }
         if entry.kind == Kind::Dir && slot != u32::MAX {
             stack.push((slot as usize, 0));
         }
     }
-    slots
+    named
 }
 
 /// State shared by the walker threads.
@@ -1007,7 +1000,7 @@ mod tests {
     }
 
     #[test]
-    fn slots_give_each_name_its_record_among_files_or_directories() {
+    fn each_name_gets_its_record_among_files_or_directories_and_its_target() {
         let file = || Kind::File {
             hash: blake3::hash(b""),
             size: 0,
@@ -1046,9 +1039,18 @@ mod tests {
             entry("l", link()),
         ];
         let none = u32::MAX;
+        let named = named(&entries, &dirs);
+        let slots: Vec<_> = named.iter().map(|(slots, _)| slots.clone()).collect();
         assert_eq!(
-            slots(&entries, &dirs),
+            slots,
             [vec![1, 2, 2, none, none], vec![0, 1, none], vec![3]]
+        );
+        let t = Some(&b"t"[..]);
+        assert_eq!(named[0].1, [None, None, None, t, None]);
+        assert!(
+            named[1..]
+                .iter()
+                .all(|(_, targets)| targets.iter().all(Option::is_none))
         );
     }
 }
