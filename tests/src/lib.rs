@@ -559,3 +559,74 @@ pub fn tracer_lock() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+/// A published crate's source, as crates.io serves it (with its own `Cargo.lock`), copied to
+/// `dest` with new mtimes, as a clone gives. `name_version` is `name-version`. Cargo fetches it
+/// into the user's `CARGO_HOME` first when it is not there (a dependency of a throwaway
+/// project), so this needs the registry once per machine.
+pub fn published_crate(name_version: &str, dest: &Path) {
+    let find = || -> Option<PathBuf> {
+        fs::read_dir(user_cargo_home().join("registry/src"))
+            .ok()?
+            .flatten()
+            .map(|index| index.path().join(name_version))
+            .find(|p| p.join("Cargo.toml").is_file())
+    };
+    let source = find().unwrap_or_else(|| {
+        let (name, version) = name_version.rsplit_once('-').expect("name-version");
+        let fetcher = tempfile::tempdir().expect("tempdir");
+        fs::write(
+            fetcher.path().join("Cargo.toml"),
+            format!(
+                "[package]\nname = \"corpus-fetch\"\nversion = \"0.0.0\"\nedition = \"2021\"\n\
+                 [lib]\npath = \"lib.rs\"\n[dependencies]\n{name} = \"={version}\"\n[workspace]\n"
+            ),
+        )
+        .expect("write");
+        fs::write(fetcher.path().join("lib.rs"), "").expect("write");
+        Cmd::new("cargo")
+            .arg("fetch")
+            .clean_cargo_env()
+            .dir(fetcher.path())
+            .ok();
+        find().unwrap_or_else(|| panic!("cargo fetch did not extract {name_version}"))
+    });
+    copy_fresh(&source, dest);
+}
+
+/// Cargo's verdict per unit from `cargo build -v` output: `(package, "Dirty: reason")` or
+/// `(package, "Fresh")`, in order.
+pub fn cargo_verdicts(stderr: &str) -> Vec<(String, String)> {
+    stderr
+        .lines()
+        .map(str::trim_start)
+        .filter_map(|l| {
+            let (verdict, rest) = l.split_once(' ')?;
+            if verdict != "Dirty" && verdict != "Fresh" {
+                return None;
+            }
+            let package = rest.split(' ').next()?.trim_end_matches(':').to_owned();
+            let reason = rest.split_once(": ").map_or("", |(_, r)| r);
+            Some((
+                package,
+                format!(
+                    "{verdict}{}{reason}",
+                    if reason.is_empty() { "" } else { ": " }
+                ),
+            ))
+        })
+        .collect()
+}
+
+/// The packages Cargo called dirty for a reason of their own (not only because a dependency
+/// was rebuilt), sorted and deduplicated.
+pub fn dirty_by_own_input(stderr: &str) -> Vec<String> {
+    let mut out: Vec<String> = cargo_verdicts(stderr)
+        .into_iter()
+        .filter(|(_, v)| v.starts_with("Dirty") && !v.contains("was rebuilt"))
+        .map(|(p, _)| p)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}

@@ -72,7 +72,7 @@ const REGISTRY_CRATES: &[&str] = &[
 ];
 
 /// `velo cargo ARGS…` in `dir`, with `CARGO_HOME` set when given.
-fn velo_cargo(env: &Env, dir: &Path, home: Option<&Path>, args: &[&str]) -> Run {
+pub(crate) fn velo_cargo(env: &Env, dir: &Path, home: Option<&Path>, args: &[&str]) -> Run {
     let mut all = vec!["cargo"];
     all.extend_from_slice(args);
     let mut cmd = env.velo(all).clean_cargo_env().dir(dir);
@@ -84,7 +84,7 @@ fn velo_cargo(env: &Env, dir: &Path, home: Option<&Path>, args: &[&str]) -> Run 
 }
 
 /// The lines cargo printed saying it compiled a crate.
-fn compiled(run: &Run) -> Vec<String> {
+pub(crate) fn compiled(run: &Run) -> Vec<String> {
     run.stderr()
         .lines()
         .map(str::trim)
@@ -94,7 +94,7 @@ fn compiled(run: &Run) -> Vec<String> {
 }
 
 /// velo's one summary line.
-fn summary(run: &Run) -> String {
+pub(crate) fn summary(run: &Run) -> String {
     run.stderr()
         .lines()
         .rfind(|l| l.starts_with("velo: "))

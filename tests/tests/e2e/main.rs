@@ -3,6 +3,7 @@
 mod audit; // velo audit: reports, the gate, baselines, traced builds
 mod bad_input; // every malformed input gets a clear error and changes nothing
 mod cache; // velo cache and velo cargo: keys, snapshots, fresh restores, bad input
+mod corpus; // real published crates, fetched with their own lockfiles: restores and scan verdicts against Cargo
 mod inception; // the shim under real cargo builds, tools and threads
 mod ingest; // ingest, dedup, identity of manifests, the stat index
 mod interception_table; // the shim's exports match the interception table

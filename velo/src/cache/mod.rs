@@ -18,13 +18,17 @@
 //!    which is newer than the checkout's sources, so Cargo sees each unit fresh; except that a
 //!    check whose sources differ from the snapshot's gets a reference file from 1970, so Cargo
 //!    rebuilds exactly those units and, through its own dependency tracking, their dependents.
-//!    No source file's mtime is ever touched (invariant 1), and no changed input is presented
-//!    as fresh (invariant 4).
+//!    One exception, for units Cargo fingerprints by the newest mtime of their whole package
+//!    (a build script without `rerun-if-changed`): the package's files get their recorded
+//!    mtimes back, only when every one is byte-identical ([`package_mtime`]). No source's
+//!    content is ever touched (invariant 1), and no changed input is presented as fresh
+//!    (invariant 4).
 //!
 //! docs/cache.md tells the same story for users, with every adjustment and why it is safe.
 
 pub mod fingerprint;
 pub mod key;
+pub mod package_mtime;
 pub mod restore;
 pub mod snapshot;
 
@@ -125,7 +129,7 @@ pub fn hash_sources<'a>(
 /// relative names, kinds and file contents), because Cargo checks a directory named by
 /// `rerun-if-changed` by the newest mtime of everything in it. Symlinks are followed, as Cargo
 /// follows them when it reads mtimes.
-fn hash_file(path: &Path) -> Option<String> {
+pub(crate) fn hash_file(path: &Path) -> Option<String> {
     let mut hasher = blake3::Hasher::new();
     if std::fs::metadata(path).ok()?.is_dir() {
         for entry in walk(path)? {

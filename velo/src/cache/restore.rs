@@ -18,8 +18,13 @@
 //! 4. **Publish**: rename the directory into place. A failure before that (a full disk, a
 //!    missing blob) removes the temporary directory, so no half-restored target is ever seen,
 //!    let alone marked fresh.
+//! 5. **Package mtimes** ([`package_mtime`]): a unit Cargo fingerprints by its package's newest
+//!    mtime (a build script without `rerun-if-changed`) is fresh only if the package's files
+//!    carry the mtimes it was built with; when every one of them is byte-identical to the
+//!    snapshot's record, their mtimes are set back to the recorded ones.
 //!
-//! Sources are never touched; only files velo itself has just written.
+//! Source contents are never touched; source mtimes only in step 5, only where content is
+//! proven identical.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
@@ -30,6 +35,7 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
+use super::package_mtime;
 use super::snapshot::{self, Snapshot, Stored};
 use super::{Error, Project, hash_sources, io_err};
 use crate::manifest::{Kind, Manifest};
@@ -50,6 +56,9 @@ pub struct Stale {
 pub struct Evaluation {
     pub fresh: usize,
     pub stale: Vec<Stale>,
+    /// Units fingerprinted by their package's newest mtime that restore makes fresh by dating
+    /// the package's byte-identical files back ([`package_mtime`]).
+    pub pinned: usize,
 }
 
 /// Compares a snapshot's recorded sources with `current` hashes.
@@ -88,6 +97,8 @@ pub struct Plan {
     pub candidates: usize,
     /// The file clock before the checkout was hashed; restored files are dated 1 ns earlier.
     pub clock: std::time::Duration,
+    /// The packages whose files' mtimes restore sets back.
+    pub packages: package_mtime::Plan,
 }
 
 /// The best snapshot of the project's key, or `None` when the key has none.
@@ -118,11 +129,22 @@ pub fn plan(store: &Store, project: &Project) -> Result<Option<Plan>, Error> {
         // reverse to keep the newest.
         .rev()
         .max_by_key(|(_, e)| e.fresh);
-    Ok(best.map(|(stored, evaluation)| Plan {
-        stored,
-        evaluation,
-        candidates: count,
-        clock,
+    Ok(best.map(|(stored, mut evaluation)| {
+        let packages = package_mtime::plan(project, &stored.snapshot.packages);
+        evaluation.pinned = packages.pins.iter().map(|p| p.units.len()).sum();
+        evaluation
+            .stale
+            .extend(packages.stale.iter().map(|(unit, why)| Stale {
+                reference: unit.clone(),
+                reason: format!("the package's files differ from the snapshot's: {why}"),
+            }));
+        Plan {
+            stored,
+            evaluation,
+            candidates: count,
+            clock,
+            packages,
+        }
     }))
 }
 
@@ -163,6 +185,8 @@ pub struct Restored {
     pub copied: u64,
     pub fresh: usize,
     pub stale: Vec<Stale>,
+    /// Units made fresh by dating their package's byte-identical files back.
+    pub pinned: usize,
     pub seconds: f64,
 }
 
@@ -244,9 +268,16 @@ pub fn apply(
             .map_err(io_err("setting the mode of", &path))?;
         set_mtime(&path, fresh_time)
     })?;
+    let checked: BTreeSet<&str> = plan
+        .stored
+        .snapshot
+        .checks
+        .iter()
+        .map(|c| c.reference.as_str())
+        .collect();
     for stale in &plan.evaluation.stale {
         let reference = staging.path().join(&stale.reference);
-        if reference.exists() {
+        if checked.contains(stale.reference.as_str()) && reference.exists() {
             set_mtime(&reference, STALE_TIME)?;
         }
     }
@@ -256,6 +287,17 @@ pub fn apply(
         let _ = std::fs::remove_dir_all(&staged);
         return Err(io_err("moving the restored tree to", target)(e));
     }
+    // Only once the target is in place: the package files whose content is proven identical
+    // get the mtimes Cargo fingerprinted them with.
+    let mut stale = plan.evaluation.stale.clone();
+    let mut pinned = plan.evaluation.pinned;
+    for (unit, why) in package_mtime::apply(&plan.packages.pins) {
+        pinned -= 1;
+        stale.push(Stale {
+            reference: unit,
+            reason: why,
+        });
+    }
     Ok(Restored {
         id: plan.stored.snapshot.id.clone(),
         key: plan.stored.snapshot.key.clone(),
@@ -264,7 +306,8 @@ pub fn apply(
         reflinked: stats.reflinked,
         copied: stats.copied,
         fresh: plan.evaluation.fresh,
-        stale: plan.evaluation.stale.clone(),
+        stale,
+        pinned,
         seconds: started.elapsed().as_secs_f64(),
     })
 }

@@ -6,7 +6,8 @@
 //!   `velo ingest` (so blobs are shared with every other snapshot and tree in the store, and
 //!   the manifest is a GC root for as long as the file exists);
 //! - `<id>.json`: the [`Snapshot`] record: the key, the Cargo mtime checks of the target
-//!   directory ([`Check`]) and the BLAKE3 of every source file they name, as Cargo named it.
+//!   directory ([`Check`]) and the BLAKE3 of every source file they name, as Cargo named it,
+//!   and the files of every package Cargo fingerprinted by mtime ([`PackageFiles`]).
 //!
 //! The id is the creation time in milliseconds and the saving process's id, so ids sort by age.
 //! Deleting both files (and `velo gc --run`) releases a snapshot's space.
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::fingerprint::{self, Check};
+use super::package_mtime::{self, PackageFiles};
 use super::{Error, Project, hash_sources, io_err};
 use crate::ingest;
 use crate::store::{self, Store};
@@ -42,6 +44,10 @@ pub struct Snapshot {
     /// Every source file a check names (canonical path) and its BLAKE3, `None` if unreadable.
     pub sources: BTreeMap<String, Option<String>>,
     pub checks: Vec<Check>,
+    /// Packages whose files decide a unit's fingerprint by their newest mtime, with every
+    /// file's content and mtime (see [`package_mtime`]). Absent in older records.
+    #[serde(default)]
+    pub packages: Vec<PackageFiles>,
 }
 
 /// Where a snapshot's files are.
@@ -102,8 +108,10 @@ pub fn save(
             .to_canonical(p)
             .unwrap_or_else(|| p.to_owned())
     });
-    let checks = fingerprint::checks(&project.target_dir, &roots);
+    let fingerprints = fingerprint::read(&project.target_dir, &roots);
+    let checks = fingerprints.checks;
     let sources = hash_sources(project, checks.iter().flat_map(|c| &c.sources));
+    let packages = package_mtime::record(project, &fingerprints.package_mtimes);
 
     let store = Store::open_or_create(store_root)?;
     let dir = key_dir(&store, &project.key.key);
@@ -148,6 +156,7 @@ pub fn save(
         bytes: report.bytes,
         sources,
         checks,
+        packages,
     };
     let saved = |unchanged, new_bytes| Saved {
         id: snapshot.id.clone(),
@@ -166,6 +175,7 @@ pub fn save(
         && newest.snapshot.manifest == snapshot.manifest
         && newest.snapshot.sources == snapshot.sources
         && newest.snapshot.checks == snapshot.checks
+        && newest.snapshot.packages == snapshot.packages
     {
         remove_files(&store, &manifest_path, None)?;
         let mut s = saved(true, 0);

@@ -275,6 +275,12 @@ fn restore_cmd(store: &Path, args: RestoreArgs) -> Result<ExitCode> {
                 r.fresh,
                 r.stale.len()
             );
+            if r.pinned > 0 {
+                println!(
+                    "  {} unit(s) fingerprinted by package mtime made fresh: their packages' files are byte-identical, so their recorded mtimes were set back",
+                    r.pinned
+                );
+            }
             for s in r.stale.iter().take(10) {
                 println!("  stale {}: {}", s.reference, s.reason);
             }
@@ -468,9 +474,10 @@ fn status_cmd(store: &Path, args: StatusArgs) -> Result<ExitCode> {
                 output::bytes(plan.stored.snapshot.bytes)
             );
             println!(
-                "freshness   {} checks would be fresh, {} stale",
+                "freshness   {} checks would be fresh, {} stale, {} unit(s) fresh by package mtime",
                 e.fresh,
-                e.stale.len()
+                e.stale.len(),
+                e.pinned
             );
             for s in e.stale.iter().take(10) {
                 println!("  stale {}: {}", s.reference, s.reason);

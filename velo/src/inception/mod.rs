@@ -105,9 +105,15 @@ impl Projection {
 
     /// Also presents the physical `CARGO_HOME` (`$CARGO_HOME`, else `~/.cargo`) at
     /// `/cargo-home`. Returns why not when it cannot: no such directory, nested with the project
-    /// root, or a name the shim's variable cannot carry.
+    /// root, or a name the shim's variable cannot carry. A missing `CARGO_HOME` is created, as
+    /// Cargo would create it during the build: a fresh machine's first build must already see
+    /// it at `/cargo-home`, or its registry paths land in `target/` physical.
     pub fn add_cargo_home(&mut self) -> Result<&Path, String> {
         let physical = cargo_home().ok_or("neither CARGO_HOME nor HOME is set")?;
+        if !physical.exists() {
+            std::fs::create_dir_all(&physical)
+                .map_err(|e| format!("creating {}: {e}", physical.display()))?;
+        }
         self.add_root(PathBuf::from(env::CARGO_HOME_ROOT), physical)
     }
 

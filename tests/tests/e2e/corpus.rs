@@ -1,0 +1,91 @@
+//! Real published crates, fetched by cargo with their own `Cargo.lock`: what velo promises,
+//! checked against what Cargo itself decides (`cargo build -v` prints `Dirty`/`Fresh` per unit).
+//!
+//! - `hyperfine` 1.20.0: a CLI whose build script prints no `rerun-if-changed` (Cargo then
+//!   fingerprints the whole package by its newest mtime), with proc macros (serde, clap) and
+//!   two versions of `rand_chacha` in its lockfile.
+
+use std::path::Path;
+
+use velo_e2e::{Env, dirty_by_own_input, published_crate};
+
+use crate::cache::{compiled, summary, velo_cargo};
+
+pub(crate) const HYPERFINE: &str = "hyperfine-1.20.0";
+
+fn mtime(path: &Path) -> std::time::SystemTime {
+    std::fs::metadata(path).unwrap().modified().unwrap()
+}
+
+/// "cargo found N of M units fresh": (N, M).
+fn units(line: &str) -> (usize, usize) {
+    let fresh = line
+        .split("cargo found ")
+        .nth(1)
+        .and_then(|r| r.split(" units fresh").next())
+        .unwrap_or_else(|| panic!("no unit count in {line}"));
+    let (n, m) = fresh.split_once(" of ").unwrap();
+    (n.parse().unwrap(), m.parse().unwrap())
+}
+
+#[test]
+fn a_build_script_without_rerun_if_changed_restores_fresh_in_a_clone() {
+    let env = Env::new();
+    let a = env.path().join("alice/hyperfine");
+    published_crate(HYPERFINE, &a);
+    let first = velo_cargo(&env, &a, None, &["build", "--locked"]);
+    assert!(!compiled(&first).is_empty(), "{}", first.explain());
+
+    // A clone elsewhere: every file has a new mtime, so Cargo's package fingerprint of
+    // hyperfine (newest mtime of its files) differs unless restore puts the times back.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let b = env.path().join("ci/builds/7f3a/hyperfine");
+    published_crate(HYPERFINE, &b);
+    let build = velo_cargo(&env, &b, None, &["build", "--locked", "-v"]);
+    assert_eq!(
+        dirty_by_own_input(&build.stderr()),
+        Vec::<String>::new(),
+        "{}",
+        build.explain()
+    );
+    assert_eq!(
+        compiled(&build),
+        Vec::<String>::new(),
+        "{}",
+        build.explain()
+    );
+    let (fresh, total) = units(&summary(&build));
+    assert_eq!(fresh, total, "{}", summary(&build));
+    assert!(total > 100, "every unit of the build: {}", summary(&build));
+    // The package's files carry the mtimes they were built with, and their content is as
+    // published (restore never writes a source).
+    for file in ["build.rs", "src/main.rs", "Cargo.toml", "README.md"] {
+        assert_eq!(mtime(&b.join(file)), mtime(&a.join(file)), "{file}");
+        assert_eq!(
+            std::fs::read(b.join(file)).unwrap(),
+            std::fs::read(a.join(file)).unwrap()
+        );
+    }
+
+    // One byte more in a file no dep-info names: Cargo's package fingerprint must change, so
+    // velo leaves every mtime of the package as the clone made it.
+    let c = env.path().join("ci/builds/9e1b/hyperfine");
+    published_crate(HYPERFINE, &c);
+    let readme = c.join("README.md");
+    let mut text = std::fs::read(&readme).unwrap();
+    text.push(b'\n');
+    std::fs::write(&readme, text).unwrap();
+    let before = mtime(&c.join("build.rs"));
+    let edited = velo_cargo(&env, &c, None, &["build", "--locked", "-v"]);
+    assert_eq!(
+        dirty_by_own_input(&edited.stderr()),
+        ["hyperfine"],
+        "{}",
+        edited.explain()
+    );
+    assert_eq!(
+        mtime(&c.join("build.rs")),
+        before,
+        "untouched when content differs"
+    );
+}
