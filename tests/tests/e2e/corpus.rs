@@ -4,14 +4,17 @@
 //! - `hyperfine` 1.20.0: a CLI whose build script prints no `rerun-if-changed` (Cargo then
 //!   fingerprints the whole package by its newest mtime), with proc macros (serde, clap) and
 //!   two versions of `rand_chacha` in its lockfile.
+//! - `b3sum` 1.8.7: a CLI over `blake3`, whose build script compiles C and assembly with `cc`,
+//!   and clap's derive macros.
 
 use std::path::Path;
 
-use velo_e2e::{Env, dirty_by_own_input, published_crate};
+use velo_e2e::{Cmd, Env, dirty_by_own_input, published_crate};
 
 use crate::cache::{compiled, summary, velo_cargo};
 
 pub(crate) const HYPERFINE: &str = "hyperfine-1.20.0";
+pub(crate) const B3SUM: &str = "b3sum-1.8.7";
 
 fn mtime(path: &Path) -> std::time::SystemTime {
     std::fs::metadata(path).unwrap().modified().unwrap()
@@ -88,4 +91,52 @@ fn a_build_script_without_rerun_if_changed_restores_fresh_in_a_clone() {
         before,
         "untouched when content differs"
     );
+}
+
+fn plain_cargo_v(dir: &Path) -> String {
+    Cmd::new("cargo")
+        .args(["build", "--locked", "-v"])
+        .clean_cargo_env()
+        .dir(dir)
+        .ok()
+        .stderr()
+}
+
+/// A published crate built plainly, scanned, then moved (mtimes kept) and rebuilt: scan must
+/// call no crate "will miss" that Cargo finds fresh, and Cargo must find every crate fresh
+/// that scan does not call "will miss". Returns the crates scan says miss in a clone.
+fn scan_matches_cargo_after_a_move(name_version: &str) -> Vec<String> {
+    let env = Env::new();
+    let a = env.path().join("alice").join(name_version);
+    published_crate(name_version, &a);
+    plain_cargo_v(&a);
+    let run = env.velo(["scan", "--json"]).clean_cargo_env().dir(&a).run();
+    let report = run.json();
+    let with = |v: &str| -> Vec<String> {
+        report["crates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["verdict"] == v)
+            .map(|c| c["crate_name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(with("will-miss"), Vec::<String>::new(), "{report:#}");
+    assert_eq!(run.code(), Some(0), "{}", run.explain());
+    let b = env.path().join("bob").join(name_version);
+    std::fs::create_dir_all(b.parent().unwrap()).unwrap();
+    std::fs::rename(&a, &b).unwrap();
+    let moved = plain_cargo_v(&b);
+    assert_eq!(dirty_by_own_input(&moved), Vec::<String>::new(), "{moved}");
+    with("misses-in-clone")
+}
+
+#[test]
+fn scan_of_a_plain_hyperfine_build_agrees_with_cargo() {
+    assert_eq!(scan_matches_cargo_after_a_move(HYPERFINE), ["hyperfine"]);
+}
+
+#[test]
+fn scan_of_a_plain_b3sum_build_agrees_with_cargo() {
+    assert_eq!(scan_matches_cargo_after_a_move(B3SUM), Vec::<String>::new());
 }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use velo_e2e::{Cmd, Env, copy_tree, fixture};
+use velo_e2e::{Cmd, Env, copy_tree, dirty_by_own_input, fixture};
 
 fn build(env: &Env, dir: &Path, projected: bool) {
     if projected {
@@ -41,9 +41,15 @@ fn a_plain_build_names_the_crate_that_will_miss_the_cache() {
     assert_eq!(app["will_miss_cache"], true, "{report:#}");
     let reason = app["reason"].as_str().unwrap();
     assert!(
-        reason.contains("build/app-")
-            && reason.ends_with(&format!("/output names {}", ws.display())),
+        reason.starts_with("rerun-if-changed path: debug/build/app-")
+            && reason.contains(&format!("with a path under {};", ws.display())),
         "the absolute rerun-if-changed in the build script's output: {app:#}"
+    );
+    assert!(
+        app["fix"]
+            .as_str()
+            .unwrap()
+            .contains("relative to the package")
     );
     for krate in ["core_lib", "macros"] {
         let c = crates.iter().find(|c| c["crate_name"] == krate).unwrap();
@@ -153,5 +159,156 @@ fn mach_o_sections_load_commands_and_stabs_are_told_apart() {
             .iter()
             .all(|f| f["crate_name"] == "leak"),
         "{report:#}"
+    );
+}
+
+/// One member per rule of `velo scan`, each seeded with one way a path or an mtime gets into
+/// what Cargo fingerprints (or only into what it keeps).
+const CLASSES: &[(&str, &str, &str)] = &[
+    // An absolute rerun-if-changed: Cargo recomputes the watched paths from it.
+    (
+        "rerun_abs",
+        "fn main() { let d = std::env::var(\"CARGO_MANIFEST_DIR\").unwrap(); println!(\"cargo:rerun-if-changed={d}/build.rs\"); }",
+        "pub fn f() {}",
+    ),
+    // A file outside the package: an absolute dep-info entry whose mtime Cargo checks.
+    (
+        "outside_file",
+        "",
+        "pub static SHARED: &str = include_str!(\"../../shared/data.txt\");",
+    ),
+    // A user environment variable rustc tracked, whose value names the checkout.
+    (
+        "env_path",
+        "",
+        "pub static DATA: Option<&str> = option_env!(\"VELO_SCAN_TEST_DIR\");",
+    ),
+    // root-output, rustc-env and rustc-link-search name the checkout: kept, never compared.
+    (
+        "recorded",
+        "fn main() { let o = std::env::var(\"OUT_DIR\").unwrap(); let d = std::env::var(\"CARGO_MANIFEST_DIR\").unwrap(); std::fs::write(format!(\"{o}/gen.rs\"), \"pub const N: u32 = 1;\").unwrap(); println!(\"cargo:rerun-if-changed=build.rs\"); println!(\"cargo:rustc-env=GEN_DIR={o}\"); println!(\"cargo:rustc-link-search=native={d}\"); }",
+        "include!(concat!(env!(\"OUT_DIR\"), \"/gen.rs\")); pub static GEN: &str = env!(\"GEN_DIR\");",
+    ),
+    // A build script with no rerun-if-changed: the package's newest mtime is fingerprinted.
+    (
+        "mtime_pkg",
+        "fn main() { println!(\"cargo:rustc-env=BUILT=yes\"); }",
+        "pub static BUILT: &str = env!(\"BUILT\");",
+    ),
+    // Nothing at all.
+    ("clean", "", "pub fn g() {}"),
+];
+
+fn write_classes(ws: &Path) {
+    let members: Vec<String> = CLASSES.iter().map(|(n, _, _)| format!("\"{n}\"")).collect();
+    let file = |rel: &str, text: &str| {
+        let path = ws.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    file(
+        "Cargo.toml",
+        &format!(
+            "[workspace]\nresolver = \"3\"\nmembers = [{}]\n",
+            members.join(", ")
+        ),
+    );
+    file("shared/data.txt", "shared\n");
+    for (name, build, lib) in CLASSES {
+        file(
+            &format!("{name}/Cargo.toml"),
+            &format!("[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\n"),
+        );
+        file(&format!("{name}/src/lib.rs"), lib);
+        if !build.is_empty() {
+            file(&format!("{name}/build.rs"), build);
+        }
+    }
+}
+
+fn cargo_v(dir: &Path) -> String {
+    Cmd::new("cargo")
+        .args(["build", "-v"])
+        .clean_cargo_env()
+        .env("VELO_SCAN_TEST_DIR", dir)
+        .dir(dir)
+        .ok()
+        .stderr()
+}
+
+/// Every rule of `velo scan`, proven against Cargo: a plain build is scanned, then moved (mtimes
+/// kept) and cloned (new source mtimes, `target/` restored newer than them, as a cache
+/// restore that fixes mtimes leaves it), and rebuilt with `cargo build -v`. The crates Cargo
+/// calls `Dirty` for an input of their own are exactly the verdicts: "will miss" after a move,
+/// "will miss" plus "in a clone" after a clone.
+#[test]
+fn scan_verdicts_are_what_cargo_does_after_a_move_and_a_clone() {
+    let env = Env::new();
+    let a = env.path().join("alice/classes");
+    write_classes(&a);
+    let first = cargo_v(&a);
+    assert!(first.contains("Compiling clean"), "{first}");
+    let report = scan(&env, &a, &["--json"]).expect_code(1).json();
+    let verdict = |v: &str| -> Vec<String> {
+        report["crates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["verdict"] == v)
+            .map(|c| c["crate_name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mut will_miss = verdict("will-miss");
+    will_miss.sort();
+    assert_eq!(
+        will_miss,
+        ["env_path", "outside_file", "rerun_abs"],
+        "{report:#}"
+    );
+    assert_eq!(verdict("misses-in-clone"), ["mtime_pkg"], "{report:#}");
+    let recorded = report["crates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["crate_name"] == "recorded")
+        .expect("the recorded crate has findings");
+    assert_eq!(recorded["verdict"], "reusable", "{recorded:#}");
+    assert!(recorded["recorded"].as_u64().unwrap() >= 2, "{recorded:#}");
+    for c in report["crates"].as_array().unwrap() {
+        if c["verdict"] != "reusable" {
+            assert!(c["reason"].is_string() && c["fix"].is_string(), "{c:#}");
+        }
+    }
+
+    // The target directory as the build left it, for the clone below.
+    let pristine = env.path().join("pristine-target");
+    copy_tree(&a.join("target"), &pristine);
+
+    // Moved: the old path is gone, mtimes travel.
+    let b = env.path().join("bob/classes");
+    std::fs::create_dir_all(b.parent().unwrap()).unwrap();
+    std::fs::rename(&a, &b).unwrap();
+    assert_eq!(dirty_by_own_input(&cargo_v(&b)), will_miss, "after a move");
+
+    // Cloned: sources get new mtimes; the target directory comes back newer than them.
+    let c = env.path().join("carol/classes");
+    write_classes(&c);
+    copy_tree(&pristine, &c.join("target"));
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let now = std::time::SystemTime::now();
+    for f in velo_e2e::files_under(&c.join("target")) {
+        let path = c.join("target").join(f);
+        if let Ok(file) = std::fs::File::options().write(true).open(&path) {
+            file.set_modified(now).unwrap();
+        }
+    }
+    let mut expected = will_miss.clone();
+    expected.push("mtime_pkg".into());
+    expected.sort();
+    let clone = cargo_v(&c);
+    assert_eq!(
+        dirty_by_own_input(&clone),
+        expected,
+        "after a clone: {clone}"
     );
 }

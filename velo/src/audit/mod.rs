@@ -26,8 +26,8 @@ pub const SCHEMA: u32 = 1;
 /// One finding of the audit, reduced to what a reader acts on.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct Finding {
-    /// `freshness`, `debug-info` or `embedded` (from the scan); `uncaught`, `leak`,
-    /// `unshimmed` or `undeclared-input` (from the traced build).
+    /// `freshness`, `debug-info`, `embedded` or `package-mtime` (from the scan); `uncaught`,
+    /// `leak`, `unshimmed` or `undeclared-input` (from the traced build).
     pub kind: String,
     pub crate_name: String,
     /// Where: for scan findings the artifact, relative to the target directory, with Cargo's
@@ -47,6 +47,9 @@ pub struct Summary {
     pub freshness: usize,
     pub debug_info: usize,
     pub embedded: usize,
+    /// Units fingerprinted by their package's newest mtime: fresh after a move, dirty in a
+    /// clone unless `velo cache restore` sets the mtimes back. Not gating.
+    pub package_mtime: usize,
     /// From the traced build (zero with `--no-build`).
     pub uncaught: usize,
     pub leaks: usize,
@@ -60,11 +63,12 @@ pub struct Summary {
 
 impl Summary {
     /// The finding counts by kind, in report order, for the human formats.
-    pub fn by_kind(&self) -> [(&'static str, usize); 7] {
+    pub fn by_kind(&self) -> [(&'static str, usize); 8] {
         [
             ("freshness", self.freshness),
             ("debug-info", self.debug_info),
             ("embedded", self.embedded),
+            ("package mtime", self.package_mtime),
             ("uncaught", self.uncaught),
             ("leaks", self.leaks),
             ("unshimmed", self.unshimmed),
@@ -115,6 +119,7 @@ fn class_name(c: Class) -> &'static str {
         Class::Freshness => "freshness",
         Class::DebugInfo => "debug-info",
         Class::Embedded => "embedded",
+        Class::Recorded => "recorded",
     }
 }
 
@@ -123,7 +128,8 @@ fn class_name(c: Class) -> &'static str {
 pub fn build(scan: &scan::Report, trace: Option<&Traced>, baseline: &BTreeSet<String>) -> Report {
     let mut grouped: BTreeMap<(String, String, String), (usize, BTreeSet<String>)> =
         BTreeMap::new();
-    for f in &scan.findings {
+    // Recorded hits cost nothing (Cargo never compares them): not findings of the audit.
+    for f in scan.findings.iter().filter(|f| f.class != Class::Recorded) {
         let key = (
             class_name(f.class).to_owned(),
             f.crate_name.clone(),
@@ -164,6 +170,30 @@ pub fn build(scan: &scan::Report, trace: Option<&Traced>, baseline: &BTreeSet<St
             }
         })
         .collect();
+    for c in scan
+        .crates
+        .iter()
+        .filter(|c| c.verdict == scan::Verdict::MissesInClone)
+    {
+        summary.package_mtime += 1;
+        let unit = scan
+            .mtime_fingerprints
+            .iter()
+            .find(|m| m.crate_name == c.crate_name)
+            .map_or(String::new(), |m| m.unit.clone());
+        findings.push(Finding {
+            kind: "package-mtime".into(),
+            crate_name: c.crate_name.clone(),
+            id: format!("package-mtime:{}:{}", c.crate_name, unhashed(&unit)),
+            file: unit,
+            detail: format!(
+                "{}; fix: {}",
+                c.reason.as_deref().unwrap_or_default(),
+                c.fix.as_deref().unwrap_or_default()
+            ),
+        });
+    }
+    findings.sort();
     let mut suggestions = Vec::new();
     if let Some(t) = trace {
         let traced = traced::traced_findings(t);

@@ -410,6 +410,19 @@ pub fn parse_encoded_dep_info(bytes: &[u8]) -> Option<Vec<(PathKind, PathBuf)>> 
 /// The entries of Cargo's encoded dep-info as byte ranges of `bytes` (for `velo scan`, which
 /// says which entry a hit lies in).
 pub fn encoded_dep_info_spans(bytes: &[u8]) -> Option<Vec<(PathKind, std::ops::Range<usize>)>> {
+    Some(encoded_dep_info(bytes)?.files)
+}
+
+/// The byte ranges of an encoded dep-info: its files, and the environment variables rustc
+/// tracked (name, range of the value when it was set). Cargo drops the variables it set for
+/// rustc itself (`CARGO_*`, `OUT_DIR`, a build script's `rustc-env`), so what is left is the
+/// user's environment, which Cargo compares on every build.
+pub struct EncodedDepInfo {
+    pub files: Vec<(PathKind, std::ops::Range<usize>)>,
+    pub env: Vec<(String, Option<std::ops::Range<usize>>)>,
+}
+
+pub fn encoded_dep_info(bytes: &[u8]) -> Option<EncodedDepInfo> {
     let total = bytes.len();
     let mut rest = bytes;
     let b = &mut rest;
@@ -449,7 +462,28 @@ pub fn encoded_dep_info_spans(bytes: &[u8]) -> Option<Vec<(PathKind, std::ops::R
         }
         files.push((kind, start..start + len));
     }
-    Some(files)
+    // Older encodings may end here; an unreadable environment list is just not reported.
+    let mut env = Vec::new();
+    if let Some(count) = u32_(b) {
+        for _ in 0..count.min(4096) {
+            let Some(len) = u32_(b) else { break };
+            let Some(key) = take(b, len) else { break };
+            let key = String::from_utf8_lossy(key).into_owned();
+            match u8_(b) {
+                Some(0) => env.push((key, None)),
+                Some(1) => {
+                    let Some(len) = u32_(b) else { break };
+                    let start = total - b.len();
+                    if take(b, len).is_none() {
+                        break;
+                    }
+                    env.push((key, Some(start..start + len)));
+                }
+                _ => break,
+            }
+        }
+    }
+    Some(EncodedDepInfo { files, env })
 }
 
 /// Package roots of the project at `root`, each made canonical with `to_canonical`.

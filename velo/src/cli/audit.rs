@@ -144,7 +144,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
             ..Default::default()
         }
     } else {
-        velo::scan::scan(&target, &roots, &|_| {})
+        let home_like = super::scan::home_like(!args.roots.is_empty());
+        velo::scan::scan(&target, &roots, &home_like, &|_| {})
             .with_context(|| format!("scanning {}", target.display()))?
     };
     let exported = run

@@ -11,9 +11,13 @@ use super::output;
 /// Find physical paths in a Cargo target directory: which crates will miss the cache, and why.
 ///
 /// Every file is searched for the roots (default: the project, CARGO_HOME, the toolchain's
-/// sysroot and $HOME) and each hit is classed: *freshness* (Cargo compares it when deciding
-/// freshness: the crate will miss the cache in another checkout), *debug-info* (DWARF), or
-/// *embedded* (code or data). Exit 1 when a crate will miss the cache.
+/// sysroot and $HOME) and each hit is classed by what Cargo does with it: *freshness* (a
+/// fingerprint input Cargo compares: the crate will miss the cache in another checkout),
+/// *recorded* (kept, never compared: costs nothing), *debug-info* (DWARF) or *embedded* (code
+/// or data). A unit fingerprinted by its package's newest mtime (a build script without
+/// `rerun-if-changed`) misses "in a clone", unless velo's restore sets the mtimes back. Each
+/// crate with a miss gets the Cargo input behind it and the fix. Exit 1 when a crate will miss
+/// the cache.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
 velo scan                         # ./target of the enclosing project\n  \
@@ -56,6 +60,28 @@ pub(super) fn default_roots(project: &std::path::Path) -> Vec<String> {
     roots
 }
 
+/// The default roots that are home-like: `$HOME` holds much that is not this build, so a hit
+/// counts only before a component that exists (see `velo::scan`).
+pub(super) fn home_like(explicit: bool) -> Vec<String> {
+    if explicit {
+        return Vec::new();
+    }
+    std::env::var_os("HOME")
+        .filter(|h| h.len() > 1)
+        .map(|h| PathBuf::from(h).display().to_string())
+        .into_iter()
+        .collect()
+}
+
+/// The verdict as the table says it.
+pub(super) fn verdict_word(v: velo::scan::Verdict) -> &'static str {
+    match v {
+        velo::scan::Verdict::WillMiss => "yes",
+        velo::scan::Verdict::MissesInClone => "in a clone",
+        velo::scan::Verdict::Reusable => "no",
+    }
+}
+
 pub fn run(args: Args) -> Result<ExitCode> {
     let cwd = inception::unproject(&inception::current_dir()?);
     let project = inception::find_root(None, &cwd).unwrap_or_else(|_| cwd.clone());
@@ -73,7 +99,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
             .collect()
     };
     let bar = output::progress(None, "scanning");
-    let report = velo::scan::scan(&target, &roots, &|n| bar.inc(n));
+    let home_like = home_like(!args.roots.is_empty());
+    let report = velo::scan::scan(&target, &roots, &home_like, &|n| bar.inc(n));
     bar.finish_and_clear();
     let report = report.with_context(|| format!("velo scan {}", target.display()))?;
     let missing = report.crates.iter().filter(|c| c.will_miss_cache).count();
@@ -94,23 +121,44 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 "freshness",
                 "debug-info",
                 "embedded",
-                "why",
+                "recorded",
+                "cargo input",
             ]);
             for c in &report.crates {
+                let input = c
+                    .reason
+                    .as_deref()
+                    .and_then(|r| r.split(':').next())
+                    .unwrap_or_default();
                 table.add_row([
                     c.crate_name.clone(),
-                    if c.will_miss_cache { "yes" } else { "no" }.to_owned(),
+                    verdict_word(c.verdict).to_owned(),
                     c.freshness.to_string(),
                     c.debug_info.to_string(),
                     c.embedded.to_string(),
-                    c.reason.clone().unwrap_or_default(),
+                    c.recorded.to_string(),
+                    input.to_owned(),
                 ]);
             }
             println!("{table}");
+            for c in report.crates.iter().filter(|c| c.reason.is_some()) {
+                println!(
+                    "{}: {}\n  fix: {}",
+                    c.crate_name,
+                    c.reason.as_deref().unwrap_or_default(),
+                    c.fix.as_deref().unwrap_or_default()
+                );
+            }
+            let in_clone = report
+                .crates
+                .iter()
+                .filter(|c| c.verdict == velo::scan::Verdict::MissesInClone)
+                .count();
             println!(
-                "{} of {} crates with findings will miss the cache; {} findings in {} files ({} scanned); roots: {}",
+                "{} of {} crates with findings will miss the cache, {} in a clone unless velo restores it; {} findings in {} files ({} scanned); roots: {}",
                 missing,
                 report.crates.len(),
+                in_clone,
                 report.findings.len(),
                 report
                     .findings

@@ -2,17 +2,34 @@
 //!
 //! # Why
 //!
-//! A `target/` is only reusable in another checkout if nothing in it names *this* checkout.
-//! Where a path lands decides what it costs:
+//! A `target/` is only reusable in another checkout if Cargo, there, computes the same
+//! fingerprint inputs as here. A path in `target/` costs a rebuild only where Cargo *compares*
+//! it; everywhere else it costs a debugger's detour or nothing. So every hit is classed by the
+//! Cargo input it lies in, and only the inputs Cargo compares make a crate miss the cache:
 //!
-//! - **freshness**: Cargo compares it when it decides whether a unit is fresh: a build script's
-//!   `rerun-if-changed` in its `output`, `root-output`, the dep-info Cargo keeps under
-//!   `.fingerprint/` and the fingerprint JSON. In another checkout the path does not exist or
-//!   differs, so the crate **will miss the cache**;
+//! - **freshness**: a `cargo:rerun-if-changed` line of a build script's `output` (Cargo turns
+//!   it into the unit's `RerunIfChanged` paths, relative to the package when they lie in it,
+//!   so another checkout computes different paths: "the rerun-if-changed instructions
+//!   changed"); an absolute entry of Cargo's encoded dep-info (a file outside the package,
+//!   whose mtime Cargo checks, and which another checkout does not have); an environment
+//!   variable's value in that dep-info (Cargo compares it); the fingerprint JSON's
+//!   `rerun-if-changed` paths, `rerun-if-env-changed` values and `rustflags` (hashed in).
+//! - **recorded**: Cargo keeps the path but never compares it: `root-output` (the old
+//!   `OUT_DIR`, which Cargo uses to rewrite paths when the target directory moves), the other
+//!   lines of `output` (`rustc-env`, `rustc-link-search`: replayed as recorded, not
+//!   recomputed), any other field of the fingerprint JSON. These cost nothing.
 //! - **debug-info**: DWARF (`.debug_*` sections of objects, rlib members and binaries): the
 //!   debugger and backtraces point at the old checkout, but nothing rebuilds;
 //! - **embedded**: the path is in code or data (`file!()` in a panic message, a baked
 //!   `env!("OUT_DIR")`): the program itself carries it.
+//!
+//! One miss names no path at all: a unit Cargo fingerprints by its package's newest mtime
+//! (a build script that prints no `rerun-if-changed`). It is fresh where mtimes travel with
+//! the files (a move) and misses in every clone, unless `velo cache restore` sets the mtimes
+//! back ([`crate::cache::package_mtime`]). Its verdict is [`Verdict::MissesInClone`].
+//!
+//! Each rule is checked against Cargo itself by the tests: build, move or clone, rebuild with
+//! `cargo build -v`, and compare the crates Cargo calls `Dirty` with the verdicts.
 //!
 //! # How
 //!
@@ -21,6 +38,11 @@
 //! name: `deps/libfoo-<hash>.rlib`, `.fingerprint/foo-<hash>/`, `build/foo-<hash>/`), an artifact
 //! class, and, in ELF files, the section containing it (goblin; `.rlib` archives are searched
 //! member by member). Files whose name tells nothing are searched as "other".
+//!
+//! A *home-like* root (`$HOME`) is the parent of many unrelated paths, and documentation text
+//! names it too (`Utf8Path::new("/root/secret_file.txt")` in a crate's `.rmeta`). A hit of such
+//! a root counts only when it ends there (the value itself) or when the first component after
+//! it exists (`$HOME/.cargo`, `$HOME/src`), that is, when it could be a path of this build.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -43,6 +65,21 @@ pub enum Class {
     Freshness,
     DebugInfo,
     Embedded,
+    /// Kept by Cargo, never compared: costs nothing.
+    Recorded,
+}
+
+/// Whether a crate's artifacts can be reused in another checkout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// Nothing Cargo compares differs in another checkout.
+    Reusable,
+    /// Fresh where mtimes travel with the files (a move, `cp -a`); dirty in a clone, unless
+    /// `velo cargo` / `velo cache restore` sets the package's mtimes back.
+    MissesInClone,
+    /// A fingerprint input Cargo compares names this checkout: dirty anywhere else.
+    WillMiss,
 }
 
 /// What kind of artifact the file is.
@@ -77,16 +114,31 @@ pub struct Finding {
     pub root: String,
 }
 
-/// Per crate: the worst class found and how many findings.
+/// A unit Cargo fingerprints by its package's newest mtime.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct MtimeFingerprint {
+    pub crate_name: String,
+    /// The unit's fingerprint JSON, relative to the target directory.
+    pub unit: String,
+    /// The file Cargo found newest, as Cargo wrote it.
+    pub newest: String,
+}
+
+/// Per crate: the verdict, the Cargo input behind it, the fix, and how many findings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CrateSummary {
     pub crate_name: String,
+    pub verdict: Verdict,
+    /// `verdict == WillMiss`.
     pub will_miss_cache: bool,
     pub freshness: usize,
     pub debug_info: usize,
     pub embedded: usize,
-    /// The first freshness finding, as the reason.
+    pub recorded: usize,
+    /// The Cargo fingerprint input that changes in another checkout, with where it is.
     pub reason: Option<String>,
+    /// What removes the miss.
+    pub fix: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -97,6 +149,7 @@ pub struct Report {
     pub bytes: u64,
     pub crates: Vec<CrateSummary>,
     pub findings: Vec<Finding>,
+    pub mtime_fingerprints: Vec<MtimeFingerprint>,
 }
 
 /// The crate a file belongs to, from Cargo's layout.
@@ -196,10 +249,10 @@ fn is_debug_section(section: &str) -> bool {
 /// What a hit in `artifact` (and `section`, for ELF) costs.
 fn class_of(artifact: Artifact, section: Option<&str>) -> Class {
     match artifact {
-        Artifact::BuildScriptOutput
-        | Artifact::RootOutput
-        | Artifact::FingerprintDepInfo
-        | Artifact::FingerprintJson => Class::Freshness,
+        Artifact::FingerprintDepInfo => Class::Freshness,
+        Artifact::BuildScriptOutput | Artifact::RootOutput | Artifact::FingerprintJson => {
+            Class::Recorded
+        }
         Artifact::Elf | Artifact::MachO | Artifact::Rlib | Artifact::Incremental
             if section.is_some_and(is_debug_section) =>
         {
@@ -297,32 +350,53 @@ fn macho_regions(bytes: &[u8]) -> Vec<(u64, u64, String)> {
 struct Roots {
     names: Vec<String>,
     finders: Vec<memchr::memmem::Finder<'static>>,
+    /// Home-like roots: a hit counts only as the whole value or before an existing component.
+    home_like: Vec<bool>,
+}
+
+/// Bytes that continue a path component: a root must not be followed (or preceded) by one.
+fn continues_name(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.'
 }
 
 impl Roots {
+    #[cfg(test)]
     fn new(roots: &[String]) -> Roots {
+        Roots::with_home_like(roots, &[])
+    }
+
+    fn with_home_like(roots: &[String], home_like: &[String]) -> Roots {
         Roots {
             names: roots.to_vec(),
             finders: roots
                 .iter()
                 .map(|r| memchr::memmem::Finder::new(r.as_bytes()).into_owned())
                 .collect(),
+            home_like: roots.iter().map(|r| home_like.contains(r)).collect(),
         }
     }
 
-    /// Every (offset, root) in `bytes`, on a path-component boundary after the root.
+    /// Every (offset, root) in `bytes`, on path-component boundaries around the root.
     fn hits(&self, bytes: &[u8]) -> Vec<(u64, usize)> {
         let mut out = Vec::new();
         for (i, f) in self.finders.iter().enumerate() {
             let len = self.names[i].len();
             for at in f.find_iter(bytes) {
                 let next = bytes.get(at + len).copied();
-                // `/home/a/proj` must not match `/home/a/project`.
-                if next.is_none_or(|b| {
-                    !(b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
-                }) {
-                    out.push((at as u64, i));
+                // `/home/a/proj` must not match `/home/a/project`, nor `/x/home/a/proj`.
+                let before = at.checked_sub(1).and_then(|b| bytes.get(b)).copied();
+                if next.is_some_and(continues_name)
+                    || before.is_some_and(|b| continues_name(b) || b == b'/')
+                {
+                    continue;
                 }
+                if self.home_like[i]
+                    && next == Some(b'/')
+                    && !self.component_exists(i, &bytes[at + len + 1..])
+                {
+                    continue;
+                }
+                out.push((at as u64, i));
             }
         }
         // A project under $HOME matches both: keep the longest root at each offset.
@@ -330,6 +404,72 @@ impl Roots {
         out.dedup_by_key(|&mut (at, _)| at);
         out
     }
+
+    /// Whether the first path component of `rest` exists under root `i`.
+    fn component_exists(&self, i: usize, rest: &[u8]) -> bool {
+        let end = rest
+            .iter()
+            .position(|&b| !(continues_name(b) || b >= 0x80))
+            .unwrap_or(rest.len());
+        let component = &rest[..end];
+        if component.is_empty() || component == b"." || component == b".." {
+            return false;
+        }
+        let mut path = self.names[i].as_bytes().to_vec();
+        path.push(b'/');
+        path.extend_from_slice(component);
+        std::fs::symlink_metadata(crate::store::bytes_to_path(&path)).is_ok()
+    }
+}
+
+/// The byte ranges of the strings in a fingerprint JSON that Cargo compares: the unit's
+/// `rerun-if-changed` paths, `rerun-if-env-changed` values and `rustflags` (hashed into the
+/// fingerprint). Found by value: each such string's first occurrence as a JSON string.
+fn compared_json_strings(bytes: &[u8]) -> Option<Vec<(&'static str, std::ops::Range<usize>)>> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let mut wanted: Vec<(&'static str, String)> = Vec::new();
+    for entry in value
+        .get("local")
+        .and_then(|l| l.as_array())
+        .into_iter()
+        .flatten()
+    {
+        if let Some(paths) = entry
+            .pointer("/RerunIfChanged/paths")
+            .and_then(|p| p.as_array())
+        {
+            for p in paths.iter().filter_map(|p| p.as_str()) {
+                wanted.push(("fingerprint rerun-if-changed path", p.to_owned()));
+            }
+        }
+        if let Some(v) = entry
+            .pointer("/RerunIfEnvChanged/val")
+            .and_then(|v| v.as_str())
+        {
+            wanted.push(("fingerprint rerun-if-env-changed value", v.to_owned()));
+        }
+    }
+    for flag in value
+        .get("rustflags")
+        .and_then(|r| r.as_array())
+        .into_iter()
+        .flatten()
+    {
+        if let Some(f) = flag.as_str() {
+            wanted.push(("fingerprint rustflags", f.to_owned()));
+        }
+    }
+    let mut out = Vec::new();
+    for (field, text) in wanted {
+        let encoded = serde_json::to_string(&text).ok()?;
+        let mut from = 0;
+        while let Some(i) = memchr::memmem::find(&bytes[from..], encoded.as_bytes()) {
+            let start = from + i;
+            out.push((field, start..start + encoded.len()));
+            from = start + encoded.len();
+        }
+    }
+    Some(out)
 }
 
 fn scan_bytes(rel: &Path, bytes: &[u8], artifact: Artifact, roots: &Roots, out: &mut Vec<Finding>) {
@@ -376,9 +516,13 @@ fn scan_bytes(rel: &Path, bytes: &[u8], artifact: Artifact, roots: &Roots, out: 
     let macho = (matches!(artifact, Artifact::MachO | Artifact::Incremental) && is_macho(bytes))
         .then(|| macho_regions(bytes));
     let dep_info = (artifact == Artifact::FingerprintDepInfo)
-        .then(|| crate::cache::fingerprint::encoded_dep_info_spans(bytes))
+        .then(|| crate::cache::fingerprint::encoded_dep_info(bytes))
+        .flatten();
+    let json = (artifact == Artifact::FingerprintJson)
+        .then(|| compared_json_strings(bytes))
         .flatten();
     let place = |offset: u64| -> (Option<String>, Class) {
+        let at = offset as usize;
         if let Some(elf) = &elf {
             let section = section_at(elf, offset);
             let class = class_of(artifact, section.as_deref());
@@ -390,18 +534,48 @@ fn scan_bytes(rel: &Path, bytes: &[u8], artifact: Artifact, roots: &Roots, out: 
                 .map(|(_, _, name)| name.clone());
             let class = class_of(Artifact::MachO, section.as_deref());
             (section, class)
-        } else if let Some(spans) = &dep_info {
-            let entry = spans
-                .iter()
-                .find(|(_, span)| span.contains(&(offset as usize)));
-            let section = match entry {
-                Some((_, span)) if bytes.get(span.start) == Some(&b'/') => {
+        } else if let Some(info) = &dep_info {
+            if let Some((_, span)) = info.files.iter().find(|(_, span)| span.contains(&at)) {
+                let section = if bytes.get(span.start) == Some(&b'/') {
                     "dep-info entry (absolute: outside the package)"
-                }
-                Some(_) => "dep-info entry",
-                None => "dep-info",
+                } else {
+                    "dep-info entry"
+                };
+                (Some(section.into()), Class::Freshness)
+            } else if let Some((key, _)) = info
+                .env
+                .iter()
+                .find(|(_, v)| v.as_ref().is_some_and(|v| v.contains(&at)))
+            {
+                (Some(format!("dep-info env {key}")), Class::Freshness)
+            } else {
+                (Some("dep-info".into()), Class::Recorded)
+            }
+        } else if artifact == Artifact::BuildScriptOutput {
+            let start = bytes[..at]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |p| p + 1);
+            let line = &bytes[start..];
+            let directive = line
+                .iter()
+                .position(|&b| b == b'=')
+                .map_or(&line[..0], |eq| &line[..eq]);
+            let directive = String::from_utf8_lossy(directive).into_owned();
+            let class = if matches!(
+                directive.as_str(),
+                "cargo:rerun-if-changed" | "cargo::rerun-if-changed"
+            ) {
+                Class::Freshness
+            } else {
+                Class::Recorded
             };
-            (Some(section.into()), Class::Freshness)
+            (Some(directive).filter(|d| !d.is_empty()), class)
+        } else if let Some(fields) = &json {
+            match fields.iter().find(|(_, span)| span.contains(&at)) {
+                Some((field, _)) => (Some((*field).to_owned()), Class::Freshness),
+                None => (None, Class::Recorded),
+            }
         } else {
             (None, class_of(artifact, None))
         }
@@ -420,10 +594,12 @@ fn scan_bytes(rel: &Path, bytes: &[u8], artifact: Artifact, roots: &Roots, out: 
     }
 }
 
-/// Scans `target_dir` for `roots` (absolute paths; longest first is not required).
+/// Scans `target_dir` for `roots` (absolute paths; longest first is not required). Roots also
+/// in `home_like` (`$HOME`) count only as a whole value or before a component that exists.
 pub fn scan(
     target_dir: &Path,
     roots: &[String],
+    home_like: &[String],
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Report, Error> {
     if !target_dir.is_dir() {
@@ -437,7 +613,11 @@ pub fn scan(
     if roots_list.is_empty() {
         return Err(Error::NoRoots);
     }
-    let finders = Roots::new(&roots_list);
+    let home_like: Vec<String> = home_like
+        .iter()
+        .map(|r| r.trim_end_matches('/').to_owned())
+        .collect();
+    let finders = Roots::with_home_like(&roots_list, &home_like);
     let files: Vec<PathBuf> = ignore::WalkBuilder::new(target_dir)
         .standard_filters(false)
         .build()
@@ -483,36 +663,158 @@ pub fn scan(
         report.findings.extend(found);
     }
     report.findings.sort();
+    report.mtime_fingerprints = mtime_fingerprints(target_dir);
+    report.crates = summarize(&report.findings, &report.mtime_fingerprints);
+    Ok(report)
+}
+
+/// Units fingerprinted by their package's newest mtime (see the module docs).
+fn mtime_fingerprints(target_dir: &Path) -> Vec<MtimeFingerprint> {
+    let read = crate::cache::fingerprint::read(target_dir, &Default::default());
+    let mut out: Vec<MtimeFingerprint> = read
+        .package_mtimes
+        .into_iter()
+        .map(|m| MtimeFingerprint {
+            crate_name: crate_of(Path::new(&m.unit)),
+            unit: m.unit,
+            newest: m.newest.display().to_string(),
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The reason and fix of a freshness finding: the Cargo input it changes.
+fn freshness_reason(f: &Finding) -> (String, String) {
+    let section = f.section.as_deref().unwrap_or("");
+    match (f.artifact, section) {
+        (Artifact::BuildScriptOutput, _) => (
+            format!(
+                "rerun-if-changed path: {} prints `cargo:rerun-if-changed` with a path under {}; Cargo recomputes the unit's watched paths from it, and in another checkout they differ (\"the rerun-if-changed instructions changed\")",
+                f.file, f.root
+            ),
+            "print the path relative to the package (`cargo:rerun-if-changed=build.rs`), or build under `velo inception` / `velo cargo`".into(),
+        ),
+        (_, s) if s.starts_with("dep-info env ") => (
+            format!(
+                "environment variable {}: rustc tracked it (env!/option_env!) with a value under {}, and Cargo compares the value on every build ({})",
+                &s["dep-info env ".len()..],
+                f.root,
+                f.file
+            ),
+            "do not bake a checkout-specific variable into the crate, or give it the same value everywhere".into(),
+        ),
+        (Artifact::FingerprintDepInfo, _) => (
+            format!(
+                "dep-info path: {} lists a file under {} outside the package, by absolute path; Cargo checks its mtime, and another checkout does not have it",
+                f.file, f.root
+            ),
+            "build under `velo inception` / `velo cargo` (the path becomes canonical), or keep the file inside the package".into(),
+        ),
+        (_, field) => (
+            format!(
+                "{field}: {} names {}, and Cargo hashes it into the fingerprint",
+                f.file, f.root
+            ),
+            "keep checkout paths out of RUSTFLAGS and rerun-if-env-changed values, or build under `velo inception`".into(),
+        ),
+    }
+}
+
+/// Per crate: verdict, counts, the Cargo input behind the verdict and its fix.
+fn summarize(findings: &[Finding], mtimes: &[MtimeFingerprint]) -> Vec<CrateSummary> {
     let mut crates: BTreeMap<String, CrateSummary> = BTreeMap::new();
-    for f in &report.findings {
-        let c = crates
-            .entry(f.crate_name.clone())
+    fn entry<'m>(
+        crates: &'m mut BTreeMap<String, CrateSummary>,
+        name: &str,
+    ) -> &'m mut CrateSummary {
+        crates
+            .entry(name.to_owned())
             .or_insert_with(|| CrateSummary {
-                crate_name: f.crate_name.clone(),
+                crate_name: name.to_owned(),
+                verdict: Verdict::Reusable,
                 will_miss_cache: false,
                 freshness: 0,
                 debug_info: 0,
                 embedded: 0,
+                recorded: 0,
                 reason: None,
-            });
+                fix: None,
+            })
+    }
+    for f in findings {
+        let c = entry(&mut crates, &f.crate_name);
         match f.class {
             Class::Freshness => {
                 c.freshness += 1;
-                c.will_miss_cache = true;
-                c.reason
-                    .get_or_insert_with(|| format!("{} names {}", f.file, f.root));
+                if c.verdict != Verdict::WillMiss {
+                    let (reason, fix) = freshness_reason(f);
+                    c.verdict = Verdict::WillMiss;
+                    c.reason = Some(reason);
+                    c.fix = Some(fix);
+                }
             }
             Class::DebugInfo => c.debug_info += 1,
             Class::Embedded => c.embedded += 1,
+            Class::Recorded => c.recorded += 1,
         }
     }
-    report.crates = crates.into_values().collect();
-    Ok(report)
+    for m in mtimes {
+        let c = entry(&mut crates, &m.crate_name);
+        if c.verdict == Verdict::Reusable {
+            c.verdict = Verdict::MissesInClone;
+            c.reason = Some(format!(
+                "package mtime: the build script prints no `rerun-if-changed`, so Cargo fingerprints the whole package by its newest mtime ({}, {}); a clone gives every file a new one",
+                m.newest, m.unit
+            ));
+            c.fix = Some(
+                "print `cargo:rerun-if-changed=` for what the build script reads (at least `build.rs`), or restore with `velo cargo` / `velo cache restore`, which sets the package's mtimes back when its files are byte-identical".into(),
+            );
+        }
+    }
+    crates
+        .into_values()
+        .map(|mut c| {
+            c.will_miss_cache = c.verdict == Verdict::WillMiss;
+            c
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `$HOME` is the parent of much that is not this build: a doc example's
+    /// `/root/secret_file.txt` is not a leak; `$HOME/.cargo/…` (which exists) is.
+    #[test]
+    fn a_home_like_root_counts_only_before_a_component_that_exists() {
+        let t = tempfile::tempdir().unwrap();
+        let home = t.path().to_str().unwrap().to_owned();
+        std::fs::create_dir(t.path().join(".cargo")).unwrap();
+        let roots = Roots::with_home_like(std::slice::from_ref(&home), std::slice::from_ref(&home));
+        let count = |text: String| roots.hits(text.as_bytes()).len();
+        assert_eq!(
+            count(format!("Utf8Path::new(\"{home}/secret_file.txt\")")),
+            0
+        );
+        assert_eq!(count(format!("{home}/.cargo/registry/src/x.rs")), 1);
+        assert_eq!(count(format!("HOME={home}\0")), 1, "the value itself");
+        assert_eq!(
+            count(format!("/mnt{home}/.cargo")),
+            0,
+            "inside a longer path"
+        );
+        assert_eq!(count(format!("{home}/../etc")), 0);
+        // Other roots keep matching anything below them.
+        let exact = Roots::new(std::slice::from_ref(&home));
+        assert_eq!(
+            exact
+                .hits(format!("{home}/secret_file.txt").as_bytes())
+                .len(),
+            1
+        );
+    }
 
     #[test]
     fn crates_come_from_cargo_layout() {
@@ -563,9 +865,22 @@ mod tests {
         // The project twice (not its longer sibling, which only $HOME matches), $HOME once.
         assert_eq!(hits.iter().filter(|(_, r)| *r == 0).count(), 2);
         assert_eq!(hits.iter().filter(|(_, r)| *r == 1).count(), 1);
+        // Only a build script's rerun-if-changed lines are compared; the file as a whole is
+        // kept, not compared (`place` tells the lines apart).
+        assert_eq!(class_of(Artifact::BuildScriptOutput, None), Class::Recorded);
+        assert_eq!(class_of(Artifact::RootOutput, None), Class::Recorded);
+        let mut out = Vec::new();
+        let output =
+            b"cargo:rustc-env=D=/home/a/proj/x\ncargo:rerun-if-changed=/home/a/proj/build.rs\n";
+        let rel = Path::new("debug/build/app-0123456789abcdef/output");
+        scan_bytes(rel, output, artifact_of(rel, output), &roots, &mut out);
+        let classes: Vec<_> = out.iter().map(|f| (f.class, f.section.clone())).collect();
         assert_eq!(
-            class_of(Artifact::BuildScriptOutput, None),
-            Class::Freshness
+            classes,
+            [
+                (Class::Recorded, Some("cargo:rustc-env".into())),
+                (Class::Freshness, Some("cargo:rerun-if-changed".into()))
+            ]
         );
         assert_eq!(
             class_of(Artifact::Elf, Some(".debug_line")),
