@@ -309,3 +309,56 @@ fn a_missing_hook_is_reported_with_its_table_row_until_the_row_is_there() {
     assert!(with["suggestions"].as_array().unwrap().is_empty());
     assert!(findings(&with, &[]).is_empty(), "{with:#}");
 }
+
+/// A crate that includes files by every spelling rustc writes into dep-info: `src/../`, `./`,
+/// a `..` after a symlinked directory (which only the resolved name gets right), and a file
+/// reached through a symlinked directory. All are declared; the gate passes. The one file
+/// read and not declared (by a proc macro would be the real case; here a build script that
+/// prints a `rerun-if-changed` for something else) is still found.
+#[test]
+fn included_files_are_declared_under_every_spelling() {
+    let _tracing = velo_e2e::tracer_lock();
+    let env = Env::new();
+    let ws = env.path().join("spellings");
+    let file = |rel: &str, text: &str| {
+        let path = ws.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    file(
+        "Cargo.toml",
+        "[package]\nname = \"spellings\"\nversion = \"0.1.0\"\nedition = \"2024\"\n[workspace]\n",
+    );
+    file("CHANGELOG.md", "# changes\n");
+    file("data/a.txt", "a\n");
+    file("real/deep/b.txt", "b\n");
+    file("real/x.txt", "x\n");
+    file(
+        "unread.txt",
+        "read by the build script, declared by nothing\n",
+    );
+    std::os::unix::fs::symlink("real/deep", ws.join("linked")).unwrap();
+    file(
+        "src/lib.rs",
+        r#"pub static CHANGELOG: &str = include_str!("../CHANGELOG.md");
+pub static A: &str = include_str!("./../data/./a.txt");
+pub static B: &str = include_str!("../linked/b.txt");
+pub static X: &str = include_str!("../linked/../x.txt");
+"#,
+    );
+    file(
+        "build.rs",
+        "fn main() { println!(\"cargo:rerun-if-changed=build.rs\"); let _ = std::fs::read(\"unread.txt\"); }",
+    );
+    let run = audit(&env, &ws, &["--format", "json"]).ok();
+    let out = run.stdout();
+    let report: serde_json::Value = serde_json::from_str(&out[out.find("{\n").unwrap()..]).unwrap();
+    let undeclared: Vec<&str> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "undeclared-input")
+        .map(|f| f["file"].as_str().unwrap())
+        .collect();
+    assert_eq!(undeclared, ["unread.txt"], "{report:#}");
+}

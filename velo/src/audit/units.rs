@@ -250,46 +250,51 @@ pub struct Undeclared {
     pub build_script: bool,
 }
 
-/// The entries of a Makefile-style dep-info file (`target: dep dep …`), unescaped.
-pub fn parse_dep_info(text: &str) -> Vec<String> {
+/// The entries of a Makefile-style dep-info file (`target: dep dep …`), unescaped. Bytes in,
+/// paths out: a name that is not UTF-8 is kept as it is.
+pub fn parse_dep_info(text: &[u8]) -> Vec<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
     let mut deps = Vec::new();
-    for line in text.lines() {
-        if line.starts_with('#') || line.trim().is_empty() {
+    for line in text.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.starts_with(b"#") || line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
         // The target ends at the first unescaped ": ".
-        let mut rest = line;
-        let mut skip = 0;
-        while let Some(i) = rest[skip..].find(": ") {
-            let at = skip + i;
-            if at > 0 && rest.as_bytes()[at - 1] == b'\\' {
-                skip = at + 2;
+        let mut rest: &[u8] = line;
+        let mut at = 0;
+        while let Some(i) = memchr::memmem::find(&line[at..], b": ") {
+            let colon = at + i;
+            if colon > 0 && line[colon - 1] == b'\\' {
+                at = colon + 2;
                 continue;
             }
-            rest = &rest[at + 2..];
+            rest = &line[colon + 2..];
             break;
         }
-        if rest.len() == line.len() && line.trim_end().ends_with(':') {
+        if rest.len() == line.len() && line.trim_ascii_end().ends_with(b":") {
             continue;
         }
-        let mut word = String::new();
-        let mut chars = rest.chars().peekable();
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' if chars.peek() == Some(&' ') => {
-                    word.push(' ');
-                    chars.next();
+        let mut word = Vec::new();
+        let mut bytes = rest.iter().copied().peekable();
+        while let Some(b) = bytes.next() {
+            match b {
+                b'\\' if bytes.peek() == Some(&b' ') => {
+                    word.push(b' ');
+                    bytes.next();
                 }
-                ' ' | '\t' => {
+                b' ' | b'\t' => {
                     if !word.is_empty() {
-                        deps.push(std::mem::take(&mut word));
+                        deps.push(PathBuf::from(std::ffi::OsString::from_vec(std::mem::take(
+                            &mut word,
+                        ))));
                     }
                 }
-                _ => word.push(c),
+                _ => word.push(b),
             }
         }
         if !word.is_empty() {
-            deps.push(word);
+            deps.push(PathBuf::from(std::ffi::OsString::from_vec(word)));
         }
     }
     deps
@@ -320,6 +325,46 @@ impl Project {
             }
         }
         None
+    }
+
+    /// The names by which project-relative `rel` can be compared: `.` and `..` removed
+    /// lexically (rustc writes `src/../CHANGELOG.md` for `include_str!("../CHANGELOG.md")`),
+    /// unless a `..` follows a symlinked directory, where the lexical answer is wrong; and the
+    /// name with every symlink resolved, when the file exists. Two spellings of one file share
+    /// at least one name.
+    pub fn spellings(&self, rel: &Path) -> Vec<PathBuf> {
+        let root = &self.physical[0];
+        let mut out = Vec::new();
+        let mut lexical = PathBuf::new();
+        let mut sound = true;
+        for c in rel.components() {
+            match c {
+                std::path::Component::CurDir => {}
+                std::path::Component::ParentDir => {
+                    if root.join(&lexical).is_symlink() {
+                        sound = false;
+                        break;
+                    }
+                    if !lexical.pop() {
+                        sound = false;
+                        break;
+                    }
+                }
+                c => lexical.push(c),
+            }
+        }
+        if sound && !lexical.as_os_str().is_empty() {
+            out.push(lexical);
+        }
+        if let (Ok(real), Ok(real_root)) = (
+            std::fs::canonicalize(root.join(rel)),
+            std::fs::canonicalize(root),
+        ) && let Ok(inside) = real.strip_prefix(&real_root)
+            && !out.iter().any(|p| p == inside)
+        {
+            out.push(inside.to_owned());
+        }
+        out
     }
 }
 
@@ -369,15 +414,11 @@ fn package_dir(script_dir: &Path, project: &Project) -> Option<PathBuf> {
         .flatten()
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|e| e == "d"))?;
-    let text = std::fs::read_to_string(d).ok()?;
+    let text = std::fs::read(d).ok()?;
     let source = parse_dep_info(&text)
         .into_iter()
-        .find(|p| p.ends_with(".rs"))?;
-    let source = project.physical[0].join(
-        project
-            .relative(Path::new(&source))
-            .unwrap_or(source.into()),
-    );
+        .find(|p| p.extension().is_some_and(|e| e == "rs"))?;
+    let source = project.physical[0].join(project.relative(&source).unwrap_or(source));
     source
         .ancestors()
         .skip(1)
@@ -403,8 +444,7 @@ impl Declared {
 }
 
 fn declared(unit: &Unit, project: &Project) -> Declared {
-    let relative = |p: &str| -> Option<PathBuf> {
-        let path = Path::new(p);
+    let relative = |path: &Path| -> Option<PathBuf> {
         if path.is_absolute() {
             project.relative(path)
         } else {
@@ -414,11 +454,12 @@ fn declared(unit: &Unit, project: &Project) -> Declared {
     };
     match unit {
         Unit::Compile { dep_info, .. } => {
-            let text = std::fs::read_to_string(dep_info).unwrap_or_default();
+            let text = std::fs::read(dep_info).unwrap_or_default();
             Declared::Files(
                 parse_dep_info(&text)
                     .iter()
                     .filter_map(|p| relative(p))
+                    .flat_map(|p| project.spellings(&p))
                     .collect(),
             )
         }
@@ -431,7 +472,13 @@ fn declared(unit: &Unit, project: &Project) -> Declared {
                 .unwrap_or_default();
             let build_dir = script_dir.parent().unwrap_or(script_dir);
             match rerun_if_changed(build_dir, package) {
-                None => Declared::Prefixes(vec![package_dir]),
+                None => Declared::Prefixes(
+                    project
+                        .spellings(&package_dir)
+                        .into_iter()
+                        .chain([package_dir])
+                        .collect(),
+                ),
                 Some(paths) => Declared::Prefixes(
                     paths
                         .iter()
@@ -443,28 +490,12 @@ fn declared(unit: &Unit, project: &Project) -> Declared {
                                 Some(package_dir.join(path))
                             }
                         })
-                        .map(|p| normalize(&p))
+                        .flat_map(|p| project.spellings(&p))
                         .collect(),
                 ),
             }
         }
     }
-}
-
-/// Removes `.` and resolves `..` lexically (dep-info and rerun-if-changed paths are not
-/// canonicalized).
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            std::path::Component::CurDir => {}
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// The files each unit opened below the project but did not declare.
@@ -484,11 +515,14 @@ pub fn undeclared(events: &[Event], units: &Units, project: &Project) -> Vec<Und
         let Some(rel) = project.relative(Path::new(path)) else {
             continue;
         };
-        let rel = normalize(&rel);
-        if rel.as_os_str().is_empty() || rel.starts_with(".git") {
+        if !project.physical[0].join(&rel).is_file() {
             continue;
         }
-        if !project.physical[0].join(&rel).is_file() {
+        let names = project.spellings(&rel);
+        let Some(rel) = names.first().cloned() else {
+            continue;
+        };
+        if rel.starts_with(".git") {
             continue;
         }
         read.entry((unit, rel))
@@ -500,7 +534,11 @@ pub fn undeclared(events: &[Event], units: &Units, project: &Project) -> Vec<Und
         let declared = cache
             .entry(unit)
             .or_insert_with(|| declared(&units.units[unit], project));
-        if declared.covers(&rel) {
+        if project
+            .spellings(&rel)
+            .iter()
+            .any(|name| declared.covers(name))
+        {
             continue;
         }
         out.push(Undeclared {
@@ -524,9 +562,57 @@ mod tests {
     fn dep_info_entries_are_unescaped() {
         let text = "/t/deps/a-0123456789abcdef.d: src/lib.rs src/my\\ file.rs /x/y.txt\n\nsrc/lib.rs:\n# env-dep:CARGO_MANIFEST_DIR=/p\n";
         assert_eq!(
-            parse_dep_info(text),
-            ["src/lib.rs", "src/my file.rs", "/x/y.txt"]
+            parse_dep_info(text.as_bytes()),
+            [
+                PathBuf::from("src/lib.rs"),
+                "src/my file.rs".into(),
+                "/x/y.txt".into()
+            ]
         );
+    }
+
+    #[test]
+    fn spellings_remove_dots_and_resolve_symlinks_before_dot_dot() {
+        use std::os::unix::ffi::OsStrExt;
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        std::fs::create_dir_all(root.join("real/deep")).unwrap();
+        std::fs::create_dir_all(root.join("src")).unwrap();
+        std::fs::write(root.join("real/x.txt"), "").unwrap();
+        std::fs::write(root.join("CHANGELOG.md"), "").unwrap();
+        std::os::unix::fs::symlink("real/deep", root.join("linked")).unwrap();
+        let odd = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
+        std::fs::write(root.join(odd), "").unwrap();
+        let project = Project {
+            physical: vec![root.to_owned()],
+            canonical: Some("/vrift_workspace".into()),
+            target: root.join("target"),
+        };
+        let names = |p: &str| project.spellings(Path::new(p));
+        assert_eq!(
+            names("src/../CHANGELOG.md"),
+            [PathBuf::from("CHANGELOG.md")]
+        );
+        assert_eq!(
+            names("./src/./../CHANGELOG.md"),
+            [PathBuf::from("CHANGELOG.md")]
+        );
+        // `linked/..` is `real/`, not the root: only the resolved name is given.
+        assert_eq!(names("linked/../x.txt"), [PathBuf::from("real/x.txt")]);
+        // Through a symlinked directory: its own name and the resolved one.
+        std::fs::write(root.join("real/deep/b.txt"), "").unwrap();
+        assert_eq!(
+            names("linked/b.txt"),
+            [PathBuf::from("linked/b.txt"), "real/deep/b.txt".into()]
+        );
+        // Not UTF-8: kept byte for byte, on both sides.
+        let mut dep = b"/t/a.d: ".to_vec();
+        dep.extend_from_slice(b"caf\xe9.txt\n");
+        let parsed = parse_dep_info(&dep);
+        assert_eq!(parsed, [PathBuf::from(odd)]);
+        assert_eq!(project.spellings(&parsed[0]), [PathBuf::from(odd)]);
+        // Above the root: no name.
+        assert_eq!(names("../elsewhere"), Vec::<PathBuf>::new());
     }
 
     #[test]
