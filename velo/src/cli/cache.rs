@@ -612,29 +612,51 @@ fn fetch_missing_registry_sources(store: &Path, project: &Project, cargo_args: &
     }
 }
 
-/// Fingerprints under `target_dir` (one JSON per unit), and how many were written since `since`.
-fn units(target_dir: &Path, since: SystemTime) -> (usize, usize) {
+/// The directory Cargo puts a profile's artifacts in: `dev` and `test` build into `debug`,
+/// `release` and `bench` into `release`, a custom profile into its own name.
+fn profile_dir(profile: &str) -> &str {
+    match profile {
+        "dev" | "test" => "debug",
+        "bench" => "release",
+        other => other,
+    }
+}
+
+/// The units of this invocation under `target_dir` (one fingerprint JSON per unit, in the
+/// profile's directory: `<target>/<triple>/<profile>/` with `--target`, plus the host's
+/// `<profile>/` where its build scripts and proc macros go), and how many were written since
+/// `since`. Units of other profiles or targets left in the directory are not counted.
+fn units(
+    target_dir: &Path,
+    profile: &str,
+    target: Option<&str>,
+    since: SystemTime,
+) -> (usize, usize) {
     let (mut total, mut written) = (0, 0);
-    let walker = ignore::WalkBuilder::new(target_dir)
-        .standard_filters(false)
-        .filter_entry(|e| e.file_name() != "incremental" && e.file_name() != "deps")
-        .build();
-    for entry in walker.flatten() {
-        let path = entry.path();
-        let in_fingerprint = path
-            .parent()
-            .and_then(Path::parent)
-            .and_then(Path::file_name)
-            .is_some_and(|n| n == ".fingerprint");
-        if in_fingerprint && path.extension().is_some_and(|e| e == "json") {
-            total += 1;
-            if entry
-                .metadata()
-                .ok()
-                .and_then(|m| m.modified().ok())
-                .is_some_and(|m| m >= since)
+    let dir = profile_dir(profile);
+    let mut roots = vec![target_dir.join(dir).join(".fingerprint")];
+    if let Some(triple) = target {
+        roots.push(target_dir.join(triple).join(dir).join(".fingerprint"));
+    }
+    for root in roots {
+        for unit in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            for file in std::fs::read_dir(unit.path())
+                .into_iter()
+                .flatten()
+                .flatten()
             {
-                written += 1;
+                if file.path().extension().is_none_or(|e| e != "json") {
+                    continue;
+                }
+                total += 1;
+                if file
+                    .metadata()
+                    .ok()
+                    .and_then(|m| m.modified().ok())
+                    .is_some_and(|m| m >= since)
+                {
+                    written += 1;
+                }
             }
         }
     }
@@ -709,7 +731,12 @@ pub fn cargo(store: &Path, args: CargoArgs) -> Result<ExitCode> {
         inception_cli::projected_command(&project.projection, &shim, &cargo, &args.args, &cwd);
     let status = inception_cli::run_rewriting(cmd, &project.projection, &cargo)?;
     let build_seconds = clock.elapsed().as_secs_f64();
-    let (total, compiled) = units(&project.target_dir, started);
+    let (total, compiled) = units(
+        &project.target_dir,
+        &inv.profile,
+        inv.target.as_deref(),
+        started,
+    );
     summary.push(format!(
         "cargo found {} of {} units fresh ({:.2} s)",
         total - compiled,
@@ -764,5 +791,44 @@ mod tests {
         );
         // Arguments after `--` belong to the program, not to cargo.
         assert_eq!(parse_cargo_args(&args("run -- --release")).profile, "dev");
+    }
+
+    #[test]
+    fn units_are_counted_in_the_invocations_profile_and_target_only() {
+        let t = tempfile::tempdir().unwrap();
+        let unit = |dir: &str, name: &str| {
+            let d = t.path().join(dir).join(".fingerprint").join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("lib-x.json"), "{}").unwrap();
+            std::fs::write(d.join("lib-x"), "0011223344556677").unwrap();
+        };
+        unit("debug", "a-0000000000000001");
+        unit("debug", "b-0000000000000002");
+        unit("release", "a-0000000000000003");
+        unit("x86_64-unknown-linux-musl/release", "a-0000000000000004");
+        let epoch = SystemTime::UNIX_EPOCH;
+        assert_eq!(units(t.path(), "dev", None, epoch), (2, 2));
+        assert_eq!(units(t.path(), "test", None, epoch), (2, 2));
+        assert_eq!(units(t.path(), "release", None, epoch), (1, 1));
+        assert_eq!(
+            units(
+                t.path(),
+                "release",
+                Some("x86_64-unknown-linux-musl"),
+                epoch
+            ),
+            (2, 2)
+        );
+        assert_eq!(units(t.path(), "ci", None, epoch), (0, 0));
+        // Nothing written since now: all fresh.
+        assert_eq!(
+            units(
+                t.path(),
+                "dev",
+                None,
+                SystemTime::now() + std::time::Duration::from_secs(5)
+            ),
+            (2, 0)
+        );
     }
 }
