@@ -228,7 +228,11 @@ fn cache(velo: &Path, work: &Path, store: &Path) -> Result<()> {
     exec(&mut velo_cargo(&first))?;
     let cold = started.elapsed();
 
-    step("a fresh clone elsewhere (new mtimes, no target/): velo cargo build restores");
+    step(
+        "a fresh clone elsewhere (new mtimes, no target/): velo cargo build restores, and \
+         sets the mtimes of stamp's byte-identical files back (its build script prints no \
+         rerun-if-changed, so Cargo fingerprints it by mtime)",
+    );
     exec(
         Command::new("cp")
             .arg("-r")

@@ -5,3 +5,8 @@ include!(concat!(env!("OUT_DIR"), "/greeting.rs"));
 pub fn greet(name: &str) -> String {
     format!("{GREETING}, {name}!")
 }
+
+/// The profile this build used (from the `stamp` package's build script).
+pub fn built_for() -> &'static str {
+    stamp::PROFILE
+}

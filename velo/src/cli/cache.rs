@@ -705,11 +705,19 @@ pub fn cargo(store: &Path, args: CargoArgs) -> Result<ExitCode> {
     let restored = if cold {
         match restore(store, &project) {
             Ok(Some(r)) => format!(
-                "restored {} ({} files, {}, {:.2} s)",
+                "restored {} ({} files, {}, {:.2} s{})",
                 r.id,
                 r.files,
                 output::bytes(r.bytes),
-                r.seconds
+                r.seconds,
+                if r.pinned > 0 {
+                    format!(
+                        "; {} unit(s) fresh by their package's mtimes, set back on byte-identical files",
+                        r.pinned
+                    )
+                } else {
+                    String::new()
+                }
             ),
             Ok(None) => "nothing to restore".to_owned(),
             Err(e) => {
