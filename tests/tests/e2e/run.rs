@@ -646,3 +646,93 @@ fn farms_are_cached_per_manifest_and_gc_clears_the_cache() {
         third.explain()
     );
 }
+
+/// Everything a sandboxed command can name in procfs that leads out: every other process's
+/// `fd/*`, `root`, `cwd`, `exe`, `environ` and `mem`. PID 1 is velo's init, which holds host
+/// descriptors (the farm's lock file, the report pipe): none may be readable or writable.
+fn procfs_reaches_nothing_outside(unprivileged: bool) {
+    let test = if unprivileged {
+        "procfs_reaches_nothing_outside_unprivileged"
+    } else {
+        "procfs_reaches_nothing_outside_as_root"
+    };
+    let Some(busybox) = busybox(test) else { return };
+    let env = Env::new();
+    env.open_to_everyone();
+    let (base, app) = manifests(&env, &busybox, unprivileged);
+    let script = r#"
+        checked=0
+        for p in /proc/[0-9]*; do
+            pid=${p#/proc/}
+            [ "$pid" = "$$" ] && continue
+            # (As root the fd numbers may be listed, since init's owner is the command's
+            # uid; no descriptor behind them may be opened.)
+            for f in "$p"/fd/*; do
+                [ -e "$f" ] || continue
+                (exec 9<"$f") 2>/dev/null && echo "LEAK opened $f for reading"
+                (exec 9>>"$f") 2>/dev/null && echo "LEAK opened $f for writing"
+            done
+            for d in root cwd; do
+                ls "$p/$d/" >/dev/null 2>&1 && echo "LEAK listed $p/$d"
+            done
+            for f in exe environ mem; do
+                (exec 9<"$p/$f") 2>/dev/null && echo "LEAK opened $p/$f"
+            done
+            (exec 9>>"$p/mem") 2>/dev/null && echo "LEAK opened $p/mem for writing"
+            checked=$((checked + 1))
+        done
+        echo "checked $checked"
+    "#;
+    let run = velo_run(
+        &env,
+        &[
+            "--isolate",
+            "--base",
+            base.to_str().unwrap(),
+            "--manifest",
+            app.to_str().unwrap(),
+            "--",
+            "/bin/sh",
+            "-c",
+            script,
+        ],
+        unprivileged,
+    )
+    .expect_code(0);
+    let out = run.stdout();
+    assert!(
+        !out.contains("LEAK"),
+        "the sandbox reached outside through procfs:\n{out}"
+    );
+    let checked: usize = out
+        .lines()
+        .find_map(|l| l.strip_prefix("checked "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the probe did not finish: {}", run.explain()));
+    assert!(checked >= 1, "init (PID 1) was probed: {out}");
+    // And nothing of the host changed: the lock files hold what they held.
+    for lock in files_under(&env.store().join("farms")) {
+        let path = env.store().join("farms").join(lock);
+        if path.extension().is_some_and(|e| e == "lock") {
+            assert!(
+                !fs::read(&path).unwrap().contains(&b'X'),
+                "{} was written",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn procfs_reaches_nothing_outside_as_root() {
+    if !is_root() {
+        skip("procfs_reaches_nothing_outside_as_root", "needs root");
+        return;
+    }
+    procfs_reaches_nothing_outside(false);
+}
+
+#[test]
+fn procfs_reaches_nothing_outside_unprivileged() {
+    procfs_reaches_nothing_outside(true);
+}

@@ -29,7 +29,10 @@
 //! | tmpfs `/tmp`         | scratch space, mode 1777                                          |
 //! | `pivot_root`         | the new root becomes `/`; the old root is detached and removed, so no host path resolves |
 //!
-//! Then `no_new_privs` is set, the hostname is `velo`, and init forks the command, forwards
+//! Then `no_new_privs` is set, the hostname is `velo`, init closes every descriptor but stdio
+//! and its report pipe and makes itself undumpable (so `/proc/1/fd`, `mem`, `environ`, `exe`,
+//! `root` and `cwd` are out of the command's reach, as bubblewrap keeps its own PID 1 out of
+//! reach), and forks the command, forwards
 //! SIGINT/SIGTERM/SIGHUP/SIGQUIT to it, reaps every orphan, and reports the command's wait status
 //! on a pipe to velo, which exits the same way (code, or death by the same signal).
 //!
@@ -563,6 +566,17 @@ unsafe fn init_main(p: &Prepared, report: libc::c_int) -> ! {
             "no_new_privs",
         );
 
+        // Init holds host resources the command must never reach through
+        // `/proc/1/{fd,mem,environ,exe,root,cwd}`: close every descriptor but stdio and the
+        // report pipe, and make init undumpable, which puts all of `/proc/1` out of reach of
+        // anything without CAP_SYS_PTRACE in the host's user namespace (the command has
+        // capabilities only in the sandbox's). The command's own exec makes it dumpable again.
+        close_all_but_stdio_and(report);
+        check(
+            libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) == 0,
+            report,
+            "making init undumpable",
+        );
         let command = libc::fork();
         check(command >= 0, report, "fork(command)");
         if command == 0 {
@@ -597,6 +611,28 @@ unsafe fn init_main(p: &Prepared, report: libc::c_int) -> ! {
                 die(report, "waiting for the command");
             }
         }
+    }
+}
+
+/// Closes every descriptor above stderr except `keep` (raw `close_range`, after fork).
+unsafe fn close_all_but_stdio_and(keep: libc::c_int) {
+    let keep = keep as libc::c_uint;
+    // SAFETY: close_range only closes descriptors; none below is used again but `keep`.
+    unsafe {
+        if keep > 3 {
+            libc::syscall(
+                libc::SYS_close_range,
+                3 as libc::c_uint,
+                keep - 1,
+                0 as libc::c_uint,
+            );
+        }
+        libc::syscall(
+            libc::SYS_close_range,
+            keep + 1,
+            libc::c_uint::MAX,
+            0 as libc::c_uint,
+        );
     }
 }
 
