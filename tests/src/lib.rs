@@ -630,3 +630,22 @@ pub fn dirty_by_own_input(stderr: &str) -> Vec<String> {
     out.dedup();
     out
 }
+
+/// The crates of a `velo scan --json` report with `verdict` (`will-miss`, `misses-in-clone`,
+/// `reusable`), in report order.
+pub fn crates_with_verdict(report: &serde_json::Value, verdict: &str) -> Vec<String> {
+    report["crates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["verdict"] == verdict)
+        .filter_map(|c| c["crate_name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Writes `text` to `root/rel`, creating directories.
+pub fn write_file(root: &Path, rel: &str, text: &str) {
+    let path = root.join(rel);
+    fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    fs::write(path, text).expect("write");
+}

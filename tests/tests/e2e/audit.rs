@@ -320,11 +320,7 @@ fn included_files_are_declared_under_every_spelling() {
     let _tracing = velo_e2e::tracer_lock();
     let env = Env::new();
     let ws = env.path().join("spellings");
-    let file = |rel: &str, text: &str| {
-        let path = ws.join(rel);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    };
+    let file = |rel: &str, text: &str| velo_e2e::write_file(&ws, rel, text);
     file(
         "Cargo.toml",
         "[package]\nname = \"spellings\"\nversion = \"0.1.0\"\nedition = \"2024\"\n[workspace]\n",

@@ -112,15 +112,7 @@ fn scan_matches_cargo_after_a_move(name_version: &str) -> Vec<String> {
     plain_cargo_v(&a);
     let run = env.velo(["scan", "--json"]).clean_cargo_env().dir(&a).run();
     let report = run.json();
-    let with = |v: &str| -> Vec<String> {
-        report["crates"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|c| c["verdict"] == v)
-            .map(|c| c["crate_name"].as_str().unwrap().to_owned())
-            .collect()
-    };
+    let with = |v: &str| velo_e2e::crates_with_verdict(&report, v);
     assert_eq!(with("will-miss"), Vec::<String>::new(), "{report:#}");
     assert_eq!(run.code(), Some(0), "{}", run.explain());
     let b = env.path().join("bob").join(name_version);

@@ -201,11 +201,7 @@ const CLASSES: &[(&str, &str, &str)] = &[
 
 fn write_classes(ws: &Path) {
     let members: Vec<String> = CLASSES.iter().map(|(n, _, _)| format!("\"{n}\"")).collect();
-    let file = |rel: &str, text: &str| {
-        let path = ws.join(rel);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    };
+    let file = |rel: &str, text: &str| velo_e2e::write_file(ws, rel, text);
     file(
         "Cargo.toml",
         &format!(
@@ -249,15 +245,7 @@ fn scan_verdicts_are_what_cargo_does_after_a_move_and_a_clone() {
     let first = cargo_v(&a);
     assert!(first.contains("Compiling clean"), "{first}");
     let report = scan(&env, &a, &["--json"]).expect_code(1).json();
-    let verdict = |v: &str| -> Vec<String> {
-        report["crates"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|c| c["verdict"] == v)
-            .map(|c| c["crate_name"].as_str().unwrap().to_owned())
-            .collect()
-    };
+    let verdict = |v: &str| velo_e2e::crates_with_verdict(&report, v);
     let mut will_miss = verdict("will-miss");
     will_miss.sort();
     assert_eq!(
