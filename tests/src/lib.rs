@@ -649,3 +649,37 @@ pub fn write_file(root: &Path, rel: &str, text: &str) {
     fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
     fs::write(path, text).expect("write");
 }
+
+/// One raw entry: kind (1 dir, 2 file, 3 symlink), path, content hash (files), target (links).
+pub type RawEntry<'a> = (u8, &'a [u8], Option<blake3::Hash>, &'a [u8]);
+
+/// A manifest from raw entries, without any validation (docs/manifest.md's encoding); every
+/// file declares 1 byte.
+pub fn raw_manifest(entries: &[RawEntry]) -> Vec<u8> {
+    raw_manifest_sized(entries, 1)
+}
+
+/// [`raw_manifest`] with every file declaring `size` bytes.
+pub fn raw_manifest_sized(entries: &[RawEntry], size: u64) -> Vec<u8> {
+    let mut out = b"velo-mf\n".to_vec();
+    out.extend_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+    for (kind, path, hash, target) in entries {
+        out.push(*kind);
+        out.push(0);
+        out.extend_from_slice(&(path.len() as u32).to_le_bytes());
+        out.extend_from_slice(path);
+        match kind {
+            2 => {
+                out.extend_from_slice(&size.to_le_bytes());
+                out.extend_from_slice(hash.expect("file hash").as_bytes());
+            }
+            3 => {
+                out.extend_from_slice(&(target.len() as u32).to_le_bytes());
+                out.extend_from_slice(target);
+            }
+            _ => {}
+        }
+    }
+    out
+}

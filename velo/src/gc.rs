@@ -41,6 +41,8 @@ pub struct Plan {
     pub stray_temp_files: Vec<PathBuf>,
     /// Registrations dropped because their manifest file is gone.
     pub forgotten_manifests: Vec<PathBuf>,
+    /// Corrupt blobs moved to `quarantine/` by a repair or an ingest that healed them.
+    pub quarantined: Vec<PathBuf>,
 }
 
 pub fn gc(root: &std::path::Path, run: bool) -> Result<Plan, Error> {
@@ -98,6 +100,7 @@ pub fn gc(root: &std::path::Path, run: bool) -> Result<Plan, Error> {
             Vec::new()
         },
         forgotten_manifests: stale.iter().map(|r| r.manifest.clone()).collect(),
+        quarantined: store.quarantined()?,
     };
     if !run {
         return Ok(plan);
@@ -105,7 +108,7 @@ pub fn gc(root: &std::path::Path, run: bool) -> Result<Plan, Error> {
     for blob in &doomed {
         remove(&blob.path)?;
     }
-    for tmp in &plan.stray_temp_files {
+    for tmp in plan.stray_temp_files.iter().chain(&plan.quarantined) {
         remove(tmp)?;
     }
     for root in &stale {

@@ -24,8 +24,44 @@ fn main() -> ExitCode {
             {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("velo: error: {err:#}");
+            eprintln!("velo: error: {}", render(&err));
             ExitCode::from(2)
         }
+    }
+}
+
+/// The error and its causes joined by `: `, each said once: a library error that already
+/// names its cause (`opening X: No such file…`) is not followed by that cause again.
+fn render(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let io = || std::io::Error::from_raw_os_error(2);
+        let err = anyhow::Error::new(velo::store::Error::io("opening", "x", io()))
+            .context("reading the manifest");
+        assert_eq!(
+            super::render(&err),
+            "reading the manifest: opening x: No such file or directory (os error 2)"
+        );
+        let plain = anyhow::Error::new(io()).context("opening y");
+        assert_eq!(
+            super::render(&plain),
+            "opening y: No such file or directory (os error 2)"
+        );
     }
 }

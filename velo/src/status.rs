@@ -3,7 +3,12 @@
 //! Counts blobs and their bytes, the logical bytes the registered manifests reference, the
 //! dedup ratio between the two, the registered manifests (and which are gone), orphaned blobs
 //! (what `velo gc --run` would delete) and blobs a manifest needs but the store lacks. With
-//! `--verify` every blob is re-hashed and its mode checked.
+//! `--verify` every blob is re-hashed and its mode checked; `--repair` then moves corrupt blobs
+//! to `quarantine/` and makes the next ingest of each tree read every file again, so it writes
+//! what is missing. Every manifest a missing or corrupt blob breaks is named.
+//!
+//! Nothing here writes to the store except `--repair`, so status and verify work on a store
+//! this process cannot write (a read-only mount, another user's shared store).
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -11,13 +16,18 @@ use std::path::PathBuf;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::live::{LiveSet, RootStatus};
-use crate::store::{self, BlobKey, Corruption, LockMode, Store};
+use crate::live::{LiveSet, RootState, RootStatus};
+use crate::manifest::Manifest;
+use crate::store::{self, Access, BlobKey, Corruption, LockMode, Store};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Status {
     pub store: PathBuf,
     pub exists: bool,
+    /// Who may read the store (its top directory's mode).
+    pub access: Option<Access>,
+    /// Why this process cannot write the store, if it cannot.
+    pub read_only: Option<String>,
     pub blobs: u64,
     pub stored_bytes: u64,
     pub logical_bytes: u64,
@@ -30,6 +40,23 @@ pub struct Status {
     pub missing_blobs: Vec<MissingBlob>,
     pub stray_temp_files: u64,
     pub verify: Option<Verify>,
+    /// Registered manifests that name a missing or corrupt blob, and how many such blobs.
+    pub broken_manifests: Vec<BrokenManifest>,
+    /// What `--repair` did, when asked.
+    pub repair: Option<Repair>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BrokenManifest {
+    pub manifest: PathBuf,
+    pub missing: u64,
+    pub corrupt: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Repair {
+    /// Where each corrupt blob was moved.
+    pub quarantined: Vec<PathBuf>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -43,6 +70,16 @@ pub struct MissingBlob {
 pub struct Verify {
     pub checked: u64,
     pub corrupt: Vec<CorruptBlob>,
+    /// Files of registered manifests that declare another size than their blob's.
+    pub wrong_sizes: Vec<WrongSize>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct WrongSize {
+    pub manifest: PathBuf,
+    pub path: String,
+    pub declared: u64,
+    pub actual: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -53,9 +90,18 @@ pub struct CorruptBlob {
 }
 
 impl Status {
-    /// True when nothing is wrong: no corrupt and no missing blobs.
+    /// True when nothing is wrong: no corrupt and no missing blobs, and every registered
+    /// manifest that exists can be read (one that cannot stops `gc`).
     pub fn healthy(&self) -> bool {
-        self.missing_blobs.is_empty() && self.verify.as_ref().is_none_or(|v| v.corrupt.is_empty())
+        self.missing_blobs.is_empty()
+            && self
+                .verify
+                .as_ref()
+                .is_none_or(|v| v.corrupt.is_empty() && v.wrong_sizes.is_empty())
+            && !self
+                .manifests
+                .iter()
+                .any(|m| matches!(m.state, RootState::Unreadable { .. }))
     }
 }
 
@@ -63,6 +109,7 @@ impl Status {
 pub fn status(
     root: &std::path::Path,
     verify: bool,
+    repair: bool,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Status, store::Error> {
     let store = match Store::open_existing(root) {
@@ -70,6 +117,9 @@ pub fn status(
         Err(store::Error::Missing { .. }) => return Ok(empty(root)),
         Err(e) => return Err(e),
     };
+    if repair {
+        store.require_writable("velo status --repair")?;
+    }
     // Shared: ingests continue, but no gc deletes blobs under our feet.
     let _lock = store.lock(LockMode::Shared)?;
     let live = LiveSet::compute(&store)?;
@@ -108,10 +158,49 @@ pub fn status(
             .filter_map(Result::transpose)
             .collect::<Result<Vec<_>, _>>()?;
         corrupt.sort_by(|a, b| a.blob.cmp(&b.blob));
+        let sizes: std::collections::HashMap<BlobKey, u64> =
+            blobs.iter().map(|b| (b.key, b.size)).collect();
         Some(Verify {
             checked: blobs.len() as u64,
             corrupt,
+            wrong_sizes: wrong_sizes(&live, &sizes),
         })
+    } else {
+        None
+    };
+
+    let corrupt: HashSet<BlobKey> = verify
+        .iter()
+        .flat_map(|v| &v.corrupt)
+        .filter_map(|c| BlobKey::parse_file_name(&c.blob))
+        .collect();
+    let missing_keys: HashSet<BlobKey> = missing
+        .iter()
+        .filter_map(|m| BlobKey::parse_file_name(&m.blob))
+        .collect();
+    let broken_manifests = if corrupt.is_empty() && missing_keys.is_empty() {
+        Vec::new()
+    } else {
+        broken(&live, &missing_keys, &corrupt)
+    };
+    let repair = if repair {
+        let mut quarantined = Vec::new();
+        for key in &corrupt {
+            quarantined.push(store.quarantine(key)?);
+        }
+        quarantined.sort();
+        if !corrupt.is_empty() {
+            // Cached farms hold hard links to the corrupt inodes, which look sealed when the
+            // damage came without a write (bit rot): build them again from healed blobs.
+            crate::run::clear_farm_cache(store.root())
+                .map_err(|e| store::Error::io("emptying the farm cache of", store.root(), e))?;
+        }
+        if !corrupt.is_empty() || !missing_keys.is_empty() {
+            // The stat index trusts that blobs it names exist until a gc says otherwise: this
+            // is one, so the next ingest of each tree checks them and writes what is gone.
+            store.bump_gc_generation()?;
+        }
+        Some(Repair { quarantined })
     } else {
         None
     };
@@ -119,6 +208,8 @@ pub fn status(
     Ok(Status {
         store: root.to_path_buf(),
         exists: true,
+        access: Some(store.access()),
+        read_only: store.read_only_reason().map(str::to_owned),
         blobs: blobs.len() as u64,
         stored_bytes,
         logical_bytes: live.logical_bytes,
@@ -133,13 +224,68 @@ pub fn status(
         missing_blobs: missing,
         stray_temp_files: store.stray_temp_files()?.len() as u64,
         verify,
+        broken_manifests,
+        repair,
     })
+}
+
+/// Files of the registered manifests whose declared size is not their blob's `sizes` entry.
+fn wrong_sizes(live: &LiveSet, sizes: &std::collections::HashMap<BlobKey, u64>) -> Vec<WrongSize> {
+    let mut out = Vec::new();
+    for root in live
+        .roots
+        .iter()
+        .filter(|r| matches!(r.state, RootState::Present { .. }))
+    {
+        let Ok(m) = Manifest::read(&root.manifest) else {
+            continue;
+        };
+        for e in m.entries() {
+            if let (Some(key), crate::manifest::Kind::File { size, .. }) = (e.blob(), &e.kind)
+                && let Some(&actual) = sizes.get(&key)
+                && actual != *size
+            {
+                out.push(WrongSize {
+                    manifest: root.manifest.clone(),
+                    path: crate::manifest::display_path(&e.path),
+                    declared: *size,
+                    actual,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The registered manifests naming any of the `missing` or `corrupt` blobs.
+fn broken(
+    live: &LiveSet,
+    missing: &HashSet<BlobKey>,
+    corrupt: &HashSet<BlobKey>,
+) -> Vec<BrokenManifest> {
+    live.roots
+        .iter()
+        .filter(|r| matches!(r.state, RootState::Present { .. }))
+        .filter_map(|r| {
+            let m = Manifest::read(&r.manifest).ok()?;
+            let blobs: HashSet<BlobKey> = m.blobs().collect();
+            let missing = blobs.intersection(missing).count() as u64;
+            let corrupt = blobs.intersection(corrupt).count() as u64;
+            (missing + corrupt > 0).then(|| BrokenManifest {
+                manifest: r.manifest.clone(),
+                missing,
+                corrupt,
+            })
+        })
+        .collect()
 }
 
 fn empty(root: &std::path::Path) -> Status {
     Status {
         store: root.to_path_buf(),
         exists: false,
+        access: None,
+        read_only: None,
         blobs: 0,
         stored_bytes: 0,
         logical_bytes: 0,
@@ -150,5 +296,7 @@ fn empty(root: &std::path::Path) -> Status {
         missing_blobs: Vec::new(),
         stray_temp_files: 0,
         verify: None,
+        broken_manifests: Vec::new(),
+        repair: None,
     }
 }

@@ -264,10 +264,10 @@ fn bad_exclude_glob() {
     assert_store_untouched(&env);
 }
 
-/// The store on a full filesystem: a 2 MiB tmpfs in a private mount namespace.
-#[test]
-fn full_disk_leaves_no_partial_blob() {
-    let env = Env::new();
+/// Runs `script` with `sh -c` in a private mount namespace (as root, or in a user namespace),
+/// in `env`'s directory. `None` (and a loud skip) when no namespace or tmpfs can be had there;
+/// the script exits 99 when its `mount` fails.
+fn in_mount_namespace(env: &Env, test: &str, script: &str) -> Option<std::process::Output> {
     let unshare = if is_root() {
         vec!["unshare", "--mount"]
     } else {
@@ -278,12 +278,26 @@ fn full_disk_leaves_no_partial_blob() {
         .arg("true")
         .status();
     if !probe.is_ok_and(|s| s.success()) {
-        skip(
-            "full_disk_leaves_no_partial_blob",
-            "cannot create a mount namespace (unshare)",
-        );
-        return;
+        skip(test, "cannot create a mount namespace (unshare)");
+        return None;
     }
+    let out = Command::new(unshare[0])
+        .args(&unshare[1..])
+        .args(["sh", "-c", script])
+        .current_dir(env.path())
+        .output()
+        .unwrap();
+    if out.status.code() == Some(99) {
+        skip(test, "cannot mount tmpfs in a mount namespace");
+        return None;
+    }
+    Some(out)
+}
+
+/// The store on a full filesystem: a 2 MiB tmpfs in a private mount namespace.
+#[test]
+fn full_disk_leaves_no_partial_blob() {
+    let env = Env::new();
     env.write("t/small", "small file\n");
     // 5 MiB of incompressible data: larger than the filesystem, and than the store's in-memory
     // limit, so it takes the streaming path.
@@ -301,25 +315,18 @@ fn full_disk_leaves_no_partial_blob() {
         store = store.display(),
         velo = velo_e2e::velo_bin().display()
     );
-    let out = Command::new(unshare[0])
-        .args(&unshare[1..])
-        .args(["sh", "-c", &script])
-        .current_dir(env.path())
-        .output()
-        .unwrap();
+    let Some(out) = in_mount_namespace(&env, "full_disk_leaves_no_partial_blob", &script) else {
+        return;
+    };
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let explain = format!("stdout:\n{stdout}\nstderr:\n{stderr}");
-    if out.status.code() == Some(99) {
-        skip(
-            "full_disk_leaves_no_partial_blob",
-            "cannot mount tmpfs in a mount namespace",
-        );
-        return;
-    }
     assert!(stdout.contains("ingest-exit=2"), "{explain}");
     assert!(
-        stderr.contains("filesystem is full") && stderr.contains("No space left on device"),
+        stderr.contains(&format!(
+            "no space left on the filesystem holding {}",
+            store.display()
+        )) && stderr.matches("No space left on device").count() == 1,
         "{explain}"
     );
     assert!(stdout.contains("verify-exit=0"), "{explain}");
@@ -337,6 +344,45 @@ fn full_disk_leaves_no_partial_blob() {
         "no manifest written"
     );
     assert_eq!(before, fingerprint_tree(&env.path().join("t")));
+}
+
+/// Only the manifest's directory is full: the error names that directory, not the store, and
+/// the store keeps its blobs for the next attempt.
+#[test]
+fn a_full_disk_holding_only_the_manifest_is_named() {
+    let env = Env::new();
+    for i in 0..200 {
+        env.write(&format!("t/f{i:03}"), format!("file {i}\n"));
+    }
+    let script = format!(
+        "set -u; mkdir -p out; mount -t tmpfs -o size=64k tmpfs out || exit 99; \
+         head -c 60000 /dev/zero > out/filler 2>/dev/null; \
+         {velo} --store {store} ingest t -o out/t.velo; echo \"ingest-exit=$?\"",
+        store = env.store().display(),
+        velo = velo_e2e::velo_bin().display()
+    );
+    let Some(out) = in_mount_namespace(
+        &env,
+        "a_full_disk_holding_only_the_manifest_is_named",
+        &script,
+    ) else {
+        return;
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let explain = format!("stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("ingest-exit=2"), "{explain}");
+    assert!(
+        stderr.contains("no space left on the filesystem holding")
+            && stderr.contains("/out/t.velo")
+            && !stderr.contains(&env.store().display().to_string()),
+        "the manifest's filesystem is named, the store is not: {explain}"
+    );
+    assert_eq!(
+        stderr.matches("No space left on device").count(),
+        1,
+        "the cause is said once: {explain}"
+    );
 }
 
 #[test]

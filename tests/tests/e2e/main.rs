@@ -6,6 +6,7 @@ mod cache; // velo cache and velo cargo: keys, snapshots, fresh restores, bad in
 mod corpus; // real published crates, fetched with their own lockfiles: restores and scan verdicts against Cargo
 mod inception; // the shim under real cargo builds, tools and threads
 mod ingest; // ingest, dedup, identity of manifests, the stat index
+mod integrity; // the store's permissions, corrupt blobs never served and healed, read-only stores, escapes
 mod interception_table; // the shim's exports match the interception table
 mod reliability; // SIGKILL during ingest, concurrent ingest and gc
 mod reports; // snapshots of every human and JSON output

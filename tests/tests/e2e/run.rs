@@ -6,7 +6,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 
-use velo_e2e::{Cmd, Env, Run, busybox, files_under, is_root, skip};
+use velo_e2e::{
+    Cmd, Env, Run, busybox, files_under, is_root, raw_manifest, raw_manifest_sized, skip,
+};
 
 /// A base image in `env`/`rel`: busybox and the applets these tests use, as relative links.
 fn base_image(env: &Env, busybox: &Path) -> PathBuf {
@@ -404,34 +406,6 @@ fn isolate_without_network() {
     );
 }
 
-/// One raw entry: kind (1 dir, 2 file, 3 symlink), path, content hash (files), target (links).
-type RawEntry<'a> = (u8, &'a [u8], Option<blake3::Hash>, &'a [u8]);
-
-/// A manifest from raw entries, without any validation (docs/manifest.md's encoding).
-fn raw_manifest(entries: &[RawEntry]) -> Vec<u8> {
-    let mut out = b"velo-mf\n".to_vec();
-    out.extend_from_slice(&1u32.to_le_bytes());
-    out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
-    for (kind, path, hash, target) in entries {
-        out.push(*kind);
-        out.push(0);
-        out.extend_from_slice(&(path.len() as u32).to_le_bytes());
-        out.extend_from_slice(path);
-        match kind {
-            2 => {
-                out.extend_from_slice(&1u64.to_le_bytes());
-                out.extend_from_slice(hash.expect("file hash").as_bytes());
-            }
-            3 => {
-                out.extend_from_slice(&(target.len() as u32).to_le_bytes());
-                out.extend_from_slice(target);
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
 #[test]
 fn malicious_manifests_are_rejected_before_anything_is_written() {
     let env = Env::new();
@@ -479,6 +453,12 @@ fn malicious_manifests_are_rejected_before_anything_is_written() {
             "missing-blob",
             raw_manifest(&[(2, b"a", Some(blake3::hash(b"never stored")), b"")]),
             "not in the store",
+        ),
+        (
+            // The blob holds 1 byte; a program must never be told it holds 2^64-1.
+            "lying-size",
+            raw_manifest_sized(&[(2, b"a", Some(present), b"")], u64::MAX),
+            "declared as 18446744073709551615 bytes, but its content (which matches its hash) is 1 bytes",
         ),
     ];
     for (name, bytes, expect) in cases {

@@ -55,7 +55,7 @@ pub enum Error {
     )]
     TargetNotEmpty(PathBuf),
     #[error(
-        "snapshot {id} is missing {count} blob(s) in the store (garbage-collected or damaged); nothing was restored. Build normally and save again (`velo cargo build`)"
+        "snapshot {id} is missing {count} blob(s) in the store (garbage-collected, corrupt, or of another size than recorded); nothing was restored. Build normally and save again (`velo cargo build`)"
     )]
     MissingBlobs { id: String, count: usize },
     #[error("snapshot record {}: {reason}", .path.display())]

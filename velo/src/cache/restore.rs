@@ -213,18 +213,6 @@ pub fn apply(
         path: plan.stored.manifest.clone(),
         reason: e.to_string(),
     })?;
-    let missing = manifest
-        .blobs()
-        .collect::<BTreeSet<_>>()
-        .into_par_iter()
-        .filter(|b| !store.contains(b))
-        .count();
-    if missing > 0 {
-        return Err(Error::MissingBlobs {
-            id: plan.stored.snapshot.id.clone(),
-            count: missing,
-        });
-    }
     let parent = target.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(parent).map_err(io_err("creating", parent))?;
     // Removed on every early return: nothing half-restored is left behind.
@@ -240,10 +228,14 @@ pub fn apply(
         progress,
     )
     .map_err(|e| match e {
-        farm::Error::MissingBlobs { count, .. } => Error::MissingBlobs {
-            id: plan.stored.snapshot.id.clone(),
-            count,
-        },
+        // A corrupt blob is as good as a missing one: nothing of it reaches target/.
+        farm::Error::MissingBlobs { count, .. } | farm::Error::Unfit { count, .. } => {
+            Error::MissingBlobs {
+                id: plan.stored.snapshot.id.clone(),
+                count,
+            }
+        }
+        farm::Error::Store(e) => Error::Store(*e),
         farm::Error::Io { op, path, source } => Error::Io { op, path, source },
     })?;
 

@@ -113,7 +113,8 @@ pub fn save(
     let sources = hash_sources(project, checks.iter().flat_map(|c| &c.sources));
     let packages = package_mtime::record(project, &fingerprints.package_mtimes);
 
-    let store = Store::open_or_create(store_root)?;
+    let store =
+        Store::open_or_create(store_root, crate::store::Access::Private, "velo cache save")?;
     let dir = key_dir(&store, &project.key.key);
     std::fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
     let now = SystemTime::now()
@@ -135,6 +136,7 @@ pub fn save(
             on_unreadable: ingest::OnUnreadable::Fail,
             use_index: true,
             durability: opts.durability,
+            access: crate::store::Access::Private,
         },
         progress,
     )?;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Instant, SystemTime};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use velo::cache::{self, Project, key, restore, snapshot};
 use velo::inception::{self, Projection};
 use velo::store::Store;
@@ -666,6 +666,14 @@ fn units(
 pub fn cargo(store: &Path, args: CargoArgs) -> Result<ExitCode> {
     let inv = parse_cargo_args(&args.args);
     let cwd = inception::unproject(&inception::current_dir()?);
+    if let Some(m) = &inv.manifest_path
+        && !cwd.join(m).is_file()
+    {
+        bail!(
+            "--manifest-path {}: no such file (give the Cargo.toml of the package or workspace to build)",
+            m.display()
+        );
+    }
     let manifest_dir = inv
         .manifest_path
         .as_ref()

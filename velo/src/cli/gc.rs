@@ -60,6 +60,12 @@ pub fn run(store: &std::path::Path, args: Args) -> Result<ExitCode> {
             path.display()
         );
     }
+    if !plan.quarantined.is_empty() {
+        println!(
+            "{verb} {} quarantined corrupt blobs",
+            plan.quarantined.len()
+        );
+    }
     println!(
         "{verb} {} blobs, {}{}",
         plan.blobs.len(),

@@ -44,6 +44,11 @@ pub struct Args {
     /// How new blobs are made durable before the manifest is written.
     #[arg(long, value_enum, default_value_t = FsyncArg::Batch)]
     fsync: FsyncArg,
+    /// If this ingest creates the store, make it readable by every local user (mode 0755)
+    /// instead of private to you (0700). Every blob is then readable by all, whatever the mode
+    /// of the file it came from; see docs/store.md.
+    #[arg(long)]
+    shared_store: bool,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     json: bool,
@@ -88,6 +93,11 @@ pub fn run(store_dir: &std::path::Path, args: Args) -> Result<ExitCode> {
         },
         use_index: !args.no_index,
         durability,
+        access: if args.shared_store {
+            velo::store::Access::Shared
+        } else {
+            velo::store::Access::Private
+        },
     };
     let bar = output::progress(None, "ingesting");
     // A hidden bar still reads the clock on every `inc`: give the ingest nothing to call.
@@ -128,6 +138,12 @@ pub fn run(store_dir: &std::path::Path, args: Args) -> Result<ExitCode> {
         output::bytes(report.new_bytes),
         output::bytes(report.deduplicated_bytes)
     );
+    if report.replaced_blobs > 0 {
+        println!(
+            "  healed       {} corrupt blobs quarantined and written again from this tree",
+            report.replaced_blobs
+        );
+    }
     if report.unchanged_files + report.unchanged_dirs > 0 {
         println!(
             "  unchanged    {} files not read again, {} directories not listed again (stat index)",

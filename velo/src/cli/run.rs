@@ -150,10 +150,9 @@ pub fn run(store_dir: &Path, args: Args) -> Result<ExitCode> {
             .file_stem()
             .expect("images are named by id")
             .to_owned();
-        let at = args
-            .at
-            .clone()
-            .unwrap_or_else(|| store.root().join("farms/cache").join(&id));
+        let farm_cache = run::farm_cache(&store)
+            .with_context(|| format!("making a place for runs of {}", store.root().display()))?;
+        let at = args.at.clone().unwrap_or_else(|| farm_cache.join(&id));
         let mapped = mirage::Mapped::open(&image)?;
         let in_tree = shim::program(&mapped, &at, args.workdir.as_deref(), program);
         let reason = match args.mode {
@@ -175,7 +174,10 @@ pub fn run(store_dir: &Path, args: Args) -> Result<ExitCode> {
             })?;
             // The default root's parent exists, so `..` of the root is a real directory, as
             // it is for a farm.
-            std::fs::create_dir_all(store.root().join("farms/cache"))?;
+            std::fs::create_dir_all(&farm_cache)?;
+            // The shim serves blobs as they are: none may be missing, corrupt or of another
+            // size than the manifest declares.
+            mapped.check_blobs(&store)?;
             let spec = shim::Spec {
                 at: &at,
                 workdir: args.workdir.as_deref(),
@@ -197,15 +199,16 @@ pub fn run(store_dir: &Path, args: Args) -> Result<ExitCode> {
 
     let mut layers_read = Vec::new();
     for path in args.bases.iter().chain(std::iter::once(&manifest_path)) {
-        layers_read
-            .push(Manifest::read(path).with_context(|| format!("reading {}", path.display()))?);
+        layers_read.push(Manifest::read(path)?);
     }
     let refs: Vec<&Manifest> = layers_read.iter().collect();
     let tree = layers::merge(&refs)?;
     let store = store()?;
     let run_dir = RunDir::create(&store, args.keep)
         .with_context(|| format!("creating a run directory in {}", store.root().display()))?;
-    let default_at = store.root().join("farms/cache").join(tree.id().to_string());
+    let default_at = run::farm_cache(&store)
+        .with_context(|| format!("making a place for runs of {}", store.root().display()))?
+        .join(tree.id().to_string());
     if let Some(at) = args.at.as_ref().filter(|a| **a != default_at) {
         bail!(
             "--at {}: farm mode shows the tree at its farm's path ({}); other paths need --mode shim",

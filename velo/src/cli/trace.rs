@@ -184,6 +184,14 @@ pub(super) fn traced(args: &Args) -> Result<Run> {
                 args.command[0].to_string_lossy()
             )
         })?;
+    // Under --inception a canonical path exists only through the shim, so only then may a
+    // path the host lacks be right.
+    if !args.inception && !cwd.join(&program).exists() {
+        bail!(
+            "cannot run {}: no such file",
+            args.command[0].to_string_lossy()
+        );
+    }
 
     let mut sink_file = match &args.events {
         Some(p) => Some(std::io::BufWriter::new(

@@ -71,6 +71,8 @@ pub struct Options {
     /// Use the stat index to skip unchanged files.
     pub use_index: bool,
     pub durability: store::Durability,
+    /// Who may read the store, if this ingest creates it.
+    pub access: store::Access,
 }
 
 /// An entry left out of the manifest, and why.
@@ -95,6 +97,8 @@ pub struct Report {
     pub new_bytes: u64,
     /// Bytes of files whose content the store already had.
     pub deduplicated_bytes: u64,
+    /// Stored blobs of this tree's content that were corrupt: quarantined and written again.
+    pub replaced_blobs: u64,
     /// Files taken from the stat index without being read.
     pub unchanged_files: u64,
     /// Directories whose names were taken from the stat index without reading the directory.
@@ -141,7 +145,8 @@ pub fn ingest(
     let (root, root_meta) = check_source(&opts.source)?;
     let output = check_output(&opts.output)?;
 
-    let store = &Store::open_or_create(store_root)?.with_durability(opts.durability);
+    let store = &Store::open_or_create(store_root, opts.access, "velo ingest")?
+        .with_durability(opts.durability);
     let _lock = store.lock(LockMode::Shared)?;
     let index_path = index::path_for(store, &root);
     let index = if opts.use_index {
@@ -266,6 +271,7 @@ pub fn ingest(
         new_blobs: shared.new_blobs.into_inner(),
         new_bytes: shared.new_bytes.into_inner(),
         deduplicated_bytes: 0,
+        replaced_blobs: store.replaced_blobs(),
         unchanged_files: shared.unchanged.into_inner(),
         unchanged_dirs: tree.dirs.iter().filter(|d| d.recorded).count() as u64,
         skipped,
@@ -777,7 +783,8 @@ impl Shared<'_> {
         if !self.index.is_empty() {
             let stat = at.lstat().map_err(unreadable)?;
             if let Some(key) = self.index.lookup(rel, &stat, &mut scratch.cursor)
-                && (self.blobs_unchanged_since_index || self.store.contains(&key))
+                && (self.blobs_unchanged_since_index
+                    || self.store.look(&key, stat.size) == store::Seen::Sealed)
             {
                 scratch.unchanged += 1;
                 (self.progress)(stat.size);

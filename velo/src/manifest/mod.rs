@@ -312,15 +312,28 @@ fn validate(entries: &[Entry]) -> Result<(), (Vec<u8>, InvalidEntry)> {
     }
 }
 
-/// Renders raw path bytes for people: UTF-8 as is; otherwise invalid bytes as `\xNN` (and `\`
-/// as `\\`, so the rendering stays unambiguous).
+/// Renders raw path bytes for people: plain UTF-8 as is. A path holding bytes that are not
+/// UTF-8, or control characters (C0, DEL, C1: an ESC sequence would reach the terminal, a
+/// newline would split a table row), is escaped: such bytes as `\xNN`, control characters as
+/// `\xNN` or `\u{NN}`, and `\` as `\\`, so the rendering stays unambiguous.
 pub fn display_path(bytes: &[u8]) -> String {
-    if let Ok(s) = std::str::from_utf8(bytes) {
+    if let Ok(s) = std::str::from_utf8(bytes)
+        && !s.chars().any(char::is_control)
+    {
         return s.to_owned();
     }
     let mut out = String::new();
     for chunk in bytes.utf8_chunks() {
-        out.push_str(&chunk.valid().replace('\\', "\\\\"));
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                c if c.is_control() && (c as u32) < 0x80 => {
+                    out.push_str(&format!("\\x{:02x}", c as u32))
+                }
+                c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+                c => out.push(c),
+            }
+        }
         for b in chunk.invalid() {
             out.push_str(&format!("\\x{b:02x}"));
         }
@@ -418,10 +431,13 @@ mod tests {
     }
 
     #[test]
-    fn display_escapes_only_non_utf8() {
+    fn display_escapes_non_utf8_and_control_characters() {
         assert_eq!(display_path(b"caf\xc3\xa9"), "café");
         assert_eq!(display_path(b"a\\b"), "a\\b");
         assert_eq!(display_path(b"a\\\xffb"), "a\\\\\\xffb");
+        assert_eq!(display_path(b"\x1b[31mred\nrow"), "\\x1b[31mred\\x0arow");
+        assert_eq!(display_path("a\u{9b}b\\".as_bytes()), "a\\u{9b}b\\\\");
+        assert_eq!(display_path(b"del\x7f"), "del\\x7f");
     }
 
     #[test]

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rayon::prelude::*;
 
 use crate::manifest::{Kind, Manifest, display_path};
-use crate::store::{BlobKey, Store, bytes_to_path};
+use crate::store::{BlobKey, Fitness, Store, bytes_to_path};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -42,6 +42,19 @@ pub enum Error {
         first: String,
         path: String,
     },
+    #[error(
+        "{count} blob(s) named by the manifest cannot be served from the store {}, for example {first} (for {path}): {problem}. Nothing was run. `velo status --verify --repair` quarantines corrupt blobs; then ingest the tree again",
+        .store.display()
+    )]
+    Unfit {
+        store: PathBuf,
+        count: usize,
+        first: String,
+        path: String,
+        problem: String,
+    },
+    #[error(transparent)]
+    Store(Box<crate::store::Error>),
     #[error("{op} {}: {source}", .path.display())]
     Io {
         op: &'static str,
@@ -85,26 +98,84 @@ fn missing(store: &Store, manifest: &Manifest) -> Error {
         })
 }
 
-/// Checks that every blob `manifest` names is in `store`.
+/// Checks that every blob `manifest` names may be served (see [`crate::store::health`]):
+/// present, sound (sealed, or re-hashed) and of the size the manifest declares. One `lstat`
+/// per file for sealed blobs, on every core.
 pub fn check_blobs(store: &Store, manifest: &Manifest) -> Result<(), Error> {
-    let missing: Vec<(BlobKey, &[u8])> = manifest
-        .entries()
+    check_needs(
+        store,
+        manifest.entries().iter().filter_map(|e| match e.kind {
+            Kind::File { size, .. } => Some((e.blob()?, size, e.path.as_slice())),
+            _ => None,
+        }),
+    )
+}
+
+/// [`check_blobs`] of `(blob, declared size, path in the tree)` triples.
+pub fn check_needs<'a>(
+    store: &Store,
+    needs: impl Iterator<Item = (BlobKey, u64, &'a [u8])>,
+) -> Result<(), Error> {
+    let needs: Vec<_> = needs.collect();
+    let mut unfit: Vec<(&[u8], BlobKey, Fitness)> = needs
         .par_iter()
-        .filter_map(|e| {
-            e.blob()
-                .filter(|b| !store.contains(b))
-                .map(|b| (b, e.path.as_slice()))
+        .with_min_len(256)
+        .map(|&(key, size, path)| match store.ensure(&key, size) {
+            Ok(Fitness::Sound) => Ok(None),
+            Ok(other) => Ok(Some((path, key, other))),
+            Err(e) => Err(e),
         })
-        .collect();
-    match missing.first() {
-        None => Ok(()),
-        Some((key, path)) => Err(Error::MissingBlobs {
+        .filter_map(Result::transpose)
+        .collect::<Result<_, _>>()
+        .map_err(|e| Error::Store(Box::new(e)))?;
+    unfit.sort_by(|a, b| a.0.cmp(b.0));
+    let Some((path, key, first)) = unfit.first() else {
+        return Ok(());
+    };
+    let count = unfit.len();
+    if unfit.iter().all(|u| u.2 == Fitness::Missing) {
+        return Err(Error::MissingBlobs {
             store: store.root().to_owned(),
-            count: missing.len(),
+            count,
             first: key.file_name(),
             path: display_path(path),
-        }),
+        });
     }
+    Err(Error::Unfit {
+        store: store.root().to_owned(),
+        count,
+        first: key.file_name(),
+        path: display_path(path),
+        problem: first.to_string(),
+    })
+}
+
+/// Whether a built farm still serves `manifest`'s content: each file is the sealed blob it was
+/// linked to (one `lstat`), or, for a copy or a blob written to since, hashes to its key.
+pub fn farm_is_sound(farm: &Path, manifest: &Manifest) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    manifest.entries().par_iter().with_min_len(256).all(|e| {
+        let (Some(key), Kind::File { size, .. }) = (e.blob(), &e.kind) else {
+            return true;
+        };
+        let path = farm.join(bytes_to_path(&e.path));
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            return false;
+        };
+        if !meta.file_type().is_file()
+            || meta.len() != *size
+            || meta.permissions().mode() & 0o7777 != key.mode()
+        {
+            return false;
+        }
+        if meta.mtime() == crate::store::SEAL_MTIME && meta.mtime_nsec() == 0 {
+            return true;
+        }
+        let mut hasher = blake3::Hasher::new();
+        fs::File::open(&path)
+            .and_then(|mut f| io::copy(&mut f, &mut hasher))
+            .is_ok_and(|_| hasher.finalize() == key.hash)
+    })
 }
 
 /// Below this many entries, threads cost more than they save.
@@ -137,12 +208,8 @@ pub fn materialize_with_progress(
     method: Method,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Stats, Error> {
-    // Copies are slow enough to check first, so nothing is written for a snapshot whose blobs
-    // are gone; a link farm finds a missing blob by its link failing, in a directory that is
-    // thrown away (see the module doc), and saves a stat per file.
-    if method == Method::Copy {
-        check_blobs(store, manifest)?;
-    }
+    // Nothing corrupt, missing or of another size than declared is ever made into a file.
+    check_blobs(store, manifest)?;
     let mut stats = Stats::default();
     let mut dirs = fs::DirBuilder::new();
     dirs.mode(0o755);
@@ -398,7 +465,12 @@ mod tests {
     #[test]
     fn a_farm_links_blobs_with_their_modes_and_recreates_links_and_dirs() {
         let t = tempfile::tempdir().unwrap();
-        let store = Store::open_or_create(&t.path().join("store")).unwrap();
+        let store = Store::open_or_create(
+            &t.path().join("store"),
+            crate::store::Access::Private,
+            "test",
+        )
+        .unwrap();
         let put = |bytes: &[u8], exec: bool| {
             let hash = blake3::hash(bytes);
             store.insert_bytes(hash, exec, bytes).unwrap();

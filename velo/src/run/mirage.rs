@@ -15,11 +15,9 @@ use std::path::{Path, PathBuf};
 
 use velo_intercept::mirage::{self, write::Input};
 
-use rayon::prelude::*;
-
 use super::farm;
-use crate::manifest::{Kind, Manifest, display_path};
-use crate::store::Store;
+use crate::manifest::{Kind, Manifest};
+use crate::store::{BlobKey, Store};
 
 /// The image of `tree` for `store`, in bytes.
 pub fn image(store: &Store, tree: &Manifest) -> Vec<u8> {
@@ -62,25 +60,12 @@ pub fn image(store: &Store, tree: &Manifest) -> Vec<u8> {
 /// so a cached image always names blobs that were there; `velo gc` empties the cache whenever
 /// it deletes blobs.
 pub fn cached_image(store: &Store, tree: &Manifest) -> Result<(PathBuf, bool), farm::Error> {
-    let dir = store.root().join("mirage");
-    let path = dir.join(format!("{}.img", tree.id()));
+    let path = image_path(store, &tree.id().to_string());
+    let dir = path.parent().expect("in the image cache").to_owned();
     if path.is_file() {
         return Ok((path, false));
     }
-    let missing: Vec<&crate::manifest::Entry> = tree
-        .entries()
-        .par_iter()
-        .filter(|e| e.blob().is_some_and(|key| !store.contains(&key)))
-        .collect();
-    if let Some(first) = missing.first() {
-        let key = first.blob().expect("a file");
-        return Err(farm::Error::MissingBlobs {
-            store: store.root().to_owned(),
-            count: missing.len(),
-            first: key.hash.to_hex().to_string(),
-            path: display_path(&first.path),
-        });
-    }
+    farm::check_blobs(store, tree)?;
     let io = |p: &Path| {
         let p = p.to_owned();
         move |source| farm::Error::Io {
@@ -117,9 +102,14 @@ pub fn clear_cache(store_root: &Path) -> std::io::Result<usize> {
     Ok(removed)
 }
 
-/// Where the image of the tree with manifest id `id` is cached.
+/// Where the image of the tree with manifest id `id` is cached: `mirage/` in the store, or in
+/// [`Store::scratch`] for a store this process cannot write.
 pub fn image_path(store: &Store, id: &str) -> PathBuf {
-    store.root().join("mirage").join(format!("{id}.img"))
+    store
+        .scratch()
+        .unwrap_or_else(|_| store.root().to_owned())
+        .join("mirage")
+        .join(format!("{id}.img"))
 }
 
 /// A cached image, mapped for velo's own lookups (the program to run, the working directory),
@@ -158,6 +148,25 @@ impl Mapped {
 
     pub fn image(&self) -> mirage::Image<'_> {
         mirage::Image::parse(&self.map).expect("checked in open")
+    }
+
+    /// [`farm::check_blobs`] for the files of the image: run before every shim-mode run, since
+    /// the shim serves blobs as they are (a cached image outlives checks made when it was built).
+    pub fn check_blobs(&self, store: &Store) -> Result<(), farm::Error> {
+        let img = self.image();
+        farm::check_needs(
+            store,
+            (0..img.len())
+                .map(|i| img.entry(i))
+                .filter(|e| e.kind == mirage::FILE)
+                .map(|e| {
+                    let key = BlobKey {
+                        hash: blake3::Hash::from_bytes(*e.hash),
+                        exec: e.exec,
+                    };
+                    (key, e.size, e.path)
+                }),
+        )
     }
 
     /// The entry at `rel` (a normalized path relative to the root, `/`-separated), following

@@ -53,9 +53,9 @@ pub struct RunDir {
 }
 
 impl RunDir {
-    /// Creates `farms/<pid>-<n>/` in the store.
+    /// Creates `farms/<pid>-<n>/` in the store (in [`Store::scratch`] for a read-only one).
     pub fn create(store: &Store, keep: bool) -> io::Result<RunDir> {
-        let farms = store.root().join("farms");
+        let farms = store.scratch()?.join("farms");
         let mut builder = fs::DirBuilder::new();
         builder.mode(0o700).recursive(true);
         builder.create(&farms)?;
@@ -145,12 +145,25 @@ fn lock_file(path: &Path) -> io::Result<fs::File> {
         .open(path)
 }
 
-/// The cached link farm of `tree`, built now if it is not in the cache yet.
+/// Where cached farms live: `farms/cache/` in the store, or in [`Store::scratch`] for a store
+/// this process cannot write.
+pub fn farm_cache(store: &Store) -> io::Result<PathBuf> {
+    Ok(store.scratch()?.join("farms/cache"))
+}
+
+/// The cached link farm of `tree`, built now if it is not in the cache yet. A cached farm is
+/// used only while every file in it is still sound ([`farm::farm_is_sound`]: a blob written to
+/// through its inode, or replaced by a repair, makes the farm be built again from the store,
+/// whose blobs are checked first).
 pub fn cached_farm(
     store: &Store,
     tree: &crate::manifest::Manifest,
 ) -> Result<FarmInUse, farm::Error> {
-    let cache = store.root().join("farms/cache");
+    let cache = farm_cache(store).map_err(|source| farm::Error::Io {
+        op: "creating the farm cache for",
+        path: store.root().to_owned(),
+        source,
+    })?;
     let id = tree.id().to_string();
     let path = cache.join(&id);
     let io = |op, p: &Path| {
@@ -171,11 +184,18 @@ pub fn cached_farm(
     lock.lock_shared()
         .map_err(io("locking the farm", &lock_path))?;
     if path.is_dir() {
-        return Ok(FarmInUse {
-            path,
-            built: None,
-            _lock: lock,
-        });
+        if farm::farm_is_sound(&path, tree) {
+            return Ok(FarmInUse {
+                path,
+                built: None,
+                _lock: lock,
+            });
+        }
+        // Renamed first, so no new run finds it, then removed.
+        tracing::warn!(farm = %path.display(), "a cached farm holds content that is no longer sound; building it again");
+        let aside = cache.join(format!(".stale-{}-{id}", std::process::id()));
+        fs::rename(&path, &aside).map_err(io("setting aside the stale farm", &path))?;
+        let _ = remove_tree(&aside);
     }
     let building = tempfile::Builder::new()
         .prefix(&format!(".building-{}-", std::process::id()))

@@ -19,18 +19,30 @@ pub enum LockMode {
 /// Held until dropped.
 #[derive(Debug)]
 pub struct StoreLock {
-    _file: File,
+    _file: Option<File>,
 }
 
 impl StoreLock {
-    pub(super) fn acquire(path: &Path, mode: LockMode) -> Result<StoreLock> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| Error::io("opening lock file", path, e))?;
+    /// Takes the lock. On a store this process cannot write (`writable` false), a shared lock
+    /// is taken on a read-only descriptor (`flock` needs no write access), and if the lock file
+    /// does not exist either, none is needed: nobody has ever collected garbage there.
+    pub(super) fn acquire(path: &Path, mode: LockMode, writable: bool) -> Result<StoreLock> {
+        let file = if writable {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+        } else {
+            match File::open(path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Ok(StoreLock { _file: None });
+                }
+                other => other,
+            }
+        }
+        .map_err(|e| Error::io("opening lock file", path, e))?;
         let attempt = match mode {
             LockMode::Shared => file.try_lock_shared(),
             LockMode::Exclusive => file.try_lock(),
@@ -47,6 +59,6 @@ impl StoreLock {
             }
             Err(TryLockError::Error(e)) => return Err(Error::io("locking", path, e)),
         }
-        Ok(StoreLock { _file: file })
+        Ok(StoreLock { _file: Some(file) })
     }
 }

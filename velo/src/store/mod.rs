@@ -7,14 +7,22 @@
 //!   velo-store            marker and format version ("velo store 1"); a directory without it
 //!                         that is not empty is never used as a store
 //!   lock                  flock(2) target: ingest holds it shared, `gc --run` exclusive
-//!   blobs/ab/ab12…ef      a blob: read-only (0444), named by the BLAKE3 of its content
+//!   blobs/ab/ab12…ef      a blob: read-only (0444), named by the BLAKE3 of its content, sealed
+//!                         (see [`health`])
 //!   blobs/ab/ab12…ef.x    the same content as an executable blob (0555)
 //!   tmp/                  named temporary blobs, only where O_TMPFILE is unavailable; anything
 //!                         here is garbage once no ingest runs
 //!   roots/<hash>          GC roots: one file per registered manifest, holding its path
 //!   index/<hash>          re-ingest stat indexes, one per ingested directory (see `ingest::index`)
-//!   gc-generation         bumped by every `gc --run` that deleted blobs
+//!   gc-generation         bumped by every `gc --run` that deleted blobs and by `status --repair`
+//!   quarantine/           corrupt blobs moved aside ([`Store::quarantine`]); `gc --run` empties it
+//!   farms/, mirage/       `velo run`'s run directories, farm cache and shim images (`run`)
+//!   cache/                `velo cache` snapshot records (`cache::snapshot`)
 //! ```
+//!
+//! The top directory's mode is the store's [`Access`]: 0700 unless created shared. A store this
+//! process cannot write (read-only mount, another user's) is still read by status, verify and
+//! run; what they write goes to [`Store::scratch`].
 //!
 //! Shard directories are created on first use, never ahead of time.
 //!
@@ -34,11 +42,13 @@
 //! [`Durability`] choice: fsync every blob, or one `syncfs(2)` for the whole batch before the
 //! manifest that references the batch is written (the default; see `cargo xtask bench store`).
 
+mod health;
 mod lock;
 mod roots;
 mod write;
 mod writeback;
 
+pub use health::{Fitness, SEAL_MTIME, Seen};
 pub use lock::{LockMode, StoreLock};
 pub use roots::Root;
 
@@ -46,7 +56,7 @@ use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStringExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -81,7 +91,28 @@ pub enum Error {
     UnsupportedFormat { path: PathBuf, found: String },
     #[error("store {path} does not exist yet (nothing has been ingested into it)", path = .path.display())]
     Missing { path: PathBuf },
-    #[error("the store's filesystem is full while writing {path}: {source}", path = .path.display())]
+    #[error(
+        "store {path} is read-only ({why}), and {what} writes into the store: pass --store DIR \
+         (or set VELO_STORE) for a store of your own; reading commands (status, status --verify, \
+         run) work on this one as it is",
+        path = .path.display()
+    )]
+    ReadOnly {
+        path: PathBuf,
+        why: String,
+        what: &'static str,
+    },
+    #[error(
+        "store {path} is private (mode {mode:04o}); a store is shared only when it is created \
+         with --shared-store. To share this one, chmod 0755 {path} (every local user can then \
+         read every blob)",
+        path = .path.display()
+    )]
+    NotShared { path: PathBuf, mode: u32 },
+    #[error(
+        "no space left on the filesystem holding {path} ({source}): free space there, or write elsewhere",
+        path = .path.display()
+    )]
     Full { path: PathBuf, source: io::Error },
     #[error("{op} {path}: {source}", path = .path.display())]
     Io {
@@ -118,6 +149,32 @@ pub enum Durability {
     PerBlob,
     /// No syncing at all: for throwaway stores and benchmarks. A power cut may lose blobs.
     None,
+}
+
+/// Who may read a store: decided when it is created, kept in its top directory's mode.
+///
+/// Blobs are 0444 (0555 for executables) because a blob's mode is part of its identity (a hard
+/// link shares it), so the store cannot copy a source file's permissions onto its blob. What
+/// keeps a 0600 file private is the store's top directory: 0700 for a private store (the
+/// default), so no other user can reach any blob, index or registered manifest path in it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Access {
+    /// Top directory 0700: only its owner (and root) can read anything in it.
+    #[default]
+    Private,
+    /// Top directory 0755: every local user can read every blob, and the paths of registered
+    /// manifests and ingested directories. An explicit choice (`--shared-store`).
+    Shared,
+}
+
+impl Access {
+    fn mode(self) -> u32 {
+        match self {
+            Access::Private => 0o700,
+            Access::Shared => 0o755,
+        }
+    }
 }
 
 /// The identity of a blob: its content hash and whether it is the executable variant.
@@ -211,6 +268,11 @@ pub struct Store {
     /// Set once `O_TMPFILE` + `linkat` has proved unusable here; blobs then go through named
     /// temporary files in `tmp/`.
     no_tmpfile: Arc<AtomicBool>,
+    /// Why this process cannot write the store (a read-only filesystem, another user's store),
+    /// or `None` if it can.
+    read_only: Option<String>,
+    /// Corrupt blobs found by inserts of their content, quarantined and written again.
+    replaced: Arc<std::sync::atomic::AtomicU64>,
     /// Bits the process umask clears; blobs whose mode it would change get an `fchmod`.
     umask: u32,
     /// Starts writing new blobs to disk while an ingest goes on (batch durability only).
@@ -237,15 +299,38 @@ impl Store {
         Err(Error::NoLocation)
     }
 
-    /// Opens the store at `root`, creating it (and only its top directory) if needed.
-    pub fn open_or_create(root: &Path) -> Result<Store> {
-        match fs::create_dir_all(root) {
+    /// Opens the store at `root` for writing, creating it (and only its top directory, with
+    /// `access`'s mode) if needed. [`Error::ReadOnly`], naming the command `what`, if this
+    /// process cannot write it.
+    pub fn open_or_create(root: &Path, access: Access, what: &'static str) -> Result<Store> {
+        if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).map_err(|e| Error::io("creating", parent, e))?;
+        }
+        match fs::DirBuilder::new().mode(access.mode()).create(root) {
             Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(Error::io("creating store directory", root, e)),
         }
         let marker = root.join("velo-store");
         match fs::read_to_string(&marker) {
-            Ok(found) => check_marker(root, found)?,
+            Ok(found) => {
+                check_marker(root, found)?;
+                let store = Store::handle(root);
+                if let Some(why) = &store.read_only {
+                    return Err(Error::ReadOnly {
+                        path: store.root.clone(),
+                        why: why.clone(),
+                        what,
+                    });
+                }
+                if access == Access::Shared && store.access() == Access::Private {
+                    return Err(Error::NotShared {
+                        path: store.root.clone(),
+                        mode: store.mode(),
+                    });
+                }
+                return Ok(store);
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 // Empty, or holding only the temporary marker of a creation that was killed.
                 let entries = fs::read_dir(root)
@@ -262,6 +347,11 @@ impl Store {
                         });
                     }
                 }
+                // A new or empty directory becomes the store: it gets the store's mode (the
+                // umask may have narrowed a fresh one, the user may have made it wider), then
+                // the marker.
+                fs::set_permissions(root, fs::Permissions::from_mode(access.mode()))
+                    .map_err(|e| Error::io("setting the mode of", root, e))?;
                 write_atomic(&marker, MARKER.as_bytes(), true)?;
             }
             Err(e) => return Err(Error::io("reading", marker, e)),
@@ -293,14 +383,81 @@ impl Store {
     fn handle(root: &Path) -> Store {
         // Absolute once, so no later call resolves a relative path again (getcwd per blob).
         let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+        let read_only = read_only_reason(&root);
         Store {
             root,
             durability: Durability::default(),
             no_reflink: Arc::default(),
             no_tmpfile: Arc::new(AtomicBool::new(!Path::new("/proc/self/fd").is_dir())),
+            read_only,
+            replaced: Arc::default(),
             umask: write::process_umask(),
             writeback: Arc::default(),
         }
+    }
+
+    /// Whether this process can write the store.
+    pub fn writable(&self) -> bool {
+        self.read_only.is_none()
+    }
+
+    /// Why this process cannot write the store, if it cannot.
+    pub fn read_only_reason(&self) -> Option<&str> {
+        self.read_only.as_deref()
+    }
+
+    /// [`Error::ReadOnly`] for `what` when the store is not writable.
+    pub fn require_writable(&self, what: &'static str) -> Result<()> {
+        match &self.read_only {
+            None => Ok(()),
+            Some(why) => Err(Error::ReadOnly {
+                path: self.root.clone(),
+                why: why.clone(),
+                what,
+            }),
+        }
+    }
+
+    /// The top directory's permission bits.
+    pub fn mode(&self) -> u32 {
+        fs::metadata(&self.root).map_or(0o700, |m| m.permissions().mode() & 0o7777)
+    }
+
+    /// [`Access::Shared`] when any user but the owner can enter the store.
+    pub fn access(&self) -> Access {
+        if self.mode() & 0o011 != 0 {
+            Access::Shared
+        } else {
+            Access::Private
+        }
+    }
+
+    /// Corrupt blobs that inserts found, quarantined and wrote again, so far.
+    pub fn replaced_blobs(&self) -> u64 {
+        self.replaced.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Where this process keeps what a run writes beside the store (run directories, farm and
+    /// image caches): the store itself, or for a store it cannot write, a private directory
+    /// of its own, `$XDG_CACHE_HOME/velo/stores/<hash of the store's path>/` (else under
+    /// `~/.cache`, else the temporary directory), made 0700.
+    pub fn scratch(&self) -> io::Result<PathBuf> {
+        if self.writable() {
+            return Ok(self.root.clone());
+        }
+        let non_empty = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        let base = non_empty("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| non_empty("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .unwrap_or_else(std::env::temp_dir)
+            .join("velo/stores");
+        let hash = blake3::hash(self.root.as_os_str().as_encoded_bytes()).to_hex();
+        let dir = base.join(&hash[..16]);
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)?;
+        Ok(dir)
     }
 
     pub fn with_durability(mut self, durability: Durability) -> Store {
@@ -316,9 +473,13 @@ impl Store {
         self.root.join(name)
     }
 
-    /// Takes the store lock; blocks while another process holds it incompatibly.
+    /// Takes the store lock; blocks while another process holds it incompatibly. The exclusive
+    /// lock is for `gc --run`, which deletes: [`Error::ReadOnly`] on a store we cannot write.
     pub fn lock(&self, mode: LockMode) -> Result<StoreLock> {
-        StoreLock::acquire(&self.root.join("lock"), mode)
+        if mode == LockMode::Exclusive {
+            self.require_writable("velo gc --run")?;
+        }
+        StoreLock::acquire(&self.root.join("lock"), mode, self.writable())
     }
 
     pub fn blob_path(&self, key: &BlobKey) -> PathBuf {
@@ -429,7 +590,19 @@ impl Store {
 
     /// Temporary files left behind by killed writers.
     pub fn stray_temp_files(&self) -> Result<Vec<PathBuf>> {
-        let dir = self.dir("tmp");
+        self.listing("tmp")
+    }
+
+    /// Corrupt blobs moved aside by [`Store::quarantine`].
+    pub fn quarantined(&self) -> Result<Vec<PathBuf>> {
+        let mut found = self.listing("quarantine")?;
+        found.sort();
+        Ok(found)
+    }
+
+    /// The paths in one of the store's directories; none if it does not exist.
+    fn listing(&self, name: &str) -> Result<Vec<PathBuf>> {
+        let dir = self.dir(name);
         match fs::read_dir(&dir) {
             Ok(rd) => rd
                 .map(|e| {
@@ -461,11 +634,37 @@ impl Store {
     }
 }
 
-/// Why [`Store::verify_blob`] rejected a blob.
+/// Why a store cannot write its directory: `access(2)` asks the kernel, which knows about
+/// read-only mounts (`EROFS`) and permissions alike.
+fn read_only_reason(root: &Path) -> Option<String> {
+    match rustix::fs::access(root, rustix::fs::Access::WRITE_OK) {
+        Ok(()) => None,
+        Err(rustix::io::Errno::ROFS) => Some("a read-only filesystem".to_owned()),
+        Err(rustix::io::Errno::ACCESS | rustix::io::Errno::PERM) => {
+            use std::os::unix::fs::MetadataExt;
+            let owner = fs::metadata(root).map(|m| m.uid()).ok();
+            Some(match owner {
+                Some(uid) => format!("owned by uid {uid}, not writable by uid {}", euid()),
+                None => "not writable by this user".to_owned(),
+            })
+        }
+        // Missing (a store about to be created) or something access(2) cannot tell: let the
+        // write itself say what is wrong.
+        Err(_) => None,
+    }
+}
+
+fn euid() -> u32 {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    unsafe { libc::geteuid() }
+}
+
+/// Why [`Store::verify_blob`] or [`Store::look`] rejected a blob.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Corruption {
     Content { actual: Hash },
     Mode { actual: u32 },
+    Size { expected: u64, actual: u64 },
     NotAFile,
 }
 
@@ -474,6 +673,9 @@ impl std::fmt::Display for Corruption {
         match self {
             Corruption::Content { actual } => write!(f, "content hashes to {actual}"),
             Corruption::Mode { actual } => write!(f, "mode is {actual:04o}"),
+            Corruption::Size { expected, actual } => {
+                write!(f, "{actual} bytes where {expected} were expected")
+            }
             Corruption::NotAFile => f.write_str("not a regular file"),
         }
     }
@@ -501,16 +703,17 @@ pub fn write_atomic(path: &Path, data: &[u8], durable: bool) -> Result<()> {
         .prefix(TEMP_PREFIX)
         .tempfile_in(dir)
         .map_err(|e| Error::io("creating temporary file in", dir, e))?;
+    // Errors name `path`: the temporary name is ours, not something the user can act on.
     tmp.as_file_mut()
         .write_all(data)
-        .map_err(|e| Error::io("writing", tmp.path(), e))?;
+        .map_err(|e| Error::io("writing", path, e))?;
     tmp.as_file()
         .set_permissions(fs::Permissions::from_mode(0o644))
         .map_err(|e| Error::io("setting mode of", tmp.path(), e))?;
     if durable {
         tmp.as_file()
             .sync_all()
-            .map_err(|e| Error::io("syncing", tmp.path(), e))?;
+            .map_err(|e| Error::io("syncing", path, e))?;
     }
     tmp.persist(path)
         .map_err(|e| Error::io("renaming into", path, e.error))?;
@@ -565,7 +768,7 @@ mod tests {
         let root = dir.path().join("store");
         fs::create_dir(&root).unwrap();
         fs::write(root.join(format!("{TEMP_PREFIX}abc123")), "").unwrap();
-        Store::open_or_create(&root).unwrap();
+        Store::open_or_create(&root, Access::Private, "test").unwrap();
         assert_eq!(fs::read_to_string(root.join("velo-store")).unwrap(), MARKER);
     }
 
@@ -574,7 +777,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("notes.txt"), "mine").unwrap();
         assert!(matches!(
-            Store::open_or_create(dir.path()),
+            Store::open_or_create(dir.path(), Access::Private, "test"),
             Err(Error::NotAStore { .. })
         ));
         assert!(!dir.path().join("velo-store").exists());

@@ -23,7 +23,7 @@ use std::sync::atomic::Ordering;
 
 use blake3::Hash;
 
-use super::{BlobKey, Durability, Error, Inserted, Result, Store, blob_mode};
+use super::{BlobKey, Durability, Error, Fitness, Inserted, Result, Store, blob_mode};
 
 /// A blob being written.
 enum Pending {
@@ -46,7 +46,7 @@ impl Store {
     /// Stores `data`, whose BLAKE3 the caller has computed as `hash`.
     pub fn insert_bytes(&self, hash: Hash, exec: bool, data: &[u8]) -> Result<Inserted> {
         let key = BlobKey { hash, exec };
-        if self.contains(&key) {
+        if self.have_sound(&key, data.len() as u64)? {
             return Ok(Inserted::Existing);
         }
         let pending = self.pending(exec)?;
@@ -89,7 +89,7 @@ impl Store {
             hash: hasher.finalize(),
             exec,
         };
-        if self.contains(&key) {
+        if self.have_sound(&key, size)? {
             return Ok((key, size, Inserted::Existing));
         }
         Ok((key, size, self.publish(pending, key, size)?))
@@ -133,7 +133,7 @@ impl Store {
             hash: hasher.finalize(),
             exec,
         };
-        if self.contains(&key) {
+        if self.have_sound(&key, size)? {
             return Ok(Some((key, size, Inserted::Existing)));
         }
         Ok(Some((
@@ -141,6 +141,21 @@ impl Store {
             size,
             self.publish(Pending::Named(tmp), key, size)?,
         )))
+    }
+
+    /// Whether a sound blob of `key` is already stored (see [`super::health`]). A corrupt one
+    /// is quarantined, so the caller writes the content it holds in its place: re-ingesting a
+    /// tree heals its blobs.
+    fn have_sound(&self, key: &BlobKey, size: u64) -> Result<bool> {
+        match self.ensure(key, size)? {
+            Fitness::Sound => Ok(true),
+            Fitness::Missing => Ok(false),
+            Fitness::Corrupt(_) | Fitness::WrongSize { .. } => {
+                self.quarantine(key)?;
+                self.replaced.fetch_add(1, Ordering::Relaxed);
+                Ok(false)
+            }
+        }
     }
 
     /// Opens a new, empty pending blob with the mode an `exec` blob must have.
@@ -211,6 +226,7 @@ impl Store {
     /// Names a finished blob of `size` bytes without replacing an existing one.
     fn publish(&self, pending: Pending, key: BlobKey, size: u64) -> Result<Inserted> {
         let dest = self.blob_path(&key);
+        super::health::seal(pending.file()).map_err(|e| Error::io("sealing blob", &dest, e))?;
         if self.durability == Durability::PerBlob {
             pending
                 .file()
@@ -326,9 +342,13 @@ mod tests {
             .flat_map(|named| {
                 [Durability::None, Durability::Batch, Durability::PerBlob].map(|d| {
                     let dir = tempfile::tempdir().unwrap();
-                    let store = Store::open_or_create(&dir.path().join("s"))
-                        .unwrap()
-                        .with_durability(d);
+                    let store = Store::open_or_create(
+                        &dir.path().join("s"),
+                        super::super::Access::Private,
+                        "test",
+                    )
+                    .unwrap()
+                    .with_durability(d);
                     store.no_tmpfile.store(named, Ordering::Relaxed);
                     (dir, store)
                 })

@@ -49,7 +49,7 @@ pub fn image(store: &Store, manifest: &Path, bases: &[PathBuf]) -> Result<(PathB
     }
     let mut layers = Vec::new();
     for path in bases.iter().map(PathBuf::as_path).chain([manifest]) {
-        layers.push(Manifest::read(path).with_context(|| format!("reading {}", path.display()))?);
+        layers.push(Manifest::read(path)?);
     }
     let refs: Vec<&Manifest> = layers.iter().collect();
     let tree = velo::run::layers::merge(&refs)?;
