@@ -43,7 +43,7 @@ pub enum Error {
         path: String,
     },
     #[error(
-        "{count} blob(s) named by the manifest cannot be served from the store {}, for example {first} (for {path}): {problem}. Nothing was run. `velo status --verify --repair` quarantines corrupt blobs; then ingest the tree again",
+        "{count} blob(s) named by the manifest cannot be served from the store {}, for example {first} (for {path}): {problem}. Nothing was run. {fix}",
         .store.display()
     )]
     Unfit {
@@ -52,6 +52,7 @@ pub enum Error {
         first: String,
         path: String,
         problem: String,
+        fix: &'static str,
     },
     #[error(transparent)]
     Store(Box<crate::store::Error>),
@@ -147,6 +148,14 @@ pub fn check_needs<'a>(
         first: key.file_name(),
         path: display_path(path),
         problem: first.to_string(),
+        fix: match first {
+            Fitness::WrongSize { .. } => {
+                "The manifest is damaged or crafted: ingest its tree again for a true one"
+            }
+            _ => {
+                "`velo status --verify --repair` quarantines corrupt blobs; then ingest the tree again"
+            }
+        },
     })
 }
 
