@@ -58,6 +58,21 @@ pub struct Entry {
     /// Mode B (`velo run --mode shim`): the hook answers for descriptors or directory streams
     /// of the virtual tree (`fstat`, `readdir`, `dup`, …); no path crosses it.
     pub descriptor: bool,
+    /// What the call does to the paths it is given; in Mode B only a [`Class::Read`] call is
+    /// ever handed a blob's backing path (see [`class_of`]).
+    pub class: Class,
+}
+
+/// What a call does to the paths it is given. Every row says it: there is no default, so a new
+/// write hook cannot be taken for a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// Leaves the file system as it is (`stat`, `open`: an open's flags are checked by its hook).
+    Read,
+    /// Changes a file or a name (`mkdir`, `chmod`, `rename`, `truncate`, `mkstemp`).
+    Write,
+    /// Removes a name (`unlink`, `rmdir`): with `--upper`, a tree entry recorded as deleted.
+    Delete,
 }
 
 impl Entry {
@@ -107,7 +122,11 @@ impl core::fmt::Display for SourceRow<'_> {
             let sep = if i > 0 { ", " } else { "" };
             write!(f, "{sep}{s:?}")?;
         }
-        f.write_str("]),")
+        if e.descriptor {
+            f.write_str("]),")
+        } else {
+            write!(f, "], {:?}),", e.class)
+        }
     }
 }
 
@@ -115,6 +134,7 @@ const fn p(slot: Slot, direction: Direction) -> PathArg {
     PathArg { slot, direction }
 }
 
+use Class::{Delete, Read, Write};
 use Direction::{Both, In, Out};
 use Slot::{Arg, Return};
 
@@ -139,6 +159,7 @@ const fn linux(
     symbol: &'static str,
     paths: &'static [PathArg],
     syscalls: &'static [&'static str],
+    class: Class,
 ) -> Entry {
     Entry {
         symbol,
@@ -147,14 +168,15 @@ const fn linux(
         syscalls,
         propagates: false,
         descriptor: false,
+        class,
     }
 }
 
-/// A Mode B descriptor hook (see [`Entry::descriptor`]).
+/// A Mode B descriptor hook (see [`Entry::descriptor`]): no path crosses it, so it reads.
 const fn linux_fd(symbol: &'static str, syscalls: &'static [&'static str]) -> Entry {
     Entry {
         descriptor: true,
-        ..linux(symbol, NONE, syscalls)
+        ..linux(symbol, NONE, syscalls, Read)
     }
 }
 
@@ -162,10 +184,11 @@ const fn linux_exec(
     symbol: &'static str,
     paths: &'static [PathArg],
     syscalls: &'static [&'static str],
+    class: Class,
 ) -> Entry {
     Entry {
         propagates: true,
-        ..linux(symbol, paths, syscalls)
+        ..linux(symbol, paths, syscalls, class)
     }
 }
 
@@ -173,14 +196,11 @@ const fn macos(
     symbol: &'static str,
     paths: &'static [PathArg],
     syscalls: &'static [&'static str],
+    class: Class,
 ) -> Entry {
     Entry {
-        symbol,
         platform: Platform::MacOs,
-        paths,
-        syscalls,
-        propagates: false,
-        descriptor: false,
+        ..linux(symbol, paths, syscalls, class)
     }
 }
 
@@ -195,160 +215,183 @@ const SPAWN: &[&str] = &["clone3", "clone", "vfork", "execve"];
 pub const TABLE: &[Entry] = &[
     linux_fd("__fxstat", &["fstat"]),
     linux_fd("__fxstat64", &["fstat"]),
-    linux("__fxstatat", IN2, STAT),
-    linux("__fxstatat64", IN2, STAT),
-    linux("__getcwd_chk", GETCWD, &["getcwd"]),
-    linux("__lxstat", IN1, STAT),
-    linux("__lxstat64", IN1, STAT),
-    linux("__open64_2", IN0, OPEN),
-    linux("__open_2", IN0, OPEN),
-    linux("__openat64_2", IN1, OPEN),
-    linux("__openat_2", IN1, OPEN),
-    linux("__readlink_chk", READLINK, &["readlink", "readlinkat"]),
-    linux("__readlinkat_chk", READLINKAT, &["readlinkat"]),
+    linux("__fxstatat", IN2, STAT, Read),
+    linux("__fxstatat64", IN2, STAT, Read),
+    linux("__getcwd_chk", GETCWD, &["getcwd"], Read),
+    linux("__lxstat", IN1, STAT, Read),
+    linux("__lxstat64", IN1, STAT, Read),
+    linux("__open64_2", IN0, OPEN, Read),
+    linux("__open_2", IN0, OPEN, Read),
+    linux("__openat64_2", IN1, OPEN, Read),
+    linux("__openat_2", IN1, OPEN, Read),
+    linux(
+        "__readlink_chk",
+        READLINK,
+        &["readlink", "readlinkat"],
+        Read,
+    ),
+    linux("__readlinkat_chk", READLINKAT, &["readlinkat"], Read),
     linux(
         "__realpath_chk",
         REALPATH,
         &["readlink", "newfstatat", "getcwd"],
+        Read,
     ),
-    linux("__xstat", IN1, STAT),
-    linux("__xstat64", IN1, STAT),
-    linux("access", IN0, ACCESS),
+    linux("__xstat", IN1, STAT, Read),
+    linux("__xstat64", IN1, STAT, Read),
+    linux("access", IN0, ACCESS, Read),
     linux(
         "canonicalize_file_name",
         CANONICALIZE,
         &["readlink", "newfstatat", "getcwd"],
+        Read,
     ),
-    linux("chdir", IN0, &["chdir"]),
-    linux("chmod", IN0, &["fchmodat", "chmod"]),
-    linux("chown", IN0, &["fchownat", "chown"]),
+    linux("chdir", IN0, &["chdir"], Read),
+    linux("chmod", IN0, &["fchmodat", "chmod"], Write),
+    linux("chown", IN0, &["fchownat", "chown"], Write),
     linux_fd("close", &["close"]),
     linux_fd("closedir", &["close"]),
-    linux("creat", IN0, OPEN),
-    linux("creat64", IN0, OPEN),
+    linux("creat", IN0, OPEN, Write),
+    linux("creat64", IN0, OPEN, Write),
     linux_fd("dirfd", &[]),
-    linux("dlmopen", IN1, OPEN),
-    linux("dlopen", IN0, OPEN),
+    linux("dlmopen", IN1, OPEN, Read),
+    linux("dlopen", IN0, OPEN, Read),
     linux_fd("dup", &["dup"]),
     linux_fd("dup2", &["dup2", "dup3"]),
     linux_fd("dup3", &["dup3"]),
-    linux("eaccess", IN0, ACCESS),
-    linux("euidaccess", IN0, ACCESS),
-    linux_exec("execl", IN0, EXEC),
-    linux_exec("execle", IN0, EXEC),
-    linux_exec("execlp", IN0, EXEC),
-    linux_exec("execv", IN0, EXEC),
-    linux_exec("execve", IN0, EXEC),
-    linux_exec("execveat", IN1, &["execveat"]),
-    linux_exec("execvp", IN0, EXEC),
-    linux_exec("execvpe", IN0, EXEC),
-    linux("faccessat", IN1, ACCESS),
+    linux("eaccess", IN0, ACCESS, Read),
+    linux("euidaccess", IN0, ACCESS, Read),
+    linux_exec("execl", IN0, EXEC, Read),
+    linux_exec("execle", IN0, EXEC, Read),
+    linux_exec("execlp", IN0, EXEC, Read),
+    linux_exec("execv", IN0, EXEC, Read),
+    linux_exec("execve", IN0, EXEC, Read),
+    linux_exec("execveat", IN1, &["execveat"], Read),
+    linux_exec("execvp", IN0, EXEC, Read),
+    linux_exec("execvpe", IN0, EXEC, Read),
+    linux("faccessat", IN1, ACCESS, Read),
     linux_fd("fchdir", &["fchdir"]),
-    linux("fchmodat", IN1, &["fchmodat", "fchmodat2"]),
-    linux("fchownat", IN1, &["fchownat"]),
+    linux("fchmodat", IN1, &["fchmodat", "fchmodat2"], Write),
+    linux("fchownat", IN1, &["fchownat"], Write),
     linux_fd("fcntl", &["fcntl"]),
     linux_fd("fcntl64", &["fcntl"]),
     linux_fd("fdopendir", &["fcntl", "newfstatat"]),
-    linux_exec("fexecve", NONE, &["execveat", "execve"]),
-    linux("fopen", IN0, OPEN),
-    linux("fopen64", IN0, OPEN),
-    linux("freopen", IN0, OPEN),
-    linux("freopen64", IN0, OPEN),
+    linux_exec("fexecve", NONE, &["execveat", "execve"], Read),
+    linux("fopen", IN0, OPEN, Read),
+    linux("fopen64", IN0, OPEN, Read),
+    linux("freopen", IN0, OPEN, Read),
+    linux("freopen64", IN0, OPEN, Read),
     linux_fd("fstat", &["fstat", "newfstatat"]),
     linux_fd("fstat64", &["fstat", "newfstatat"]),
-    linux("fstatat", IN1, STAT),
-    linux("fstatat64", IN1, STAT),
-    linux("futimesat", IN1, &["futimesat"]),
-    linux("get_current_dir_name", RET, &["getcwd", "newfstatat"]),
-    linux("getcwd", GETCWD, &["getcwd"]),
-    linux("getxattr", IN0, &["getxattr"]),
-    linux("lchmod", IN0, &["fchmodat", "fchmodat2"]),
-    linux("lchown", IN0, &["fchownat", "lchown"]),
-    linux("lgetxattr", IN0, &["lgetxattr"]),
-    linux("link", IN0_IN1, &["linkat", "link"]),
-    linux("linkat", IN1_IN3, &["linkat"]),
-    linux("listxattr", IN0, &["listxattr"]),
-    linux("llistxattr", IN0, &["llistxattr"]),
-    linux("lremovexattr", IN0, &["lremovexattr"]),
-    linux("lsetxattr", IN0, &["lsetxattr"]),
-    linux("lstat", IN0, STAT),
-    linux("lstat64", IN0, STAT),
-    linux("lutimes", IN0, UTIMES),
-    linux("mkdir", IN0, &["mkdirat", "mkdir"]),
-    linux("mkdirat", IN1, &["mkdirat"]),
-    linux("mkdtemp", TEMPLATE_RET, &["mkdirat", "mkdir"]),
-    linux("mkfifo", IN0, &["mknodat", "mknod"]),
-    linux("mkfifoat", IN1, &["mknodat"]),
-    linux("mknod", IN0, &["mknodat", "mknod"]),
-    linux("mknodat", IN1, &["mknodat"]),
-    linux("mkostemp", TEMPLATE, OPEN),
-    linux("mkostemp64", TEMPLATE, OPEN),
-    linux("mkostemps", TEMPLATE, OPEN),
-    linux("mkostemps64", TEMPLATE, OPEN),
-    linux("mkstemp", TEMPLATE, OPEN),
-    linux("mkstemp64", TEMPLATE, OPEN),
-    linux("mkstemps", TEMPLATE, OPEN),
-    linux("mkstemps64", TEMPLATE, OPEN),
-    linux("open", IN0, OPEN),
-    linux("open64", IN0, OPEN),
-    linux("openat", IN1, OPEN),
-    linux("openat64", IN1, OPEN),
-    linux("opendir", IN0, OPEN),
-    linux("pathconf", IN0, &["statfs"]),
-    linux_exec("posix_spawn", IN1, SPAWN),
-    linux("posix_spawn_file_actions_addchdir_np", IN1, &["chdir"]),
-    linux("posix_spawn_file_actions_addopen", IN2, OPEN),
-    linux_exec("posix_spawnp", IN1, SPAWN),
+    linux("fstatat", IN1, STAT, Read),
+    linux("fstatat64", IN1, STAT, Read),
+    linux("futimesat", IN1, &["futimesat"], Write),
+    linux("get_current_dir_name", RET, &["getcwd", "newfstatat"], Read),
+    linux("getcwd", GETCWD, &["getcwd"], Read),
+    linux("getxattr", IN0, &["getxattr"], Read),
+    linux("lchmod", IN0, &["fchmodat", "fchmodat2"], Write),
+    linux("lchown", IN0, &["fchownat", "lchown"], Write),
+    linux("lgetxattr", IN0, &["lgetxattr"], Read),
+    linux("link", IN0_IN1, &["linkat", "link"], Write),
+    linux("linkat", IN1_IN3, &["linkat"], Write),
+    linux("listxattr", IN0, &["listxattr"], Read),
+    linux("llistxattr", IN0, &["llistxattr"], Read),
+    linux("lremovexattr", IN0, &["lremovexattr"], Write),
+    linux("lsetxattr", IN0, &["lsetxattr"], Write),
+    linux("lstat", IN0, STAT, Read),
+    linux("lstat64", IN0, STAT, Read),
+    linux("lutimes", IN0, UTIMES, Write),
+    linux("mkdir", IN0, &["mkdirat", "mkdir"], Write),
+    linux("mkdirat", IN1, &["mkdirat"], Write),
+    linux("mkdtemp", TEMPLATE_RET, &["mkdirat", "mkdir"], Write),
+    linux("mkfifo", IN0, &["mknodat", "mknod"], Write),
+    linux("mkfifoat", IN1, &["mknodat"], Write),
+    linux("mknod", IN0, &["mknodat", "mknod"], Write),
+    linux("mknodat", IN1, &["mknodat"], Write),
+    linux("mkostemp", TEMPLATE, OPEN, Write),
+    linux("mkostemp64", TEMPLATE, OPEN, Write),
+    linux("mkostemps", TEMPLATE, OPEN, Write),
+    linux("mkostemps64", TEMPLATE, OPEN, Write),
+    linux("mkstemp", TEMPLATE, OPEN, Write),
+    linux("mkstemp64", TEMPLATE, OPEN, Write),
+    linux("mkstemps", TEMPLATE, OPEN, Write),
+    linux("mkstemps64", TEMPLATE, OPEN, Write),
+    linux("open", IN0, OPEN, Read),
+    linux("open64", IN0, OPEN, Read),
+    linux("openat", IN1, OPEN, Read),
+    linux("openat64", IN1, OPEN, Read),
+    linux("opendir", IN0, OPEN, Read),
+    linux("pathconf", IN0, &["statfs"], Read),
+    linux_exec("posix_spawn", IN1, SPAWN, Read),
+    linux(
+        "posix_spawn_file_actions_addchdir_np",
+        IN1,
+        &["chdir"],
+        Read,
+    ),
+    linux("posix_spawn_file_actions_addopen", IN2, OPEN, Write),
+    linux_exec("posix_spawnp", IN1, SPAWN, Read),
     linux_fd("readdir", &["getdents64"]),
     linux_fd("readdir64", &["getdents64"]),
-    linux("readlink", READLINK, &["readlink", "readlinkat"]),
-    linux("readlinkat", READLINKAT, &["readlinkat"]),
-    linux("realpath", REALPATH, &["readlink", "newfstatat", "getcwd"]),
-    linux("remove", IN0, &["unlink", "rmdir", "unlinkat"]),
-    linux("removexattr", IN0, &["removexattr"]),
-    linux("rename", IN0_IN1, &["rename", "renameat", "renameat2"]),
-    linux("renameat", IN1_IN3, &["renameat", "renameat2"]),
-    linux("renameat2", IN1_IN3, &["renameat2"]),
+    linux("readlink", READLINK, &["readlink", "readlinkat"], Read),
+    linux("readlinkat", READLINKAT, &["readlinkat"], Read),
+    linux(
+        "realpath",
+        REALPATH,
+        &["readlink", "newfstatat", "getcwd"],
+        Read,
+    ),
+    linux("remove", IN0, &["unlink", "rmdir", "unlinkat"], Delete),
+    linux("removexattr", IN0, &["removexattr"], Write),
+    linux(
+        "rename",
+        IN0_IN1,
+        &["rename", "renameat", "renameat2"],
+        Write,
+    ),
+    linux("renameat", IN1_IN3, &["renameat", "renameat2"], Write),
+    linux("renameat2", IN1_IN3, &["renameat2"], Write),
     linux_fd("rewinddir", &["lseek"]),
-    linux("rmdir", IN0, &["rmdir", "unlinkat"]),
-    linux("scandir", IN0, OPEN),
-    linux("scandir64", IN0, OPEN),
+    linux("rmdir", IN0, &["rmdir", "unlinkat"], Delete),
+    linux("scandir", IN0, OPEN, Read),
+    linux("scandir64", IN0, OPEN, Read),
     linux_fd("seekdir", &["lseek"]),
-    linux("setxattr", IN0, &["setxattr"]),
-    linux("stat", IN0, STAT),
-    linux("stat64", IN0, STAT),
-    linux("statfs", IN0, &["statfs"]),
-    linux("statfs64", IN0, &["statfs"]),
-    linux("statvfs", IN0, &["statfs"]),
-    linux("statvfs64", IN0, &["statfs"]),
-    linux("statx", IN1, &["statx"]),
-    linux("symlink", IN0_IN1, &["symlinkat", "symlink"]),
-    linux("symlinkat", IN0_IN2, &["symlinkat"]),
+    linux("setxattr", IN0, &["setxattr"], Write),
+    linux("stat", IN0, STAT, Read),
+    linux("stat64", IN0, STAT, Read),
+    linux("statfs", IN0, &["statfs"], Read),
+    linux("statfs64", IN0, &["statfs"], Read),
+    linux("statvfs", IN0, &["statfs"], Read),
+    linux("statvfs64", IN0, &["statfs"], Read),
+    linux("statx", IN1, &["statx"], Read),
+    linux("symlink", IN0_IN1, &["symlinkat", "symlink"], Write),
+    linux("symlinkat", IN0_IN2, &["symlinkat"], Write),
     linux_fd("telldir", &[]),
-    linux("truncate", IN0, &["truncate"]),
-    linux("truncate64", IN0, &["truncate"]),
-    linux("unlink", IN0, &["unlink", "unlinkat"]),
-    linux("unlinkat", IN1, &["unlinkat"]),
+    linux("truncate", IN0, &["truncate"], Write),
+    linux("truncate64", IN0, &["truncate"], Write),
+    linux("unlink", IN0, &["unlink", "unlinkat"], Delete),
+    linux("unlinkat", IN1, &["unlinkat"], Delete),
     // Older glibc (and static binaries) make the historical syscalls.
-    linux("utime", IN0, &["utimensat", "utime"]),
-    linux("utimensat", IN1, UTIMES),
-    linux("utimes", IN0, &["utimensat", "utimes"]),
+    linux("utime", IN0, &["utimensat", "utime"], Write),
+    linux("utimensat", IN1, UTIMES, Write),
+    linux("utimes", IN0, &["utimensat", "utimes"], Write),
     // macOS (`DYLD_INSERT_LIBRARIES` + `__interpose`): the calls the seed names as critical.
-    macos("chdir", IN0, &["chdir"]),
-    macos("clonefileat", IN1_IN3, &["clonefileat"]),
-    macos("fcntl", &[p(Arg(2), Out)], &["fcntl"]),
-    macos("getattrlist", IN0, &["getattrlist"]),
-    macos("getcwd", GETCWD, &["__getcwd", "fcntl"]),
-    macos("lstat", IN0, &["lstat64"]),
-    macos("open", IN0, &["open"]),
-    macos("openat", IN1, &["openat"]),
-    macos("readlink", READLINK, &["readlink"]),
+    macos("chdir", IN0, &["chdir"], Read),
+    macos("clonefileat", IN1_IN3, &["clonefileat"], Read),
+    macos("fcntl", &[p(Arg(2), Out)], &["fcntl"], Read),
+    macos("getattrlist", IN0, &["getattrlist"], Read),
+    macos("getcwd", GETCWD, &["__getcwd", "fcntl"], Read),
+    macos("lstat", IN0, &["lstat64"], Read),
+    macos("open", IN0, &["open"], Read),
+    macos("openat", IN1, &["openat"], Read),
+    macos("readlink", READLINK, &["readlink"], Read),
     macos(
         "realpath",
         REALPATH,
         &["lstat64", "readlink", "getattrlist"],
+        Read,
     ),
-    macos("stat", IN0, &["stat64"]),
+    macos("stat", IN0, &["stat64"], Read),
 ];
 
 /// Libc entry points that take paths but have no hook yet. `velo audit` proposes one of these
@@ -356,17 +399,47 @@ pub const TABLE: &[Entry] = &[
 /// that imports it; a test checks the shim exports none of them (a hooked one belongs in
 /// [`TABLE`]).
 pub const CANDIDATES: &[Entry] = &[
-    linux("__xmknod", IN1, &["mknodat", "mknod"]),
-    linux("__xmknodat", IN2, &["mknodat"]),
-    linux("acct", IN0, &["acct"]),
-    linux("chroot", IN0, &["chroot"]),
-    linux("inotify_add_watch", IN1, &["inotify_add_watch"]),
-    linux("mount", IN0_IN1, &["mount"]),
-    linux("name_to_handle_at", IN1, &["name_to_handle_at"]),
-    linux("swapon", IN0, &["swapon"]),
-    linux("umount", IN0, &["umount2"]),
-    linux("umount2", IN0, &["umount2"]),
+    linux("__xmknod", IN1, &["mknodat", "mknod"], Write),
+    linux("__xmknodat", IN2, &["mknodat"], Write),
+    linux("acct", IN0, &["acct"], Write),
+    linux("chroot", IN0, &["chroot"], Write),
+    linux("inotify_add_watch", IN1, &["inotify_add_watch"], Read),
+    linux("mount", IN0_IN1, &["mount"], Write),
+    linux("name_to_handle_at", IN1, &["name_to_handle_at"], Read),
+    linux("swapon", IN0, &["swapon"], Write),
+    linux("umount", IN0, &["umount2"], Write),
+    linux("umount2", IN0, &["umount2"], Write),
 ];
+
+/// The class of the Linux hook `symbol`, evaluated at compile time by the shim's hook macros.
+/// A hook without a row does not compile (the panic is a const-evaluation error): the class
+/// is looked up, never guessed.
+pub const fn class_of(symbol: &str) -> Class {
+    let mut i = 0;
+    while i < TABLE.len() {
+        let e = &TABLE[i];
+        if matches!(e.platform, Platform::Linux) && const_eq(e.symbol, symbol) {
+            return e.class;
+        }
+        i += 1;
+    }
+    panic!("a hook has no row in the interception table (intercept/src/table.rs)")
+}
+
+const fn const_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
 
 /// The rows exported on `platform`.
 pub fn for_platform(platform: Platform) -> impl Iterator<Item = &'static Entry> {
@@ -434,6 +507,27 @@ mod tests {
             lookup(Platform::Linux, "stat").unwrap().direction(),
             Some(Direction::In)
         );
+    }
+
+    #[test]
+    fn every_hook_has_a_class_and_writes_are_not_reads() {
+        assert_eq!(class_of("unlink"), Class::Delete);
+        assert_eq!(class_of("mkdir"), Class::Write);
+        assert_eq!(class_of("renameat2"), Class::Write);
+        assert_eq!(class_of("stat"), Class::Read);
+        assert_eq!(class_of("fstat"), Class::Read);
+        for e in TABLE.iter().filter(|e| {
+            e.syscalls.iter().any(|s| {
+                s.starts_with("mkdir") || s.starts_with("unlink") || s.starts_with("rename")
+            })
+        }) {
+            assert_ne!(
+                e.class,
+                Class::Read,
+                "{} changes names but is a read",
+                e.symbol
+            );
+        }
     }
 
     #[test]

@@ -128,10 +128,10 @@ pub fn init() -> Option<&'static Config> {
 /// # Safety
 /// The caller has exclusive access to `s`.
 unsafe fn load(s: &mut Storage) -> bool {
-    let Some(physical) = getenv(c"VRIFT_PHYSICAL_ROOT") else {
+    let Some(physical) = getenv(env::PHYSICAL_ROOT.c()) else {
         return false;
     };
-    let canonical = getenv(c"VRIFT_CANONICAL_ROOT")
+    let canonical = getenv(env::CANONICAL_ROOT.c())
         .filter(|c| !c.is_empty())
         .unwrap_or(env::DEFAULT_CANONICAL_ROOT.as_bytes());
     let (Some(canonical), Some(physical)) = (
@@ -154,20 +154,22 @@ unsafe fn load(s: &mut Storage) -> bool {
     };
 
     let env_canonical = entry(
-        env::CANONICAL_ROOT.as_bytes(),
+        env::CANONICAL_ROOT.bytes(),
         map.canonical(),
         &mut s.env_canonical,
     );
     let env_physical = entry(
-        env::PHYSICAL_ROOT.as_bytes(),
+        env::PHYSICAL_ROOT.bytes(),
         map.physical(),
         &mut s.env_physical,
     );
-    let shim = getenv(c"LD_PRELOAD").and_then(find_shim).unwrap_or(&[]);
+    let shim = getenv(env::LD_PRELOAD.c())
+        .and_then(find_shim)
+        .unwrap_or(&[]);
     let env_preload = if shim.is_empty() {
         &[][..]
     } else {
-        entry(b"LD_PRELOAD", shim, &mut s.env_preload).unwrap_or(&[])
+        entry(env::LD_PRELOAD.bytes(), shim, &mut s.env_preload).unwrap_or(&[])
     };
     let (Some(env_canonical), Some(env_physical)) = (env_canonical, env_physical) else {
         return false;
@@ -179,12 +181,12 @@ unsafe fn load(s: &mut Storage) -> bool {
     let mut maps = [map; MAX_MAPS];
     let mut count = 1;
     let mut env_extra: &[u8] = &[];
-    if let Some(value) = getenv(c"VRIFT_EXTRA_ROOTS").filter(|v| !v.is_empty()) {
+    if let Some(value) = getenv(env::EXTRA_ROOTS.c()).filter(|v| !v.is_empty()) {
         // An extra root that cannot be read is left out rather than turning the whole
         // projection off: the project mapping still holds.
         count += extra_maps(value, &mut s.extra, &mut s.extra_resolved, &mut maps[1..]);
         if count > 1 {
-            env_extra = entry(b"VRIFT_EXTRA_ROOTS", value, &mut s.env_extra).unwrap_or(&[]);
+            env_extra = entry(env::EXTRA_ROOTS.bytes(), value, &mut s.env_extra).unwrap_or(&[]);
         }
     }
     s.config = Some(Config {

@@ -29,6 +29,7 @@ use core::cell::UnsafeCell;
 use core::ffi::{CStr, c_char, c_int};
 use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 
+use velo_intercept::env;
 use velo_intercept::mirage::{self, Entry, Image};
 
 use crate::config::getenv;
@@ -148,10 +149,10 @@ fn statics(b: &[u8]) -> &'static [u8] {
 /// # Safety
 /// The caller has exclusive access to `s`.
 unsafe fn load(s: &mut Storage) -> bool {
-    let (Some(image_path), Some(at)) = (getenv(c"VELO_MIRAGE"), getenv(c"VELO_MIRAGE_AT")) else {
+    let (Some(image_path), Some(at)) = (getenv(env::MIRAGE.c()), getenv(env::MIRAGE_AT.c())) else {
         return false;
     };
-    let empty = getenv(c"VELO_MIRAGE_EMPTY").unwrap_or(b"/");
+    let empty = getenv(env::MIRAGE_EMPTY.c()).unwrap_or(b"/");
     let at = velo_intercept::translate::trim_root(at);
     if at.first() != Some(&b'/') || at.len() < 2 {
         return false;
@@ -201,7 +202,7 @@ unsafe fn load(s: &mut Storage) -> bool {
         return false;
     };
     let (root, empty_len) = (statics(root), empty_c.len());
-    let upper = getenv(c"VELO_MIRAGE_UPPER")
+    let upper = getenv(env::MIRAGE_UPPER.c())
         .map(velo_intercept::translate::trim_root)
         .filter(|u| u.first() == Some(&b'/'))
         .unwrap_or(b"");
@@ -211,16 +212,16 @@ unsafe fn load(s: &mut Storage) -> bool {
     let upper_static = statics(upper_c);
     let [e0, e1, e2, e3] = &mut s.env;
     let (Some(env_image), Some(env_at), Some(env_empty)) = (
-        crate::config::entry(b"VELO_MIRAGE", image_path, e0),
-        crate::config::entry(b"VELO_MIRAGE_AT", root, e1),
-        crate::config::entry(b"VELO_MIRAGE_EMPTY", empty, e2),
+        crate::config::entry(env::MIRAGE.bytes(), image_path, e0),
+        crate::config::entry(env::MIRAGE_AT.bytes(), root, e1),
+        crate::config::entry(env::MIRAGE_EMPTY.bytes(), empty, e2),
     ) else {
         return false;
     };
     let env_upper: &[u8] = if upper.is_empty() {
         &[]
     } else {
-        match crate::config::entry(b"VELO_MIRAGE_UPPER", upper, e3) {
+        match crate::config::entry(env::MIRAGE_UPPER.bytes(), upper, e3) {
             Some(e) => e,
             None => return false,
         }
@@ -231,20 +232,21 @@ unsafe fn load(s: &mut Storage) -> bool {
         statics(env_empty),
         statics(env_upper),
     ];
-    if let Some(cwd) = getenv(c"VELO_MIRAGE_CWD") {
+    if let Some(cwd) = getenv(env::MIRAGE_CWD.c()) {
         let cwd = velo_intercept::translate::trim_root(cwd);
         if under(root, cwd) {
             // The node is found once the image is in place, below.
             set_cwd(Some(cwd), None);
         }
     }
-    let shim = getenv(c"LD_PRELOAD")
+    let shim = getenv(env::LD_PRELOAD.c())
         .and_then(crate::config::find_shim)
         .unwrap_or(&[]);
     let env_preload = if shim.is_empty() {
         &[][..]
     } else {
-        crate::config::entry(b"LD_PRELOAD", shim, &mut s.env_preload).map_or(&[][..], statics)
+        crate::config::entry(env::LD_PRELOAD.bytes(), shim, &mut s.env_preload)
+            .map_or(&[][..], statics)
     };
     s.mirage = Some(Mirage {
         upper: upper_static,

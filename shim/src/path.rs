@@ -170,63 +170,14 @@ pub enum Op {
 }
 
 impl Op {
-    /// The class of the libc function `name`.
+    /// The class of the libc function `name`, from its row in the interception table, at
+    /// compile time: a hook with no row does not build, and no class is ever guessed.
     pub const fn of(name: &str) -> Op {
-        const DELETES: &[&str] = &["rmdir", "unlink", "unlinkat", "remove"];
-        let mut i = 0;
-        while i < DELETES.len() {
-            if const_eq(DELETES[i], name) {
-                return Op::Delete;
-            }
-            i += 1;
+        match velo_intercept::table::class_of(name) {
+            velo_intercept::table::Class::Read => Op::Read,
+            velo_intercept::table::Class::Write => Op::Write,
+            velo_intercept::table::Class::Delete => Op::Delete,
         }
-        const WRITES: &[&str] = &[
-            "creat",
-            "creat64",
-            "mkdir",
-            "mkdirat",
-            "rmdir",
-            "unlink",
-            "unlinkat",
-            "remove",
-            "rename",
-            "renameat",
-            "renameat2",
-            "link",
-            "linkat",
-            "symlink",
-            "symlinkat",
-            "mkfifo",
-            "mkfifoat",
-            "mknod",
-            "mknodat",
-            "chmod",
-            "lchmod",
-            "fchmodat",
-            "chown",
-            "lchown",
-            "fchownat",
-            "utimensat",
-            "utimes",
-            "lutimes",
-            "utime",
-            "futimesat",
-            "truncate",
-            "truncate64",
-            "setxattr",
-            "lsetxattr",
-            "removexattr",
-            "lremovexattr",
-            "posix_spawn_file_actions_addopen",
-        ];
-        let mut i = 0;
-        while i < WRITES.len() {
-            if const_eq(WRITES[i], name) {
-                return Op::Write;
-            }
-            i += 1;
-        }
-        Op::Read
     }
 }
 

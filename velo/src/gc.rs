@@ -5,7 +5,9 @@
 //! names it; it recomputes the live set under that lock, then deletes unreferenced blobs,
 //! temporary files left by killed writers (no writer can be running), and the registrations of
 //! manifests that no longer exist. If a registered manifest exists but cannot be read, gc
-//! refuses to delete anything and names it ([`crate::live`]).
+//! refuses to delete anything and names it ([`crate::live`]). Then it empties what depends on
+//! blobs that may be gone: shim images, the farm cache (cached farms pin the inodes of deleted
+//! blobs) and the run directories of velo processes that died without cleaning up.
 
 use std::path::PathBuf;
 
@@ -43,6 +45,12 @@ pub struct Plan {
     pub forgotten_manifests: Vec<PathBuf>,
     /// Corrupt blobs moved to `quarantine/` by a repair or an ingest that healed them.
     pub quarantined: Vec<PathBuf>,
+    /// Run directories of dead velo processes removed (`--run`).
+    #[serde(skip)]
+    pub stale_runs: usize,
+    /// Cached link farms removed (`--run`).
+    #[serde(skip)]
+    pub cached_farms: usize,
 }
 
 pub fn gc(root: &std::path::Path, run: bool) -> Result<Plan, Error> {
@@ -101,6 +109,8 @@ pub fn gc(root: &std::path::Path, run: bool) -> Result<Plan, Error> {
         },
         forgotten_manifests: stale.iter().map(|r| r.manifest.clone()).collect(),
         quarantined: store.quarantined()?,
+        stale_runs: 0,
+        cached_farms: 0,
     };
     if !run {
         return Ok(plan);
@@ -118,6 +128,10 @@ pub fn gc(root: &std::path::Path, run: bool) -> Result<Plan, Error> {
         store.bump_gc_generation()?;
     }
     plan.stray_temp_files.sort();
+    let io = |e| store::Error::io("clearing the run caches of", store.root(), e);
+    crate::run::mirage::clear_cache(&store).map_err(io)?;
+    plan.stale_runs = crate::run::remove_stale(&store).map_err(io)?;
+    plan.cached_farms = crate::run::clear_farm_cache(&store).map_err(io)?;
     Ok(plan)
 }
 

@@ -192,7 +192,7 @@ pub fn status(
         if !corrupt.is_empty() {
             // Cached farms hold hard links to the corrupt inodes, which look sealed when the
             // damage came without a write (bit rot): build them again from healed blobs.
-            crate::run::clear_farm_cache(store.root())
+            crate::run::clear_farm_cache(&store)
                 .map_err(|e| store::Error::io("emptying the farm cache of", store.root(), e))?;
         }
         if !corrupt.is_empty() || !missing_keys.is_empty() {

@@ -22,7 +22,7 @@
 use core::ffi::{CStr, c_char, c_int, c_void};
 
 use libc::pid_t;
-use velo_intercept::translate;
+use velo_intercept::{env, translate};
 
 use super::inbound;
 use crate::config::{self, Config, preload_has_shim};
@@ -133,23 +133,23 @@ fn child_env(carry: Carry, envp: Argv) -> Result<ChildEnv, c_int> {
             }
             // SAFETY: as above.
             let entry = unsafe { CStr::from_ptr(entry) }.to_bytes();
-            if value(entry, b"VRIFT_CANONICAL_ROOT").is_some() {
+            if value(entry, env::CANONICAL_ROOT.bytes()).is_some() {
                 has_canonical = true;
-            } else if value(entry, b"VRIFT_PHYSICAL_ROOT").is_some() {
+            } else if value(entry, env::PHYSICAL_ROOT.bytes()).is_some() {
                 has_physical = true;
-            } else if value(entry, b"VRIFT_EXTRA_ROOTS").is_some() {
+            } else if value(entry, env::EXTRA_ROOTS.bytes()).is_some() {
                 has_extra = true;
-            } else if value(entry, b"VELO_MIRAGE").is_some() {
+            } else if value(entry, env::MIRAGE.bytes()).is_some() {
                 has_mirage[0] = true;
-            } else if value(entry, b"VELO_MIRAGE_AT").is_some() {
+            } else if value(entry, env::MIRAGE_AT.bytes()).is_some() {
                 has_mirage[1] = true;
-            } else if value(entry, b"VELO_MIRAGE_EMPTY").is_some() {
+            } else if value(entry, env::MIRAGE_EMPTY.bytes()).is_some() {
                 has_mirage[2] = true;
-            } else if value(entry, b"VELO_MIRAGE_UPPER").is_some() {
+            } else if value(entry, env::MIRAGE_UPPER.bytes()).is_some() {
                 has_mirage[3] = true;
-            } else if value(entry, b"VELO_MIRAGE_CWD").is_some() {
+            } else if value(entry, env::MIRAGE_CWD.bytes()).is_some() {
                 old_cwd = Some(n);
-            } else if let Some(v) = value(entry, b"LD_PRELOAD") {
+            } else if let Some(v) = value(entry, env::LD_PRELOAD.bytes()) {
                 preload = Some((n, v));
             } else if let Some(v) = value(entry, b"LD_LIBRARY_PATH") {
                 library_path = Some((n, v));
@@ -184,9 +184,9 @@ fn child_env(carry: Carry, envp: Argv) -> Result<ChildEnv, c_int> {
         "LD_LIBRARY_PATH=".len() + v.len() + entries * longest_root + 1
     });
     let preload_len = preload.map_or(0, |(_, v)| {
-        "LD_PRELOAD=".len() + shim.len() + 1 + v.len() + 1
+        env::LD_PRELOAD.bytes().len() + 1 + shim.len() + 1 + v.len() + 1
     });
-    let cwd_entry_len = cwd_len.map_or(0, |n| "VELO_MIRAGE_CWD=".len() + n + 1);
+    let cwd_entry_len = cwd_len.map_or(0, |n| env::MIRAGE_CWD.bytes().len() + 1 + n + 1);
     let len = pointers + library_path_len + preload_len + cwd_entry_len;
     // SAFETY: an anonymous private mapping; checked below.
     let map = unsafe {
@@ -243,7 +243,12 @@ fn child_env(carry: Carry, envp: Argv) -> Result<ChildEnv, c_int> {
             && at == i
         {
             // SAFETY: reserved by `preload_len`.
-            entry = unsafe { push(&mut strings, &[b"LD_PRELOAD=", shim, b" ", list]) };
+            entry = unsafe {
+                push(
+                    &mut strings,
+                    &[env::LD_PRELOAD.bytes(), b"=", shim, b" ", list],
+                )
+            };
         }
         put(entry);
     }
@@ -270,7 +275,12 @@ fn child_env(carry: Carry, envp: Argv) -> Result<ChildEnv, c_int> {
     }
     if let Some(n) = cwd_len {
         // SAFETY: reserved by `cwd_entry_len`.
-        put(unsafe { push(&mut strings, &[b"VELO_MIRAGE_CWD=", &cwd[16..16 + n]]) });
+        put(unsafe {
+            push(
+                &mut strings,
+                &[env::MIRAGE_CWD.bytes(), b"=", &cwd[16..16 + n]],
+            )
+        });
     }
     put(core::ptr::null());
     Ok(ChildEnv {

@@ -291,7 +291,7 @@ fn a_missing_hook_is_reported_with_its_table_row_until_the_row_is_there() {
     assert_eq!(suggestions[0]["process"], "raw");
     assert_eq!(
         suggestions[0]["row"],
-        r#"linux("access", &[p(Arg(0), In)], &["faccessat2", "faccessat", "access"]),"#
+        r#"linux("access", &[p(Arg(0), In)], &["faccessat2", "faccessat", "access"], Read),"#
     );
     let mut all = vec!["--suggest-table"];
     all.extend_from_slice(&args[2..]);

@@ -82,7 +82,7 @@ pub struct Saved {
 }
 
 fn key_dir(store: &Store, key: &str) -> PathBuf {
-    store.root().join("cache").join(key)
+    store.snapshots_dir().join(key)
 }
 
 /// Saves `project.target_dir` as a snapshot under `project.key`.
@@ -241,7 +241,7 @@ pub fn list_key(store: &Store, key: &str) -> Result<Vec<Stored>, Error> {
 
 /// Every snapshot in the store, newest first.
 pub fn list(store: &Store) -> Result<Vec<Stored>, Error> {
-    let dir = store.root().join("cache");
+    let dir = store.snapshots_dir();
     let mut all = Vec::new();
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,

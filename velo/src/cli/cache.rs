@@ -131,7 +131,7 @@ pub fn run(store: &Path, cmd: Command) -> Result<ExitCode> {
 }
 
 fn canonical_root() -> String {
-    std::env::var(velo_intercept::env::CANONICAL_ROOT)
+    std::env::var(velo_intercept::env::CANONICAL_ROOT.name())
         .ok()
         .filter(|c| !c.is_empty())
         .unwrap_or_else(|| velo_intercept::env::DEFAULT_CANONICAL_ROOT.into())

@@ -23,20 +23,7 @@ pub struct Args {
 
 pub fn run(store: &std::path::Path, args: Args) -> Result<ExitCode> {
     let plan = velo::gc::gc(store, args.run)?;
-    if args.run {
-        // Images of trees whose blobs may be gone; `velo run --mode shim` rebuilds them.
-        velo::run::mirage::clear_cache(store)?;
-    }
-    // Run directories of `velo run` processes that died without cleaning up, and the farm
-    // cache (cached farms pin the inodes of the blobs just deleted).
-    let (stale_runs, cached_farms) = if args.run {
-        (
-            velo::run::remove_stale(store)?,
-            velo::run::clear_farm_cache(store)?,
-        )
-    } else {
-        (0, 0)
-    };
+    let (stale_runs, cached_farms) = (plan.stale_runs, plan.cached_farms);
     if stale_runs > 0 && !args.json {
         println!(
             "removed {stale_runs} run directories left by velo processes that no longer exist"

@@ -96,10 +96,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         None => shell(&projection)?,
     };
-    let preload = std::env::var_os("LD_PRELOAD");
+    let preload = std::env::var_os(velo_intercept::env::LD_PRELOAD.name());
     cmd.current_dir(&start)
-        .envs(projection.environment(&shim, preload.as_deref(), &pwd))
-        .env("VELO_INCEPTION", &projection.physical);
+        .envs(projection.environment(&shim, preload.as_deref(), &pwd));
     let program = cmd.get_program().to_owned();
 
     if !args.physical_paths {
@@ -124,10 +123,9 @@ pub(super) fn projected_command(
         .unwrap_or_else(|| start.to_owned());
     let mut cmd = Command::new(program);
     cmd.args(args);
-    let preload = std::env::var_os("LD_PRELOAD");
+    let preload = std::env::var_os(velo_intercept::env::LD_PRELOAD.name());
     cmd.current_dir(start)
-        .envs(projection.environment(shim, preload.as_deref(), &pwd))
-        .env("VELO_INCEPTION", &projection.physical);
+        .envs(projection.environment(shim, preload.as_deref(), &pwd));
     cmd
 }
 

@@ -165,9 +165,8 @@ pub(super) fn traced(args: &Args) -> Result<Run> {
         let shim = inception::locate_shim()?;
         shim_used = Some(shim.clone());
         let pwd = projection.to_canonical(&cwd).unwrap_or_else(|| cwd.clone());
-        let preload = std::env::var_os("LD_PRELOAD");
-        let mut set = projection.environment(&shim, preload.as_deref(), &pwd);
-        set.push(("VELO_INCEPTION".into(), projection.physical.clone().into()));
+        let preload = std::env::var_os(velo_intercept::env::LD_PRELOAD.name());
+        let set = projection.environment(&shim, preload.as_deref(), &pwd);
         for (k, v) in set {
             env.retain(|(key, _)| *key != k);
             env.push((k, v));
@@ -242,7 +241,7 @@ pub(super) fn traced(args: &Args) -> Result<Run> {
     let mut findings = findings;
     tracing::debug!(events = events.len(), "analyzed the events");
     findings.backend = backend.to_owned();
-    if !args.inception && std::env::var_os(velo_intercept::env::PHYSICAL_ROOT).is_none() {
+    if !args.inception && std::env::var_os(velo_intercept::env::PHYSICAL_ROOT.name()).is_none() {
         // Without a projection no process is meant to have the shim.
         findings.counts.unshimmed = 0;
         findings.unshimmed.clear();

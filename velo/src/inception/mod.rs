@@ -84,7 +84,7 @@ pub const MAX_EXTRA_ROOTS: usize = 3;
 impl Projection {
     /// `physical` (absolute) at the canonical root from `$VRIFT_CANONICAL_ROOT` or the default.
     pub fn new(physical: PathBuf) -> Result<Projection, Error> {
-        let canonical = std::env::var_os(env::CANONICAL_ROOT)
+        let canonical = std::env::var_os(env::CANONICAL_ROOT.name())
             .filter(|c| !c.is_empty())
             .unwrap_or_else(|| env::DEFAULT_CANONICAL_ROOT.into());
         let canonical = PathBuf::from(OsString::from_vec(
@@ -163,37 +163,29 @@ impl Projection {
     }
 
     /// The environment entries that carry this projection (see the module docs), given the
-    /// shim, the current `LD_PRELOAD` and the canonical starting directory.
+    /// shim, the current `LD_PRELOAD` and the canonical starting directory. They include
+    /// `VELO_INCEPTION`, which tells a nested velo it runs projected.
     pub fn environment(
         &self,
         shim: &Path,
         preload: Option<&OsStr>,
         pwd: &Path,
     ) -> Vec<(OsString, OsString)> {
-        let mut preload_value = shim.as_os_str().to_owned();
-        if let Some(existing) = preload.filter(|p| !p.is_empty()) {
-            let already = existing
-                .as_bytes()
-                .split(|&b| b == b' ' || b == b':')
-                .any(|e| e == shim.as_os_str().as_bytes());
-            if already {
-                preload_value = existing.to_owned();
-            } else {
-                preload_value.push(" ");
-                preload_value.push(existing);
-            }
-        }
         let mut vars: Vec<(OsString, OsString)> = vec![
-            ("LD_PRELOAD".into(), preload_value),
+            (env::LD_PRELOAD.name().into(), preload_with(shim, preload)),
             (
-                env::CANONICAL_ROOT.into(),
+                env::CANONICAL_ROOT.name().into(),
                 self.canonical.clone().into_os_string(),
             ),
             (
-                env::PHYSICAL_ROOT.into(),
+                env::PHYSICAL_ROOT.name().into(),
                 self.physical.clone().into_os_string(),
             ),
             ("PWD".into(), pwd.as_os_str().to_owned()),
+            (
+                env::INCEPTION.name().into(),
+                self.physical.clone().into_os_string(),
+            ),
         ];
         if !self.extra.is_empty() {
             let mut value = OsString::new();
@@ -205,7 +197,7 @@ impl Projection {
                 value.push("=");
                 value.push(physical);
             }
-            vars.push((env::EXTRA_ROOTS.into(), value));
+            vars.push((env::EXTRA_ROOTS.name().into(), value));
         }
         if let Some((canonical, _)) = self
             .extra
@@ -274,15 +266,16 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// and the new projection must name the real directory.
 pub fn unproject(path: &Path) -> PathBuf {
     let (Some(physical), canonical) = (
-        std::env::var_os(env::PHYSICAL_ROOT),
-        std::env::var_os(env::CANONICAL_ROOT).unwrap_or_else(|| env::DEFAULT_CANONICAL_ROOT.into()),
+        std::env::var_os(env::PHYSICAL_ROOT.name()),
+        std::env::var_os(env::CANONICAL_ROOT.name())
+            .unwrap_or_else(|| env::DEFAULT_CANONICAL_ROOT.into()),
     ) else {
         return path.to_owned();
     };
     let Some(map) = Mapping::new(canonical.as_bytes(), physical.as_bytes(), None) else {
         return path.to_owned();
     };
-    let extra = std::env::var_os(env::EXTRA_ROOTS).unwrap_or_default();
+    let extra = std::env::var_os(env::EXTRA_ROOTS.name()).unwrap_or_default();
     let mut maps = vec![map];
     maps.extend(extra.as_bytes().split(|&b| b == b':').filter_map(|e| {
         let eq = e.iter().position(|&b| b == b'=')?;
@@ -354,7 +347,7 @@ fn normalize(path: &Path) -> PathBuf {
 /// Where the shim is: `$VELO_SHIM`, else next to the velo binary, else `../lib/` beside it
 /// (an installed layout), else this workspace's `target/{debug,release}` (development).
 pub fn locate_shim() -> Result<PathBuf, Error> {
-    if let Some(path) = std::env::var_os(env::SHIM_PATH).filter(|p| !p.is_empty()) {
+    if let Some(path) = std::env::var_os(env::SHIM_PATH.name()).filter(|p| !p.is_empty()) {
         let path = PathBuf::from(path);
         return if path.is_file() {
             Ok(path)
@@ -382,6 +375,29 @@ pub fn locate_shim() -> Result<PathBuf, Error> {
         Some(found) => Ok(normalize(found)),
         None => Err(Error::ShimNotFound(candidates)),
     }
+}
+
+/// `LD_PRELOAD` with the shim first, ahead of what `existing` (the current value) preloads, and
+/// the shim only once. The one place the list is built: inception, trace and shim mode use it.
+pub fn preload_with(shim: &Path, existing: Option<&OsStr>) -> OsString {
+    let mut value = shim.as_os_str().to_owned();
+    if let Some(existing) = existing.filter(|p| !p.is_empty()) {
+        let already = existing
+            .as_bytes()
+            .split(|&b| b == b' ' || b == b':')
+            .any(|e| e == shim.as_os_str().as_bytes());
+        if already {
+            return existing.to_owned();
+        }
+        value.push(" ");
+        value.push(existing);
+    }
+    value
+}
+
+/// [`preload_with`] of this process's own `LD_PRELOAD`.
+pub fn preload(shim: &Path) -> OsString {
+    preload_with(shim, std::env::var_os(env::LD_PRELOAD.name()).as_deref())
 }
 
 #[cfg(test)]

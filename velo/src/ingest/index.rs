@@ -195,28 +195,17 @@ impl std::ops::Deref for Bytes {
 }
 
 impl Names {
-    /// Reads the names of the open directory `dir`.
-    pub fn read(dir: &mut rustix::fs::Dir) -> io::Result<Names> {
-        let too_large = |_| io::Error::other("directory too large to read");
-        let (mut bytes, mut list) = (Vec::new(), Vec::new());
-        for entry in dir {
-            let entry = entry?;
-            let name = entry.file_name();
-            if name != c"." && name != c".." {
-                let at = u32::try_from(bytes.len()).map_err(too_large)?;
-                let len = u32::try_from(name.count_bytes()).map_err(too_large)?;
-                bytes.extend_from_slice(name.to_bytes_with_nul());
-                list.push((at, len, entry.file_type()));
-            }
-        }
+    /// The names of a listing read from a directory (by [`super::walk`]): `bytes` holds each
+    /// name with its NUL; `list` says where each starts, its length and type, in any order.
+    pub fn from_read(bytes: Vec<u8>, mut list: Vec<(u32, u32, FileType)>) -> Names {
         let name = |&(at, len, _): &(u32, u32, FileType)| &bytes[at as usize..][..len as usize];
         list.sort_unstable_by(|a, b| name(a).cmp(name(b)));
-        Ok(Names {
+        Names {
             bytes: Bytes::Owned(bytes),
             list,
             targets: Vec::new(),
             slots_at: None,
-        })
+        }
     }
 
     /// The names of a recorded listing: `types` has one byte per name, `bytes` the names in

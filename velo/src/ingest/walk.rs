@@ -40,8 +40,10 @@ use std::sync::{Arc, Mutex};
 use ignore::overrides::Override;
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, StatxFlags};
 
+use super::entry::{At, Problem, Scratch, Shared, Type};
+use super::index::Record;
 use super::index::{Cursor, DirStat, Names};
-use super::{At, Problem, Record, Scratch, Shared, Tree, Type};
+use super::tree::Tree;
 use crate::manifest::{self, Entry, Kind};
 
 /// Names per piece job: enough to make a job worth spawning, few enough that a directory of
@@ -282,7 +284,7 @@ impl<'w> Walk<'w, '_> {
         };
         let (names, recorded) = match recorded {
             Some(names) => (names, true),
-            None => match Names::read(&mut dir) {
+            None => match read_names(&mut dir) {
                 Ok(names) => (names, false),
                 Err(e) => return Err((rel, e)),
             },
@@ -455,4 +457,21 @@ fn type_of(file_type: FileType, dir: std::os::fd::BorrowedFd<'_>, name: &CStr) -
         known => known,
     };
     Ok(Type::from(file_type))
+}
+
+/// Reads the names of the open directory `dir` (all but `.` and `..`).
+fn read_names(dir: &mut rustix::fs::Dir) -> io::Result<Names> {
+    let too_large = |_| io::Error::other("directory too large to read");
+    let (mut bytes, mut list) = (Vec::new(), Vec::new());
+    for entry in dir {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name != c"." && name != c".." {
+            let at = u32::try_from(bytes.len()).map_err(too_large)?;
+            let len = u32::try_from(name.count_bytes()).map_err(too_large)?;
+            bytes.extend_from_slice(name.to_bytes_with_nul());
+            list.push((at, len, entry.file_type()));
+        }
+    }
+    Ok(Names::from_read(bytes, list))
 }

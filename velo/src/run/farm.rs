@@ -91,7 +91,7 @@ fn missing(store: &Store, manifest: &Manifest) -> Error {
         .err()
         .unwrap_or_else(|| Error::Io {
             op: "linking",
-            path: store.root().join("blobs"),
+            path: store.blobs_dir(),
             source: io::Error::new(
                 io::ErrorKind::NotFound,
                 "a blob disappeared while the farm was being built",
@@ -387,7 +387,7 @@ impl Linker {
     fn new(store: &Store, farm: &Path) -> io::Result<Linker> {
         Ok(Linker {
             farm: open_path(None, farm)?,
-            blobs: store.root().join("blobs"),
+            blobs: store.blobs_dir(),
             shards: (0..256).map(|_| std::sync::OnceLock::new()).collect(),
         })
     }

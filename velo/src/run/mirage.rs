@@ -51,7 +51,7 @@ pub fn image(store: &Store, tree: &Manifest) -> Vec<u8> {
             },
         })
         .collect();
-    let blobs = store.root().join("blobs");
+    let blobs = store.blobs_dir();
     mirage::write::image(&inputs, blobs.as_os_str().as_bytes())
 }
 
@@ -89,8 +89,8 @@ fn write_image(store: &Store, tree: &Manifest, dir: &Path, path: &Path) -> std::
 }
 
 /// Empties the image cache; returns how many images were removed.
-pub fn clear_cache(store_root: &Path) -> std::io::Result<usize> {
-    let Ok(rd) = fs::read_dir(store_root.join("mirage")) else {
+pub fn clear_cache(store: &Store) -> std::io::Result<usize> {
+    let Ok(rd) = fs::read_dir(store.images_dir()?) else {
         return Ok(0);
     };
     let mut removed = 0;
@@ -106,9 +106,8 @@ pub fn clear_cache(store_root: &Path) -> std::io::Result<usize> {
 /// [`Store::scratch`] for a store this process cannot write.
 pub fn image_path(store: &Store, id: &str) -> PathBuf {
     store
-        .scratch()
-        .unwrap_or_else(|_| store.root().to_owned())
-        .join("mirage")
+        .images_dir()
+        .unwrap_or_else(|_| store.root().join("mirage"))
         .join(format!("{id}.img"))
 }
 

@@ -55,7 +55,7 @@ pub struct RunDir {
 impl RunDir {
     /// Creates `farms/<pid>-<n>/` in the store (in [`Store::scratch`] for a read-only one).
     pub fn create(store: &Store, keep: bool) -> io::Result<RunDir> {
-        let farms = store.scratch()?.join("farms");
+        let farms = store.runs_dir()?;
         let mut builder = fs::DirBuilder::new();
         builder.mode(0o700).recursive(true);
         builder.create(&farms)?;
@@ -148,7 +148,7 @@ fn lock_file(path: &Path) -> io::Result<fs::File> {
 /// Where cached farms live: `farms/cache/` in the store, or in [`Store::scratch`] for a store
 /// this process cannot write.
 pub fn farm_cache(store: &Store) -> io::Result<PathBuf> {
-    Ok(store.scratch()?.join("farms/cache"))
+    store.farm_cache_dir()
 }
 
 /// The cached link farm of `tree`, built now if it is not in the cache yet. A cached farm is
@@ -221,8 +221,8 @@ pub fn cached_farm(
 }
 
 /// Empties the farm cache of farms no command is running on; returns how many were removed.
-pub fn clear_farm_cache(store_root: &Path) -> io::Result<usize> {
-    let cache = store_root.join("farms/cache");
+pub fn clear_farm_cache(store: &Store) -> io::Result<usize> {
+    let cache = store.farm_cache_dir()?;
     let Ok(rd) = fs::read_dir(&cache) else {
         return Ok(0);
     };
@@ -246,8 +246,8 @@ pub fn clear_farm_cache(store_root: &Path) -> io::Result<usize> {
 }
 
 /// Removes the run directories of velo processes that no longer exist; returns how many.
-pub fn remove_stale(store_root: &Path) -> io::Result<usize> {
-    let Ok(rd) = fs::read_dir(store_root.join("farms")) else {
+pub fn remove_stale(store: &Store) -> io::Result<usize> {
+    let Ok(rd) = fs::read_dir(store.runs_dir()?) else {
         return Ok(0);
     };
     let mut removed = 0;

@@ -473,6 +473,31 @@ impl Store {
         self.root.join(name)
     }
 
+    /// `blobs/`: every blob, in shards by the first two hex digits of its hash.
+    pub fn blobs_dir(&self) -> PathBuf {
+        self.dir("blobs")
+    }
+
+    /// `cache/`: `velo cache`'s snapshot records, one directory per content key.
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.dir("cache")
+    }
+
+    /// `farms/` (in [`Store::scratch`]): `velo run`'s run directories and the farm cache.
+    pub fn runs_dir(&self) -> io::Result<PathBuf> {
+        Ok(self.scratch()?.join("farms"))
+    }
+
+    /// `farms/cache/` (in [`Store::scratch`]): one link farm per merged manifest id.
+    pub fn farm_cache_dir(&self) -> io::Result<PathBuf> {
+        Ok(self.runs_dir()?.join("cache"))
+    }
+
+    /// `mirage/` (in [`Store::scratch`]): shim mode's image of each tree.
+    pub fn images_dir(&self) -> io::Result<PathBuf> {
+        Ok(self.scratch()?.join("mirage"))
+    }
+
     /// Takes the store lock; blocks while another process holds it incompatibly. The exclusive
     /// lock is for `gc --run`, which deletes: [`Error::ReadOnly`] on a store we cannot write.
     pub fn lock(&self, mode: LockMode) -> Result<StoreLock> {

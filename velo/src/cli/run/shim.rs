@@ -15,6 +15,7 @@ use velo::manifest::Manifest;
 use velo::run::mirage::{self, Found, Mapped};
 use velo::run::{self, exe};
 use velo::store::{LockMode, Store};
+use velo_intercept::env;
 
 use crate::cli::child;
 
@@ -182,11 +183,7 @@ pub fn run(
             }
         );
     }
-    let mut preload = shim.into_os_string();
-    if let Some(existing) = std::env::var_os("LD_PRELOAD").filter(|p| !p.is_empty()) {
-        preload.push(" ");
-        preload.push(existing);
-    }
+    let preload = velo::inception::preload(&shim);
     let upper = match spec.upper {
         Some(dir) => {
             std::fs::create_dir_all(dir)
@@ -197,16 +194,16 @@ pub fn run(
     };
     let mut cmd = Command::new(&spec.program);
     if let Some(upper) = &upper {
-        cmd.env("VELO_MIRAGE_UPPER", upper);
+        cmd.env(env::MIRAGE_UPPER.name(), upper);
     }
     cmd.arg0(spec.word)
         .args(spec.rest)
         .current_dir(spec.empty)
-        .env("LD_PRELOAD", preload)
-        .env("VELO_MIRAGE", image)
-        .env("VELO_MIRAGE_AT", spec.at)
-        .env("VELO_MIRAGE_EMPTY", spec.empty)
-        .env("VELO_MIRAGE_CWD", &cwd)
+        .env(env::LD_PRELOAD.name(), preload)
+        .env(env::MIRAGE.name(), image)
+        .env(env::MIRAGE_AT.name(), spec.at)
+        .env(env::MIRAGE_EMPTY.name(), spec.empty)
+        .env(env::MIRAGE_CWD.name(), &cwd)
         .env("PWD", &cwd);
     let mut child = cmd
         .spawn()
