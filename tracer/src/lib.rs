@@ -17,9 +17,11 @@
 //! - [`dtrace`]: the macOS backend's D script and the parser of its output, platform-
 //!   independent and tested here with recorded output.
 //!
+//! [`backend`] puts them behind one [`backend::Backend`] and one [`backend::trace`].
 //! docs/trace.md describes each backend and the events.
 
 pub mod analysis;
+pub mod backend;
 pub mod command;
 pub mod dtrace;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]

@@ -15,7 +15,10 @@
 //! | [`inception`]| `velo inception` | project root, shim location, the projection's environment |
 //! | [`run`]      | `velo run`       | layers, link farms, the overlay and the `--isolate` sandbox |
 //! | [`doctor`]   | `velo doctor`    | what namespaces and OverlayFS this machine allows         |
-//! | [`cache`]    | `velo cache`, `velo cargo` | content keys, `target/` snapshots, fresh restores |
+//! | [`cache`]    | `velo cache`     | content keys, `target/` snapshots, fresh restores         |
+//! | [`cargo`]    | `velo cargo`     | cargo through the cache: restore if cold, build projected, save |
+//! | [`child`]    |                  | a child's exit status and signals become velo's           |
+//! | [`trace`]    | `velo trace`     | picking the backend, tracing a command projected, the analysis |
 //! | [`scan`]     | `velo scan`      | physical paths in a target directory, per crate and class |
 //! | [`audit`]    | `velo audit`     | the report (table, JSON, SARIF, Markdown), baselines, the gate |
 //!
@@ -23,6 +26,8 @@
 
 pub mod audit;
 pub mod cache;
+pub mod cargo;
+pub mod child;
 pub mod doctor;
 pub mod gc;
 pub mod inception;
@@ -33,3 +38,4 @@ pub mod run;
 pub mod scan;
 pub mod status;
 pub mod store;
+pub mod trace;

@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::scan::{self, Class};
 
+pub mod run;
 pub mod traced;
 pub mod units;
 

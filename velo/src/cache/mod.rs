@@ -47,6 +47,8 @@ pub enum Error {
     Store(#[from] crate::store::Error),
     #[error(transparent)]
     Ingest(#[from] crate::ingest::Error),
+    #[error(transparent)]
+    Inception(#[from] crate::inception::Error),
     #[error("{}: there is nothing to save (build the project first)", .0.display())]
     NothingToSave(PathBuf),
     #[error(
@@ -76,6 +78,51 @@ fn disk_full_hint(e: &std::io::Error) -> &'static str {
     }
 }
 
+/// Saves `project`'s target directory as a snapshot of its key in the store at `store_root`.
+pub fn save(
+    store_root: &Path,
+    project: &Project,
+    incremental: bool,
+    progress: &dyn Progress,
+) -> Result<snapshot::Saved, Error> {
+    progress.start("saving", None);
+    let saved = snapshot::save(
+        store_root,
+        project,
+        &snapshot::SaveOptions {
+            incremental,
+            ..Default::default()
+        },
+        &|n| progress.advance(n),
+    );
+    progress.finish();
+    saved
+}
+
+/// Restores the newest snapshot of `project`'s key into its (missing or empty) target
+/// directory; `None` when there is no store or no snapshot of the key.
+pub fn restore_cold(
+    store_root: &Path,
+    project: &Project,
+    progress: &dyn Progress,
+) -> Result<Option<restore::Restored>, Error> {
+    if !is_cold(&project.target_dir) {
+        return Err(Error::TargetNotEmpty(project.target_dir.clone()));
+    }
+    let store = match crate::store::Store::open_existing(store_root) {
+        Ok(s) => s,
+        Err(crate::store::Error::Missing { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let Some(plan) = restore::plan(&store, project)? else {
+        return Ok(None);
+    };
+    progress.start("restoring", Some(plan.stored.snapshot.bytes));
+    let restored = restore::apply(&store, project, &plan, &|n| progress.advance(n));
+    progress.finish();
+    Ok(Some(restored?))
+}
+
 pub(crate) fn io_err<'p>(
     op: &'static str,
     path: &'p Path,
@@ -102,7 +149,72 @@ pub struct Project {
     pub key: key::Key,
 }
 
+/// What names a project and its build, apart from where it is: the cache key's inputs a user
+/// chooses (`velo cache --profile …`, or what `velo cargo`'s arguments say).
+#[derive(Debug, Clone, Default)]
+pub struct ProjectRequest {
+    /// `--root DIR`; else the enclosing Cargo workspace.
+    pub root: Option<PathBuf>,
+    pub profile: String,
+    pub target: Option<String>,
+    pub features: Vec<String>,
+    pub all_features: bool,
+    pub no_default_features: bool,
+    /// `--target-dir`, relative to the working directory; else `<root>/target`.
+    pub target_dir: Option<PathBuf>,
+}
+
+/// Where long work reports how far it is, in bytes (the CLI draws a bar on a terminal).
+pub trait Progress: Sync {
+    /// Work named `what` (`restoring`, `saving`) starts, toward `total` bytes if known.
+    fn start(&self, what: &'static str, total: Option<u64>);
+    fn advance(&self, bytes: u64);
+    /// The work is over.
+    fn finish(&self);
+}
+
+/// No progress shown.
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn start(&self, _: &'static str, _: Option<u64>) {}
+    fn advance(&self, _: u64) {}
+    fn finish(&self) {}
+}
+
 impl Project {
+    /// The project `req` names from the working directory, projected the way `velo inception`
+    /// projects it ([`Projection::for_cwd`]), with its content key.
+    pub fn for_cwd(req: &ProjectRequest) -> Result<Project, Error> {
+        let (projection, cwd) = Projection::for_cwd(crate::inception::Setup {
+            root: req.root.as_deref(),
+            no_cargo_home: false,
+            fall_back_to_cwd: false,
+        })?;
+        let root = projection.physical.clone();
+        let target_dir = match &req.target_dir {
+            Some(dir) => std::path::absolute(cwd.join(dir)).map_err(io_err("resolving", dir))?,
+            None => root.join("target"),
+        };
+        let key = key::compute(&key::Request {
+            root: root.clone(),
+            profile: req.profile.clone(),
+            target: req.target.clone(),
+            features: req.features.clone(),
+            all_features: req.all_features,
+            no_default_features: req.no_default_features,
+            // The projection's, normalized: `/vrift_workspace/` and `/vrift_workspace` are one.
+            canonical_root: projection.canonical.to_string_lossy().into_owned(),
+        })?;
+        Ok(Project {
+            root,
+            target_dir,
+            projection,
+            profile: req.profile.clone(),
+            key,
+        })
+    }
+
     /// The physical file a canonical source path names here: through the projection when it is
     /// under a canonical root, else the path itself (a system header, say).
     pub fn physical(&self, canonical: &str) -> PathBuf {

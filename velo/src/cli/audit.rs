@@ -5,11 +5,10 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use velo::audit;
-use velo::inception;
 
-use super::{output, trace};
+use super::output;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Format {
@@ -57,7 +56,7 @@ pub struct Args {
     format: Format,
     /// How to trace the build (see `velo trace --help`).
     #[arg(long, value_enum, default_value = "auto")]
-    backend: trace::Backend,
+    backend: super::Backend,
     /// Print the interception-table rows that would catch the uncaught calls, in the table's
     /// own notation (for intercept/src/table.rs), instead of the report; with --out the
     /// report still goes to FILE.
@@ -96,85 +95,18 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         None => BTreeSet::new(),
     };
-    if args.no_build && !args.command.is_empty() {
-        bail!("--no-build and a build command contradict each other: drop one");
-    }
-    let cwd = inception::unproject(&inception::current_dir()?);
-    let project = inception::find_root(None, &cwd).unwrap_or_else(|_| cwd.clone());
-
-    let mut build_failed = None;
-    let run = if args.no_build {
-        None
-    } else {
-        let command = if args.command.is_empty() {
-            vec!["cargo".into(), "build".into()]
-        } else {
-            args.command.clone()
-        };
-        let run = trace::traced(&trace::Args::projected(
-            args.backend,
-            Some(project.clone()),
-            command,
-        ))?;
-        if run.outcome != velo_tracer::command::Outcome::Exited(0) {
-            build_failed = Some(run.outcome);
-        }
-        Some(run)
-    };
-
-    let target = match &args.target_dir {
-        Some(t) => cwd.join(t),
-        None => project.join("target"),
-    };
-    let roots = if args.roots.is_empty() {
-        super::scan::default_roots(&project)
-    } else {
-        args.roots.iter().map(|r| r.display().to_string()).collect()
-    };
-    let scanned = if run.is_some() && !target.exists() {
-        // A build command that is not cargo's (a script, a test program) may leave no target
-        // directory: the trace alone is the report.
-        eprintln!(
-            "velo audit: the build left no {}: nothing to scan",
-            target.display()
-        );
-        velo::scan::Report {
-            target_dir: target.clone(),
-            roots: roots.clone(),
-            ..Default::default()
-        }
-    } else {
-        let home_like = super::scan::home_like(!args.roots.is_empty());
-        velo::scan::scan(&target, &roots, &home_like, &|_| {})
-            .with_context(|| format!("scanning {}", target.display()))?
-    };
-    let exported = run
-        .as_ref()
-        .and_then(|r| r.shim.as_deref())
-        .and_then(audit::traced::exports);
-    let units_project = run.as_ref().map(|r| {
-        let mut physical = vec![r.projection.physical.clone()];
-        if let Ok(real) = std::fs::canonicalize(&r.projection.physical)
-            && real != r.projection.physical
-        {
-            physical.push(real);
-        }
-        audit::units::Project {
-            physical,
-            canonical: Some(r.projection.canonical.clone()),
-            target: std::fs::canonicalize(&target).unwrap_or_else(|_| target.clone()),
-        }
-    });
-    let traced = run
-        .as_ref()
-        .zip(units_project.as_ref())
-        .map(|(r, project)| audit::Traced {
-            events: &r.events,
-            roots: &r.roots,
-            project,
-            exported: exported.as_ref(),
-        });
-    let report = audit::build(&scanned, traced.as_ref(), &baseline);
+    let audited = audit::run::run(
+        &audit::run::Request {
+            backend: args.backend.choice(),
+            no_build: args.no_build,
+            command: args.command.clone(),
+            target_dir: args.target_dir.clone(),
+            roots: args.roots.clone(),
+            baseline,
+        },
+        &|line| eprintln!("velo audit: {line}"),
+    )?;
+    let (report, build_failed) = (audited.report, audited.build_failed);
 
     if let Some(path) = &args.write_baseline {
         std::fs::write(path, audit::baseline_of(&report))
@@ -210,7 +142,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     if let Some(outcome) = build_failed {
         eprintln!("velo audit: the build failed ({outcome:?}); the report covers what it left");
-        return Ok(trace::exit_code(outcome));
+        return Ok(velo::trace::exit_code(outcome));
     }
     Ok(if args.gate && report.summary.gating > 0 {
         eprintln!(

@@ -3,7 +3,6 @@
 
 mod audit;
 mod cache;
-mod child;
 mod doctor;
 mod gc;
 mod inception;
@@ -91,4 +90,29 @@ pub fn init_logging() {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
+}
+
+/// `--backend` of `velo trace` and `velo audit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// The best available here, said on stderr with the reason.
+    Auto,
+    /// Kernel eBPF programs (Linux, root).
+    Ebpf,
+    /// ptrace with a seccomp filter (Linux, any user).
+    Ptrace,
+    /// dtrace (macOS).
+    Dtrace,
+}
+
+impl Backend {
+    fn choice(self) -> velo::trace::Choice {
+        use velo_tracer::backend::Backend as B;
+        match self {
+            Backend::Auto => velo::trace::Choice::Auto,
+            Backend::Ebpf => velo::trace::Choice::Only(B::Ebpf),
+            Backend::Ptrace => velo::trace::Choice::Only(B::Ptrace),
+            Backend::Dtrace => velo::trace::Choice::Only(B::Dtrace),
+        }
+    }
 }

@@ -59,6 +59,29 @@ pub fn progress(len: Option<u64>, what: &str) -> ProgressBar {
     bar
 }
 
+/// A bar the library's long work drives ([`velo::cache::Progress`]): drawn by [`progress`] when
+/// work starts, cleared when it ends.
+#[derive(Default)]
+pub struct Bar(std::sync::Mutex<Option<ProgressBar>>);
+
+impl velo::cache::Progress for Bar {
+    fn start(&self, what: &'static str, total: Option<u64>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(progress(total, what));
+    }
+    fn advance(&self, bytes: u64) {
+        // A clone of the bar (an Arc) so that the lock is not held while it draws.
+        let bar = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(bar) = bar {
+            bar.inc(bytes);
+        }
+    }
+    fn finish(&self) {
+        if let Some(bar) = self.0.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 /// Pretty JSON on stdout, newline-terminated.
 pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();

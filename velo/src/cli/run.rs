@@ -11,7 +11,7 @@ use velo::manifest::Manifest;
 use velo::run::{self, RunDir, exe, farm, layers, mirage, sandbox};
 use velo::store::Store;
 
-use super::child;
+use velo::child;
 
 mod shim;
 

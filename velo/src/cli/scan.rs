@@ -35,44 +35,6 @@ pub struct Args {
     json: bool,
 }
 
-pub(super) fn default_roots(project: &std::path::Path) -> Vec<String> {
-    let mut roots = vec![project.display().to_string()];
-    if let Ok(real) = std::fs::canonicalize(project)
-        && real != project
-    {
-        roots.push(real.display().to_string());
-    }
-    if let Some(home) = inception::cargo_home() {
-        roots.push(home.display().to_string());
-    }
-    if let Ok(out) = std::process::Command::new("rustc")
-        .args(["--print", "sysroot"])
-        .output()
-        && out.status.success()
-    {
-        roots.push(String::from_utf8_lossy(&out.stdout).trim().to_owned());
-    }
-    if let Some(home) = std::env::var_os("HOME").filter(|h| h.len() > 1) {
-        roots.push(PathBuf::from(home).display().to_string());
-    }
-    roots.sort();
-    roots.dedup();
-    roots
-}
-
-/// The default roots that are home-like: `$HOME` holds much that is not this build, so a hit
-/// counts only before a component that exists (see `velo::scan`).
-pub(super) fn home_like(explicit: bool) -> Vec<String> {
-    if explicit {
-        return Vec::new();
-    }
-    std::env::var_os("HOME")
-        .filter(|h| h.len() > 1)
-        .map(|h| PathBuf::from(h).display().to_string())
-        .into_iter()
-        .collect()
-}
-
 /// The verdict as the table says it.
 pub(super) fn verdict_word(v: velo::scan::Verdict) -> &'static str {
     match v {
@@ -90,7 +52,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         None => project.join("target"),
     };
     let roots = if args.roots.is_empty() {
-        default_roots(&project)
+        velo::scan::default_roots(&project)
     } else {
         args.roots
             .iter()
@@ -99,7 +61,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             .collect()
     };
     let bar = output::progress(None, "scanning");
-    let home_like = home_like(!args.roots.is_empty());
+    let home_like = velo::scan::home_like(!args.roots.is_empty());
     let report = velo::scan::scan(&target, &roots, &home_like, &|n| bar.inc(n));
     bar.finish_and_clear();
     let report = report.with_context(|| format!("velo scan {}", target.display()))?;

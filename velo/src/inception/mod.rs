@@ -25,6 +25,7 @@
 //! [`rewrite`] turns canonical paths in a command's output back into physical ones
 //! (`--physical-paths`), so an editor can follow a compiler error to the file.
 
+pub mod command;
 pub mod rewrite;
 
 use std::ffi::{OsStr, OsString};
@@ -81,7 +82,41 @@ pub struct Projection {
 /// The most extra roots the shim holds (its tables have fixed sizes).
 pub const MAX_EXTRA_ROOTS: usize = 3;
 
+/// How a command picks the directory it projects: [`Projection::for_cwd`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Setup<'a> {
+    /// `--root DIR`; else the enclosing Cargo workspace or git work tree of the working
+    /// directory ([`find_root`]).
+    pub root: Option<&'a Path>,
+    /// Leave `CARGO_HOME` where it is instead of presenting it at `/cargo-home`.
+    pub no_cargo_home: bool,
+    /// Without `root`, and without a workspace or work tree around the working directory,
+    /// project the working directory itself (instead of failing).
+    pub fall_back_to_cwd: bool,
+}
+
 impl Projection {
+    /// The projection every velo command that projects uses, set up one way: the working
+    /// directory and the root taken out of any projection velo already runs under
+    /// ([`unproject`]), the root found from `setup`, the canonical root from
+    /// `$VRIFT_CANONICAL_ROOT` (normalized, so a trailing slash changes nothing), and
+    /// `CARGO_HOME` added unless asked not to. Returns the physical working directory too.
+    pub fn for_cwd(setup: Setup<'_>) -> Result<(Projection, PathBuf), Error> {
+        let cwd = unproject(&current_dir()?);
+        let root = match find_root(setup.root, &cwd) {
+            Ok(root) => unproject(&root),
+            Err(_) if setup.root.is_none() && setup.fall_back_to_cwd => cwd.clone(),
+            Err(e) => return Err(e),
+        };
+        let mut projection = Projection::new(root)?;
+        if !setup.no_cargo_home
+            && let Err(why) = projection.add_cargo_home()
+        {
+            tracing::info!("CARGO_HOME is not projected: {why}");
+        }
+        Ok((projection, cwd))
+    }
+
     /// `physical` (absolute) at the canonical root from `$VRIFT_CANONICAL_ROOT` or the default.
     pub fn new(physical: PathBuf) -> Result<Projection, Error> {
         let canonical = std::env::var_os(env::CANONICAL_ROOT.name())

@@ -781,6 +781,46 @@ fn summarize(findings: &[Finding], mtimes: &[MtimeFingerprint]) -> Vec<CrateSumm
         .collect()
 }
 
+/// The physical roots a scan looks for by default: the project (as given and resolved),
+/// `CARGO_HOME`, the toolchain's sysroot and `$HOME`.
+pub fn default_roots(project: &std::path::Path) -> Vec<String> {
+    let mut roots = vec![project.display().to_string()];
+    if let Ok(real) = std::fs::canonicalize(project)
+        && real != project
+    {
+        roots.push(real.display().to_string());
+    }
+    if let Some(home) = crate::inception::cargo_home() {
+        roots.push(home.display().to_string());
+    }
+    if let Ok(out) = std::process::Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+        && out.status.success()
+    {
+        roots.push(String::from_utf8_lossy(&out.stdout).trim().to_owned());
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|h| h.len() > 1) {
+        roots.push(std::path::PathBuf::from(home).display().to_string());
+    }
+    roots.sort();
+    roots.dedup();
+    roots
+}
+
+/// The default roots that are home-like: `$HOME` holds much that is not this build, so a hit
+/// counts only before a component that exists (see `velo::scan`).
+pub fn home_like(explicit: bool) -> Vec<String> {
+    if explicit {
+        return Vec::new();
+    }
+    std::env::var_os("HOME")
+        .filter(|h| h.len() > 1)
+        .map(|h| std::path::PathBuf::from(h).display().to_string())
+        .into_iter()
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,7 @@ use velo::run::{self, exe};
 use velo::store::{LockMode, Store};
 use velo_intercept::env;
 
-use crate::cli::child;
+use velo::child;
 
 pub struct Spec<'a> {
     pub at: &'a Path,
