@@ -1,20 +1,13 @@
 //! The projection this process tree runs under, read once from the environment.
 //!
-//! Filled on first use (from the library constructor, or from whichever hook runs first) into
-//! static buffers, with no allocation: `getenv` to read, raw syscalls to resolve the physical
-//! root. A state word moves `UNINIT → BUSY → ON | OFF` exactly once; hooks read the finished
-//! configuration after an acquire load. A second thread that meets `BUSY` (possible only when
-//! another library's constructor starts threads before ours runs) spins until the first is done:
-//! that short wait before `main` is the only one in the shim.
-
-use core::cell::UnsafeCell;
-use core::ffi::CStr;
-use core::sync::atomic::{AtomicU8, Ordering};
+//! Filled once ([`crate::once`]) into static buffers, with no allocation: `getenv` to read, raw
+//! syscalls to resolve the physical root.
 
 use velo_intercept::env;
 use velo_intercept::translate::{self, Mapping};
 
-use crate::real::keep_errno;
+use crate::environ::{entry, find_shim, getenv};
+use crate::once::Once;
 
 /// Longest root, and longest `KEY=VALUE` we keep for re-adding to a child's environment.
 pub const ROOT_MAX: usize = libc::PATH_MAX as usize;
@@ -23,13 +16,6 @@ const ENTRY_MAX: usize = ROOT_MAX + 32;
 pub const MAX_MAPS: usize = 4;
 /// Longest `VRIFT_EXTRA_ROOTS` value.
 const EXTRA_MAX: usize = 2 * ROOT_MAX;
-
-const UNINIT: u8 = 0;
-const BUSY: u8 = 1;
-const OFF: u8 = 2;
-const ON: u8 = 3;
-
-static STATE: AtomicU8 = AtomicU8::new(UNINIT);
 
 pub struct Config {
     /// The project mapping first, then the extra roots; only `..count` are valid.
@@ -70,13 +56,7 @@ struct Storage {
     config: Option<Config>,
 }
 
-struct Shared(UnsafeCell<Storage>);
-
-// SAFETY: written only by the thread that moved STATE to BUSY, read only after STATE is ON
-// (release/acquire), never written again.
-unsafe impl Sync for Shared {}
-
-static STORAGE: Shared = Shared(UnsafeCell::new(Storage {
+static STORAGE: Once<Storage> = Once::new(Storage {
     canonical: [0; ROOT_MAX],
     physical: [0; ROOT_MAX],
     resolved: [0; ROOT_MAX],
@@ -87,47 +67,18 @@ static STORAGE: Shared = Shared(UnsafeCell::new(Storage {
     env_preload: [0; ENTRY_MAX],
     env_extra: [0; EXTRA_MAX + 32],
     config: None,
-}));
+});
 
 /// The active projection, or `None` when this process is not projecting (pass-through).
 #[inline]
 pub fn get() -> Option<&'static Config> {
-    match STATE.load(Ordering::Acquire) {
-        ON => Some(finished()),
-        OFF => None,
-        _ => init(),
-    }
-}
-
-fn finished() -> &'static Config {
-    // SAFETY: STATE is ON, so `config` was written and is never written again.
-    unsafe { (*STORAGE.0.get()).config.as_ref() }.expect("config is set when STATE is ON")
-}
-
-#[cold]
-pub fn init() -> Option<&'static Config> {
-    loop {
-        match STATE.compare_exchange(UNINIT, BUSY, Ordering::Acquire, Ordering::Acquire) {
-            Ok(_) => {
-                #[cfg(target_os = "linux")]
-                keep_errno(crate::kernel::beacon);
-                // SAFETY: we own the storage while STATE is BUSY.
-                let on = keep_errno(|| unsafe { load(&mut *STORAGE.0.get()) });
-                STATE.store(if on { ON } else { OFF }, Ordering::Release);
-                return on.then(finished);
-            }
-            Err(ON) => return Some(finished()),
-            Err(OFF) => return None,
-            Err(_) => core::hint::spin_loop(),
-        }
-    }
+    STORAGE.get(load, |s| s.config.as_ref())
 }
 
 /// Reads the environment into `s`; `false` when there is nothing to project.
-///
-/// # Safety
-/// The caller has exclusive access to `s`.
-unsafe fn load(s: &mut Storage) -> bool {
+fn load(s: &mut Storage) -> bool {
+    #[cfg(target_os = "linux")]
+    crate::real::keep_errno(crate::kernel::beacon);
     let Some(physical) = getenv(env::PHYSICAL_ROOT.c()) else {
         return false;
     };
@@ -247,44 +198,12 @@ fn extra_maps(
     filled
 }
 
-/// The entry of a `LD_PRELOAD` list (space- or colon-separated) that is this library.
-pub fn find_shim(list: &'static [u8]) -> Option<&'static [u8]> {
-    let name = env::SHIM_FILE_NAME.as_bytes();
-    list.split(|&b| b == b' ' || b == b':')
-        .find(|e| *e == name || (e.ends_with(name) && e[e.len() - name.len() - 1] == b'/'))
-}
-
-/// Whether the `LD_PRELOAD` value `list` names this library.
-pub fn preload_has_shim(list: &[u8], shim: &[u8]) -> bool {
-    list.split(|&b| b == b' ' || b == b':').any(|e| e == shim)
-}
-
-pub fn getenv(name: &CStr) -> Option<&'static [u8]> {
-    // SAFETY: `name` is NUL-terminated; the value lives as long as the environment entry, which
-    // we copy out of before any hook returns to the program.
-    let p = unsafe { libc::getenv(name.as_ptr()) };
-    // SAFETY: getenv returns a NUL-terminated string or NULL.
-    (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_bytes())
-}
-
 fn copy<'b>(src: &[u8], buf: &'b mut [u8]) -> Option<&'b [u8]> {
     let src = translate::trim_root(src);
     (src.len() < buf.len()).then(|| {
         buf[..src.len()].copy_from_slice(src);
         buf[src.len()] = 0;
         &buf[..src.len()]
-    })
-}
-
-/// `KEY=VALUE\0` in `buf`, returned with its NUL.
-pub fn entry<'b>(key: &[u8], value: &[u8], buf: &'b mut [u8]) -> Option<&'b [u8]> {
-    let len = key.len() + 1 + value.len();
-    (len < buf.len()).then(|| {
-        buf[..key.len()].copy_from_slice(key);
-        buf[key.len()] = b'=';
-        buf[key.len() + 1..len].copy_from_slice(value);
-        buf[len] = 0;
-        &buf[..=len]
     })
 }
 
@@ -304,26 +223,8 @@ fn resolve<'b>(path: &[u8], buf: &'b mut [u8]) -> Option<&'b [u8]> {
         if fd < 0 {
             return None;
         }
-        let mut link = *b"/proc/self/fd/\0\0\0\0\0\0\0\0\0\0\0\0";
-        let mut digits = [0u8; 12];
-        let mut n = fd as u64;
-        let mut i = digits.len();
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        let d = &digits[i..];
-        link[14..14 + d.len()].copy_from_slice(d);
-        let len = crate::kernel::readlinkat(
-            libc::AT_FDCWD,
-            link.as_ptr(),
-            buf.as_mut_ptr(),
-            buf.len() - 1,
-        );
+        let end = buf.len() - 1;
+        let len = crate::kernel::fd_path(fd as i32, &mut buf[..end]);
         crate::kernel::close(fd as i32);
         if len <= 0 || len as usize >= buf.len() - 1 {
             return None;
@@ -334,15 +235,3 @@ fn resolve<'b>(path: &[u8], buf: &'b mut [u8]) -> Option<&'b [u8]> {
         (resolved != path && resolved.first() == Some(&b'/')).then_some(resolved)
     }
 }
-
-/// Reads the configuration as the library loads, so the first hook does not pay for it.
-#[cfg(target_os = "linux")]
-#[used]
-#[unsafe(link_section = ".init_array")]
-static INIT: extern "C" fn() = {
-    extern "C" fn init_on_load() {
-        let _ = get();
-        let _ = crate::mirage::get();
-    }
-    init_on_load
-};

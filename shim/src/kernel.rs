@@ -102,6 +102,26 @@ pub unsafe fn openat(dirfd: i32, path: *const u8, flags: i32) -> isize {
     }
 }
 
+/// The kernel's name of the open descriptor `fd` (`readlink /proc/self/fd/N`), into `buf`:
+/// the length, or `-errno`. The one place the shim reads a descriptor's path.
+pub fn fd_path(fd: i32, buf: &mut [u8]) -> isize {
+    let mut link = *b"/proc/self/fd/\0\0\0\0\0\0\0\0\0\0\0\0";
+    let mut digits = [0u8; 11];
+    let (mut n, mut i) = (fd.unsigned_abs() as u64, digits.len());
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    link[14..14 + digits.len() - i].copy_from_slice(&digits[i..]);
+    // SAFETY: `link` is NUL-terminated (at most 10 digits in its 12 spare bytes); `buf` holds
+    // `buf.len()` bytes.
+    unsafe { readlinkat(libc::AT_FDCWD, link.as_ptr(), buf.as_mut_ptr(), buf.len()) }
+}
+
 pub fn close(fd: i32) {
     // SAFETY: closing a descriptor we opened.
     unsafe { syscall4(libc::SYS_close, fd as usize, 0, 0, 0) };

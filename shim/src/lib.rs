@@ -28,16 +28,21 @@
 //! third (fourth) argument, which is ABI-compatible on Linux x86_64 and aarch64 (see
 //! [`hooks::open`]).
 
+// A panic in a hook aborts the user's program: no hook may have a way to panic that a lint can
+// see. (Slice indexing is still allowed; each index is bounded by the buffer it reads.)
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(
     not(target_os = "linux"),
     allow(dead_code, reason = "hooks are Linux-only for now")
 )]
 
 mod config;
+mod environ;
 #[cfg(target_os = "linux")]
 mod kernel;
 #[cfg(target_os = "linux")]
 mod mirage;
+mod once;
 mod path;
 mod real;
 
@@ -46,3 +51,16 @@ mod hooks;
 
 #[cfg(target_os = "macos")]
 mod macos;
+
+/// The library's constructor: reads the projection and the mirage as the library loads, so the
+/// first hook does not pay for them.
+#[cfg(target_os = "linux")]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static INIT: extern "C" fn() = {
+    extern "C" fn init_on_load() {
+        let _ = crate::config::get();
+        let _ = crate::mirage::get();
+    }
+    init_on_load
+};

@@ -27,12 +27,13 @@
 
 use core::cell::UnsafeCell;
 use core::ffi::{CStr, c_char, c_int};
-use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 
 use velo_intercept::env;
 use velo_intercept::mirage::{self, Entry, Image};
 
-use crate::config::getenv;
+use crate::environ::{entry, find_shim, getenv};
+use crate::once::Once;
 use crate::path::{Buf, PATH_MAX};
 use crate::real::keep_errno;
 
@@ -66,13 +67,6 @@ pub struct Mirage {
     pub gid: u32,
 }
 
-const UNINIT: u8 = 0;
-const BUSY: u8 = 1;
-const OFF: u8 = 2;
-const ON: u8 = 3;
-
-static STATE: AtomicU8 = AtomicU8::new(UNINIT);
-
 const ENV_MAX: usize = PATH_MAX + 32;
 
 struct Storage {
@@ -84,50 +78,19 @@ struct Storage {
     mirage: Option<Mirage>,
 }
 
-struct Shared(UnsafeCell<Storage>);
-
-// SAFETY: written once by the thread that moved STATE to BUSY, read after STATE is ON.
-unsafe impl Sync for Shared {}
-
-static STORAGE: Shared = Shared(UnsafeCell::new(Storage {
+static STORAGE: Once<Storage> = Once::new(Storage {
     root: [0; PATH_MAX],
     empty: [0; PATH_MAX],
     upper: [0; PATH_MAX],
     env: [[0; ENV_MAX]; 4],
     env_preload: [0; ENV_MAX],
     mirage: None,
-}));
+});
 
 /// The mirage this process serves, or `None` (every mirage check is then one load).
 #[inline]
 pub fn get() -> Option<&'static Mirage> {
-    match STATE.load(Ordering::Acquire) {
-        ON => finished(),
-        OFF => None,
-        _ => init(),
-    }
-}
-
-fn finished() -> Option<&'static Mirage> {
-    // SAFETY: STATE is ON: `mirage` was written and is never written again.
-    unsafe { (*STORAGE.0.get()).mirage.as_ref() }
-}
-
-#[cold]
-pub fn init() -> Option<&'static Mirage> {
-    loop {
-        match STATE.compare_exchange(UNINIT, BUSY, Ordering::Acquire, Ordering::Acquire) {
-            Ok(_) => {
-                // SAFETY: we own the storage while STATE is BUSY.
-                let on = keep_errno(|| unsafe { load(&mut *STORAGE.0.get()) });
-                STATE.store(if on { ON } else { OFF }, Ordering::Release);
-                return if on { finished() } else { None };
-            }
-            Err(ON) => return finished(),
-            Err(OFF) => return None,
-            Err(_) => core::hint::spin_loop(),
-        }
-    }
+    STORAGE.get(load, |s| s.mirage.as_ref())
 }
 
 /// `src` into `buf` with a NUL; the copy without it.
@@ -145,10 +108,7 @@ fn statics(b: &[u8]) -> &'static [u8] {
 }
 
 /// Maps the image named by `VELO_MIRAGE`; `false` when there is none or it is unusable.
-///
-/// # Safety
-/// The caller has exclusive access to `s`.
-unsafe fn load(s: &mut Storage) -> bool {
+fn load(s: &mut Storage) -> bool {
     let (Some(image_path), Some(at)) = (getenv(env::MIRAGE.c()), getenv(env::MIRAGE_AT.c())) else {
         return false;
     };
@@ -212,16 +172,16 @@ unsafe fn load(s: &mut Storage) -> bool {
     let upper_static = statics(upper_c);
     let [e0, e1, e2, e3] = &mut s.env;
     let (Some(env_image), Some(env_at), Some(env_empty)) = (
-        crate::config::entry(env::MIRAGE.bytes(), image_path, e0),
-        crate::config::entry(env::MIRAGE_AT.bytes(), root, e1),
-        crate::config::entry(env::MIRAGE_EMPTY.bytes(), empty, e2),
+        entry(env::MIRAGE.bytes(), image_path, e0),
+        entry(env::MIRAGE_AT.bytes(), root, e1),
+        entry(env::MIRAGE_EMPTY.bytes(), empty, e2),
     ) else {
         return false;
     };
     let env_upper: &[u8] = if upper.is_empty() {
         &[]
     } else {
-        match crate::config::entry(env::MIRAGE_UPPER.bytes(), upper, e3) {
+        match entry(env::MIRAGE_UPPER.bytes(), upper, e3) {
             Some(e) => e,
             None => return false,
         }
@@ -240,13 +200,12 @@ unsafe fn load(s: &mut Storage) -> bool {
         }
     }
     let shim = getenv(env::LD_PRELOAD.c())
-        .and_then(crate::config::find_shim)
+        .and_then(find_shim)
         .unwrap_or(&[]);
     let env_preload = if shim.is_empty() {
         &[][..]
     } else {
-        crate::config::entry(env::LD_PRELOAD.bytes(), shim, &mut s.env_preload)
-            .map_or(&[][..], statics)
+        entry(env::LD_PRELOAD.bytes(), shim, &mut s.env_preload).map_or(&[][..], statics)
     };
     s.mirage = Some(Mirage {
         upper: upper_static,

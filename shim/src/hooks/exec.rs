@@ -25,7 +25,8 @@ use libc::pid_t;
 use velo_intercept::{env, translate};
 
 use super::inbound;
-use crate::config::{self, Config, preload_has_shim};
+use crate::config::{self, Config};
+use crate::environ::preload_has_shim;
 use crate::mirage::{self, Mirage};
 use crate::path::Op;
 use crate::path::{Buf, PATH_MAX};

@@ -369,21 +369,7 @@ fn kernel_realpath(path: *const c_char, out: &mut Buf) -> Result<usize, Option<c
     if fd < 0 {
         return Err(Some(-fd as c_int));
     }
-    let mut link = *b"/proc/self/fd/\0\0\0\0\0\0\0\0\0\0\0\0";
-    let mut digits = [0u8; 11];
-    let (mut n, mut i) = (fd as u64, digits.len());
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    link[14..14 + digits.len() - i].copy_from_slice(&digits[i..]);
-    // SAFETY: `link` is NUL-terminated; `out` holds PATH_MAX bytes.
-    let len =
-        unsafe { kernel::readlinkat(libc::AT_FDCWD, link.as_ptr(), out.as_mut_ptr(), PATH_MAX) };
+    let len = kernel::fd_path(fd as c_int, &mut out[..PATH_MAX]);
     kernel::close(fd as c_int);
     match len {
         n if n < 0 || out[0] != b'/' => Err(None),
