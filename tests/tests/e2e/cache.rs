@@ -36,6 +36,16 @@ fn the_key_is_the_same_in_two_checkouts_and_follows_content() {
         "CARGO_HOME moved"
     );
 
+    assert_eq!(
+        ka["key"],
+        key(&env, &b, &[("VRIFT_CANONICAL_ROOT", "/vrift_workspace/")])["key"],
+        "a trailing slash on the canonical root names the same root"
+    );
+    assert_ne!(
+        ka["key"],
+        key(&env, &b, &[("VRIFT_CANONICAL_ROOT", "/elsewhere")])["key"],
+        "another canonical root is another key (its paths are in every artifact)"
+    );
     assert_ne!(
         ka["key"],
         key(&env, &b, &[("RUSTFLAGS", "-C debuginfo=0")])["key"],

@@ -8,7 +8,7 @@ use std::process::{Command, ExitCode, ExitStatus};
 
 use anyhow::{Context, Result, bail};
 use velo::manifest::Manifest;
-use velo::run::{self, RunDir, exe, farm, layers, mirage, sandbox};
+use velo::run::{self, RunDir, farm, layers, mirage, plan, sandbox};
 use velo::store::Store;
 
 use velo::child;
@@ -113,7 +113,7 @@ pub struct Args {
 pub fn run(store_dir: &Path, args: Args) -> Result<ExitCode> {
     let manifest_path = match &args.manifest {
         Some(m) => m.clone(),
-        None => default_manifest()?,
+        None => plan::default_manifest(Path::new(".")).map_err(anyhow::Error::msg)?,
     };
     let store = || {
         Store::open_existing(store_dir).with_context(|| {
@@ -155,19 +155,20 @@ pub fn run(store_dir: &Path, args: Args) -> Result<ExitCode> {
         let at = args.at.clone().unwrap_or_else(|| farm_cache.join(&id));
         let mapped = mirage::Mapped::open(&image)?;
         let in_tree = shim::program(&mapped, &at, args.workdir.as_deref(), program);
-        let reason = match args.mode {
-            Mode::Shim => Some("--mode shim".to_owned()),
-            _ => shim::auto_reason(&in_tree, program),
+        let asked = match args.mode {
+            Mode::Shim => plan::Asked::Shim,
+            _ => plan::Asked::Auto,
         };
-        if reason.is_none() && args.upper.is_some() {
+        let plan = plan::plan(asked, false, in_tree.as_deref(), program);
+        if plan.mode == plan::Mode::Farm && args.upper.is_some() {
             bail!(
                 "--upper needs shim mode, but {} cannot load the shim (a static executable): drop --upper, or run a dynamically linked program",
                 program.to_string_lossy()
             );
         }
-        if let Some(reason) = reason {
+        if plan.mode == plan::Mode::Shim {
             if args.verbose {
-                eprintln!("velo: mode shim: {reason}");
+                eprintln!("velo: mode shim: {plan}");
             }
             let run_dir = RunDir::create(&store, args.keep).with_context(|| {
                 format!("creating a run directory in {}", store.root().display())
@@ -274,7 +275,19 @@ pub fn run(store_dir: &Path, args: Args) -> Result<ExitCode> {
         let path = std::env::var("PATH").unwrap_or_default();
         run::resolve_program(program, None, &farm_dir.join(&relative_workdir), &path)
     };
-    explain_mode(args.mode, program, resolved.as_deref(), args.verbose);
+    if args.verbose {
+        let asked = match args.mode {
+            Mode::Farm => plan::Asked::Farm,
+            _ => plan::Asked::Auto,
+        };
+        let plan = plan::plan(asked, args.isolate, resolved.as_deref(), program);
+        let chosen = if args.mode == Mode::Auto {
+            "auto → farm"
+        } else {
+            "farm"
+        };
+        eprintln!("velo: mode {chosen}: {plan}");
+    }
 
     let status = if args.isolate {
         run_isolated(&args, &run_dir, &farm_dir, program, rest, &inside_workdir)?
@@ -424,58 +437,4 @@ fn sandbox_available() -> bool {
     velo::doctor::checks()
         .iter()
         .all(|c| c.ok || !c.needed_for_farm)
-}
-
-fn explain_mode(mode: Mode, program: &OsString, resolved: Option<&Path>, verbose: bool) {
-    if !verbose {
-        return;
-    }
-    let name = program.to_string_lossy();
-    let why = match resolved.map(exe::inspect) {
-        None => format!("{name} was not found before the run; the kernel will decide"),
-        Some(exe::Executable::Static) => {
-            format!("{name} is a static ELF (no interpreter): the shim cannot reach it")
-        }
-        Some(exe::Executable::Dynamic { interpreter }) => {
-            format!("{name} is dynamically linked ({interpreter}), but --isolate runs on a farm")
-        }
-        Some(exe::Executable::Script { interpreter }) => {
-            format!(
-                "{name} is a script for {interpreter}, whose interpreter the shim cannot reach, or --isolate runs on a farm"
-            )
-        }
-        Some(exe::Executable::Unknown) => format!("{name} is not an ELF file or script"),
-    };
-    let chosen = if mode == Mode::Auto {
-        "auto → farm"
-    } else {
-        "farm"
-    };
-    eprintln!("velo: mode {chosen}: {why}");
-}
-
-/// The one `*.velo` file in the current directory, or an explanation.
-fn default_manifest() -> Result<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(".")
-        .context("listing the current directory")?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "velo") && p.is_file())
-        .collect();
-    found.sort();
-    match found.len() {
-        1 => Ok(found.remove(0)),
-        0 => bail!(
-            "velo run needs a manifest: pass --manifest FILE.velo, or run it in a directory holding one \
-             (make one with `velo ingest DIR --output FILE.velo`)"
-        ),
-        _ => bail!(
-            "several manifests here ({}); say which with --manifest",
-            found
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
 }

@@ -35,6 +35,7 @@ pub mod exe;
 pub mod farm;
 pub mod layers;
 pub mod mirage;
+pub mod plan;
 pub mod sandbox;
 
 use std::ffi::OsStr;

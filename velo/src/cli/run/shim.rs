@@ -13,7 +13,7 @@ use std::process::{Command, ExitStatus};
 use anyhow::{Context, Result, bail};
 use velo::manifest::Manifest;
 use velo::run::mirage::{self, Found, Mapped};
-use velo::run::{self, exe};
+
 use velo::store::{LockMode, Store};
 use velo_intercept::env;
 
@@ -114,31 +114,6 @@ pub fn program(
         }
         Found::Host(path) => Some(path),
         Found::Missing => None,
-    }
-}
-
-/// Why `--mode auto` serves the command through the shim, or `None` for farm mode: the program
-/// (or a script's interpreter) must be dynamically linked, so that the shim is loaded.
-pub fn auto_reason(in_tree: &Option<PathBuf>, program: &OsStr) -> Option<String> {
-    let name = program.to_string_lossy();
-    let path = match in_tree {
-        Some(p) => p.clone(),
-        None => {
-            let search = std::env::var("PATH").unwrap_or_default();
-            run::resolve_program(program, None, Path::new("."), &search)?
-        }
-    };
-    match exe::inspect(&path) {
-        exe::Executable::Dynamic { interpreter } => Some(format!(
-            "{name} is dynamically linked ({interpreter}): the shim serves the tree from the store"
-        )),
-        exe::Executable::Script { interpreter } => {
-            let interp = interpreter.split_whitespace().next()?;
-            matches!(exe::inspect(Path::new(interp)), exe::Executable::Dynamic { .. }).then(|| {
-                format!("{name} is a script for {interp}, which is dynamically linked: the shim serves the tree")
-            })
-        }
-        _ => None,
     }
 }
 
