@@ -426,7 +426,8 @@ pub const fn class_of(symbol: &str) -> Class {
     panic!("a hook has no row in the interception table (intercept/src/table.rs)")
 }
 
-const fn const_eq(a: &str, b: &str) -> bool {
+/// `a == b` for `&str` in a const context (the shim's hook macros use it at compile time).
+pub const fn const_eq(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     if a.len() != b.len() {
         return false;

@@ -7,6 +7,7 @@
 
 use core::ffi::{CStr, c_char, c_int};
 
+use velo_intercept::table::const_eq;
 use velo_intercept::translate::{self, Mapping};
 
 use crate::config::{self, Config};
@@ -191,21 +192,6 @@ impl Op {
     pub const fn target_first(name: &str) -> bool {
         const_eq(name, "symlink") || const_eq(name, "symlinkat")
     }
-}
-
-const fn const_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut i = 0;
-    while i < a.len() {
-        if a[i] != b[i] {
-            return false;
-        }
-        i += 1;
-    }
-    true
 }
 
 /// [`in1`] for a call relative to `dirfd`, which also serves Mode B: a path in the virtual tree

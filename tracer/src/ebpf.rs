@@ -579,10 +579,7 @@ impl Decoder {
         if let Some(d) = self.fds.get(&pid).and_then(|fds| fds.get(&fd)) {
             return Some(d.path.clone());
         }
-        let path = std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
-            .ok()?
-            .display()
-            .to_string();
+        let path = crate::proc::fd(pid, fd)?;
         // An inherited descriptor: remembered, since the calls that change it are all seen.
         self.fds.entry(pid).or_default().insert(
             fd,
@@ -604,9 +601,7 @@ impl Decoder {
             _ => match self.cwd.get(&pid) {
                 Some(cwd) => Some(cwd.clone()),
                 None => {
-                    let cwd = std::fs::read_link(format!("/proc/{tid}/cwd"))
-                        .map(|p| p.display().to_string())
-                        .ok();
+                    let cwd = crate::proc::cwd(tid);
                     if let Some(cwd) = &cwd {
                         self.cwd.insert(pid, cwd.clone());
                     }
@@ -614,18 +609,6 @@ impl Decoder {
                 }
             },
         };
-        match base {
-            Some(base) if path.is_empty() => base,
-            // Joined as text: `Path::join(…).display()` re-validates the bytes, and showed
-            // as a sixth of the reader's time on a stat-bound run.
-            Some(mut base) => {
-                if !base.ends_with('/') {
-                    base.push('/');
-                }
-                base.push_str(path);
-                base
-            }
-            None => String::new(),
-        }
+        crate::proc::absolute(path, || base)
     }
 }

@@ -27,6 +27,8 @@ pub mod dtrace;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub mod ebpf;
 pub mod event;
+#[cfg(target_os = "linux")]
+pub mod proc;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub mod ptrace;
 pub mod syscalls;

@@ -40,7 +40,6 @@ mod notify;
 
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -522,7 +521,7 @@ impl<'a> Tracer<'a> {
                         self.on_exit(tid, Some(0));
                     }
                     let pid = self.threads.get(&tid).map_or(tid, |t| t.pid);
-                    let exe = read_link(&format!("/proc/{pid}/exe"));
+                    let exe = crate::proc::exe(pid).unwrap_or_default();
                     let p = self.processes.entry(pid).or_default();
                     p.exe = exe.clone();
                     p.shim_text = None;
@@ -582,7 +581,7 @@ impl<'a> Tracer<'a> {
     fn process(&mut self, pid: i32) -> &mut Process {
         let p = self.processes.entry(pid).or_default();
         if p.exe.is_empty() {
-            p.exe = read_link(&format!("/proc/{pid}/exe"));
+            p.exe = crate::proc::exe(pid).unwrap_or_default();
         }
         p
     }
@@ -725,9 +724,7 @@ fn bytes_to_string(b: &[u8]) -> String {
 }
 
 fn read_link(path: &str) -> String {
-    std::fs::read_link(path)
-        .map(|p| bytes_to_string(p.as_os_str().as_bytes()))
-        .unwrap_or_default()
+    crate::proc::link(path).unwrap_or_default()
 }
 
 /// The path arguments of a call `spec` with `args`, read from thread `tid` of `pid`: as
@@ -748,21 +745,10 @@ fn read_paths(spec: &Spec, args: &[u64; 6], pid: i32, tid: i32) -> (Vec<String>,
 
 /// `path` made absolute against the dirfd (`*at` calls) or the thread's working directory.
 fn resolve(pid: i32, tid: i32, dirfd: Option<i32>, path: &str) -> String {
-    if path.starts_with('/') {
-        return path.to_owned();
-    }
-    let base = match dirfd {
-        Some(fd) if fd != libc::AT_FDCWD => read_link(&format!("/proc/{pid}/fd/{fd}")),
-        _ => read_link(&format!("/proc/{tid}/cwd")),
-    };
-    if base.is_empty() {
-        return String::new();
-    }
-    if path.is_empty() {
-        return base;
-    }
-    let joined = Path::new(&base).join(path);
-    bytes_to_string(joined.as_os_str().as_bytes())
+    crate::proc::absolute(path, || match dirfd {
+        Some(fd) if fd != libc::AT_FDCWD => crate::proc::fd(pid, fd),
+        _ => crate::proc::cwd(tid),
+    })
 }
 
 /// The executable mappings of the shim in `pid`, or `None` when it is not mapped (yet).

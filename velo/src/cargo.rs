@@ -86,7 +86,7 @@ pub fn run(
     {
         return Err(Error::NoManifest(m.clone()));
     }
-    let target_dir = inv.target_dir.clone().or_else(|| {
+    let target_dir = inv.project.target_dir.clone().or_else(|| {
         std::env::var_os("CARGO_TARGET_DIR")
             .filter(|d| !d.is_empty())
             .map(PathBuf::from)
@@ -97,12 +97,8 @@ pub fn run(
             .manifest_path
             .as_ref()
             .and_then(|m| cwd.join(m).parent().map(Path::to_owned)),
-        profile: inv.profile.clone(),
-        target: inv.target.clone(),
-        features: inv.features.clone(),
-        all_features: inv.all_features,
-        no_default_features: inv.no_default_features,
         target_dir,
+        ..inv.project.clone()
     })?;
     if !project.target_dir.starts_with(&project.root) {
         note(&format!(
@@ -132,8 +128,8 @@ pub fn run(
     let build_seconds = clock.elapsed().as_secs_f64();
     let (units, compiled) = units(
         &project.target_dir,
-        &inv.profile,
-        inv.target.as_deref(),
+        &inv.project.profile,
+        inv.project.target.as_deref(),
         started,
     );
 
@@ -165,14 +161,10 @@ pub fn run(
 }
 
 /// What the cargo arguments say about the key and the target directory.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct Invocation {
-    pub profile: String,
-    pub target: Option<String>,
-    pub features: Vec<String>,
-    pub all_features: bool,
-    pub no_default_features: bool,
-    pub target_dir: Option<PathBuf>,
+    /// Profile, target, features and `--target-dir` (the root comes from `manifest_path`).
+    pub project: ProjectRequest,
     pub manifest_path: Option<PathBuf>,
 }
 
@@ -204,18 +196,18 @@ pub fn parse_args(args: &[OsString]) -> Invocation {
         match flag {
             "--release" | "-r" => release = true,
             "--profile" => profile = value(),
-            "--target" => inv.target = value(),
-            "--features" | "-F" => inv.features.extend(value()),
-            "--all-features" => inv.all_features = true,
-            "--no-default-features" => inv.no_default_features = true,
-            "--target-dir" => inv.target_dir = value().map(PathBuf::from),
+            "--target" => inv.project.target = value(),
+            "--features" | "-F" => inv.project.features.extend(value()),
+            "--all-features" => inv.project.all_features = true,
+            "--no-default-features" => inv.project.no_default_features = true,
+            "--target-dir" => inv.project.target_dir = value().map(PathBuf::from),
             "--manifest-path" => inv.manifest_path = value().map(PathBuf::from),
             f if !f.starts_with('-') && subcommand.is_none() => subcommand = Some(f.to_owned()),
             _ => {}
         }
         i += 1;
     }
-    inv.profile = profile.unwrap_or_else(|| {
+    inv.project.profile = profile.unwrap_or_else(|| {
         match (release, subcommand.as_deref()) {
             (true, _) => "release",
             (false, Some("bench")) => "bench",
@@ -329,18 +321,20 @@ mod tests {
     fn cargo_arguments_select_the_profile_features_and_target_dir() {
         let args = |s: &str| s.split(' ').map(OsString::from).collect::<Vec<_>>();
         let inv = parse_args(&args("build --release -F a,b --target-dir=out --target x"));
-        assert_eq!(inv.profile, "release");
-        assert_eq!(inv.features, ["a,b"]);
-        assert_eq!(inv.target_dir, Some(PathBuf::from("out")));
-        assert_eq!(inv.target.as_deref(), Some("x"));
-        assert_eq!(parse_args(&args("test")).profile, "dev");
-        assert_eq!(parse_args(&args("bench")).profile, "bench");
+        assert_eq!(inv.project.profile, "release");
+        assert_eq!(inv.project.features, ["a,b"]);
+        assert_eq!(inv.project.target_dir, Some(PathBuf::from("out")));
+        assert_eq!(inv.project.target.as_deref(), Some("x"));
+        assert_eq!(parse_args(&args("test")).project.profile, "dev");
+        assert_eq!(parse_args(&args("bench")).project.profile, "bench");
         assert_eq!(
-            parse_args(&args("build --profile=ci --all-features")).profile,
+            parse_args(&args("build --profile=ci --all-features"))
+                .project
+                .profile,
             "ci"
         );
         // Arguments after `--` belong to the program, not to cargo.
-        assert_eq!(parse_args(&args("run -- --release")).profile, "dev");
+        assert_eq!(parse_args(&args("run -- --release")).project.profile, "dev");
     }
 
     #[test]

@@ -185,7 +185,7 @@ impl Seen {
             // First sight: a fork's copy of its parent (an exec is a notified call, so it
             // would be this one), with the parent's shim; its exe from /proc all the same.
             let shim_text = self.processes.get(&ppid).and_then(|p| p.shim_text.clone());
-            let exe = read_link(&format!("/proc/{pid}/exe"));
+            let exe = crate::proc::exe(pid).unwrap_or_default();
             self.processes.insert(
                 pid,
                 Process {
@@ -198,7 +198,7 @@ impl Seen {
         let process = self.processes.get_mut(&pid).expect("inserted above");
         if std::mem::take(&mut process.execed) {
             // The shim, if the new program has it, announces itself with its beacon.
-            process.exe = read_link(&format!("/proc/{pid}/exe"));
+            process.exe = crate::proc::exe(pid).unwrap_or_default();
             process.shim_text = None;
         }
         if let Some(range) = paths.first().and_then(|p| crate::event::shim_beacon(p)) {
