@@ -1,3 +1,5 @@
+//! Ingest: dedup across trees, manifest identity from any path, the stat index and its fast path.
+
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{PermissionsExt, symlink};

@@ -1,3 +1,5 @@
+//! The store: its location, lazy creation, status, verify and gc.
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 

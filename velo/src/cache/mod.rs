@@ -123,6 +123,130 @@ pub fn restore_cold(
     Ok(Some(restored?))
 }
 
+/// What `velo cache list` shows: each snapshot, and what the snapshots share.
+#[derive(Debug, serde::Serialize)]
+pub struct Listed {
+    pub id: String,
+    pub key: String,
+    pub profile: String,
+    pub created: u64,
+    pub incremental: bool,
+    pub files: u64,
+    pub bytes: u64,
+    /// Bytes of blobs no other snapshot uses.
+    pub unique_bytes: u64,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct Listing {
+    pub snapshots: Vec<Listed>,
+    /// The sum of every snapshot's size.
+    pub logical_bytes: u64,
+    /// What they take in the store, each blob counted once.
+    pub stored_bytes: u64,
+}
+
+impl Listing {
+    /// Every snapshot in the store at `store_root` (none when it does not exist yet).
+    pub fn of_store(store_root: &Path) -> Result<Listing, Error> {
+        let all = match crate::store::Store::open_existing(store_root) {
+            Ok(s) => snapshot::list(&s)?,
+            Err(crate::store::Error::Missing { .. }) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        Listing::of(&all)
+    }
+
+    /// The snapshots `all`, with what each holds that no other does.
+    pub fn of(all: &[snapshot::Stored]) -> Result<Listing, Error> {
+        use std::collections::HashMap;
+        let mut uses: HashMap<crate::store::BlobKey, (u32, u64)> = HashMap::new();
+        let mut per = Vec::new();
+        for s in all {
+            let manifest =
+                crate::manifest::Manifest::read(&s.manifest).map_err(|e| Error::BadRecord {
+                    path: s.manifest.clone(),
+                    reason: format!("snapshot {}: {e}", s.snapshot.id),
+                })?;
+            let mut blobs: Vec<(crate::store::BlobKey, u64)> = manifest
+                .entries()
+                .iter()
+                .filter_map(|e| match e.kind {
+                    crate::manifest::Kind::File { size, .. } => e.blob().map(|b| (b, size)),
+                    _ => None,
+                })
+                .collect();
+            blobs.sort_unstable_by_key(|(b, _)| (b.hash.as_bytes().to_owned(), b.exec));
+            blobs.dedup_by_key(|(b, _)| *b);
+            for (b, size) in &blobs {
+                uses.entry(*b).or_insert((0, *size)).0 += 1;
+            }
+            per.push(blobs);
+        }
+        let snapshots = all
+            .iter()
+            .zip(&per)
+            .map(|(s, blobs)| Listed {
+                id: s.snapshot.id.clone(),
+                key: s.snapshot.key.clone(),
+                profile: s.snapshot.profile.clone(),
+                created: s.snapshot.created,
+                incremental: s.snapshot.incremental,
+                files: s.snapshot.files,
+                bytes: s.snapshot.bytes,
+                unique_bytes: blobs
+                    .iter()
+                    .filter(|(b, _)| uses[b].0 == 1)
+                    .map(|(_, size)| size)
+                    .sum(),
+            })
+            .collect::<Vec<_>>();
+        Ok(Listing {
+            logical_bytes: snapshots.iter().map(|s| s.bytes).sum(),
+            stored_bytes: uses.values().map(|(_, size)| size).sum(),
+            snapshots,
+        })
+    }
+}
+
+/// What `velo cache status` shows: the key, the target directory, the best snapshot.
+#[derive(Debug, serde::Serialize)]
+pub struct Status {
+    pub key: String,
+    pub root: PathBuf,
+    pub target_dir: PathBuf,
+    pub cold: bool,
+    pub snapshots: usize,
+    pub best: Option<String>,
+    pub evaluation: Option<restore::Evaluation>,
+    /// The best snapshot's files and bytes (shown by the table; the JSON has the id).
+    #[serde(skip)]
+    pub best_size: Option<(u64, u64)>,
+}
+
+impl Status {
+    /// What a restore of `project` would find in the store at `store_root`, and do.
+    pub fn of(store_root: &Path, project: &Project) -> Result<Status, Error> {
+        let plan = match crate::store::Store::open_existing(store_root) {
+            Ok(s) => restore::plan(&s, project)?,
+            Err(crate::store::Error::Missing { .. }) => None,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Status {
+            key: project.key.key.clone(),
+            root: project.root.clone(),
+            target_dir: project.target_dir.clone(),
+            cold: is_cold(&project.target_dir),
+            snapshots: plan.as_ref().map_or(0, |p| p.candidates),
+            best: plan.as_ref().map(|p| p.stored.snapshot.id.clone()),
+            evaluation: plan.as_ref().map(|p| p.evaluation.clone()),
+            best_size: plan
+                .as_ref()
+                .map(|p| (p.stored.snapshot.files, p.stored.snapshot.bytes)),
+        })
+    }
+}
+
 pub(crate) fn io_err<'p>(
     op: &'static str,
     path: &'p Path,

@@ -6,9 +6,8 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use anyhow::{Context, Result};
-use velo::cache::{self, Project, restore, snapshot};
+use velo::cache::{self, Project, snapshot};
 use velo::cargo::{Restore, Save};
-use velo::store::Store;
 
 use super::output;
 use velo::child;
@@ -243,75 +242,6 @@ fn restore_cmd(store: &Path, args: RestoreArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-#[derive(serde::Serialize)]
-struct Listed {
-    id: String,
-    key: String,
-    profile: String,
-    created: u64,
-    incremental: bool,
-    files: u64,
-    bytes: u64,
-    /// Bytes of blobs no other snapshot uses.
-    unique_bytes: u64,
-}
-
-#[derive(serde::Serialize)]
-struct Listing {
-    snapshots: Vec<Listed>,
-    /// The sum of every snapshot's size.
-    logical_bytes: u64,
-    /// What they take in the store, each blob counted once.
-    stored_bytes: u64,
-}
-
-fn listing(all: &[snapshot::Stored]) -> Result<Listing> {
-    use std::collections::HashMap;
-    let mut uses: HashMap<velo::store::BlobKey, (u32, u64)> = HashMap::new();
-    let mut per = Vec::new();
-    for s in all {
-        let manifest = velo::manifest::Manifest::read(&s.manifest)
-            .with_context(|| format!("snapshot {}", s.snapshot.id))?;
-        let mut blobs: Vec<(velo::store::BlobKey, u64)> = manifest
-            .entries()
-            .iter()
-            .filter_map(|e| match e.kind {
-                velo::manifest::Kind::File { size, .. } => e.blob().map(|b| (b, size)),
-                _ => None,
-            })
-            .collect();
-        blobs.sort_unstable_by_key(|(b, _)| (b.hash.as_bytes().to_owned(), b.exec));
-        blobs.dedup_by_key(|(b, _)| *b);
-        for (b, size) in &blobs {
-            uses.entry(*b).or_insert((0, *size)).0 += 1;
-        }
-        per.push(blobs);
-    }
-    let snapshots = all
-        .iter()
-        .zip(&per)
-        .map(|(s, blobs)| Listed {
-            id: s.snapshot.id.clone(),
-            key: s.snapshot.key.clone(),
-            profile: s.snapshot.profile.clone(),
-            created: s.snapshot.created,
-            incremental: s.snapshot.incremental,
-            files: s.snapshot.files,
-            bytes: s.snapshot.bytes,
-            unique_bytes: blobs
-                .iter()
-                .filter(|(b, _)| uses[b].0 == 1)
-                .map(|(_, size)| size)
-                .sum(),
-        })
-        .collect::<Vec<_>>();
-    Ok(Listing {
-        logical_bytes: snapshots.iter().map(|s| s.bytes).sum(),
-        stored_bytes: uses.values().map(|(_, size)| size).sum(),
-        snapshots,
-    })
-}
-
 fn age(created: u64) -> String {
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -326,17 +256,7 @@ fn age(created: u64) -> String {
 }
 
 fn list_cmd(store: &Path, args: ListArgs) -> Result<ExitCode> {
-    let store = match Store::open_existing(store) {
-        Ok(s) => Some(s),
-        Err(velo::store::Error::Missing { .. }) => None,
-        Err(e) => return Err(e.into()),
-    };
-    // A store that does not exist yet holds no snapshot.
-    let all = match &store {
-        Some(s) => snapshot::list(s)?,
-        None => Vec::new(),
-    };
-    let listing = listing(&all)?;
+    let listing = cache::Listing::of_store(store)?;
     if args.json {
         output::json(&listing)?;
         return Ok(ExitCode::SUCCESS);
@@ -376,33 +296,9 @@ fn list_cmd(store: &Path, args: ListArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-#[derive(serde::Serialize)]
-struct Status {
-    key: String,
-    root: PathBuf,
-    target_dir: PathBuf,
-    cold: bool,
-    snapshots: usize,
-    best: Option<String>,
-    evaluation: Option<restore::Evaluation>,
-}
-
 fn status_cmd(store: &Path, args: StatusArgs) -> Result<ExitCode> {
     let project = project(&args.project, args.target_dir.as_deref())?;
-    let plan = match Store::open_existing(store) {
-        Ok(s) => restore::plan(&s, &project)?,
-        Err(velo::store::Error::Missing { .. }) => None,
-        Err(e) => return Err(e.into()),
-    };
-    let status = Status {
-        key: project.key.key.clone(),
-        root: project.root.clone(),
-        target_dir: project.target_dir.clone(),
-        cold: cache::is_cold(&project.target_dir),
-        snapshots: plan.as_ref().map_or(0, |p| p.candidates),
-        best: plan.as_ref().map(|p| p.stored.snapshot.id.clone()),
-        evaluation: plan.as_ref().map(|p| p.evaluation.clone()),
-    };
+    let status = cache::Status::of(store, &project)?;
     if args.json {
         output::json(&status)?;
         return Ok(ExitCode::SUCCESS);
@@ -418,14 +314,12 @@ fn status_cmd(store: &Path, args: StatusArgs) -> Result<ExitCode> {
             "warm: restore leaves it alone"
         }
     );
-    match (&plan, &status.evaluation) {
-        (Some(plan), Some(e)) => {
+    match (&status.best, status.best_size, &status.evaluation) {
+        (Some(best), Some((files, bytes)), Some(e)) => {
             println!(
-                "snapshots   {} for this key; restore would pick {} ({} files, {})",
+                "snapshots   {} for this key; restore would pick {best} ({files} files, {})",
                 status.snapshots,
-                plan.stored.snapshot.id,
-                plan.stored.snapshot.files,
-                output::bytes(plan.stored.snapshot.bytes)
+                output::bytes(bytes)
             );
             println!(
                 "freshness   {} checks would be fresh, {} stale, {} unit(s) fresh by package mtime",

@@ -1,14 +1,12 @@
 //! `velo run [--manifest APP.velo] [--base BASE.velo]… [--isolate] -- CMD ARGS…`
 
-use std::ffi::{CString, OsString};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::ExitStatusExt;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, ExitStatus};
+use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
 use velo::manifest::Manifest;
-use velo::run::{self, RunDir, farm, layers, mirage, plan, sandbox};
+use velo::run::{self, RunDir, farm, launch, layers, mirage, plan, sandbox};
 use velo::store::Store;
 
 use velo::child;
@@ -217,7 +215,7 @@ pub fn run(store_dir: &Path, args: Args) -> Result<ExitCode> {
             default_at.display()
         );
     }
-    let protected = args.isolate || sandbox_available();
+    let protected = args.isolate || launch::sandbox_available();
     // Shared with ingests, exclusive with gc: no blob disappears while a farm links to it.
     let lock = store.lock(velo::store::LockMode::Shared)?;
     let mut in_use = None;
@@ -290,7 +288,18 @@ pub fn run(store_dir: &Path, args: Args) -> Result<ExitCode> {
     }
 
     let status = if args.isolate {
-        run_isolated(&args, &run_dir, &farm_dir, program, rest, &inside_workdir)?
+        launch::isolated(
+            &launch::Isolated {
+                run_dir: &run_dir,
+                farm: &farm_dir,
+                program,
+                rest,
+                workdir: &inside_workdir,
+                keep_upper: args.keep_upper.as_deref(),
+                net_none: args.net == Net::None,
+            },
+            &|line| eprintln!("velo: {line}"),
+        )?
     } else {
         let workdir = farm_dir.join(&relative_workdir);
         let mut cmd = Command::new(program);
@@ -329,112 +338,4 @@ pub fn run(store_dir: &Path, args: Args) -> Result<ExitCode> {
     drop(run_dir);
     drop(in_use);
     Ok(child::exit_like(status))
-}
-
-fn run_isolated(
-    args: &Args,
-    run_dir: &RunDir,
-    farm_dir: &Path,
-    program: &OsString,
-    rest: &[OsString],
-    workdir: &Path,
-) -> Result<ExitStatus> {
-    let keep_upper = match &args.keep_upper {
-        Some(dir) => {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating --keep-upper {}", dir.display()))?;
-            if std::fs::read_dir(dir)?.next().is_some() {
-                bail!(
-                    "--keep-upper {}: the directory must be empty",
-                    dir.display()
-                );
-            }
-            let dir = std::fs::canonicalize(dir)?;
-            let work = dir.with_file_name(format!(
-                ".{}.velo-work",
-                dir.file_name()
-                    .map(|n| n.to_string_lossy())
-                    .unwrap_or_default()
-            ));
-            std::fs::create_dir_all(&work)?;
-            Some((dir, work))
-        }
-        None => None,
-    };
-    let to_c =
-        |s: &std::ffi::OsStr| CString::new(s.as_bytes()).context("an argument contains a NUL byte");
-    let mut argv = vec![to_c(program)?];
-    for a in rest {
-        argv.push(to_c(a)?);
-    }
-    let mut env = Vec::new();
-    for (k, v) in std::env::vars_os() {
-        if k != "PATH" {
-            let mut entry = k.as_bytes().to_vec();
-            entry.push(b'=');
-            entry.extend_from_slice(v.as_bytes());
-            if let Ok(c) = CString::new(entry) {
-                env.push(c);
-            }
-        }
-    }
-    env.push(CString::new(format!("PATH={}", run::SANDBOX_PATH))?);
-    let spec = sandbox::Isolate {
-        farm: farm_dir.to_owned(),
-        scratch: run_dir.path().to_owned(),
-        keep_upper: keep_upper.clone(),
-        workdir: workdir.to_owned(),
-        argv,
-        env,
-        net_none: args.net == Net::None,
-    };
-    let (helper, report) = sandbox::spawn_isolated(&spec).map_err(|e| preflight_hint(e.into()))?;
-    let forwarding = child::Forwarding::start(helper);
-    let outcome = sandbox::wait(helper, report);
-    drop(forwarding);
-    if let Some((_, work)) = &keep_upper {
-        let _ = run::remove_tree(work);
-    }
-    if let Some((upper, _)) = &keep_upper {
-        eprintln!("velo: what the command wrote is in {}", upper.display());
-    }
-    match outcome.map_err(|e| preflight_hint(e.into()))? {
-        sandbox::Outcome::Exited(raw) => Ok(ExitStatus::from_raw(raw)),
-        sandbox::Outcome::ExecFailed(err) => {
-            // As `env` and shells do: say why, exit 127 (126 when found but not runnable).
-            eprintln!(
-                "velo: cannot run {} inside the sandbox: {err}",
-                program.to_string_lossy()
-            );
-            let code = if err.kind() == std::io::ErrorKind::NotFound {
-                127
-            } else {
-                126
-            };
-            Ok(ExitStatus::from_raw(code << 8))
-        }
-    }
-}
-
-/// Adds what to check when the sandbox could not be set up.
-fn preflight_hint(err: anyhow::Error) -> anyhow::Error {
-    let failing: Vec<String> = velo::doctor::checks()
-        .into_iter()
-        .filter(|c| !c.ok)
-        .map(|c| format!("{}: {}", c.name, c.detail))
-        .collect();
-    if failing.is_empty() {
-        err
-    } else {
-        err.context(format!(
-            "this machine restricts namespaces: {}",
-            failing.join("; ")
-        ))
-    }
-}
-
-fn sandbox_available() -> bool {
-    velo::doctor::checks()
-        .iter()
-        .all(|c| c.ok || !c.needed_for_farm)
 }

@@ -33,6 +33,7 @@
 
 pub mod exe;
 pub mod farm;
+pub mod launch;
 pub mod layers;
 pub mod mirage;
 pub mod plan;
