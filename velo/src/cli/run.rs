@@ -6,12 +6,11 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
 use velo::manifest::Manifest;
+use velo::run::shim_mode as shim;
 use velo::run::{self, RunDir, farm, launch, layers, mirage, plan, sandbox};
 use velo::store::Store;
 
 use velo::child;
-
-mod shim;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
@@ -187,7 +186,9 @@ pub fn run(store_dir: &Path, args: Args) -> Result<ExitCode> {
                 upper: args.upper.as_deref(),
                 verbose: args.verbose,
             };
-            let status = shim::run(&store, &image, &mapped, built, spec)?;
+            let status = shim::run(&store, &image, &mapped, built, spec, &|line| {
+                eprintln!("velo: {line}")
+            })?;
             if args.keep {
                 eprintln!("velo: kept {}", run_dir.path().display());
             }

@@ -38,6 +38,7 @@ pub mod layers;
 pub mod mirage;
 pub mod plan;
 pub mod sandbox;
+pub mod shim_mode;
 
 use std::ffi::OsStr;
 use std::fs;

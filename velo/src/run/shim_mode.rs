@@ -10,14 +10,43 @@ use std::os::unix::process::CommandExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, ExitStatus};
 
-use anyhow::{Context, Result, bail};
-use velo::manifest::Manifest;
-use velo::run::mirage::{self, Found, Mapped};
-
-use velo::store::{LockMode, Store};
 use velo_intercept::env;
 
-use velo::child;
+use super::mirage::{self, Found, Mapped};
+use crate::child;
+use crate::manifest::Manifest;
+use crate::store::{LockMode, Store};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("--workdir {}: it climbs out of the tree", .0.display())]
+    WorkdirOutside(PathBuf),
+    #[error("--workdir {}: no such directory in the manifest", .0.display())]
+    WorkdirMissing(PathBuf),
+    #[error("{op} {}: {source}", .path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot run {}: {source}", .program.display())]
+    Spawn {
+        program: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("waiting for the command: {0}")]
+    Wait(std::io::Error),
+    #[error(transparent)]
+    Manifest(#[from] crate::manifest::ReadError),
+    #[error(transparent)]
+    Layers(#[from] super::layers::MergeError),
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    #[error(transparent)]
+    Farm(#[from] super::farm::Error),
+    #[error(transparent)]
+    Inception(#[from] crate::inception::Error),
+}
 
 pub struct Spec<'a> {
     pub at: &'a Path,
@@ -39,10 +68,13 @@ pub struct Spec<'a> {
 /// The tree's image for the layers: found by the manifest's id alone when there is one layer
 /// and its image is cached (the manifest is then not even decoded), else built from the merged
 /// layers. Returns the image's path and whether it was built now.
-pub fn image(store: &Store, manifest: &Path, bases: &[PathBuf]) -> Result<(PathBuf, bool)> {
+pub fn image(store: &Store, manifest: &Path, bases: &[PathBuf]) -> Result<(PathBuf, bool), Error> {
     if bases.is_empty() {
-        let bytes =
-            std::fs::read(manifest).with_context(|| format!("reading {}", manifest.display()))?;
+        let bytes = std::fs::read(manifest).map_err(|source| Error::Io {
+            op: "reading",
+            path: manifest.to_owned(),
+            source,
+        })?;
         let cached = mirage::image_path(store, &blake3::hash(&bytes).to_hex());
         if cached.is_file() {
             return Ok((cached, false));
@@ -53,7 +85,7 @@ pub fn image(store: &Store, manifest: &Path, bases: &[PathBuf]) -> Result<(PathB
         layers.push(Manifest::read(path)?);
     }
     let refs: Vec<&Manifest> = layers.iter().collect();
-    let tree = velo::run::layers::merge(&refs)?;
+    let tree = super::layers::merge(&refs)?;
     let _lock = store.lock(LockMode::Shared)?;
     Ok(mirage::cached_image(store, &tree)?)
 }
@@ -117,26 +149,25 @@ pub fn program(
     }
 }
 
+/// Runs `spec`'s command with the shim serving `image` (mapped as `mapped`; `built` says whether
+/// this run built it) and returns its wait status. `note` gets `-v`'s line.
 pub fn run(
     store: &Store,
     image: &Path,
     mapped: &Mapped,
     built: bool,
     spec: Spec,
-) -> Result<ExitStatus> {
-    let shim = velo::inception::locate_shim()?;
+    note: &dyn Fn(&str),
+) -> Result<ExitStatus, Error> {
+    let shim = crate::inception::locate_shim()?;
     let workdir = spec
         .workdir
         .map(|w| w.strip_prefix("/").unwrap_or(w))
         .unwrap_or(Path::new(""));
-    let rel = relative(workdir)
-        .with_context(|| format!("--workdir {}: it climbs out of the tree", workdir.display()))?;
+    let rel = relative(workdir).ok_or_else(|| Error::WorkdirOutside(workdir.to_owned()))?;
     let is_dir = |f| matches!(f, Found::Entry(i) if mapped.image().entry(i).is_dir());
     if !rel.is_empty() && !is_dir(mapped.find(&rel, spec.at)) {
-        bail!(
-            "--workdir {}: no such directory in the manifest",
-            workdir.display()
-        );
+        return Err(Error::WorkdirMissing(workdir.to_owned()));
     }
     // Shared with ingests, exclusive with gc: no blob disappears while the command reads it.
     let _lock = store.lock(LockMode::Shared)?;
@@ -146,8 +177,8 @@ pub fn run(
         spec.at.join(OsStr::from_bytes(&rel))
     };
     if spec.verbose {
-        eprintln!(
-            "velo: {} entries served at {} from image {} ({}); {}",
+        note(&format!(
+            "{} entries served at {} from image {} ({}); {}",
             mapped.image().len() - 1,
             spec.at.display(),
             image.display(),
@@ -156,14 +187,20 @@ pub fn run(
                 Some(dir) => format!("writes there go to {}", dir.display()),
                 None => "writes there fail with EROFS (read-only; --upper DIR keeps them)".into(),
             }
-        );
+        ));
     }
-    let preload = velo::inception::preload(&shim);
+    let preload = crate::inception::preload(&shim);
     let upper = match spec.upper {
         Some(dir) => {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating --upper {}", dir.display()))?;
-            Some(std::fs::canonicalize(dir).with_context(|| format!("--upper {}", dir.display()))?)
+            let io = |op| {
+                move |source| Error::Io {
+                    op,
+                    path: dir.to_owned(),
+                    source,
+                }
+            };
+            std::fs::create_dir_all(dir).map_err(io("creating --upper"))?;
+            Some(std::fs::canonicalize(dir).map_err(io("resolving --upper"))?)
         }
         None => None,
     };
@@ -180,11 +217,12 @@ pub fn run(
         .env(env::MIRAGE_EMPTY.name(), spec.empty)
         .env(env::MIRAGE_CWD.name(), &cwd)
         .env("PWD", &cwd);
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot run {}", spec.program.display()))?;
+    let mut child = cmd.spawn().map_err(|source| Error::Spawn {
+        program: spec.program.clone(),
+        source,
+    })?;
     let forwarding = child::Forwarding::start(child.id() as i32);
-    let status = child.wait().context("waiting for the command")?;
+    let status = child.wait().map_err(Error::Wait)?;
     drop(forwarding);
     Ok(status)
 }
