@@ -695,3 +695,48 @@ pub fn raw_manifest_sized(entries: &[RawEntry], size: u64) -> Vec<u8> {
     }
     out
 }
+
+/// Runs `script` with `sh -c` in a private mount namespace (as root, or in a user namespace),
+/// in `env`'s directory. `None` (and a loud skip) when no namespace or tmpfs can be had there;
+/// the script exits 99 when its `mount` fails.
+pub fn in_mount_namespace(env: &Env, test: &str, script: &str) -> Option<std::process::Output> {
+    in_mount_namespace_with(env, test, script, &[])
+}
+
+/// [`in_mount_namespace`] with `vars` set (`None` removes one).
+pub fn in_mount_namespace_with(
+    env: &Env,
+    test: &str,
+    script: &str,
+    vars: &[(&str, Option<&std::path::Path>)],
+) -> Option<std::process::Output> {
+    let unshare = if is_root() {
+        vec!["unshare", "--mount"]
+    } else {
+        vec!["unshare", "-Urm"]
+    };
+    let probe = Command::new(unshare[0])
+        .args(&unshare[1..])
+        .arg("true")
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        skip(test, "cannot create a mount namespace (unshare)");
+        return None;
+    }
+    let mut cmd = Command::new(unshare[0]);
+    cmd.args(&unshare[1..])
+        .args(["sh", "-c", script])
+        .current_dir(env.path());
+    for (key, value) in vars {
+        match value {
+            Some(v) => cmd.env(key, v),
+            None => cmd.env_remove(key),
+        };
+    }
+    let out = cmd.output().unwrap();
+    if out.status.code() == Some(99) {
+        skip(test, "cannot mount tmpfs in a mount namespace");
+        return None;
+    }
+    Some(out)
+}

@@ -3,9 +3,8 @@
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
-use std::process::Command;
 
-use velo_e2e::{Env, files_under, fingerprint_tree, is_root, skip};
+use velo_e2e::{Env, files_under, fingerprint_tree, in_mount_namespace};
 
 fn assert_store_untouched(env: &Env) {
     assert!(
@@ -262,36 +261,6 @@ fn bad_exclude_glob() {
         .fails()
         .stderr_has(&["invalid --exclude glob \"a[b\""]);
     assert_store_untouched(&env);
-}
-
-/// Runs `script` with `sh -c` in a private mount namespace (as root, or in a user namespace),
-/// in `env`'s directory. `None` (and a loud skip) when no namespace or tmpfs can be had there;
-/// the script exits 99 when its `mount` fails.
-fn in_mount_namespace(env: &Env, test: &str, script: &str) -> Option<std::process::Output> {
-    let unshare = if is_root() {
-        vec!["unshare", "--mount"]
-    } else {
-        vec!["unshare", "-Urm"]
-    };
-    let probe = Command::new(unshare[0])
-        .args(&unshare[1..])
-        .arg("true")
-        .status();
-    if !probe.is_ok_and(|s| s.success()) {
-        skip(test, "cannot create a mount namespace (unshare)");
-        return None;
-    }
-    let out = Command::new(unshare[0])
-        .args(&unshare[1..])
-        .args(["sh", "-c", script])
-        .current_dir(env.path())
-        .output()
-        .unwrap();
-    if out.status.code() == Some(99) {
-        skip(test, "cannot mount tmpfs in a mount namespace");
-        return None;
-    }
-    Some(out)
 }
 
 /// The store on a full filesystem: a 2 MiB tmpfs in a private mount namespace.

@@ -286,20 +286,18 @@ fn with_read_only_store(env: &Env, test: &str, script: &str) -> Option<std::proc
         "set -u; mkdir -p ro home; mount --bind {store} ro && mount -o remount,bind,ro ro || exit 99; {script}",
         store = env.store().display()
     );
-    let out = Command::new("unshare")
-        .args(["--mount", "sh", "-c", &full])
-        .current_dir(env.path())
-        .env("VELO_STORE", env.path().join("ro"))
-        .env("HOME", env.path().join("home"))
-        .env_remove("XDG_CACHE_HOME")
-        .env_remove("VELO_LOG")
-        .output()
-        .unwrap();
-    if out.status.code() == Some(99) {
-        skip(test, "cannot make a read-only bind mount here");
-        return None;
-    }
-    Some(out)
+    let (ro, home) = (env.path().join("ro"), env.path().join("home"));
+    velo_e2e::in_mount_namespace_with(
+        env,
+        test,
+        &full,
+        &[
+            ("VELO_STORE", Some(&ro)),
+            ("HOME", Some(&home)),
+            ("XDG_CACHE_HOME", None),
+            ("VELO_LOG", None),
+        ],
+    )
 }
 
 #[test]
