@@ -13,6 +13,7 @@
 //! | [`gc`]       | `velo gc`        | collecting blobs no registered manifest needs             |
 //! | [`live`]     |                  | the set of live blobs that status and gc agree on         |
 //! | [`inception`]| `velo inception` | project root, shim location, the projection's environment |
+//! | [`remote`]   | `velo push`, `velo pull` | the remote tier: verified object storage between machines |
 //! | [`run`]      | `velo run`       | layers, link farms, the overlay and the `--isolate` sandbox |
 //! | [`doctor`]   | `velo doctor`    | what namespaces and OverlayFS this machine allows         |
 //! | [`cache`]    | `velo cache`     | content keys, `target/` snapshots, fresh restores         |
@@ -34,6 +35,7 @@ pub mod inception;
 pub mod ingest;
 pub mod live;
 pub mod manifest;
+pub mod remote;
 pub mod run;
 pub mod scan;
 pub mod status;

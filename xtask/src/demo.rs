@@ -445,5 +445,26 @@ fn velo_run(velo: &Path, work: &Path, store: &Path) -> Result<()> {
     ]))?;
     exec(velo_cmd(&["status", "--verify"]).stdout(std::process::Stdio::null()))?;
     println!("    the write went to a private layer; `velo status --verify`: every blob intact");
+
+    step("velo push / velo pull: machine B gets the tree through a shared remote");
+    let remote = format!("file://{}", work.join("remote").display());
+    println!("$ velo push --remote {remote} alice.velo");
+    exec(&mut velo_cmd(&["push", "--remote", &remote, "alice.velo"]))?;
+    let id = output(&mut velo_cmd(&["manifest", "id", "alice.velo"]))?;
+    let id = id.trim();
+    println!("$ VELO_STORE=machine-b/store velo pull --remote {remote} {id} -o machine-b.velo");
+    let b_store = work.join("machine-b/store");
+    exec(
+        velo_cmd(&["pull", "--remote", &remote, id, "-o", "machine-b.velo"])
+            .env("VELO_STORE", &b_store),
+    )?;
+    let b_id = output(velo_cmd(&["manifest", "id", "machine-b.velo"]).env("VELO_STORE", &b_store))?;
+    ensure!(b_id.trim() == id, "machine B's manifest differs: {b_id}");
+    exec(
+        velo_cmd(&["status", "--verify"])
+            .env("VELO_STORE", &b_store)
+            .stdout(std::process::Stdio::null()),
+    )?;
+    println!("    machine B's store holds the tree, every blob checked against its name");
     Ok(())
 }

@@ -8,7 +8,9 @@ mod inception; // the shim under real cargo builds, tools and threads
 mod ingest; // ingest, dedup, identity of manifests, the stat index
 mod integrity; // the store's permissions, corrupt blobs never served and healed, read-only stores, escapes
 mod interception_table; // the shim's exports match the interception table
-mod reliability; // SIGKILL during ingest, concurrent ingest and gc
+mod reliability;
+// SIGKILL during ingest, concurrent ingest and gc
+mod remote; // velo push/pull through a file:// remote: machine B, corruption, concurrent pushes
 mod reports; // snapshots of every human and JSON output
 mod run; // velo run: farms, the store's immutability, --isolate, malicious manifests
 mod scan; // velo scan: physical paths in target directories, per crate and class

@@ -9,6 +9,7 @@ mod inception;
 mod ingest;
 mod manifest;
 mod output;
+mod remote;
 mod run;
 mod scan;
 mod status;
@@ -60,6 +61,8 @@ enum Command {
     Trace(trace::Args),
     Scan(scan::Args),
     Audit(audit::Args),
+    Push(remote::PushArgs),
+    Pull(remote::PullArgs),
 }
 
 pub fn run() -> Result<ExitCode> {
@@ -78,6 +81,8 @@ pub fn run() -> Result<ExitCode> {
         Command::Trace(args) => trace::run(args),
         Command::Scan(args) => scan::run(args),
         Command::Audit(args) => audit::run(args),
+        Command::Push(args) => remote::push(&store()?, args),
+        Command::Pull(args) => remote::pull(&store()?, args),
     }
 }
 

@@ -1,0 +1,168 @@
+//! The remote tier through a `file://` remote: "machine B" is a second store and HOME on this
+//! host, sharing nothing with machine A but the remote directory.
+
+use std::fs;
+
+use velo_e2e::{Env, files_under};
+
+/// A second machine's view: its own store and HOME, the same remote.
+fn machine_b(env: &Env) -> impl Fn(&[&str]) -> velo_e2e::Cmd + '_ {
+    move |args: &[&str]| {
+        env.velo(args)
+            .env("VELO_STORE", env.path().join("b-store"))
+            .env("HOME", env.path().join("b-home"))
+            .env("VELO_REMOTE", remote_url(env))
+    }
+}
+
+fn remote_url(env: &Env) -> String {
+    format!("file://{}", env.path().join("remote").display())
+}
+
+fn tree(env: &Env) {
+    env.write("t/hello.txt", "hello from machine A\n");
+    env.write("t/lib/data.bin", vec![7u8; 200_000]);
+    env.write("t/same", "hello from machine A\n");
+}
+
+#[test]
+fn push_then_pull_moves_only_what_is_missing_and_the_ids_agree() {
+    let env = Env::new();
+    tree(&env);
+    env.velo(["ingest", "t", "-o", "t.velo"]).ok();
+    let id = env.velo(["manifest", "id", "t.velo"]).ok().stdout();
+    let id = id.trim();
+    let url = remote_url(&env);
+
+    let pushed = env
+        .velo(["push", "--remote", &url, "--json", "t.velo"])
+        .ok()
+        .json();
+    assert_eq!(pushed[0]["manifest_id"], id);
+    assert_eq!(pushed[0]["blobs"], 2, "two distinct contents: {pushed}");
+    assert_eq!(pushed[0]["transferred"], 2);
+    assert!(
+        pushed[0]["compressed_bytes"].as_u64() < Some(20_000),
+        "zstd on the wire: {pushed}"
+    );
+    let again = env
+        .velo(["push", "--remote", &url, "--json", "t.velo"])
+        .ok()
+        .json();
+    assert_eq!(again[0]["transferred"], 0, "nothing twice: {again}");
+
+    let b = machine_b(&env);
+    let pulled = b(&["pull", id, "-o", "b.velo", "--json"]).ok().json();
+    assert_eq!(pulled["transferred"], 2, "{pulled}");
+    let b_id = b(&["manifest", "id", "b.velo"]).ok().stdout();
+    assert_eq!(b_id.trim(), id, "the same manifest, byte for byte");
+    b(&["status", "--verify"]).ok();
+    let run = b(&[
+        "run",
+        "--mode",
+        "farm",
+        "--manifest",
+        "b.velo",
+        "--",
+        "cat",
+        "hello.txt",
+    ])
+    .ok();
+    assert_eq!(run.stdout(), "hello from machine A\n");
+    let twice = b(&["pull", id, "-o", "b.velo", "--json"]).ok().json();
+    assert_eq!(twice["transferred"], 0, "the local store had them: {twice}");
+}
+
+#[test]
+fn a_corrupted_remote_object_is_detected_and_never_used() {
+    let env = Env::new();
+    tree(&env);
+    env.velo(["ingest", "t", "-o", "t.velo"]).ok();
+    let id = env.velo(["manifest", "id", "t.velo"]).ok().stdout();
+    let id = id.trim().to_owned();
+    env.velo(["push", "--remote", &remote_url(&env), "t.velo"])
+        .ok();
+
+    // A blob replaced by other valid zstd content of the same size.
+    let hex = blake3::hash(b"hello from machine A\n").to_hex().to_string();
+    let object = env.path().join("remote/blobs").join(&hex[..2]).join(&hex);
+    fs::write(
+        &object,
+        zstd::bulk::compress(b"HELLO FROM MACHINE a\n", 3).unwrap(),
+    )
+    .unwrap();
+    let b = machine_b(&env);
+    let run = b(&["pull", &id, "-o", "b.velo"]).run().expect_code(2);
+    assert!(
+        run.stderr().contains("does not match its name; not used")
+            && run.stderr().contains("lacks 1 blob(s)"),
+        "{}",
+        run.explain()
+    );
+    assert!(
+        !env.path().join("b.velo").exists(),
+        "no manifest without its blobs"
+    );
+    let blobs = env.path().join("b-store/blobs");
+    let stored: Vec<Vec<u8>> = files_under(&blobs)
+        .iter()
+        .map(|p| fs::read(blobs.join(p)).unwrap())
+        .collect();
+    assert!(
+        !stored.iter().any(|b| b.starts_with(b"HELLO")),
+        "the corrupt content never entered the store"
+    );
+
+    // A manifest object whose bytes are not its id.
+    let manifest = env.path().join("remote/manifests").join(&id);
+    let mut bytes = fs::read(&manifest).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    fs::write(&manifest, bytes).unwrap();
+    b(&["pull", &id, "-o", "b.velo"])
+        .fails()
+        .stderr_has(&["is corrupt there", "nothing was pulled"]);
+}
+
+#[test]
+fn two_pushes_of_one_manifest_at_once_both_succeed() {
+    let env = Env::new();
+    tree(&env);
+    env.velo(["ingest", "t", "-o", "t.velo"]).ok();
+    let url = remote_url(&env);
+    let spawn = || {
+        let mut cmd = env.velo(["push", "--remote", &url, "t.velo"]).cmd;
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    for child in [a, b] {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let leftovers: Vec<_> = files_under(&env.path().join("remote"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".velo-upload-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn without_a_remote_push_and_pull_say_how_to_name_one() {
+    let env = Env::new();
+    tree(&env);
+    env.velo(["ingest", "t", "-o", "t.velo"]).ok();
+    env.velo(["push", "t.velo"])
+        .env_remove("VELO_REMOTE")
+        .fails()
+        .stderr_has(&["pass --remote URL or set VELO_REMOTE"]);
+    env.velo(["push", "--remote", "s3://bucket/prefix", "t.velo"])
+        .fails()
+        .stderr_has(&["s3:// is not supported yet"]);
+}

@@ -1,0 +1,320 @@
+//! The remote tier: blobs and manifests shared between machines through object storage.
+//!
+//! # Object layout
+//!
+//! ```text
+//! <prefix>/velo-remote        marker and format version ("velo remote 1")
+//! <prefix>/blobs/ab/ab12…ef   a blob, zstd-compressed; `.x` for the executable variant
+//! <prefix>/manifests/<id>     a manifest's bytes (its id is their BLAKE3)
+//! ```
+//!
+//! Every object is named by the BLAKE3 of its *uncompressed* content, so what a machine pulls is
+//! checked against its name before anything enters the local store: a blob is decompressed with
+//! a size cap (the size the manifest declares), hashed and compared with its key; a manifest is
+//! hashed and compared with the id asked for. A mismatch is a miss and a warning, never a wrong
+//! file. Publishing is ordered: every blob first, the manifest last, with a create-if-absent
+//! write, so a reader never finds a manifest whose blobs are not all there (unless a prune took
+//! them, which a pull reports as missing blobs).
+//!
+//! The storage is behind [`Backend`], so S3-compatible stores (issue 25's next step) and others
+//! plug in beside the `file://` one ([`fs::FsBackend`]: a shared directory, with the same
+//! semantics).
+//!
+//! Not yet: S3 (OpenDAL), packs of small files, `velo cargo` restoring from a remote, prune, a
+//! read-only mode. docs/remote.md says what works.
+
+pub mod fs;
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::manifest::{Kind, Manifest};
+use crate::store::{self, BlobKey, Store};
+
+/// First line of the `velo-remote` marker.
+const MARKER: &[u8] = b"velo remote 1\n";
+
+/// zstd level for uploads: fast, and most of a target/ compresses well anyway.
+const LEVEL: i32 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "no remote: pass --remote URL or set VELO_REMOTE (file:///shared/dir; s3:// is not supported yet)"
+    )]
+    NoRemote,
+    #[error(
+        "remote {0:?}: unsupported URL (file:///ABSOLUTE/DIR works; s3:// is not supported yet)"
+    )]
+    BadUrl(String),
+    #[error("remote {url}: {op} {key}: {source}")]
+    Io {
+        url: String,
+        op: &'static str,
+        key: String,
+        source: std::io::Error,
+    },
+    #[error("remote {url} holds no manifest {id}: push it first (velo push MANIFEST)")]
+    NoManifest { url: String, id: String },
+    #[error(
+        "remote {url}: manifest {id} is corrupt there (its bytes hash to {actual}); nothing was pulled"
+    )]
+    CorruptManifest {
+        url: String,
+        id: String,
+        actual: String,
+    },
+    #[error(
+        "remote {url} lacks {count} blob(s) of manifest {id} (for example {first}), or holds them corrupt: \
+         nothing was written; push the tree again from a machine that has it"
+    )]
+    MissingBlobs {
+        url: String,
+        id: String,
+        count: usize,
+        first: String,
+    },
+    #[error("{0:?} is not a manifest id (64 hex digits)")]
+    BadId(String),
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error(transparent)]
+    Manifest(#[from] crate::manifest::ReadError),
+    #[error("writing {}: {source}", .path.display())]
+    Output {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Object storage, as the remote tier needs it: whole-object reads and writes by key.
+pub trait Backend: Send + Sync {
+    /// The URL, for messages.
+    fn url(&self) -> &str;
+    /// The object at `key`, or `None` if there is none.
+    fn get(&self, key: &str) -> std::io::Result<Option<Vec<u8>>>;
+    /// Whether an object exists at `key`.
+    fn exists(&self, key: &str) -> std::io::Result<bool>;
+    /// Writes `bytes` at `key` unless an object is already there; `false` if one was. Readers
+    /// see the whole object or none.
+    fn put_if_absent(&self, key: &str, bytes: &[u8]) -> std::io::Result<bool>;
+}
+
+/// The remote at `url` (`--remote`), else `$VELO_REMOTE`.
+pub fn open(url: Option<&str>) -> Result<Box<dyn Backend>, Error> {
+    let url = match url {
+        Some(u) => u.to_owned(),
+        None => std::env::var("VELO_REMOTE")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .ok_or(Error::NoRemote)?,
+    };
+    match url.strip_prefix("file://") {
+        Some(dir) if dir.starts_with('/') => Ok(Box::new(fs::FsBackend::new(&url, dir))),
+        _ => Err(Error::BadUrl(url)),
+    }
+}
+
+fn blob_key(key: &BlobKey) -> String {
+    let name = key.file_name();
+    format!("blobs/{}/{name}", &name[..2])
+}
+
+fn manifest_key(id: &str) -> String {
+    format!("manifests/{id}")
+}
+
+fn io(remote: &dyn Backend, op: &'static str, key: &str) -> impl FnOnce(std::io::Error) -> Error {
+    let (url, key) = (remote.url().to_owned(), key.to_owned());
+    move |source| Error::Io {
+        url,
+        op,
+        key,
+        source,
+    }
+}
+
+/// What a push or a pull moved.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Moved {
+    pub manifest_id: String,
+    /// Blobs the manifest names (each once).
+    pub blobs: u64,
+    /// Blobs that travelled, and their bytes before and after compression.
+    pub transferred: u64,
+    pub bytes: u64,
+    pub compressed_bytes: u64,
+}
+
+/// Uploads what `remote` lacks of `manifest` (its blobs from `store`), then the manifest.
+pub fn push(store: &Store, remote: &dyn Backend, manifest: &Path) -> Result<Moved, Error> {
+    let bytes = std::fs::read(manifest).map_err(|source| Error::Output {
+        path: manifest.to_owned(),
+        source,
+    })?;
+    let tree = Manifest::read(manifest)?;
+    let id = tree.id().to_string();
+    remote
+        .put_if_absent("velo-remote", MARKER)
+        .map_err(io(remote, "writing", "velo-remote"))?;
+    let mut moved = Moved {
+        manifest_id: id.clone(),
+        ..Moved::default()
+    };
+    for (key, size) in blobs_of(&tree) {
+        moved.blobs += 1;
+        let name = blob_key(&key);
+        if remote
+            .exists(&name)
+            .map_err(io(remote, "checking", &name))?
+        {
+            continue;
+        }
+        if store.ensure(&key, size)? != store::Fitness::Sound {
+            // Never upload what the store cannot vouch for.
+            return Err(Error::Store(store::Error::io(
+                "reading",
+                store.blob_path(&key),
+                std::io::Error::other(
+                    "the blob is missing or corrupt in the local store (velo status --verify)",
+                ),
+            )));
+        }
+        let path = store.blob_path(&key);
+        let data = std::fs::read(&path).map_err(|e| store::Error::io("reading", &path, e))?;
+        let packed =
+            zstd::bulk::compress(&data, LEVEL).map_err(io(remote, "compressing", &name))?;
+        if remote
+            .put_if_absent(&name, &packed)
+            .map_err(io(remote, "uploading", &name))?
+        {
+            moved.transferred += 1;
+            moved.bytes += data.len() as u64;
+            moved.compressed_bytes += packed.len() as u64;
+        }
+    }
+    // Last: a reader that finds the manifest finds every blob.
+    let key = manifest_key(&id);
+    remote
+        .put_if_absent(&key, &bytes)
+        .map_err(io(remote, "uploading", &key))?;
+    Ok(moved)
+}
+
+/// Brings manifest `id` from `remote` into `output` and the blobs the local store lacks into
+/// `store`; every object is checked against its name first.
+pub fn pull(store: &Store, remote: &dyn Backend, id: &str, output: &Path) -> Result<Moved, Error> {
+    if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::BadId(id.to_owned()));
+    }
+    let key = manifest_key(id);
+    let bytes = remote
+        .get(&key)
+        .map_err(io(remote, "downloading", &key))?
+        .ok_or_else(|| Error::NoManifest {
+            url: remote.url().to_owned(),
+            id: id.to_owned(),
+        })?;
+    let actual = blake3::hash(&bytes).to_hex().to_string();
+    if actual != id.to_ascii_lowercase() {
+        return Err(Error::CorruptManifest {
+            url: remote.url().to_owned(),
+            id: id.to_owned(),
+            actual,
+        });
+    }
+    let tree = Manifest::decode(&bytes).map_err(|e| Error::CorruptManifest {
+        url: remote.url().to_owned(),
+        id: id.to_owned(),
+        actual: format!("{actual}, and it does not decode: {e}"),
+    })?;
+    let _lock = store.lock(store::LockMode::Shared)?;
+    let mut moved = Moved {
+        manifest_id: id.to_owned(),
+        ..Moved::default()
+    };
+    let mut missing = Vec::new();
+    for (key, size) in blobs_of(&tree) {
+        moved.blobs += 1;
+        if store.ensure(&key, size)? == store::Fitness::Sound {
+            continue;
+        }
+        let name = blob_key(&key);
+        let Some(packed) = remote
+            .get(&name)
+            .map_err(io(remote, "downloading", &name))?
+        else {
+            missing.push(name);
+            continue;
+        };
+        match unpack(&packed, size) {
+            Some(data) if blake3::hash(&data) == key.hash => {
+                store.insert_bytes(key.hash, key.exec, &data)?;
+                moved.transferred += 1;
+                moved.bytes += data.len() as u64;
+                moved.compressed_bytes += packed.len() as u64;
+            }
+            _ => {
+                tracing::warn!(object = %name, remote = remote.url(), "a remote blob does not match its name: not used");
+                eprintln!(
+                    "velo: warning: {} on {} does not match its name; not used",
+                    name,
+                    remote.url()
+                );
+                missing.push(name);
+            }
+        }
+    }
+    if let Some(first) = missing.first() {
+        return Err(Error::MissingBlobs {
+            url: remote.url().to_owned(),
+            id: id.to_owned(),
+            count: missing.len(),
+            first: first.clone(),
+        });
+    }
+    store.sync()?;
+    store::write_atomic(output, &bytes, true)?;
+    store.register_root(output)?;
+    Ok(moved)
+}
+
+/// `packed` decompressed, if it holds exactly `size` bytes (never more are decompressed).
+fn unpack(packed: &[u8], size: u64) -> Option<Vec<u8>> {
+    let mut decoder = zstd::stream::read::Decoder::new(packed).ok()?;
+    let mut out = Vec::with_capacity(usize::try_from(size).ok()?.min(64 << 20));
+    // One byte more than declared tells "too long" from "exactly".
+    (&mut decoder).take(size + 1).read_to_end(&mut out).ok()?;
+    (out.len() as u64 == size).then_some(out)
+}
+
+/// Each blob of `tree` once, with its size.
+fn blobs_of(tree: &Manifest) -> Vec<(BlobKey, u64)> {
+    let mut seen = BTreeSet::new();
+    tree.entries()
+        .iter()
+        .filter_map(|e| match e.kind {
+            Kind::File { size, .. } => e.blob().map(|b| (b, size)),
+            _ => None,
+        })
+        .filter(|(b, _)| seen.insert(*b))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn unpacking_stops_at_the_declared_size() {
+        let data = vec![7u8; 10_000];
+        let packed = zstd::bulk::compress(&data, 3).unwrap();
+        assert_eq!(super::unpack(&packed, 10_000).as_deref(), Some(&data[..]));
+        assert_eq!(super::unpack(&packed, 100), None, "longer than declared");
+        assert_eq!(
+            super::unpack(&packed, 20_000),
+            None,
+            "shorter than declared"
+        );
+        assert_eq!(super::unpack(b"not zstd", 8), None);
+    }
+}
