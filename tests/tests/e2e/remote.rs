@@ -71,6 +71,31 @@ fn push_then_pull_moves_only_what_is_missing_and_the_ids_agree() {
     assert_eq!(run.stdout(), "hello from machine A\n");
     let twice = b(&["pull", id, "-o", "b.velo", "--json"]).ok().json();
     assert_eq!(twice["transferred"], 0, "the local store had them: {twice}");
+
+    // Machine C has the manifest file (from a checkout, say) but an empty store: `velo run`
+    // fetches what it lacks from the remote.
+    fs::copy(env.path().join("t.velo"), env.path().join("c.velo")).unwrap();
+    let run = env
+        .velo([
+            "run",
+            "--mode",
+            "farm",
+            "--manifest",
+            "c.velo",
+            "--",
+            "cat",
+            "lib/data.bin",
+        ])
+        .env("VELO_STORE", env.path().join("c-store"))
+        .env("HOME", env.path().join("c-home"))
+        .env("VELO_REMOTE", remote_url(&env))
+        .ok();
+    assert_eq!(run.stdout().len(), 200_000);
+    assert!(
+        run.stderr().contains("fetched 2 of 2 blobs of c.velo"),
+        "{}",
+        run.explain()
+    );
 }
 
 #[test]

@@ -97,6 +97,11 @@ pub struct Args {
     #[arg(short, long)]
     verbose: bool,
 
+    /// Fetch blobs the store lacks from this remote before running [default: $VELO_REMOTE, if
+    /// set]. Every blob is checked against its name first (docs/remote.md).
+    #[arg(long, value_name = "URL")]
+    remote: Option<String>,
+
     /// The command and its arguments.
     #[arg(
         trailing_var_arg = true,
@@ -121,6 +126,30 @@ pub fn run(store_dir: &Path, args: Args) -> Result<ExitCode> {
         })
     };
     let (program, rest) = args.command.split_first().expect("clap requires a command");
+    let remote_url = args
+        .remote
+        .clone()
+        .or_else(|| std::env::var("VELO_REMOTE").ok().filter(|u| !u.is_empty()));
+    if let Some(url) = remote_url {
+        // A machine that lacks blobs pulls them; a new store is created for them.
+        let store =
+            Store::open_or_create(store_dir, velo::store::Access::Private, "velo run --remote")?;
+        let remote = velo::remote::open(Some(&url))?;
+        for path in args.bases.iter().chain(std::iter::once(&manifest_path)) {
+            let tree = Manifest::read(path)?;
+            let id = tree.id().to_string();
+            let moved = velo::remote::fetch_blobs(&store, remote.as_ref(), &tree, &id)?;
+            if moved.transferred > 0 || args.verbose {
+                eprintln!(
+                    "velo: fetched {} of {} blobs of {} from {url} ({})",
+                    moved.transferred,
+                    moved.blobs,
+                    path.display(),
+                    super::output::bytes(moved.compressed_bytes)
+                );
+            }
+        }
+    }
     if args.mode == Mode::Shim && args.isolate {
         bail!(
             "--mode shim and --isolate do not combine: the sandbox's root is a farm (use --mode farm)"

@@ -229,13 +229,29 @@ pub fn pull(store: &Store, remote: &dyn Backend, id: &str, output: &Path) -> Res
         id: id.to_owned(),
         actual: format!("{actual}, and it does not decode: {e}"),
     })?;
+    let moved = fetch_blobs(store, remote, &tree, id)?;
+    store.sync()?;
+    store::write_atomic(output, &bytes, true)?;
+    store.register_root(output)?;
+    Ok(moved)
+}
+
+/// Brings every blob of `tree` (manifest `id`, for messages) that `store` lacks, or holds
+/// unsound, from `remote`, each checked against its key first; [`Error::MissingBlobs`] if any
+/// could not be had. Blobs already sound cost one `lstat` each.
+pub fn fetch_blobs(
+    store: &Store,
+    remote: &dyn Backend,
+    tree: &Manifest,
+    id: &str,
+) -> Result<Moved, Error> {
     let _lock = store.lock(store::LockMode::Shared)?;
     let mut moved = Moved {
         manifest_id: id.to_owned(),
         ..Moved::default()
     };
     let mut missing = Vec::new();
-    for (key, size) in blobs_of(&tree) {
+    for (key, size) in blobs_of(tree) {
         moved.blobs += 1;
         if store.ensure(&key, size)? == store::Fitness::Sound {
             continue;
@@ -275,8 +291,6 @@ pub fn pull(store: &Store, remote: &dyn Backend, id: &str, output: &Path) -> Res
         });
     }
     store.sync()?;
-    store::write_atomic(output, &bytes, true)?;
-    store.register_root(output)?;
     Ok(moved)
 }
 
