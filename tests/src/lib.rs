@@ -740,3 +740,11 @@ pub fn in_mount_namespace_with(
     }
     Some(out)
 }
+
+/// A finished command's stdout, stderr, and both together for an assertion's message.
+pub fn output_texts(out: &Output) -> (String, String, String) {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let explain = format!("stdout:\n{stdout}\nstderr:\n{stderr}");
+    (stdout, stderr, explain)
+}

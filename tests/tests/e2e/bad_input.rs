@@ -287,9 +287,7 @@ fn full_disk_leaves_no_partial_blob() {
     let Some(out) = in_mount_namespace(&env, "full_disk_leaves_no_partial_blob", &script) else {
         return;
     };
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let explain = format!("stdout:\n{stdout}\nstderr:\n{stderr}");
+    let (stdout, stderr, explain) = velo_e2e::output_texts(&out);
     assert!(stdout.contains("ingest-exit=2"), "{explain}");
     assert!(
         stderr.contains(&format!(
@@ -337,9 +335,7 @@ fn a_full_disk_holding_only_the_manifest_is_named() {
     ) else {
         return;
     };
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let explain = format!("stdout:\n{stdout}\nstderr:\n{stderr}");
+    let (stdout, stderr, explain) = velo_e2e::output_texts(&out);
     assert!(stdout.contains("ingest-exit=2"), "{explain}");
     assert!(
         stderr.contains("no space left on the filesystem holding")

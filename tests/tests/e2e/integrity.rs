@@ -9,6 +9,18 @@ use std::process::Command;
 
 use velo_e2e::{Cmd, Env, files_under, is_root, skip};
 
+/// `velo run --mode farm --manifest t.velo -- cat a`.
+const FARM_CAT_A: [&str; 8] = [
+    "run",
+    "--mode",
+    "farm",
+    "--manifest",
+    "t.velo",
+    "--",
+    "cat",
+    "a",
+];
+
 /// The blob of `content` (not executable) in `store`.
 fn blob_of(store: &Path, content: &[u8]) -> PathBuf {
     let hex = blake3::hash(content).to_hex().to_string();
@@ -104,18 +116,7 @@ fn a_corrupt_or_missing_blob_is_never_served_and_heals() {
     env.write("t/c", "third\n");
     env.velo(["ingest", "t", "-o", "t.velo"]).ok();
     // A cached farm first, so its hard links to the damaged inode are put to the test too.
-    let first = env
-        .velo([
-            "run",
-            "--mode",
-            "farm",
-            "--manifest",
-            "t.velo",
-            "--",
-            "cat",
-            "a",
-        ])
-        .ok();
+    let first = env.velo(FARM_CAT_A).ok();
     assert_eq!(first.stdout(), "hello world\n");
 
     // Same size, other content: written through the inode. And one blob deleted.
@@ -216,18 +217,7 @@ fn damage_that_keeps_the_seal_is_found_by_verify_and_repaired() {
         .run()
         .expect_code(1);
     env.velo(["ingest", "t", "-o", "t.velo"]).ok();
-    let run = env
-        .velo([
-            "run",
-            "--mode",
-            "farm",
-            "--manifest",
-            "t.velo",
-            "--",
-            "cat",
-            "a",
-        ])
-        .ok();
+    let run = env.velo(FARM_CAT_A).ok();
     assert_eq!(run.stdout(), "hello world\n", "{}", run.explain());
 }
 
@@ -323,9 +313,7 @@ fn a_read_only_store_serves_status_verify_and_runs() {
     ) else {
         return;
     };
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let explain = format!("stdout:\n{stdout}\nstderr:\n{stderr}");
+    let (stdout, stderr, explain) = velo_e2e::output_texts(&out);
     for line in [
         "status=0",
         "verify=0",
