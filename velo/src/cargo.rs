@@ -69,6 +69,9 @@ pub struct Outcome {
     pub compiled: usize,
     pub build_seconds: f64,
     pub save: Save,
+    /// What the remote tier did (fetched or pushed a snapshot, or why it could not), when a
+    /// remote is configured (`VELO_REMOTE`).
+    pub remote: Vec<String>,
 }
 
 /// Runs `cargo ARGS…` through the cache of the store at `store`. `note` gets lines for the
@@ -108,7 +111,22 @@ pub fn run(
         ));
     }
 
-    let restore = if cache::is_cold(&project.target_dir) {
+    let remote = std::env::var("VELO_REMOTE")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .map(|url| crate::remote::open(Some(&url)));
+    let mut remote_said = Vec::new();
+    let cold = cache::is_cold(&project.target_dir);
+    if cold && let Some(remote) = &remote {
+        // A cold target on a machine without a snapshot of the key: bring the remote's newest.
+        // A remote that is down or wrong costs a normal build, never a failed one.
+        remote_said.push(match fetch_from_remote(store, remote, &project.key.key) {
+            Ok(Some(line)) => line,
+            Ok(None) => "remote: no snapshot of this key".to_owned(),
+            Err(e) => format!("remote unavailable ({e}): building without it"),
+        });
+    }
+    let restore = if cold {
         fetch_missing_registry_sources(store, &project, args, note);
         match cache::restore_cold(store, &project, progress) {
             Ok(Some(r)) => Restore::Restored(r),
@@ -150,6 +168,16 @@ pub fn run(
     } else {
         Save::NotNeeded
     };
+    if let (Some(remote), Save::Saved(saved)) = (&remote, &save)
+        && !saved.unchanged
+    {
+        remote_said.push(
+            match push_to_remote(store, remote, &project.key.key, &saved.id) {
+                Ok(line) => line,
+                Err(e) => format!("remote unavailable ({e}): the snapshot stays local"),
+            },
+        );
+    }
     Ok(Outcome {
         status,
         restore,
@@ -157,7 +185,68 @@ pub fn run(
         compiled,
         build_seconds,
         save,
+        remote: remote_said,
     })
+}
+
+type Remote = Result<Box<dyn crate::remote::Backend>, crate::remote::Error>;
+
+/// `n` bytes in MiB, for the summary line.
+fn mib(n: u64) -> String {
+    format!("{:.1} MiB", n as f64 / f64::from(1 << 20))
+}
+
+/// Fetches the remote's newest snapshot of `key` unless the local store has one already.
+fn fetch_from_remote(
+    store_root: &Path,
+    remote: &Remote,
+    key: &str,
+) -> Result<Option<String>, crate::remote::Error> {
+    let remote = remote
+        .as_ref()
+        .map_err(|e| crate::remote::Error::Cache(e.to_string()))?;
+    if let Ok(local) = Store::open_existing(store_root)
+        && snapshot::list_key(&local, key).is_ok_and(|l| !l.is_empty())
+    {
+        return Ok(None);
+    }
+    let store = Store::open_or_create(store_root, crate::store::Access::Private, "velo cargo")?;
+    Ok(
+        crate::remote::fetch_snapshot(&store, remote.as_ref(), key)?.map(|(id, moved)| {
+            format!(
+                "fetched snapshot {id} from {} ({} of {} blobs, {})",
+                remote.url(),
+                moved.transferred,
+                moved.blobs,
+                mib(moved.compressed_bytes)
+            )
+        }),
+    )
+}
+
+/// Pushes snapshot `id` of `key` to the remote.
+fn push_to_remote(
+    store_root: &Path,
+    remote: &Remote,
+    key: &str,
+    id: &str,
+) -> Result<String, crate::remote::Error> {
+    let remote = remote
+        .as_ref()
+        .map_err(|e| crate::remote::Error::Cache(e.to_string()))?;
+    let store = Store::open_existing(store_root)?;
+    let stored = snapshot::list_key(&store, key)
+        .map_err(|e| crate::remote::Error::Cache(e.to_string()))?
+        .into_iter()
+        .find(|s| s.snapshot.id == id)
+        .ok_or_else(|| crate::remote::Error::Cache(format!("snapshot {id} is not in the store")))?;
+    let moved = crate::remote::push_snapshot(&store, remote.as_ref(), &stored)?;
+    Ok(format!(
+        "pushed to {} ({} new blobs, {})",
+        remote.url(),
+        moved.transferred,
+        mib(moved.compressed_bytes)
+    ))
 }
 
 /// What the cargo arguments say about the key and the target directory.

@@ -74,7 +74,7 @@ use std::time::SystemTime;
 use velo_e2e::{Cmd, Run, copy_fresh, files_containing, private_cargo_home};
 
 /// The registry fixture's dependencies, pinned to velo's own lockfile versions.
-const REGISTRY_CRATES: &[&str] = &[
+pub(crate) const REGISTRY_CRATES: &[&str] = &[
     "anyhow-1.0.104",
     "itoa-1.0.18",
     "libc-0.2.191",

@@ -191,3 +191,76 @@ fn without_a_remote_push_and_pull_say_how_to_name_one() {
         .fails()
         .stderr_has(&["s3:// is not supported yet"]);
 }
+
+/// `velo cargo build --offline` in `dir` as a machine of its own: its store, HOME and
+/// `CARGO_HOME`, and the remote (`url`).
+fn cargo_on(
+    env: &Env,
+    machine: &str,
+    dir: &std::path::Path,
+    home: &std::path::Path,
+    url: &str,
+) -> velo_e2e::Run {
+    let mut cmd = env
+        .velo(["cargo", "build", "--offline"])
+        .clean_cargo_env()
+        .dir(dir)
+        .env("VELO_STORE", env.path().join(machine).join("store"))
+        .env("HOME", env.path().join(machine).join("home"))
+        .env("CARGO_HOME", home)
+        .env("VELO_REMOTE", url);
+    cmd.cmd.env_remove("PWD");
+    cmd.ok()
+}
+
+/// Machine B shares nothing with machine A but the remote: not the store, not HOME, not the
+/// checkout path, not CARGO_HOME. Its cold build restores from the remote, compiles nothing,
+/// and the binary works.
+#[test]
+fn velo_cargo_on_a_cold_machine_restores_from_the_remote_with_every_unit_fresh() {
+    use crate::cache::{REGISTRY_CRATES, compiled, summary};
+    let env = Env::new();
+    let url = remote_url(&env);
+    let a = env.path().join("a/src/app");
+    velo_e2e::copy_fresh(&velo_e2e::fixture("registry-app"), &a);
+    let home_a = env.path().join("a/cargo-home");
+    velo_e2e::private_cargo_home(&home_a, REGISTRY_CRATES, &a);
+    let first = cargo_on(&env, "a", &a, &home_a, &url);
+    assert!(compiled(&first).len() >= 5, "{}", first.explain());
+    assert!(summary(&first).contains("pushed to"), "{}", summary(&first));
+
+    let home_b = env.path().join("b/ci/cargo-home");
+    velo_e2e::copy_fresh(&home_a, &home_b);
+    fs::remove_dir_all(home_b.join("registry/src")).unwrap();
+    let b = env.path().join("b/builds/7f3a/app");
+    velo_e2e::copy_fresh(&velo_e2e::fixture("registry-app"), &b);
+    let build = cargo_on(&env, "b", &b, &home_b, &url);
+    assert_eq!(
+        compiled(&build),
+        Vec::<String>::new(),
+        "{}",
+        build.explain()
+    );
+    let line = summary(&build);
+    assert!(
+        line.contains("fetched snapshot") && line.contains("restored"),
+        "{line}"
+    );
+    let out = velo_e2e::Cmd::new(b.join("target/debug/registry-app"))
+        .ok()
+        .stdout();
+    assert!(out.contains("spaces=4"), "{out}");
+
+    // A remote that cannot serve costs a normal build, and velo's last line says so.
+    let c = env.path().join("c/app");
+    velo_e2e::copy_fresh(&velo_e2e::fixture("registry-app"), &c);
+    let file = env.write("a-file", "not a directory");
+    let down_url = format!("file://{}/remote", file.display());
+    let down = cargo_on(&env, "c", &c, &home_b, &down_url);
+    assert!(compiled(&down).len() >= 5, "{}", down.explain());
+    assert!(
+        summary(&down).contains("remote unavailable"),
+        "{}",
+        summary(&down)
+    );
+}

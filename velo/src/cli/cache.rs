@@ -408,6 +408,7 @@ pub fn cargo(store: &Path, args: CargoArgs) -> Result<ExitCode> {
             summary.push("not saved".to_owned());
         }
     }
+    summary.extend(outcome.remote.iter().cloned());
     eprintln!("velo: {}", summary.join("; "));
     Ok(child::exit_like(outcome.status))
 }

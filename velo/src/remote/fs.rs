@@ -65,4 +65,22 @@ impl Backend for FsBackend {
             Err(e) => Err(e),
         }
     }
+
+    fn list(&self, prefix: &str) -> io::Result<Vec<String>> {
+        let dir = self.path(prefix);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            // Uploads in flight are not objects yet.
+            if !name.starts_with(".velo-upload-") {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
 }

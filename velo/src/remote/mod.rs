@@ -6,6 +6,9 @@
 //! <prefix>/velo-remote        marker and format version ("velo remote 1")
 //! <prefix>/blobs/ab/ab12…ef   a blob, zstd-compressed; `.x` for the executable variant
 //! <prefix>/manifests/<id>     a manifest's bytes (its id is their BLAKE3)
+//! <prefix>/snapshots/<key>/<id>.<hash>
+//!                             a `velo cache` snapshot record of content key <key> (JSON;
+//!                             <hash> is its BLAKE3), written after its manifest and blobs
 //! ```
 //!
 //! Every object is named by the BLAKE3 of its *uncompressed* content, so what a machine pulls is
@@ -75,6 +78,8 @@ pub enum Error {
         count: usize,
         first: String,
     },
+    #[error("{0}")]
+    Cache(String),
     #[error("{0:?} is not a manifest id (64 hex digits)")]
     BadId(String),
     #[error(transparent)]
@@ -99,6 +104,8 @@ pub trait Backend: Send + Sync {
     /// Writes `bytes` at `key` unless an object is already there; `false` if one was. Readers
     /// see the whole object or none.
     fn put_if_absent(&self, key: &str, bytes: &[u8]) -> std::io::Result<bool>;
+    /// The names of the objects directly under `prefix` (a "directory" ending in `/`).
+    fn list(&self, prefix: &str) -> std::io::Result<Vec<String>>;
 }
 
 /// The remote at `url` (`--remote`), else `$VELO_REMOTE`.
@@ -292,6 +299,84 @@ pub fn fetch_blobs(
     }
     store.sync()?;
     Ok(moved)
+}
+
+/// Pushes a `velo cache` snapshot: its manifest and blobs ([`push`]), then its record, last.
+pub fn push_snapshot(
+    store: &Store,
+    remote: &dyn Backend,
+    stored: &crate::cache::snapshot::Stored,
+) -> Result<Moved, Error> {
+    let moved = push(store, remote, &stored.manifest)?;
+    let record = std::fs::read(&stored.record).map_err(|source| Error::Output {
+        path: stored.record.clone(),
+        source,
+    })?;
+    let key = format!(
+        "snapshots/{}/{}.{}",
+        stored.snapshot.key,
+        stored.snapshot.id,
+        blake3::hash(&record).to_hex()
+    );
+    remote
+        .put_if_absent(&key, &record)
+        .map_err(io(remote, "uploading", &key))?;
+    Ok(moved)
+}
+
+/// Fetches the newest snapshot of content key `key` the remote holds (record, manifest and the
+/// blobs the store lacks) into the local store, where `velo cache restore` finds it. `None` when
+/// the remote has no snapshot of the key. A record whose bytes do not match its name is skipped
+/// with a warning.
+pub fn fetch_snapshot(
+    store: &Store,
+    remote: &dyn Backend,
+    key: &str,
+) -> Result<Option<(String, Moved)>, Error> {
+    let prefix = format!("snapshots/{key}/");
+    let mut names = remote
+        .list(&prefix)
+        .map_err(io(remote, "listing", &prefix))?;
+    // Ids sort by time; the newest first.
+    names.sort_unstable_by(|a, b| b.cmp(a));
+    for name in names {
+        let Some((id, hash)) = name.rsplit_once('.') else {
+            continue;
+        };
+        let object = format!("{prefix}{name}");
+        let Some(record) = remote
+            .get(&object)
+            .map_err(io(remote, "downloading", &object))?
+        else {
+            continue;
+        };
+        let snapshot = match serde_json::from_slice::<crate::cache::snapshot::Snapshot>(&record) {
+            Ok(s)
+                if blake3::hash(&record).to_hex().as_str() == hash
+                    && s.id == id
+                    && s.key == key =>
+            {
+                s
+            }
+            _ => {
+                eprintln!(
+                    "velo: warning: snapshot record {object} on {} does not match its name; not used",
+                    remote.url()
+                );
+                continue;
+            }
+        };
+        let dir = store.snapshots_dir().join(key);
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Output {
+            path: dir.clone(),
+            source,
+        })?;
+        let manifest = dir.join(format!("{id}.velo"));
+        let moved = pull(store, remote, &snapshot.manifest, &manifest)?;
+        store::write_atomic(&dir.join(format!("{id}.json")), &record, true)?;
+        return Ok(Some((id.to_owned(), moved)));
+    }
+    Ok(None)
 }
 
 /// `packed` decompressed, if it holds exactly `size` bytes (never more are decompressed).
