@@ -748,3 +748,125 @@ pub fn output_texts(out: &Output) -> (String, String, String) {
     let explain = format!("stdout:\n{stdout}\nstderr:\n{stderr}");
     (stdout, stderr, explain)
 }
+
+/// The moto release the S3 tests run against (pinned: one release answered a conditional PUT on
+/// an existing key with 200 instead of 412; this one answers 412).
+pub const MOTO_VERSION: &str = "5.1.4";
+
+/// A real S3 API server (moto's), started on a free local port for one test, with a bucket
+/// `velo`; stopped when dropped. Its request log is `log`.
+pub struct S3Server {
+    child: std::process::Child,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl S3Server {
+    /// The environment that points the AWS credential chain at this server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (
+                "AWS_ENDPOINT_URL",
+                format!("http://127.0.0.1:{}", self.port),
+            ),
+            ("AWS_ACCESS_KEY_ID", "test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "test".into()),
+            ("AWS_REGION", "us-east-1".into()),
+        ]
+    }
+
+    /// The server's log so far (one line per request).
+    pub fn requests(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `moto_server`: `$VELO_MOTO_SERVER`, else the virtualenv `.ci/run` makes
+/// (`target/moto-venv`), else one made now with pip (the tests may use PyPI).
+fn moto_server() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("VELO_MOTO_SERVER") {
+        return Some(PathBuf::from(p));
+    }
+    let venv = workspace_root().join("target/moto-venv");
+    let bin = venv.join("bin/moto_server");
+    if bin.exists() {
+        return Some(bin);
+    }
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
+    if !bin.exists() {
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new(venv.join("bin/pip"))
+                .args(["install", "-q", &format!("moto[server]=={MOTO_VERSION}")])
+                .status()
+                .is_ok_and(|s| s.success());
+        if !made {
+            return None;
+        }
+    }
+    Some(bin)
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the workspace")
+        .to_owned()
+}
+
+/// A fresh S3 server for `test`, or `None` (and a loud skip) when moto cannot be had.
+pub fn s3_server(test: &str, dir: &Path) -> Option<S3Server> {
+    use std::io::{Read, Write};
+    let Some(bin) = moto_server() else {
+        skip(
+            test,
+            "moto_server is not installed and could not be (python3 -m venv, pip)",
+        );
+        return None;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let log = dir.join("s3-server.log");
+    let child = Command::new(&bin)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(&log).expect("log"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+    let server = S3Server { child, port, log };
+    let started = std::time::Instant::now();
+    loop {
+        // Create the bucket: moto accepts an unsigned PUT.
+        if let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let request = format!(
+                "PUT /velo HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let mut answer = String::new();
+            if conn.write_all(request.as_bytes()).is_ok()
+                && conn.read_to_string(&mut answer).is_ok()
+                && answer.starts_with("HTTP/1.1 200")
+            {
+                return Some(server);
+            }
+        }
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "the S3 server did not come up: {}",
+            fs::read_to_string(dir.join("s3-server.log")).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

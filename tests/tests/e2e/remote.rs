@@ -187,9 +187,18 @@ fn without_a_remote_push_and_pull_say_how_to_name_one() {
         .env_remove("VELO_REMOTE")
         .fails()
         .stderr_has(&["pass --remote URL or set VELO_REMOTE"]);
-    env.velo(["push", "--remote", "s3://bucket/prefix", "t.velo"])
+    env.velo(["push", "--remote", "ftp://host/dir", "t.velo"])
         .fails()
-        .stderr_has(&["s3:// is not supported yet"]);
+        .stderr_has(&["unsupported URL", "s3://BUCKET/PREFIX"]);
+    // An S3 remote without credentials says which variables to set.
+    env.velo(["push", "--remote", "s3://bucket/prefix", "t.velo"])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .fails()
+        .stderr_has(&["remote s3://bucket/prefix", "AWS_ACCESS_KEY_ID"]);
 }
 
 /// `velo cargo build --offline` in `dir` as a machine of its own: its store, HOME and
@@ -201,6 +210,18 @@ fn cargo_on(
     home: &std::path::Path,
     url: &str,
 ) -> velo_e2e::Run {
+    cargo_with(env, machine, dir, home, url, &[])
+}
+
+/// [`cargo_on`] with more environment (an S3 server's).
+fn cargo_with(
+    env: &Env,
+    machine: &str,
+    dir: &std::path::Path,
+    home: &std::path::Path,
+    url: &str,
+    extra: &[(&'static str, String)],
+) -> velo_e2e::Run {
     let mut cmd = env
         .velo(["cargo", "build", "--offline"])
         .clean_cargo_env()
@@ -209,6 +230,9 @@ fn cargo_on(
         .env("HOME", env.path().join(machine).join("home"))
         .env("CARGO_HOME", home)
         .env("VELO_REMOTE", url);
+    for (k, v) in extra {
+        cmd = cmd.env(k, v);
+    }
     cmd.cmd.env_remove("PWD");
     cmd.ok()
 }
@@ -262,5 +286,80 @@ fn velo_cargo_on_a_cold_machine_restores_from_the_remote_with_every_unit_fresh()
         summary(&down).contains("remote unavailable"),
         "{}",
         summary(&down)
+    );
+}
+
+/// The same through a real S3 API (moto's server on a free local port): push, pull, a second
+/// push that moves nothing, two pushes at once, and machine B's `velo cargo build` restoring
+/// from the bucket with nothing compiled.
+#[test]
+fn through_a_real_s3_server_machine_b_restores_and_compiles_nothing() {
+    use crate::cache::{REGISTRY_CRATES, compiled, summary};
+    let env = Env::new();
+    let Some(s3) = velo_e2e::s3_server(
+        "through_a_real_s3_server_machine_b_restores_and_compiles_nothing",
+        env.path(),
+    ) else {
+        return;
+    };
+    let url = "s3://velo/ci-cache";
+    let aws = s3.env();
+    let velo = |args: &[&str]| {
+        let mut cmd = env.velo(args);
+        for (k, v) in &aws {
+            cmd = cmd.env(k, v);
+        }
+        cmd
+    };
+    tree(&env);
+    velo(&["ingest", "t", "-o", "t.velo"]).ok();
+    let id = velo(&["manifest", "id", "t.velo"]).ok().stdout();
+    let id = id.trim();
+    let pushed = velo(&["push", "--remote", url, "--json", "t.velo"])
+        .ok()
+        .json();
+    assert_eq!(pushed[0]["transferred"], 2, "{pushed}");
+    let again = velo(&["push", "--remote", url, "--json", "t.velo"])
+        .ok()
+        .json();
+    assert_eq!(again[0]["transferred"], 0, "{again}");
+    let pulled = velo(&["pull", "--remote", url, id, "-o", "b.velo", "--json"])
+        .env("VELO_STORE", env.path().join("b-store"))
+        .ok()
+        .json();
+    assert_eq!(pulled["transferred"], 2, "{pulled}");
+    assert!(
+        s3.requests().contains("PUT /velo/ci-cache/manifests/"),
+        "the objects went through the server: {}",
+        s3.requests()
+    );
+
+    let a = env.path().join("a/src/app");
+    velo_e2e::copy_fresh(&velo_e2e::fixture("registry-app"), &a);
+    let home_a = env.path().join("a/cargo-home");
+    velo_e2e::private_cargo_home(&home_a, REGISTRY_CRATES, &a);
+    let first = cargo_with(&env, "a", &a, &home_a, url, &aws);
+    assert!(compiled(&first).len() >= 5, "{}", first.explain());
+    assert!(
+        summary(&first).contains("pushed to s3://velo/ci-cache"),
+        "{}",
+        summary(&first)
+    );
+    let home_b = env.path().join("b/ci/cargo-home");
+    velo_e2e::copy_fresh(&home_a, &home_b);
+    fs::remove_dir_all(home_b.join("registry/src")).unwrap();
+    let b = env.path().join("b/builds/7f3a/app");
+    velo_e2e::copy_fresh(&velo_e2e::fixture("registry-app"), &b);
+    let build = cargo_with(&env, "b", &b, &home_b, url, &aws);
+    assert_eq!(
+        compiled(&build),
+        Vec::<String>::new(),
+        "{}",
+        build.explain()
+    );
+    assert!(
+        summary(&build).contains("fetched snapshot"),
+        "{}",
+        summary(&build)
     );
 }

@@ -12,10 +12,12 @@ use super::output;
 ///
 /// Blobs go first, each zstd-compressed and named by the BLAKE3 of its content, and only those
 /// the remote does not have; the manifest goes last, so a machine that finds it finds every
-/// blob. The remote is --remote URL, else $VELO_REMOTE; `file:///shared/dir` is supported (S3 is
-/// not yet: see docs/remote.md).
+/// blob. The remote is --remote URL, else $VELO_REMOTE: `s3://BUCKET/PREFIX` (any S3-compatible
+/// store, with the standard AWS variables) or `file:///shared/dir` (docs/remote.md).
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Example:\n  velo push --remote file:///mnt/velo-cache app.velo")]
+#[command(
+    after_help = "Example:\n  velo push --remote s3://my-bucket/velo app.velo\n  velo push --remote file:///mnt/velo-cache app.velo"
+)]
 pub struct PushArgs {
     /// The remote [default: $VELO_REMOTE]
     #[arg(long, value_name = "URL")]

@@ -19,14 +19,15 @@
 //! write, so a reader never finds a manifest whose blobs are not all there (unless a prune took
 //! them, which a pull reports as missing blobs).
 //!
-//! The storage is behind [`Backend`], so S3-compatible stores (issue 25's next step) and others
-//! plug in beside the `file://` one ([`fs::FsBackend`]: a shared directory, with the same
-//! semantics).
+//! The storage is behind [`Backend`]: S3-compatible stores through OpenDAL ([`s3::S3Backend`]),
+//! and a shared directory with the same semantics ([`fs::FsBackend`]); GCS, Azure or the GitHub
+//! Actions cache can follow.
 //!
-//! Not yet: S3 (OpenDAL), packs of small files, `velo cargo` restoring from a remote, prune, a
-//! read-only mode. docs/remote.md says what works.
+//! Not yet: packs of small files, parallel transfers and retries, prune, a read-only mode.
+//! docs/remote.md says what works.
 
 pub mod fs;
+pub mod s3;
 
 use std::collections::BTreeSet;
 use std::io::Read;
@@ -44,12 +45,10 @@ const LEVEL: i32 = 3;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
-        "no remote: pass --remote URL or set VELO_REMOTE (file:///shared/dir; s3:// is not supported yet)"
+        "no remote: pass --remote URL or set VELO_REMOTE (s3://BUCKET/PREFIX, or file:///shared/dir)"
     )]
     NoRemote,
-    #[error(
-        "remote {0:?}: unsupported URL (file:///ABSOLUTE/DIR works; s3:// is not supported yet)"
-    )]
+    #[error("remote {0:?}: unsupported URL (use s3://BUCKET/PREFIX or file:///ABSOLUTE/DIR)")]
     BadUrl(String),
     #[error("remote {url}: {op} {key}: {source}")]
     Io {
@@ -117,10 +116,22 @@ pub fn open(url: Option<&str>) -> Result<Box<dyn Backend>, Error> {
             .filter(|u| !u.is_empty())
             .ok_or(Error::NoRemote)?,
     };
-    match url.strip_prefix("file://") {
-        Some(dir) if dir.starts_with('/') => Ok(Box::new(fs::FsBackend::new(&url, dir))),
-        _ => Err(Error::BadUrl(url)),
+    if let Some(dir) = url.strip_prefix("file://")
+        && dir.starts_with('/')
+    {
+        return Ok(Box::new(fs::FsBackend::new(&url, dir)));
     }
+    if let Some(rest) = url.strip_prefix("s3://") {
+        return s3::S3Backend::new(&url, rest)
+            .map(|b| Box::new(b) as Box<dyn Backend>)
+            .map_err(|source| Error::Io {
+                url: url.clone(),
+                op: "opening",
+                key: String::new(),
+                source,
+            });
+    }
+    Err(Error::BadUrl(url))
 }
 
 fn blob_key(key: &BlobKey) -> String {
