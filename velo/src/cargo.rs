@@ -234,6 +234,9 @@ fn push_to_remote(
     let remote = remote
         .as_ref()
         .map_err(|e| crate::remote::Error::Cache(e.to_string()))?;
+    if remote.read_only() {
+        return Ok(format!("remote {} is read-only: not pushed", remote.url()));
+    }
     let store = Store::open_existing(store_root)?;
     let stored = snapshot::list_key(&store, key)
         .map_err(|e| crate::remote::Error::Cache(e.to_string()))?

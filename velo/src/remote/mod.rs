@@ -105,10 +105,54 @@ pub trait Backend: Send + Sync {
     fn put_if_absent(&self, key: &str, bytes: &[u8]) -> std::io::Result<bool>;
     /// The names of the objects directly under `prefix` (a "directory" ending in `/`).
     fn list(&self, prefix: &str) -> std::io::Result<Vec<String>>;
+    /// Whether this remote refuses writes (`VELO_REMOTE_MODE=read-only`).
+    fn read_only(&self) -> bool {
+        false
+    }
 }
 
-/// The remote at `url` (`--remote`), else `$VELO_REMOTE`.
+/// A remote opened with `VELO_REMOTE_MODE=read-only`: reads pass through, and no write ever
+/// reaches the storage (for pull requests, which must not be able to change what main restores).
+struct ReadOnly(Box<dyn Backend>);
+
+impl Backend for ReadOnly {
+    fn url(&self) -> &str {
+        self.0.url()
+    }
+    fn get(&self, key: &str) -> std::io::Result<Option<Vec<u8>>> {
+        self.0.get(key)
+    }
+    fn exists(&self, key: &str) -> std::io::Result<bool> {
+        self.0.exists(key)
+    }
+    fn put_if_absent(&self, _: &str, _: &[u8]) -> std::io::Result<bool> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "the remote is read-only here (VELO_REMOTE_MODE=read-only)",
+        ))
+    }
+    fn list(&self, prefix: &str) -> std::io::Result<Vec<String>> {
+        self.0.list(prefix)
+    }
+    fn read_only(&self) -> bool {
+        true
+    }
+}
+
+/// The remote at `url` (`--remote`), else `$VELO_REMOTE`; read-only when
+/// `VELO_REMOTE_MODE=read-only`.
 pub fn open(url: Option<&str>) -> Result<Box<dyn Backend>, Error> {
+    let backend = open_backend(url)?;
+    match std::env::var("VELO_REMOTE_MODE").as_deref() {
+        Ok("read-only") => Ok(Box::new(ReadOnly(backend))),
+        Ok("read-write") | Ok("") | Err(_) => Ok(backend),
+        Ok(other) => Err(Error::Cache(format!(
+            "VELO_REMOTE_MODE={other:?}: use read-only or read-write"
+        ))),
+    }
+}
+
+fn open_backend(url: Option<&str>) -> Result<Box<dyn Backend>, Error> {
     let url = match url {
         Some(u) => u.to_owned(),
         None => std::env::var("VELO_REMOTE")
@@ -167,6 +211,12 @@ pub struct Moved {
 
 /// Uploads what `remote` lacks of `manifest` (its blobs from `store`), then the manifest.
 pub fn push(store: &Store, remote: &dyn Backend, manifest: &Path) -> Result<Moved, Error> {
+    if remote.read_only() {
+        return Err(Error::Cache(format!(
+            "remote {} is read-only here (VELO_REMOTE_MODE=read-only): nothing is pushed",
+            remote.url()
+        )));
+    }
     let bytes = std::fs::read(manifest).map_err(|source| Error::Output {
         path: manifest.to_owned(),
         source,
