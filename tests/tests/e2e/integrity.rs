@@ -21,6 +21,13 @@ const FARM_CAT_A: [&str; 8] = [
     "a",
 ];
 
+/// `velo run --mode MODE --manifest t.velo -- cat FILES…`.
+fn cat_in(env: &Env, mode: &str, files: &[&str]) -> Cmd {
+    let mut args = vec!["run", "--mode", mode, "--manifest", "t.velo", "--", "cat"];
+    args.extend_from_slice(files);
+    env.velo(args)
+}
+
 /// The blob of `content` (not executable) in `store`.
 fn blob_of(store: &Path, content: &[u8]) -> PathBuf {
     let hex = blake3::hash(content).to_hex().to_string();
@@ -123,19 +130,7 @@ fn a_corrupt_or_missing_blob_is_never_served_and_heals() {
     overwrite(&blob_of(&env.store(), b"hello world\n"), b"HELLO WORLD\n");
     fs::remove_file(blob_of(&env.store(), b"second file\n")).unwrap();
     for mode in ["farm", "shim"] {
-        let run = env
-            .velo([
-                "run",
-                "--mode",
-                mode,
-                "--manifest",
-                "t.velo",
-                "--",
-                "cat",
-                "a",
-            ])
-            .run()
-            .expect_code(2);
+        let run = cat_in(&env, mode, &["a"]).run().expect_code(2);
         assert!(
             !run.stdout().contains("HELLO"),
             "{mode}: corrupt content served: {}",
@@ -169,19 +164,7 @@ fn a_corrupt_or_missing_blob_is_never_served_and_heals() {
     assert_eq!(healed["new_blobs"], 2, "{healed}");
     env.velo(["status", "--verify"]).ok();
     for mode in ["farm", "shim"] {
-        let run = env
-            .velo([
-                "run",
-                "--mode",
-                mode,
-                "--manifest",
-                "t.velo",
-                "--",
-                "cat",
-                "a",
-                "b",
-            ])
-            .ok();
+        let run = cat_in(&env, mode, &["a", "b"]).ok();
         assert_eq!(run.stdout(), "hello world\nsecond file\n", "{mode}");
     }
     env.velo(["gc", "--run"]).ok();
