@@ -870,3 +870,10 @@ pub fn s3_server(test: &str, dir: &Path) -> Option<S3Server> {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// Another machine's `CARGO_HOME` at `dest`: a copy of `home` without its extracted registry
+/// sources, as a CI machine that caches downloads but not `registry/src` has.
+pub fn second_machine_cargo_home(home: &Path, dest: &Path) {
+    copy_fresh(home, dest);
+    fs::remove_dir_all(dest.join("registry/src")).expect("registry/src");
+}

@@ -254,8 +254,7 @@ fn velo_cargo_on_a_cold_machine_restores_from_the_remote_with_every_unit_fresh()
     assert!(summary(&first).contains("pushed to"), "{}", summary(&first));
 
     let home_b = env.path().join("b/ci/cargo-home");
-    velo_e2e::copy_fresh(&home_a, &home_b);
-    fs::remove_dir_all(home_b.join("registry/src")).unwrap();
+    velo_e2e::second_machine_cargo_home(&home_a, &home_b);
     let b = env.path().join("b/builds/7f3a/app");
     velo_e2e::copy_fresh(&velo_e2e::fixture("registry-app"), &b);
     let build = cargo_on(&env, "b", &b, &home_b, &url);
@@ -346,8 +345,7 @@ fn through_a_real_s3_server_machine_b_restores_and_compiles_nothing() {
         summary(&first)
     );
     let home_b = env.path().join("b/ci/cargo-home");
-    velo_e2e::copy_fresh(&home_a, &home_b);
-    fs::remove_dir_all(home_b.join("registry/src")).unwrap();
+    velo_e2e::second_machine_cargo_home(&home_a, &home_b);
     let b = env.path().join("b/builds/7f3a/app");
     velo_e2e::copy_fresh(&velo_e2e::fixture("registry-app"), &b);
     let build = cargo_with(&env, "b", &b, &home_b, url, &aws);

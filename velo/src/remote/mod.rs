@@ -297,8 +297,8 @@ pub fn pull(store: &Store, remote: &dyn Backend, id: &str, output: &Path) -> Res
         id: id.to_owned(),
         actual: format!("{actual}, and it does not decode: {e}"),
     })?;
+    // fetch_blobs made the blobs durable: the manifest may name them now.
     let moved = fetch_blobs(store, remote, &tree, id)?;
-    store.sync()?;
     store::write_atomic(output, &bytes, true)?;
     store.register_root(output)?;
     Ok(moved)

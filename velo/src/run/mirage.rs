@@ -56,16 +56,14 @@ pub fn image(store: &Store, tree: &Manifest) -> Vec<u8> {
 }
 
 /// The cached image of `tree`, written now if it is not in the cache yet; returns its path and
-/// whether this call built it. Building checks that every blob is in the store (in parallel),
-/// so a cached image always names blobs that were there; `velo gc` empties the cache whenever
-/// it deletes blobs.
+/// whether this call built it. Its blobs are not checked here: every run checks them before the
+/// shim serves anything ([`Mapped::check_blobs`]), cached image or not.
 pub fn cached_image(store: &Store, tree: &Manifest) -> Result<(PathBuf, bool), farm::Error> {
     let path = image_path(store, &tree.id().to_string());
     let dir = path.parent().expect("in the image cache").to_owned();
     if path.is_file() {
         return Ok((path, false));
     }
-    farm::check_blobs(store, tree)?;
     let io = |p: &Path| {
         let p = p.to_owned();
         move |source| farm::Error::Io {
