@@ -20,6 +20,7 @@ use std::process::ExitStatus;
 use std::time::{Instant, SystemTime};
 
 use crate::cache::{self, Progress, Project, ProjectRequest, restore, snapshot};
+use crate::human;
 use crate::inception::{self, command};
 use crate::store::Store;
 
@@ -72,6 +73,64 @@ pub struct Outcome {
     /// What the remote tier did (fetched or pushed a snapshot, or why it could not), when a
     /// remote is configured (`VELO_REMOTE`).
     pub remote: Vec<String>,
+}
+
+impl Outcome {
+    /// Why the cache did not serve, when it did not: a cache that cannot serve is a slow build,
+    /// not a failed one, so these are warnings.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Restore::Failed(e) = &self.restore {
+            out.push(format!("not restored: {e}"));
+        }
+        if let Save::Failed(e) = &self.save {
+            out.push(format!("not saved: {e}"));
+        }
+        out
+    }
+
+    /// velo's last line: what was restored, how many units Cargo found fresh, what was saved,
+    /// and what the remote did.
+    pub fn summary(&self) -> String {
+        let mut parts = vec![match &self.restore {
+            Restore::Restored(r) => format!(
+                "restored {} ({} files, {}, {:.2} s{})",
+                r.id,
+                r.files,
+                human::bytes(r.bytes),
+                r.seconds,
+                if r.pinned > 0 {
+                    format!(
+                        "; {} unit(s) fresh by their package's mtimes, set back on byte-identical files",
+                        r.pinned
+                    )
+                } else {
+                    String::new()
+                }
+            ),
+            Restore::Nothing => "nothing to restore".to_owned(),
+            Restore::Failed(_) => "not restored".to_owned(),
+            Restore::Warm => "target warm, not restored".to_owned(),
+        }];
+        parts.push(format!(
+            "cargo found {} of {} units fresh ({:.2} s)",
+            self.units - self.compiled,
+            self.units,
+            self.build_seconds
+        ));
+        match &self.save {
+            Save::Saved(s) if s.unchanged => parts.push("snapshot unchanged".to_owned()),
+            Save::Saved(s) => parts.push(format!(
+                "saved {} ({} new)",
+                s.id,
+                human::bytes(s.new_bytes)
+            )),
+            Save::NotNeeded => {}
+            Save::Failed(_) => parts.push("not saved".to_owned()),
+        }
+        parts.extend(self.remote.iter().cloned());
+        parts.join("; ")
+    }
 }
 
 /// Runs `cargo ARGS…` through the cache of the store at `store`. `note` gets lines for the

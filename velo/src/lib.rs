@@ -11,6 +11,7 @@
 //! | [`ingest`]   | `velo ingest`    | walking a directory into blobs and a manifest             |
 //! | [`status`]   | `velo status`    | store health, dedup ratio, `--verify`                     |
 //! | [`gc`]       | `velo gc`        | collecting blobs no registered manifest needs             |
+//! | [`human`]    |                  | sizes written for people                                  |
 //! | [`live`]     |                  | the set of live blobs that status and gc agree on         |
 //! | [`inception`]| `velo inception` | project root, shim location, the projection's environment |
 //! | [`remote`]   | `velo push`, `velo pull` | the remote tier: verified object storage between machines |
@@ -31,6 +32,7 @@ pub mod cargo;
 pub mod child;
 pub mod doctor;
 pub mod gc;
+pub mod human;
 pub mod inception;
 pub mod ingest;
 pub mod live;

@@ -11,11 +11,13 @@
 //! this process cannot write (a read-only mount, another user's shared store).
 
 use std::collections::HashSet;
+use std::fmt;
 use std::path::PathBuf;
 
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::human;
 use crate::live::{LiveSet, RootState, RootStatus};
 use crate::manifest::Manifest;
 use crate::store::{self, Access, BlobKey, Corruption, LockMode, Store};
@@ -298,5 +300,164 @@ fn empty(root: &std::path::Path) -> Status {
         verify: None,
         broken_manifests: Vec::new(),
         repair: None,
+    }
+}
+
+/// The human report of `velo status`: a table of the store, one of its manifests, then a line
+/// per problem and what heals it.
+pub struct Text<'a>(pub &'a Status);
+
+impl fmt::Display for Text<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0;
+        if !s.exists {
+            writeln!(
+                f,
+                "store {} is empty (nothing ingested yet)",
+                s.store.display()
+            )?;
+            return Ok(());
+        }
+        let mut table = human::table(["store", &s.store.display().to_string()]);
+        if let Some(access) = s.access {
+            table.add_row([
+            "access",
+            match access {
+                Access::Private => "private: only you (and root) can read it",
+                Access::Shared => {
+                    "shared: every local user can read every blob (chmod 0700 the store to make it private)"
+                }
+            },
+        ]);
+        }
+        if let Some(why) = &s.read_only {
+            table.add_row([
+                "writable",
+                &format!("no ({why}): runs keep their files elsewhere"),
+            ]);
+        }
+        table.add_row(["blobs", &s.blobs.to_string()]);
+        table.add_row(["stored", &human::bytes(s.stored_bytes)]);
+        table.add_row(["referenced", &human::bytes(s.logical_bytes)]);
+        table.add_row(["dedup ratio", &format!("{:.2}x", s.dedup_ratio)]);
+        table.add_row([
+            "orphaned",
+            &format!(
+                "{} blobs, {} (velo gc --run frees them)",
+                s.orphaned_blobs,
+                human::bytes(s.orphaned_bytes)
+            ),
+        ]);
+        if s.stray_temp_files > 0 {
+            table.add_row(["stray temp files", &s.stray_temp_files.to_string()]);
+        }
+        writeln!(f, "{table}")?;
+        if !s.manifests.is_empty() {
+            let mut manifests = human::table(["manifest", "state", "files", "size", "id"]);
+            for m in &s.manifests {
+                let path = m.manifest.display().to_string();
+                match &m.state {
+                    RootState::Present {
+                        id,
+                        files,
+                        logical_bytes,
+                    } => manifests.add_row([
+                        &path,
+                        "ok",
+                        &files.to_string(),
+                        &human::bytes(*logical_bytes),
+                        &id[..16],
+                    ]),
+                    RootState::Missing => manifests.add_row([path.as_str(), "gone", "", "", ""]),
+                    RootState::Unreadable { error } => {
+                        manifests.add_row([path.as_str(), "unreadable", "", "", error])
+                    }
+                };
+            }
+            writeln!(f, "\n{manifests}")?;
+        }
+        for missing in &s.missing_blobs {
+            writeln!(
+                f,
+                "missing blob {}: named by {} but not in the store",
+                missing.blob,
+                missing.manifest.display()
+            )?;
+        }
+        for m in &s.manifests {
+            if let RootState::Unreadable { error } = &m.state {
+                writeln!(
+                    f,
+                    "unreadable manifest {}: {error} (gc refuses to run until it is repaired or deleted)",
+                    m.manifest.display()
+                )?;
+            }
+        }
+        if let Some(verify) = &s.verify {
+            for w in &verify.wrong_sizes {
+                writeln!(
+                    f,
+                    "wrong size in {}: {} declares {} bytes, its blob holds {} (the manifest is damaged or crafted: ingest its tree again)",
+                    w.manifest.display(),
+                    w.path,
+                    w.declared,
+                    w.actual
+                )?;
+            }
+            for c in &verify.corrupt {
+                writeln!(
+                    f,
+                    "corrupt blob {} ({}): {}",
+                    c.blob,
+                    c.path.display(),
+                    c.problem
+                )?;
+            }
+            writeln!(
+                f,
+                "\nverified {} blobs: {}",
+                verify.checked,
+                if verify.corrupt.is_empty() {
+                    "all sound".to_owned()
+                } else {
+                    format!("{} corrupt", verify.corrupt.len())
+                }
+            )?;
+        }
+        for b in &s.broken_manifests {
+            writeln!(
+                f,
+                "broken manifest {}: {} missing, {} corrupt blobs",
+                b.manifest.display(),
+                b.missing,
+                b.corrupt
+            )?;
+        }
+        match &s.repair {
+            Some(repair) => {
+                if !repair.quarantined.is_empty() {
+                    writeln!(
+                        f,
+                        "quarantined {} corrupt blobs in {}",
+                        repair.quarantined.len(),
+                        s.store.join("quarantine").display()
+                    )?;
+                }
+                if !s.broken_manifests.is_empty() {
+                    writeln!(
+                        f,
+                        "to heal: ingest the tree of each broken manifest again (the next ingest reads every file)"
+                    )?;
+                }
+            }
+            None if !s.broken_manifests.is_empty() => {
+                writeln!(
+                    f,
+                    "to heal: velo status --verify --repair, then ingest each broken manifest's tree again"
+                )?;
+            }
+            None => {}
+        }
+        Ok(())
     }
 }

@@ -250,3 +250,68 @@ pub fn exit_code(outcome: velo_tracer::command::Outcome) -> std::process::ExitCo
         }
     }
 }
+
+/// The counts line of a traced run: `(backend): N events, …`.
+pub fn summary(f: &Findings) -> String {
+    let c = &f.counts;
+    format!(
+        "({}): {} events, {} file syscalls in {} processes, {} dropped: {} uncaught, {} leaked, {} unshimmed",
+        f.backend, c.events, c.syscalls, c.processes, c.dropped, c.uncaught, c.leaks, c.unshimmed
+    )
+}
+
+/// The findings as a table, a row each with its fix.
+pub fn text(f: &Findings) -> String {
+    if f.is_clean() {
+        return "no findings: every path under the roots went through the shim\n".to_owned();
+    }
+    let mut table =
+        crate::human::table(["finding", "count", "process", "syscall", "example", "fix"]);
+    for u in &f.uncaught {
+        let fix = if u.entry_points.is_empty() {
+            "raw syscall, no libc entry point".to_owned()
+        } else {
+            let shown: Vec<&str> = u.entry_points.iter().take(5).map(String::as_str).collect();
+            let more = u.entry_points.len().saturating_sub(shown.len());
+            if more > 0 {
+                format!("hooked: {}, +{more} more (--json)", shown.join(", "))
+            } else {
+                format!("hooked: {}", shown.join(", "))
+            }
+        };
+        table.add_row([
+            "uncaught".to_owned(),
+            u.count.to_string(),
+            u.exe.clone(),
+            u.syscall.clone(),
+            u.example_path.clone(),
+            fix,
+        ]);
+    }
+    for l in &f.leaks {
+        let how = if l.syscall == "write" {
+            "written into a file (count: files)"
+        } else {
+            "returned without a shim hook"
+        };
+        table.add_row([
+            "leak".to_owned(),
+            l.count.to_string(),
+            l.exe.clone(),
+            l.syscall.clone(),
+            l.example_path.clone(),
+            how.to_owned(),
+        ]);
+    }
+    for u in &f.unshimmed {
+        table.add_row([
+            "unshimmed".to_owned(),
+            u.processes.to_string(),
+            u.exe.clone(),
+            format!("{} syscalls", u.syscalls),
+            u.example_path.clone(),
+            "velo run --mode farm".to_owned(),
+        ]);
+    }
+    format!("{table}\n")
+}

@@ -263,6 +263,48 @@ pub fn baseline_of(report: &Report) -> String {
     serde_json::to_string_pretty(&ids).expect("strings serialize") + "\n"
 }
 
+/// The table report: a summary line, the findings (debug-info and embedded paths left to the
+/// other formats: they are many and never gating alone), and the hint for table rows.
+pub fn text(report: &Report) -> String {
+    let s = &report.summary;
+    let counts: Vec<String> = s
+        .by_kind()
+        .iter()
+        .map(|(kind, n)| format!("{n} {kind}"))
+        .collect();
+    let mut out = format!(
+        "{} crate(s) will miss the cache; findings: {} ({} baselined, {} gating)\n",
+        s.crates_missing_cache,
+        counts.join(", "),
+        s.baselined,
+        s.gating
+    );
+    let shown: Vec<&Finding> = report
+        .findings
+        .iter()
+        .filter(|f| f.kind != "debug-info" && f.kind != "embedded")
+        .collect();
+    if !shown.is_empty() {
+        let mut table = crate::human::table(["kind", "crate / process", "where", "what"]);
+        for f in shown {
+            table.add_row([
+                f.kind.clone(),
+                f.crate_name.clone(),
+                f.file.clone(),
+                f.detail.clone(),
+            ]);
+        }
+        out.push_str(&format!("{table}\n"));
+    }
+    if !report.suggestions.is_empty() {
+        out.push_str(&format!(
+            "{} interception-table row(s) would catch uncaught calls: velo audit --suggest-table\n",
+            report.suggestions.len()
+        ));
+    }
+    out
+}
+
 /// The suggested rows, each under a comment saying what needs it, ready to paste into
 /// `intercept/src/table.rs` (next to a hook in `shim/src/hooks/`).
 pub fn table_rows(report: &Report) -> String {

@@ -31,6 +31,7 @@ pub mod key;
 pub mod package_mtime;
 pub mod restore;
 pub mod snapshot;
+pub mod text;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -8,8 +8,6 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use velo::audit;
 
-use super::output;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Format {
     /// A table for the terminal.
@@ -121,7 +119,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Format::Json => serde_json::to_string_pretty(&report)? + "\n",
         Format::Sarif => serde_json::to_string_pretty(&audit::sarif(&report))? + "\n",
         Format::Markdown => audit::markdown(&report),
-        Format::Table => table(&report),
+        Format::Table => audit::text(&report),
     };
     match &args.out {
         Some(path) => {
@@ -153,44 +151,4 @@ pub fn run(args: Args) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-fn table(report: &audit::Report) -> String {
-    let s = &report.summary;
-    let counts: Vec<String> = s
-        .by_kind()
-        .iter()
-        .map(|(kind, n)| format!("{n} {kind}"))
-        .collect();
-    let mut out = format!(
-        "{} crate(s) will miss the cache; findings: {} ({} baselined, {} gating)\n",
-        s.crates_missing_cache,
-        counts.join(", "),
-        s.baselined,
-        s.gating
-    );
-    let shown: Vec<&audit::Finding> = report
-        .findings
-        .iter()
-        .filter(|f| f.kind != "debug-info" && f.kind != "embedded")
-        .collect();
-    if !shown.is_empty() {
-        let mut table = output::table(["kind", "crate / process", "where", "what"]);
-        for f in shown {
-            table.add_row([
-                f.kind.clone(),
-                f.crate_name.clone(),
-                f.file.clone(),
-                f.detail.clone(),
-            ]);
-        }
-        out.push_str(&format!("{table}\n"));
-    }
-    if !report.suggestions.is_empty() {
-        out.push_str(&format!(
-            "{} interception-table row(s) would catch uncaught calls: velo audit --suggest-table\n",
-            report.suggestions.len()
-        ));
-    }
-    out
 }

@@ -3,11 +3,9 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::SystemTime;
 
 use anyhow::{Context, Result};
-use velo::cache::{self, Project, snapshot};
-use velo::cargo::{Restore, Save};
+use velo::cache::{self, Project};
 
 use super::output;
 use velo::child;
@@ -150,52 +148,28 @@ fn project(args: &ProjectArgs, target_dir: Option<&Path>) -> Result<Project> {
 }
 
 fn key_cmd(args: KeyArgs) -> Result<ExitCode> {
-    let project = project(&args.project, None)?;
-    let key = project.key;
+    let key = project(&args.project, None)?.key;
     if args.json {
         output::json(&key)?;
-        return Ok(ExitCode::SUCCESS);
+    } else {
+        print!("{}", cache::text::key(&key));
     }
-    let mut table = output::table(["input", "hash", "what"]);
-    for input in &key.inputs {
-        table.add_row([input.name, &input.hash, &input.detail]);
-    }
-    println!("{table}");
-    println!("key {}", key.key);
     Ok(ExitCode::SUCCESS)
-}
-
-fn short(hex: &str) -> &str {
-    &hex[..hex.len().min(12)]
-}
-
-fn save(store: &Path, project: &Project, incremental: bool) -> Result<snapshot::Saved> {
-    cache::save(store, project, incremental, &output::Bar::default())
-        .with_context(|| format!("cannot save {}", project.target_dir.display()))
 }
 
 fn save_cmd(store: &Path, args: SaveArgs) -> Result<ExitCode> {
     let project = project(&args.project, args.target_dir.as_deref())?;
-    let saved = save(store, &project, !args.no_incremental)?;
+    let saved = cache::save(
+        store,
+        &project,
+        !args.no_incremental,
+        &output::Bar::default(),
+    )
+    .with_context(|| format!("cannot save {}", project.target_dir.display()))?;
     if args.json {
         output::json(&saved)?;
-    } else if saved.unchanged {
-        println!(
-            "unchanged: snapshot {} of key {} already holds this target directory",
-            saved.id,
-            short(&saved.key)
-        );
     } else {
-        println!(
-            "saved snapshot {} of key {}: {} files ({}), {} new in the store, {} freshness checks, {:.2} s",
-            saved.id,
-            short(&saved.key),
-            saved.files,
-            output::bytes(saved.bytes),
-            output::bytes(saved.new_bytes),
-            saved.checks,
-            saved.seconds
-        );
+        print!("{}", cache::text::saved(&saved));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -205,94 +179,20 @@ fn restore_cmd(store: &Path, args: RestoreArgs) -> Result<ExitCode> {
     let restored = cache::restore_cold(store, &project, &output::Bar::default())?;
     if args.json {
         output::json(&restored)?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    match restored {
-        None => println!(
-            "nothing to restore: no snapshot for key {} (build with `velo cargo build`, or `velo cache save` after a build)",
-            short(&project.key.key)
-        ),
-        Some(r) => {
-            println!(
-                "restored snapshot {} into {}: {} files ({}), {} reflinked, {} copied, {:.2} s",
-                r.id,
-                project.target_dir.display(),
-                r.files,
-                output::bytes(r.bytes),
-                r.reflinked,
-                r.copied,
-                r.seconds
-            );
-            println!(
-                "  {} freshness checks fresh, {} left stale for cargo to rebuild",
-                r.fresh,
-                r.stale.len()
-            );
-            if r.pinned > 0 {
-                println!(
-                    "  {} unit(s) fingerprinted by package mtime made fresh: their packages' files are byte-identical, so their recorded mtimes were set back",
-                    r.pinned
-                );
-            }
-            for s in r.stale.iter().take(10) {
-                println!("  stale {}: {}", s.reference, s.reason);
-            }
-        }
+    } else {
+        let text = cache::text::restored(restored.as_ref(), &project.key.key, &project.target_dir);
+        print!("{text}");
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn age(created: u64) -> String {
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let s = now.saturating_sub(created);
-    match s {
-        0..60 => format!("{s} s ago"),
-        60..3600 => format!("{} min ago", s / 60),
-        3600..86400 => format!("{} h ago", s / 3600),
-        _ => format!("{} d ago", s / 86400),
-    }
 }
 
 fn list_cmd(store: &Path, args: ListArgs) -> Result<ExitCode> {
     let listing = cache::Listing::of_store(store)?;
     if args.json {
         output::json(&listing)?;
-        return Ok(ExitCode::SUCCESS);
+    } else {
+        print!("{}", cache::text::listing(&listing));
     }
-    if listing.snapshots.is_empty() {
-        println!("no snapshots (save one with `velo cache save` or `velo cargo build`)");
-        return Ok(ExitCode::SUCCESS);
-    }
-    let mut table = output::table([
-        "snapshot",
-        "key",
-        "profile",
-        "created",
-        "files",
-        "size",
-        "only here",
-    ]);
-    for s in &listing.snapshots {
-        table.add_row([
-            s.id.clone(),
-            short(&s.key).to_owned(),
-            s.profile.clone(),
-            age(s.created),
-            s.files.to_string(),
-            output::bytes(s.bytes),
-            output::bytes(s.unique_bytes),
-        ]);
-    }
-    println!("{table}");
-    println!(
-        "{} snapshots, {} in all, {} in the store ({:.1}x shared)",
-        listing.snapshots.len(),
-        output::bytes(listing.logical_bytes),
-        output::bytes(listing.stored_bytes),
-        listing.logical_bytes as f64 / listing.stored_bytes.max(1) as f64
-    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -301,37 +201,8 @@ fn status_cmd(store: &Path, args: StatusArgs) -> Result<ExitCode> {
     let status = cache::Status::of(store, &project)?;
     if args.json {
         output::json(&status)?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!("project     {}", status.root.display());
-    println!("key         {}", status.key);
-    println!(
-        "target dir  {} ({})",
-        status.target_dir.display(),
-        if status.cold {
-            "cold: restore would fill it"
-        } else {
-            "warm: restore leaves it alone"
-        }
-    );
-    match (&status.best, status.best_size, &status.evaluation) {
-        (Some(best), Some((files, bytes)), Some(e)) => {
-            println!(
-                "snapshots   {} for this key; restore would pick {best} ({files} files, {})",
-                status.snapshots,
-                output::bytes(bytes)
-            );
-            println!(
-                "freshness   {} checks would be fresh, {} stale, {} unit(s) fresh by package mtime",
-                e.fresh,
-                e.stale.len(),
-                e.pinned
-            );
-            for s in e.stale.iter().take(10) {
-                println!("  stale {}: {}", s.reference, s.reason);
-            }
-        }
-        _ => println!("snapshots   none for this key"),
+    } else {
+        print!("{}", cache::text::status(&status));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -365,50 +236,9 @@ pub fn cargo(store: &Path, args: CargoArgs) -> Result<ExitCode> {
     let progress = output::Bar::default();
     let note = |line: &str| eprintln!("velo: {line}");
     let outcome = velo::cargo::run(store, &args.args, &note, &progress)?;
-    let mut summary = vec![match &outcome.restore {
-        Restore::Restored(r) => format!(
-            "restored {} ({} files, {}, {:.2} s{})",
-            r.id,
-            r.files,
-            output::bytes(r.bytes),
-            r.seconds,
-            if r.pinned > 0 {
-                format!(
-                    "; {} unit(s) fresh by their package's mtimes, set back on byte-identical files",
-                    r.pinned
-                )
-            } else {
-                String::new()
-            }
-        ),
-        Restore::Nothing => "nothing to restore".to_owned(),
-        Restore::Failed(e) => {
-            // A cache that cannot serve is a slow build, not a failed one.
-            eprintln!("velo: warning: not restored: {e}");
-            "not restored".to_owned()
-        }
-        Restore::Warm => "target warm, not restored".to_owned(),
-    }];
-    summary.push(format!(
-        "cargo found {} of {} units fresh ({:.2} s)",
-        outcome.units - outcome.compiled,
-        outcome.units,
-        outcome.build_seconds
-    ));
-    match &outcome.save {
-        Save::Saved(s) if s.unchanged => summary.push("snapshot unchanged".to_owned()),
-        Save::Saved(s) => summary.push(format!(
-            "saved {} ({} new)",
-            s.id,
-            output::bytes(s.new_bytes)
-        )),
-        Save::NotNeeded => {}
-        Save::Failed(e) => {
-            eprintln!("velo: warning: not saved: {e}");
-            summary.push("not saved".to_owned());
-        }
+    for warning in outcome.warnings() {
+        eprintln!("velo: warning: {warning}");
     }
-    summary.extend(outcome.remote.iter().cloned());
-    eprintln!("velo: {}", summary.join("; "));
+    eprintln!("velo: {}", outcome.summary());
     Ok(child::exit_like(outcome.status))
 }

@@ -2,36 +2,10 @@
 
 use std::io::{IsTerminal, Write};
 
-use comfy_table::{Table, presets};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
-/// `1536` → `1.5 KiB`.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
-/// A borderless table whose first row is a header.
-pub fn table<I, S>(header: I) -> Table
-where
-    I: IntoIterator<Item = S>,
-    S: Into<comfy_table::Cell>,
-{
-    let mut table = Table::new();
-    table.load_style(presets::NOTHING).set_header(header);
-    table
-}
+pub use velo::human::{bytes, table};
 
 /// A progress bar on stderr when it is a terminal, else a hidden one, counting bytes: toward
 /// `len`, or with a spinner when the total is unknown.

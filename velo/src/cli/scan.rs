@@ -35,15 +35,6 @@ pub struct Args {
     json: bool,
 }
 
-/// The verdict as the table says it.
-pub(super) fn verdict_word(v: velo::scan::Verdict) -> &'static str {
-    match v {
-        velo::scan::Verdict::WillMiss => "yes",
-        velo::scan::Verdict::MissesInClone => "in a clone",
-        velo::scan::Verdict::Reusable => "no",
-    }
-}
-
 pub fn run(args: Args) -> Result<ExitCode> {
     let cwd = inception::unproject(&inception::current_dir()?);
     let project = inception::find_root(None, &cwd).unwrap_or_else(|_| cwd.clone());
@@ -65,75 +56,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let report = velo::scan::scan(&target, &roots, &home_like, &|n| bar.inc(n));
     bar.finish_and_clear();
     let report = report.with_context(|| format!("velo scan {}", target.display()))?;
-    let missing = report.crates.iter().filter(|c| c.will_miss_cache).count();
     if args.json {
         output::json(&report)?;
     } else {
-        if report.crates.is_empty() {
-            println!(
-                "no physical path in {} ({} files, {}): every crate can be reused anywhere",
-                report.target_dir.display(),
-                report.files,
-                output::bytes(report.bytes)
-            );
-        } else {
-            let mut table = output::table([
-                "crate",
-                "will miss cache",
-                "freshness",
-                "debug-info",
-                "embedded",
-                "recorded",
-                "cargo input",
-            ]);
-            for c in &report.crates {
-                let input = c
-                    .reason
-                    .as_deref()
-                    .and_then(|r| r.split(':').next())
-                    .unwrap_or_default();
-                table.add_row([
-                    c.crate_name.clone(),
-                    verdict_word(c.verdict).to_owned(),
-                    c.freshness.to_string(),
-                    c.debug_info.to_string(),
-                    c.embedded.to_string(),
-                    c.recorded.to_string(),
-                    input.to_owned(),
-                ]);
-            }
-            println!("{table}");
-            for c in report.crates.iter().filter(|c| c.reason.is_some()) {
-                println!(
-                    "{}: {}\n  fix: {}",
-                    c.crate_name,
-                    c.reason.as_deref().unwrap_or_default(),
-                    c.fix.as_deref().unwrap_or_default()
-                );
-            }
-            let in_clone = report
-                .crates
-                .iter()
-                .filter(|c| c.verdict == velo::scan::Verdict::MissesInClone)
-                .count();
-            println!(
-                "{} of {} crates with findings will miss the cache, {} in a clone unless velo restores it; {} findings in {} files ({} scanned); roots: {}",
-                missing,
-                report.crates.len(),
-                in_clone,
-                report.findings.len(),
-                report
-                    .findings
-                    .iter()
-                    .map(|f| &f.file)
-                    .collect::<std::collections::BTreeSet<_>>()
-                    .len(),
-                output::bytes(report.bytes),
-                report.roots.join(", ")
-            );
-        }
+        print!("{}", velo::scan::text(&report));
     }
-    Ok(if missing > 0 {
+    Ok(if report.crates.iter().any(|c| c.will_miss_cache) {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

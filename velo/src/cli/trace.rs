@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use velo_tracer::analysis::Findings;
 
 use super::{Backend, output};
 
@@ -55,7 +54,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if args.json {
         output::json(&run.findings)?;
     } else {
-        print_findings(&run.findings);
+        eprintln!("velo trace {}", velo::trace::summary(&run.findings));
+        print!("{}", velo::trace::text(&run.findings));
     }
     Ok(velo::trace::exit_code(run.outcome))
 }
@@ -79,64 +79,4 @@ impl Args {
             command: self.command.clone(),
         }
     }
-}
-
-fn print_findings(f: &Findings) {
-    let c = &f.counts;
-    eprintln!(
-        "velo trace ({}): {} events, {} file syscalls in {} processes, {} dropped: {} uncaught, {} leaked, {} unshimmed",
-        f.backend, c.events, c.syscalls, c.processes, c.dropped, c.uncaught, c.leaks, c.unshimmed
-    );
-    if f.is_clean() {
-        println!("no findings: every path under the roots went through the shim");
-        return;
-    }
-    let mut table = output::table(["finding", "count", "process", "syscall", "example", "fix"]);
-    for u in &f.uncaught {
-        let fix = if u.entry_points.is_empty() {
-            "raw syscall, no libc entry point".to_owned()
-        } else {
-            let shown: Vec<&str> = u.entry_points.iter().take(5).map(String::as_str).collect();
-            let more = u.entry_points.len().saturating_sub(shown.len());
-            if more > 0 {
-                format!("hooked: {}, +{more} more (--json)", shown.join(", "))
-            } else {
-                format!("hooked: {}", shown.join(", "))
-            }
-        };
-        table.add_row([
-            "uncaught".to_owned(),
-            u.count.to_string(),
-            u.exe.clone(),
-            u.syscall.clone(),
-            u.example_path.clone(),
-            fix,
-        ]);
-    }
-    for l in &f.leaks {
-        let how = if l.syscall == "write" {
-            "written into a file (count: files)"
-        } else {
-            "returned without a shim hook"
-        };
-        table.add_row([
-            "leak".to_owned(),
-            l.count.to_string(),
-            l.exe.clone(),
-            l.syscall.clone(),
-            l.example_path.clone(),
-            how.to_owned(),
-        ]);
-    }
-    for u in &f.unshimmed {
-        table.add_row([
-            "unshimmed".to_owned(),
-            u.processes.to_string(),
-            u.exe.clone(),
-            format!("{} syscalls", u.syscalls),
-            u.example_path.clone(),
-            "velo run --mode farm".to_owned(),
-        ]);
-    }
-    println!("{table}");
 }

@@ -32,6 +32,7 @@
 //! directories of runs whose velo process died without cleaning up.
 
 pub mod exe;
+pub mod execute;
 pub mod farm;
 pub mod launch;
 pub mod layers;

@@ -85,8 +85,9 @@ impl std::fmt::Display for Plan {
 }
 
 /// What the user asked for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Asked {
+    #[default]
     Auto,
     Shim,
     Farm,

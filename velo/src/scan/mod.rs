@@ -44,11 +44,15 @@
 //! a root counts only when it ends there (the value itself) or when the first component after
 //! it exists (`$HOME/.cargo`, `$HOME/src`), that is, when it could be a path of this build.
 
+mod text;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use serde::Serialize;
+
+pub use text::text;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
