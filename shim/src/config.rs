@@ -3,6 +3,7 @@
 //! Filled once ([`crate::once`]) into static buffers, with no allocation: `getenv` to read, raw
 //! syscalls to resolve the physical root.
 
+use crate::bytes;
 use velo_intercept::env;
 use velo_intercept::translate::{self, Mapping};
 
@@ -37,7 +38,7 @@ impl Config {
     /// Every active mapping; the longest matching root wins (see `velo_intercept::translate`).
     #[inline]
     pub fn maps(&self) -> &[Mapping<'static>] {
-        &self.maps[..self.count]
+        self.maps.get(..self.count).unwrap_or_default()
     }
 }
 
@@ -160,12 +161,10 @@ fn extra_maps(
     resolved: &mut [[u8; ROOT_MAX]; MAX_MAPS - 1],
     out: &mut [Mapping<'static>],
 ) -> usize {
-    if value.len() >= buf.len() {
+    if bytes::c_join(&mut buf[..], &[value]).is_none() {
         return 0;
     }
-    buf[..value.len()].copy_from_slice(value);
-    buf[value.len()] = 0;
-    for b in &mut buf[..value.len()] {
+    for b in buf.iter_mut().take(value.len()) {
         if *b == b':' || *b == b'=' {
             *b = 0;
         }
@@ -180,18 +179,22 @@ fn extra_maps(
         let Some(eq) = sep.iter().position(|&b| b == b'=') else {
             continue;
         };
-        if filled == out.len() {
+        let (Some(slot), Some(resolved)) = (out.get_mut(filled), resolved.get_mut(filled)) else {
             break;
-        }
-        let canonical = &text[start..start + eq];
-        let physical = &text[start + eq + 1..start + sep.len()];
+        };
+        let (Some(canonical), Some(physical)) = (
+            text.get(start..start + eq),
+            text.get(start + eq + 1..start + sep.len()),
+        ) else {
+            continue;
+        };
         // `physical` is followed by a NUL in `buf`, as `resolve` needs.
-        let real = resolve(physical, &mut resolved[filled]).map(|r| {
+        let real = resolve(physical, resolved).map(|r| {
             // SAFETY: as above, for the resolved buffers.
             unsafe { core::slice::from_raw_parts(r.as_ptr(), r.len()) }
         });
         if let Some(m) = Mapping::new(canonical, physical, real) {
-            out[filled] = m;
+            *slot = m;
             filled += 1;
         }
     }
@@ -199,39 +202,21 @@ fn extra_maps(
 }
 
 fn copy<'b>(src: &[u8], buf: &'b mut [u8]) -> Option<&'b [u8]> {
-    let src = translate::trim_root(src);
-    (src.len() < buf.len()).then(|| {
-        buf[..src.len()].copy_from_slice(src);
-        buf[src.len()] = 0;
-        &buf[..src.len()]
-    })
+    bytes::c_join(buf, &[translate::trim_root(src)])
 }
 
 /// `realpath(path)` without libc's allocating implementation: open it `O_PATH` and read the
 /// kernel's name for the descriptor. `None` when that fails (no `/proc`) or names the same path.
 fn resolve<'b>(path: &[u8], buf: &'b mut [u8]) -> Option<&'b [u8]> {
-    // `path` is followed by a NUL in its storage buffer (see `copy`).
-    // SAFETY: raw syscalls on valid, NUL-terminated buffers.
-    unsafe {
-        // From the shim's own code (see `crate::kernel`): a tracer sees the physical root come
-        // back to the shim, not to the program.
-        let fd = crate::kernel::openat(
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            libc::O_PATH | libc::O_CLOEXEC,
-        );
-        if fd < 0 {
-            return None;
-        }
-        let end = buf.len() - 1;
-        let len = crate::kernel::fd_path(fd as i32, &mut buf[..end]);
-        crate::kernel::close(fd as i32);
-        if len <= 0 || len as usize >= buf.len() - 1 {
-            return None;
-        }
-        let len = len as usize;
-        buf[len] = 0;
-        let resolved = &buf[..len];
-        (resolved != path && resolved.first() == Some(&b'/')).then_some(resolved)
+    // From the shim's own code (see `crate::kernel`): a tracer sees the physical root come back
+    // to the shim, not to the program.
+    let end = buf.len().saturating_sub(1);
+    // SAFETY: `path` is followed by a NUL in its storage buffer (see `copy`).
+    let len = unsafe { crate::kernel::real_name(path.as_ptr(), buf.get_mut(..end)?) }.ok()?;
+    if len >= end {
+        return None;
     }
+    bytes::set(buf, len, 0)?;
+    let resolved = bytes::head(buf, len);
+    (resolved != path).then_some(resolved)
 }

@@ -17,21 +17,17 @@ pub fn getenv(name: &CStr) -> Option<&'static [u8]> {
 
 /// `KEY=VALUE\0` in `buf`, returned with its NUL.
 pub fn entry<'b>(key: &[u8], value: &[u8], buf: &'b mut [u8]) -> Option<&'b [u8]> {
-    let len = key.len() + 1 + value.len();
-    (len < buf.len()).then(|| {
-        buf[..key.len()].copy_from_slice(key);
-        buf[key.len()] = b'=';
-        buf[key.len() + 1..len].copy_from_slice(value);
-        buf[len] = 0;
-        &buf[..=len]
-    })
+    let len = crate::bytes::c_join(buf, &[key, b"=", value])?.len();
+    buf.get(..=len)
 }
 
 /// The entry of a `LD_PRELOAD` list (space- or colon-separated) that is this library.
 pub fn find_shim(list: &'static [u8]) -> Option<&'static [u8]> {
     let name = env::SHIM_FILE_NAME.as_bytes();
-    list.split(|&b| b == b' ' || b == b':')
-        .find(|e| *e == name || (e.ends_with(name) && e[e.len() - name.len() - 1] == b'/'))
+    list.split(|&b| b == b' ' || b == b':').find(|e| {
+        e.strip_suffix(name)
+            .is_some_and(|dir| dir.is_empty() || dir.ends_with(b"/"))
+    })
 }
 
 /// Whether the `LD_PRELOAD` value `list` names this library.

@@ -7,6 +7,8 @@
 //! library's text. Hence an inline `syscall` instruction here, rather than libc's wrappers,
 //! whose instruction lies in libc. Results are the kernel's: `-errno` on failure.
 
+use crate::bytes;
+
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn syscall4(nr: libc::c_long, a: usize, b: usize, c: usize, d: usize) -> isize {
@@ -105,21 +107,34 @@ pub unsafe fn openat(dirfd: i32, path: *const u8, flags: i32) -> isize {
 /// The kernel's name of the open descriptor `fd` (`readlink /proc/self/fd/N`), into `buf`:
 /// the length, or `-errno`. The one place the shim reads a descriptor's path.
 pub fn fd_path(fd: i32, buf: &mut [u8]) -> isize {
-    let mut link = *b"/proc/self/fd/\0\0\0\0\0\0\0\0\0\0\0\0";
-    let mut digits = [0u8; 11];
-    let (mut n, mut i) = (fd.unsigned_abs() as u64, digits.len());
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+    let mut link = [0u8; 32];
+    let mut digits = [0u8; 20];
+    let digits = bytes::digits(u64::from(fd.unsigned_abs()), 10, &mut digits);
+    if bytes::c_join(&mut link, &[b"/proc/self/fd/", digits]).is_none() {
+        return -(libc::ENAMETOOLONG as isize);
     }
-    link[14..14 + digits.len() - i].copy_from_slice(&digits[i..]);
-    // SAFETY: `link` is NUL-terminated (at most 10 digits in its 12 spare bytes); `buf` holds
-    // `buf.len()` bytes.
+    // SAFETY: `link` is NUL-terminated; `buf` holds `buf.len()` bytes.
     unsafe { readlinkat(libc::AT_FDCWD, link.as_ptr(), buf.as_mut_ptr(), buf.len()) }
+}
+
+/// The kernel's name of the file at `path` (`realpath` without libc's allocating
+/// implementation): opened `O_PATH`, named by [`fd_path`] into `buf`. The length; `Err(Some(
+/// errno))` when the open fails, `Err(None)` when `/proc` names no absolute path (not mounted).
+///
+/// # Safety
+/// `path` is NUL-terminated.
+pub unsafe fn real_name(path: *const u8, buf: &mut [u8]) -> Result<usize, Option<i32>> {
+    // SAFETY: forwarded.
+    let fd = unsafe { openat(libc::AT_FDCWD, path, libc::O_PATH | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(Some(-fd as i32));
+    }
+    let len = fd_path(fd as i32, buf);
+    close(fd as i32);
+    if len < 0 || buf.first() != Some(&b'/') {
+        return Err(None);
+    }
+    Ok(len as usize)
 }
 
 pub fn close(fd: i32) {
@@ -159,33 +174,13 @@ pub fn beacon() {
         return;
     }
     let mut path = [0u8; 64];
-    let mut at = 0;
-    let mut put = |bytes: &[u8]| {
-        path[at..at + bytes.len()].copy_from_slice(bytes);
-        at += bytes.len();
-    };
-    put(BEACON_PREFIX);
-    let hex = |n: usize, out: &mut [u8; 16]| -> usize {
-        let digits = b"0123456789abcdef";
-        let mut len = 0;
-        let mut started = false;
-        for shift in (0..16).rev() {
-            let d = (n >> (shift * 4)) & 15;
-            if d != 0 || started || shift == 0 {
-                started = true;
-                out[len] = digits[d];
-                len += 1;
-            }
-        }
-        len
-    };
-    let mut buf = [0u8; 16];
-    let n = hex(lo, &mut buf);
-    put(&buf[..n]);
-    put(b"-");
-    let n = hex(hi, &mut buf);
-    put(&buf[..n]);
-    // SAFETY: a NUL-terminated path in a local buffer (zeroed beyond `at`).
+    let (mut lo_hex, mut hi_hex) = ([0u8; 20], [0u8; 20]);
+    let lo = bytes::digits(lo as u64, 16, &mut lo_hex);
+    let hi = bytes::digits(hi as u64, 16, &mut hi_hex);
+    if bytes::c_join(&mut path, &[BEACON_PREFIX, lo, b"-", hi]).is_none() {
+        return;
+    }
+    // SAFETY: a NUL-terminated path in a local buffer.
     unsafe {
         syscall4(
             libc::SYS_faccessat,

@@ -29,13 +29,19 @@
 //! [`hooks::open`]).
 
 // A panic in a hook aborts the user's program: no hook may have a way to panic that a lint can
-// see. (Slice indexing is still allowed; each index is bounded by the buffer it reads.)
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// see. Buffers are indexed only through `bytes`, whose writes say when they do not fit.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 #![cfg_attr(
     not(target_os = "linux"),
     allow(dead_code, reason = "hooks are Linux-only for now")
 )]
 
+mod bytes;
 mod config;
 mod environ;
 #[cfg(target_os = "linux")]

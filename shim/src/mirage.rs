@@ -32,6 +32,7 @@ use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 use velo_intercept::env;
 use velo_intercept::mirage::{self, Entry, Image};
 
+use crate::bytes;
 use crate::environ::{entry, find_shim, getenv};
 use crate::once::Once;
 use crate::path::{Buf, PATH_MAX};
@@ -95,11 +96,7 @@ pub fn get() -> Option<&'static Mirage> {
 
 /// `src` into `buf` with a NUL; the copy without it.
 fn copy_c<'b>(src: &[u8], buf: &'b mut [u8]) -> Option<&'b [u8]> {
-    (src.len() < buf.len()).then(|| {
-        buf[..src.len()].copy_from_slice(src);
-        buf[src.len()] = 0;
-        &buf[..src.len()]
-    })
+    bytes::c_join(buf, &[src])
 }
 
 fn statics(b: &[u8]) -> &'static [u8] {
@@ -213,7 +210,7 @@ fn load(s: &mut Storage) -> bool {
         env_preload,
         image,
         root,
-        empty: statics(&s.empty[..=empty_len]),
+        empty: statics(s.empty.get(..=empty_len).unwrap_or_default()),
         env,
         time,
         // SAFETY: no preconditions.
@@ -224,10 +221,10 @@ fn load(s: &mut Storage) -> bool {
     if let Some(m) = &s.mirage {
         let (mut path, mut out): (Buf, Buf) = ([0; PATH_MAX], [0; PATH_MAX]);
         if let Some(n) = cwd(&mut path)
-            && let Place::Node(i) = m.walk(&path[..n], true, &mut out)
+            && let Place::Node(i) = m.walk(bytes::head(&path, n), true, &mut out)
             && m.entry(i).is_dir()
         {
-            set_cwd(Some(&path[..n]), Some(i));
+            set_cwd(Some(bytes::head(&path, n)), Some(i));
         }
     }
     true
@@ -235,7 +232,8 @@ fn load(s: &mut Storage) -> bool {
 
 /// Whether `path` is `root` or below it (on a component boundary).
 pub fn under(root: &[u8], path: &[u8]) -> bool {
-    path.starts_with(root) && (path.len() == root.len() || path[root.len()] == b'/')
+    path.strip_prefix(root)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"/"))
 }
 
 // --- the virtual working directory -------------------------------------------------------------
@@ -384,14 +382,13 @@ fn lstat_mode(path: &Buf) -> Option<u32> {
 
 /// Creates every directory of `buf[..len]` from byte `start` on, up to its last component.
 fn make_parents(buf: &mut Buf, start: usize, len: usize) -> c_int {
-    for i in start..len {
-        if buf[i] == b'/' {
-            buf[i] = 0;
+    for i in start..len.min(PATH_MAX) {
+        if buf.get(i) == Some(&b'/') && bytes::set(buf, i, 0).is_some() {
             // SAFETY: a NUL-terminated prefix; a raw syscall.
             let r =
                 unsafe { libc::syscall(libc::SYS_mkdirat, libc::AT_FDCWD, buf.as_ptr(), 0o755) };
             let err = crate::real::errno();
-            buf[i] = b'/';
+            let _ = bytes::set(buf, i, b'/');
             if r < 0 && err != libc::EEXIST {
                 return -err;
             }
@@ -423,14 +420,8 @@ pub enum Place {
 }
 
 /// Appends `parts` to `buf` at `at`; `None` when they do not fit with a NUL.
-fn put(buf: &mut Buf, mut at: usize, parts: &[&[u8]]) -> Option<usize> {
-    for p in parts {
-        let end = at.checked_add(p.len()).filter(|&e| e < PATH_MAX)?;
-        buf[at..end].copy_from_slice(p);
-        at = end;
-    }
-    buf[at] = 0;
-    Some(at)
+fn put(buf: &mut Buf, at: usize, parts: &[&[u8]]) -> Option<usize> {
+    bytes::put_c(buf, at, parts)
 }
 
 impl Mirage {
@@ -453,7 +444,7 @@ impl Mirage {
         if p.is_empty() {
             return Place::Pass;
         }
-        if p[0] == b'/' {
+        if p.starts_with(b"/") {
             if !under(self.root, p) {
                 return Place::Pass;
             }
@@ -490,7 +481,7 @@ impl Mirage {
             }
         };
         match len {
-            Some(len) => self.walk(&work[..len], follow, out),
+            Some(len) => self.walk(bytes::head(&work, len), follow, out),
             None => Place::Fail(libc::ENAMETOOLONG),
         }
     }
@@ -518,7 +509,7 @@ impl Mirage {
         let mut hops = 0;
         'restart: loop {
             let path: &[u8] = match &held {
-                Some(b) => &b[..len],
+                Some(b) => bytes::head(b, len),
                 None => start,
             };
             let (mut cur, mut rest) = match from.take() {
@@ -529,7 +520,7 @@ impl Mirage {
                         None => Place::Fail(libc::ENAMETOOLONG),
                     };
                 }
-                None => (0u32, &path[self.root.len()..]),
+                None => (0u32, bytes::tail(path, self.root.len())),
             };
             loop {
                 while let [b'/', tail @ ..] = rest {
@@ -548,8 +539,8 @@ impl Mirage {
                     }
                     b".." if cur == 0 => {
                         // Out of the tree: the root's real parent, then the rest.
-                        let parent =
-                            &self.root[..self.root.iter().rposition(|&c| c == b'/').unwrap_or(0)];
+                        let slash = self.root.iter().rposition(|&c| c == b'/').unwrap_or(0);
+                        let parent = bytes::head(self.root, slash);
                         let mut b: Buf = [0; PATH_MAX];
                         let Some(n) = put(
                             &mut b,
@@ -727,9 +718,11 @@ impl Mirage {
     /// The tree path of the upper-layer path in `path` (NUL-terminated), if it is in the layer.
     pub fn upper_rel<'p>(&self, path: &'p [u8]) -> Option<&'p [u8]> {
         let len = path.iter().position(|&b| b == 0).unwrap_or(path.len());
-        let p = &path[..len];
-        (!self.upper.is_empty() && under(self.upper, p))
-            .then(|| p[self.upper.len()..].strip_prefix(b"/").unwrap_or(&[]))
+        let p = bytes::head(path, len);
+        (!self.upper.is_empty() && under(self.upper, p)).then(|| {
+            let rest = bytes::tail(p, self.upper.len());
+            rest.strip_prefix(b"/").unwrap_or(rest)
+        })
     }
 
     /// The virtual name (`<root>/<rel>`) of the upper-layer path in `upper_path`, into `out`;
@@ -743,10 +736,7 @@ impl Mirage {
 
     /// Records the tree path of the upper-layer path in `upper_path` as deleted.
     pub fn mark_deleted_at(&self, upper_path: &Buf) -> c_int {
-        let rel = self.upper_rel(upper_path).unwrap_or(&[]);
-        let mut tree: Buf = [0; PATH_MAX];
-        tree[..rel.len()].copy_from_slice(rel);
-        self.mark_deleted(&tree[..rel.len()])
+        self.mark_deleted(self.upper_rel(upper_path).unwrap_or(&[]))
     }
 
     /// Creates the missing parent directories of the upper-layer path in `buf` (0755).
@@ -764,10 +754,8 @@ impl Mirage {
         }
         let len = out.iter().position(|&b| b == 0).unwrap_or(PATH_MAX);
         let start = self.upper.len() + 1;
-        if len > start {
-            let mut rel: Buf = [0; PATH_MAX];
-            rel[..len - start].copy_from_slice(&out[start..len]);
-            self.unmark_deleted(&rel[..len - start]);
+        if let Some(rel) = out.get(start..len) {
+            self.unmark_deleted(rel);
         }
         Ok(())
     }
@@ -821,8 +809,7 @@ impl Mirage {
         // SAFETY: raw syscalls on NUL-terminated paths; descriptors we open and close.
         unsafe {
             if e.kind == mirage::SYMLINK {
-                let len = e.target.len().min(PATH_MAX - 1);
-                target[..len].copy_from_slice(&e.target[..len]);
+                let _ = bytes::put(&mut target, 0, bytes::head(e.target, PATH_MAX - 1));
                 let r = libc::syscall(
                     libc::SYS_symlinkat,
                     target.as_ptr(),
@@ -890,19 +877,16 @@ impl Mirage {
     pub fn backing(&self, index: u32, out: &mut Buf) -> *const c_char {
         let e = self.entry(index);
         if e.kind != mirage::FILE {
-            let n = self.empty.len();
-            out[..n].copy_from_slice(self.empty);
+            let _ = bytes::put(out, 0, self.empty);
             return out.as_ptr().cast();
         }
         let mut hex = [0u8; 64];
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        for (i, byte) in e.hash.iter().enumerate() {
-            hex[2 * i] = DIGITS[(byte >> 4) as usize];
-            hex[2 * i + 1] = DIGITS[(byte & 15) as usize];
+        for (pair, byte) in hex.chunks_exact_mut(2).zip(e.hash.iter()) {
+            pair.copy_from_slice(&[bytes::hex_digit(byte >> 4), bytes::hex_digit(byte & 15)]);
         }
         let x: &[u8] = if e.exec { b".x" } else { b"" };
         let blobs = self.image.blobs_dir();
-        if put(out, 0, &[blobs, b"/", &hex[..2], b"/", &hex, x]).is_none() {
+        if put(out, 0, &[blobs, b"/", bytes::head(&hex, 2), b"/", &hex, x]).is_none() {
             out[0] = 0;
         }
         out.as_ptr().cast()

@@ -16,38 +16,45 @@
 //! build that makes the same mistake a million times yields one line.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::os::unix::ffi::OsStrExt;
 
 use serde::Serialize;
 use velo_intercept::table::{self, Platform};
 
-use crate::event::Event;
+use crate::event::{Event, RawPath};
 
 /// The roots the analysis looks for.
 #[derive(Debug, Clone, Default)]
 pub struct Roots {
     /// Where projects appear (`/vrift_workspace`, `/cargo-home`).
-    pub canonical: Vec<String>,
+    pub canonical: Vec<RawPath>,
     /// The real directories (the project, `CARGO_HOME`), in every spelling.
-    pub physical: Vec<String>,
+    pub physical: Vec<RawPath>,
+}
+
+/// `root` without trailing slashes.
+fn trimmed(root: &[u8]) -> &[u8] {
+    let end = root.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1);
+    root.get(..end).unwrap_or_default()
 }
 
 /// Whether `path` is `root` or lies below it, on a component boundary.
-fn under(path: &str, root: &str) -> bool {
-    let root = root.trim_end_matches('/');
+fn under(path: &[u8], root: &[u8]) -> bool {
+    let root = trimmed(root);
     !root.is_empty()
         && path
             .strip_prefix(root)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"/"))
 }
 
 impl Roots {
-    fn canonical(&self, path: &str) -> bool {
+    fn canonical(&self, path: &[u8]) -> bool {
         self.canonical.iter().any(|r| under(path, r))
     }
-    fn physical(&self, path: &str) -> bool {
+    fn physical(&self, path: &[u8]) -> bool {
         self.physical.iter().any(|r| under(path, r))
     }
-    fn any(&self, path: &str) -> bool {
+    fn any(&self, path: &[u8]) -> bool {
         self.canonical(path) || self.physical(path)
     }
 }
@@ -176,7 +183,7 @@ impl<'r> Analyzer<'r> {
                     syscall: s.syscall.clone(),
                     count: 0,
                     example_pid: s.pid,
-                    example_path: path.clone(),
+                    example_path: path.to_string(),
                     entry_points: entry_points(platform, &s.syscall),
                 });
             u.count += 1;
@@ -193,7 +200,7 @@ impl<'r> Analyzer<'r> {
                     syscall: s.syscall.clone(),
                     count: 0,
                     example_pid: s.pid,
-                    example_path: path.clone(),
+                    example_path: path.to_string(),
                 });
             l.count += 1;
         }
@@ -205,7 +212,7 @@ impl<'r> Analyzer<'r> {
         if let Some(path) = s.resolved.iter().chain(&s.paths).find(|p| roots.any(p)) {
             p.2 += 1;
             if p.3.is_empty() {
-                p.3 = path.clone();
+                p.3 = path.to_string();
             }
         }
     }
@@ -302,10 +309,10 @@ pub fn add_written_leaks(mut findings: Findings, events: &[Event], roots: &Roots
 }
 
 /// Whether `bytes` holds `root` followed by a path-component boundary.
-fn holds_root(bytes: &[u8], root: &str) -> bool {
-    let root = root.trim_end_matches('/');
+fn holds_root(bytes: &[u8], root: &[u8]) -> bool {
+    let root = trimmed(root);
     !root.is_empty()
-        && memchr::memmem::find_iter(bytes, root.as_bytes()).any(|at| {
+        && memchr::memmem::find_iter(bytes, root).any(|at| {
             bytes.get(at + root.len()).is_none_or(|&b| {
                 !(b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
             })
@@ -320,7 +327,7 @@ fn holds_root(bytes: &[u8], root: &str) -> bool {
 /// machine sees: a root written and then overwritten within the run is not reported.
 pub fn written_leaks(events: &[Event], roots: &Roots) -> Vec<Leak> {
     // Path → (writer's exe, pid), in the order of events.
-    let mut written: BTreeMap<String, (String, i32)> = BTreeMap::new();
+    let mut written: BTreeMap<RawPath, (String, i32)> = BTreeMap::new();
     for event in events {
         let Event::Syscall(s) = event else { continue };
         if s.ret.is_some_and(|r| r < 0) {
@@ -330,7 +337,7 @@ pub fn written_leaks(events: &[Event], roots: &Roots) -> Vec<Leak> {
             s.resolved
                 .get(i)
                 .or(s.paths.get(i))
-                .filter(|p| p.starts_with('/'))
+                .filter(|p| p.starts_with(b"/"))
         };
         if s.writes {
             if let Some(p) = path(0)
@@ -352,8 +359,8 @@ pub fn written_leaks(events: &[Event], roots: &Roots) -> Vec<Leak> {
     // Read in parallel and memory-mapped: a build writes all of target/. A few files (a no-op
     // build rewrites its dep-info) are read here: starting the pool costs more (~0.5 ms).
     use rayon::prelude::*;
-    let leaks_root = |(path, _): &(String, (String, i32))| {
-        let Ok(file) = std::fs::File::open(path) else {
+    let leaks_root = |(path, _): &(RawPath, (String, i32))| {
+        let Ok(file) = std::fs::File::open(std::ffi::OsStr::from_bytes(path)) else {
             return false;
         };
         if file.metadata().is_ok_and(|m| m.len() == 0 || !m.is_file()) {
@@ -366,8 +373,8 @@ pub fn written_leaks(events: &[Event], roots: &Roots) -> Vec<Leak> {
         };
         roots.physical.iter().any(|r| holds_root(&map, r))
     };
-    let written: Vec<(String, (String, i32))> = written.into_iter().collect();
-    let leaked: Vec<(String, (String, i32))> = if written.len() < 16 {
+    let written: Vec<(RawPath, (String, i32))> = written.into_iter().collect();
+    let leaked: Vec<(RawPath, (String, i32))> = if written.len() < 16 {
         written.into_iter().filter(leaks_root).collect()
     } else {
         written.into_par_iter().filter(leaks_root).collect()
@@ -379,7 +386,7 @@ pub fn written_leaks(events: &[Event], roots: &Roots) -> Vec<Leak> {
             syscall: "write".into(),
             count: 0,
             example_pid: pid,
-            example_path: path,
+            example_path: path.to_string(),
         });
         leak.count += 1;
     }
@@ -467,6 +474,26 @@ mod tests {
         assert_eq!(f.unshimmed[0].exe, "/bin/busybox");
         assert_eq!(f.counts.processes, 3);
         assert!(entry_points(Platform::Linux, "no_such_syscall").is_empty());
+    }
+
+    #[test]
+    fn a_root_that_is_not_utf8_still_matches_its_paths() {
+        let root = &b"/home/caf\xe9/proj"[..];
+        let roots = Roots {
+            canonical: vec!["/vrift_workspace".into()],
+            physical: vec![root.into()],
+        };
+        let mut leak = call(10, "/usr/bin/raw", "getcwd", "", None);
+        let mut lossy = call(10, "/usr/bin/raw", "getcwd", "", None);
+        if let (Event::Syscall(s), Event::Syscall(t)) = (&mut leak, &mut lossy) {
+            s.returned = Some([root, b"/src"].concat().into());
+            // The same name after a lossy decoding: another directory, no leak.
+            t.returned = Some("/home/caf\u{fffd}/proj/src".into());
+        }
+        let f = analyze(&[leak], &roots, Platform::Linux);
+        assert_eq!(f.leaks.len(), 1);
+        assert_eq!(f.leaks[0].example_path, "/home/caf\u{fffd}/proj/src");
+        assert!(analyze(&[lossy], &roots, Platform::Linux).leaks.is_empty());
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //! skipped. On macOS `getcwd` is not a syscall: libc asks `fcntl(fd, F_GETPATH)`, whose result
 //! the script prints as the `RETURNED` column of an `fcntl` line.
 
-use crate::event::{Event, Syscall};
+use crate::event::{Event, RawPath, Syscall};
 
 /// The syscalls the script watches, with the argument that holds the path.
 pub const PROBES: &[(&str, usize)] = &[
@@ -114,7 +114,7 @@ pub fn parse(text: &str) -> Result<Vec<Event>, ParseError> {
                 let resolved = paths
                     .iter()
                     .filter(|p| p.starts_with('/'))
-                    .cloned()
+                    .map(|p| RawPath::from(p.as_str()))
                     .collect();
                 Event::Syscall(Syscall {
                     pid: num(fields[2])? as i32,
@@ -122,10 +122,10 @@ pub fn parse(text: &str) -> Result<Vec<Event>, ParseError> {
                     tid: num(fields[4])? as i32,
                     exe: fields[5].to_owned(),
                     syscall: fields[6].to_owned(),
-                    paths,
+                    paths: paths.into_iter().map(RawPath::from).collect(),
                     resolved,
                     ret: Some(if ret < 0 { -errno } else { ret }),
-                    returned,
+                    returned: returned.map(RawPath::from),
                     // The D script does not record open flags.
                     writes: false,
                     // dtrace cannot see mappings cheaply; whether a process is shimmed is
@@ -191,14 +191,12 @@ mod tests {
         let Event::Syscall(s) = &events[0] else {
             panic!()
         };
-        assert_eq!(
-            (s.ret, s.paths[0].as_str()),
-            (Some(-2), "/vrift_workspace/Cargo.toml")
-        );
+        assert_eq!(s.ret, Some(-2));
+        assert_eq!(s.paths, [RawPath::from("/vrift_workspace/Cargo.toml")]);
         let Event::Syscall(f) = &events[1] else {
             panic!()
         };
-        assert_eq!(f.returned.as_deref(), Some("/Users/a/proj"));
+        assert_eq!(f.returned, Some("/Users/a/proj".into()));
         assert!(f.paths.is_empty());
         let bad = parse("velo\tsyscall\tx\n").unwrap_err();
         assert_eq!(bad.line, 1);

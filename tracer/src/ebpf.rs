@@ -26,7 +26,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use aya::maps::{Array, HashMap as BpfHashMap, Map, RingBuf};
 
 use crate::command::{Command, Outcome};
-use crate::event::{Event, Syscall};
+use crate::event::{Event, RawPath, Syscall};
 use crate::syscalls::{self, Returns};
 
 #[derive(Debug, thiserror::Error)]
@@ -250,7 +250,10 @@ pub fn trace(
     decoder
         .exe
         .insert(child_pid, cmd.program.display().to_string());
-    decoder.cwd.insert(child_pid, cmd.cwd.display().to_string());
+    decoder.cwd.insert(
+        child_pid,
+        RawPath(cmd.cwd.as_os_str().as_encoded_bytes().to_vec()),
+    );
     // The child's exit is noticed on a pidfd, so the reader sleeps in one poll on both.
     // SAFETY: pidfd_open of our own child.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child_pid, 0) } as i32;
@@ -373,7 +376,7 @@ struct Decoder {
     /// Working directories: the command's, inherited at fork, followed through `chdir` and
     /// `fchdir`. Knowing them without `/proc` resolves the paths of processes that have exited,
     /// and keeps the reader ahead of the ring buffer.
-    cwd: HashMap<i32, String>,
+    cwd: HashMap<i32, RawPath>,
     /// Each process's descriptors that `open` calls returned, by the same reasoning.
     fds: HashMap<i32, HashMap<i32, Descriptor>>,
     /// Processes whose exit record was read.
@@ -382,13 +385,9 @@ struct Decoder {
 
 #[derive(Clone)]
 struct Descriptor {
-    path: String,
+    path: RawPath,
     /// Closed by exec (`O_CLOEXEC`, `F_DUPFD_CLOEXEC`, `dup3(…, O_CLOEXEC)`).
     cloexec: bool,
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 impl Decoder {
@@ -424,7 +423,7 @@ impl Decoder {
                 // The kernel's name for the new program while the process lives; else the
                 // name it was started by, resolved only when that means the same to velo
                 // (not `/proc/self/exe`, not a path relative to the process's directory).
-                let mut name = text(record.path0);
+                let mut name = String::from_utf8_lossy(record.path0).into_owned();
                 if name == "/proc/self/exe"
                     && let Some(previous) = self.exe.get(&pid)
                 {
@@ -466,14 +465,14 @@ impl Decoder {
                 let mut paths = Vec::new();
                 for (i, bytes) in [record.path0, record.path1].into_iter().enumerate() {
                     if i < spec.paths.len() {
-                        paths.push(text(bytes));
+                        paths.push(RawPath::from(bytes));
                     }
                 }
                 if let Some(range) = paths.first().and_then(|p| crate::event::shim_beacon(p)) {
                     self.shim.insert(pid, range);
                     return;
                 }
-                let resolved: Vec<String> = spec
+                let resolved: Vec<RawPath> = spec
                     .paths
                     .iter()
                     .zip(&paths)
@@ -513,18 +512,16 @@ impl Decoder {
                     _ => {}
                 }
                 let returned = (spec.returns != Returns::Nothing && raw.ret > 0)
-                    .then(|| text(record.returned))
+                    .then(|| RawPath::from(record.returned))
                     .filter(|r| !r.is_empty());
                 let shim = self.shim.get(&pid).copied();
                 sink(Event::Syscall(Syscall {
                     pid,
                     tid: raw.tid as i32,
                     ppid: self.ppid.get(&pid).copied().unwrap_or(0),
-                    exe: self
-                        .exe
-                        .get(&pid)
-                        .cloned()
-                        .unwrap_or_else(|| text(velo_ebpf::c_str(&raw.comm))),
+                    exe: self.exe.get(&pid).cloned().unwrap_or_else(|| {
+                        String::from_utf8_lossy(velo_ebpf::c_str(&raw.comm)).into_owned()
+                    }),
                     syscall: spec.name.to_owned(),
                     paths,
                     resolved,
@@ -575,7 +572,7 @@ impl Decoder {
     }
 
     /// The path behind `fd`: from the events, else from `/proc` while the process lives.
-    fn descriptor_path(&mut self, pid: i32, fd: i32) -> Option<String> {
+    fn descriptor_path(&mut self, pid: i32, fd: i32) -> Option<RawPath> {
         if let Some(d) = self.fds.get(&pid).and_then(|fds| fds.get(&fd)) {
             return Some(d.path.clone());
         }
@@ -592,9 +589,9 @@ impl Decoder {
     }
 
     /// `path` made absolute; best effort, the process may be gone.
-    fn resolve(&mut self, pid: i32, tid: i32, dirfd: Option<i32>, path: &str) -> String {
-        if path.starts_with('/') {
-            return path.to_owned();
+    fn resolve(&mut self, pid: i32, tid: i32, dirfd: Option<i32>, path: &[u8]) -> RawPath {
+        if path.starts_with(b"/") {
+            return RawPath::from(path);
         }
         let base = match dirfd {
             Some(fd) if fd != libc::AT_FDCWD => self.descriptor_path(pid, fd),

@@ -44,7 +44,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 pub use crate::command::{Command, Outcome};
-use crate::event::{Event, Syscall};
+use crate::event::{Event, RawPath, Syscall};
 use crate::syscalls::{self, Returns, Spec};
 
 #[derive(Debug, thiserror::Error)]
@@ -121,8 +121,8 @@ struct Thread {
 struct Pending {
     spec: &'static Spec,
     args: [u64; 6],
-    paths: Vec<String>,
-    resolved: Vec<String>,
+    paths: Vec<RawPath>,
+    resolved: Vec<RawPath>,
     exe: String,
     /// The instruction pointer at entry (after the `syscall` instruction).
     rip: u64,
@@ -594,7 +594,7 @@ impl<'a> Tracer<'a> {
         let returned = match (pending.spec.returns, ret) {
             (Returns::CString(arg), Some(ret)) if ret > 0 => read_string(tid, pending.args[arg]),
             (Returns::Counted(arg), Some(ret)) if ret > 0 => {
-                read_bytes(tid, pending.args[arg], ret as usize).map(|b| bytes_to_string(&b))
+                read_bytes(tid, pending.args[arg], ret as usize).map(RawPath)
             }
             _ => None,
         };
@@ -679,7 +679,7 @@ fn read_bytes(tid: i32, addr: u64, len: usize) -> Option<Vec<u8>> {
 /// A NUL-terminated string of the tracee. Read in steps that never cross a page (a string may
 /// end just before an unmapped page), the first one short: most paths fit in it, and copying
 /// up to a page end costs more than a second read when they do not.
-fn read_string(tid: i32, addr: u64) -> Option<String> {
+fn read_string(tid: i32, addr: u64) -> Option<RawPath> {
     if addr == 0 {
         return None;
     }
@@ -692,16 +692,16 @@ fn read_string(tid: i32, addr: u64) -> Option<String> {
         let chunk = read_into(tid, at, &mut buf[..len])?;
         if let Some(nul) = memchr::memchr(0, chunk) {
             if out.is_empty() {
-                return Some(bytes_to_string(&chunk[..nul]));
+                return Some(RawPath::from(&chunk[..nul]));
             }
             out.extend_from_slice(&chunk[..nul]);
-            return Some(bytes_to_string(&out));
+            return Some(RawPath(out));
         }
         out.extend_from_slice(chunk);
         at += chunk.len() as u64;
         step = 4096;
     }
-    Some(bytes_to_string(&out))
+    Some(RawPath(out))
 }
 
 /// The tracee's memory at `addr` into `buf`; the part that could be read.
@@ -719,17 +719,13 @@ fn read_into(tid: i32, addr: u64, buf: &mut [u8]) -> Option<&[u8]> {
     (n > 0).then(|| &buf[..n as usize])
 }
 
-fn bytes_to_string(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn read_link(path: &str) -> String {
+fn read_link(path: impl AsRef<std::path::Path>) -> RawPath {
     crate::proc::link(path).unwrap_or_default()
 }
 
 /// The path arguments of a call `spec` with `args`, read from thread `tid` of `pid`: as
 /// passed, and resolved.
-fn read_paths(spec: &Spec, args: &[u64; 6], pid: i32, tid: i32) -> (Vec<String>, Vec<String>) {
+fn read_paths(spec: &Spec, args: &[u64; 6], pid: i32, tid: i32) -> (Vec<RawPath>, Vec<RawPath>) {
     let mut paths = Vec::new();
     let mut resolved = Vec::new();
     for p in spec.paths {
@@ -744,7 +740,7 @@ fn read_paths(spec: &Spec, args: &[u64; 6], pid: i32, tid: i32) -> (Vec<String>,
 }
 
 /// `path` made absolute against the dirfd (`*at` calls) or the thread's working directory.
-fn resolve(pid: i32, tid: i32, dirfd: Option<i32>, path: &str) -> String {
+fn resolve(pid: i32, tid: i32, dirfd: Option<i32>, path: &[u8]) -> RawPath {
     crate::proc::absolute(path, || match dirfd {
         Some(fd) if fd != libc::AT_FDCWD => crate::proc::fd(pid, fd),
         _ => crate::proc::cwd(tid),

@@ -5,14 +5,14 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 
-use velo_tracer::event::Event;
+use velo_tracer::event::{Event, RawPath};
 use velo_tracer::ptrace::{Command, Options, Outcome, trace};
 
 /// What one run saw, in a form both modes share: per syscall event (program, call, resolved
 /// paths, returned path), how many; and the programs exec'd.
 #[derive(Debug, PartialEq, Eq)]
 struct Seen {
-    calls: BTreeMap<(String, String, Vec<String>, Option<String>), usize>,
+    calls: BTreeMap<(String, String, Vec<RawPath>, Option<RawPath>), usize>,
     execs: Vec<String>,
     forks: usize,
 }
@@ -75,7 +75,7 @@ fn the_listener_and_ptrace_stops_see_the_same_calls() {
         listener
             .calls
             .keys()
-            .filter(|(_, c, _, r)| c == call && r.as_deref() == Some(dir.as_str()))
+            .filter(|(_, c, _, r)| c == call && r.as_deref() == Some(dir.as_bytes()))
             .count()
     };
     assert!(returned("getcwd") >= 1, "pwd -P: {listener:#?}");

@@ -214,22 +214,20 @@ pub fn traced(args: &Request, note: &dyn Fn(&str)) -> Result<Run, Error> {
 fn roots(projection: &Projection) -> Roots {
     let mut roots = Roots::default();
     let mut add_physical = |p: &std::path::Path| {
-        roots.physical.push(p.display().to_string());
+        roots.physical.push(p.into());
         if let Ok(real) = std::fs::canonicalize(p)
             && real != p
         {
-            roots.physical.push(real.display().to_string());
+            roots.physical.push(real.as_path().into());
         }
     };
     add_physical(&projection.physical);
     for (_, physical) in &projection.extra {
         add_physical(physical);
     }
-    roots
-        .canonical
-        .push(projection.canonical.display().to_string());
+    roots.canonical.push(projection.canonical.as_path().into());
     for (canonical, _) in &projection.extra {
-        roots.canonical.push(canonical.display().to_string());
+        roots.canonical.push(canonical.as_path().into());
     }
     roots
 }

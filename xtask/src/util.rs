@@ -53,6 +53,28 @@ pub fn build_velo(release: bool) -> Result<PathBuf> {
 }
 
 /// Times one run of `f`.
+/// Builds `shim-bench` (tests/src/bin: `stat` and `open`+`close` in a loop, timed) in release
+/// mode; returns its path.
+pub fn build_shim_bench() -> Result<PathBuf> {
+    exec(Command::new(env!("CARGO")).current_dir(root()).args([
+        "build",
+        "--quiet",
+        "--release",
+        "-p",
+        "velo-e2e",
+        "--bin",
+        "shim-bench",
+    ]))?;
+    Ok(root().join("target/release/shim-bench"))
+}
+
+/// The nanoseconds `shim-bench` printed for `key` (`stat_ns`, `open_ns`, …) in its JSON line.
+pub fn bench_ns(printed: &serde_json::Value, key: &str) -> Result<f64> {
+    printed[key]
+        .as_f64()
+        .with_context(|| format!("shim-bench printed no {key}"))
+}
+
 pub fn time<T>(f: impl FnOnce() -> Result<T>) -> Result<(Duration, T)> {
     let start = Instant::now();
     let value = f()?;

@@ -69,7 +69,7 @@ fn ours(d: *mut DIR) -> Option<&'static mut Stream> {
         return None;
     }
     // SAFETY: the address of a claimed slot, used by its owner only (see `Slot`).
-    Some(unsafe { &mut *SLOTS[at / size_of::<Slot>()].0.get() })
+    Some(unsafe { &mut *SLOTS.get(at / size_of::<Slot>())?.0.get() })
 }
 
 /// A stream over virtual directory `dir` through descriptor `fd`; `None` when all slots are
@@ -81,14 +81,15 @@ fn open_stream(fd: c_int, dir: u32) -> Option<*mut DIR> {
             .is_ok()
     })?;
     // SAFETY: we just claimed the slot.
-    let s = unsafe { &mut *SLOTS[i].0.get() };
+    let slot = SLOTS.get(i)?;
+    let s = unsafe { &mut *slot.0.get() };
     s.fd = fd;
     s.dir = dir;
     s.pos = 0;
     s.upper_fd = upper_fd;
     s.buf_len = 0;
     s.buf_pos = 0;
-    Some(SLOTS[i].0.get().cast())
+    Some(slot.0.get().cast())
 }
 
 /// The writable layer's directory for tree directory `dir`, opened for listing, or -1.
@@ -98,13 +99,9 @@ fn open_upper(m: &Mirage, dir: u32) -> c_int {
     }
     let mut buf: Buf = [0; PATH_MAX];
     let path = m.entry(dir).path;
-    let n = m.upper.len() + 1 + path.len();
-    if n >= PATH_MAX {
+    if crate::bytes::put_c(&mut buf, 0, &[m.upper, b"/", path]).is_none() {
         return -1;
     }
-    buf[..m.upper.len()].copy_from_slice(m.upper);
-    buf[m.upper.len()] = b'/';
-    buf[m.upper.len() + 1..n].copy_from_slice(path);
     // SAFETY: a NUL-terminated path; a raw syscall.
     let fd = crate::real::keep_errno(|| unsafe {
         crate::kernel::openat(
@@ -151,6 +148,17 @@ pub unsafe extern "C" fn opendir(path: *const c_char) -> *mut DIR {
         Some(f) => unsafe { f(p) },
         None => fail(libc::ENOSYS),
     };
+    by_path(path, real, open_virtual)
+}
+
+/// A hook that opens a directory by path (`opendir`, `scandir`): a directory of the tree is
+/// listed from the image (`listed`), any other path by the real call, on its real path.
+#[inline(always)]
+fn by_path<R: crate::real::Fail>(
+    path: *const c_char,
+    real: impl Fn(*const c_char) -> R,
+    listed: impl FnOnce(&Mirage, u32) -> R,
+) -> R {
     let Some(m) = mirage::get() else {
         return in1(path, real);
     };
@@ -158,7 +166,7 @@ pub unsafe extern "C" fn opendir(path: *const c_char) -> *mut DIR {
     match m.resolve(libc::AT_FDCWD, path, true, &mut out) {
         Place::Pass => in1(path, real),
         Place::Real | Place::Upper { .. } => real(out.as_ptr().cast()),
-        Place::Node(i) => open_virtual(m, i),
+        Place::Node(i) => listed(m, i),
         Place::Missing => fail(libc::ENOENT),
         Place::Fail(e) => fail(e),
     }
@@ -241,23 +249,13 @@ fn next_upper(m: &Mirage, s: &mut Stream) -> *mut dirent64 {
             }
             (s.buf_len, s.buf_pos) = (n as usize, 0);
         }
-        let at = s.buf_pos;
-        let b = &s.buf;
-        let mut ino = [0u8; 8];
-        ino.copy_from_slice(&b[at..at + 8]);
-        let ino = u64::from_ne_bytes(ino);
-        let reclen = usize::from(u16::from_ne_bytes([b[at + 16], b[at + 17]]));
-        let kind = b[at + 18];
-        let name_area = &b[at + 19..at + reclen.max(20)];
-        let len = name_area
-            .iter()
-            .position(|&c| c == 0)
-            .unwrap_or(name_area.len());
+        let Some((ino, reclen, kind, name, len)) = record(&s.buf, s.buf_pos) else {
+            // A record the kernel would not write: the rest of this batch is skipped.
+            s.buf_pos = s.buf_len;
+            continue;
+        };
         s.buf_pos += reclen.max(1);
-        let mut name = [0u8; 256];
-        let len = len.min(255);
-        name[..len].copy_from_slice(&s.buf[at + 19..at + 19 + len]);
-        let name = &name[..len];
+        let name = crate::bytes::head(&name, len);
         if name == b"." || name == b".." || (s.dir == 0 && name == mirage::DELETED) {
             continue;
         }
@@ -270,12 +268,33 @@ fn next_upper(m: &Mirage, s: &mut Stream) -> *mut dirent64 {
     }
 }
 
+/// The `getdents64` record at `at` of `b`: inode, record length, type, and the name (copied,
+/// at most 255 bytes) with its length.
+fn record(b: &[u8], at: usize) -> Option<(u64, usize, u8, [u8; 256], usize)> {
+    let ino = u64::from_ne_bytes(b.get(at..at + 8)?.try_into().ok()?);
+    let reclen = usize::from(u16::from_ne_bytes(
+        b.get(at + 16..at + 18)?.try_into().ok()?,
+    ));
+    let kind = *b.get(at + 18)?;
+    let area = b.get(at + 19..at + reclen.max(20))?;
+    let len = area
+        .iter()
+        .position(|&c| c == 0)
+        .unwrap_or(area.len())
+        .min(255);
+    let mut name = [0u8; 256];
+    crate::bytes::put(&mut name, 0, crate::bytes::head(area, len))?;
+    Some((ino, reclen, kind, name, len))
+}
+
 fn fill(ent: &mut dirent64, name: &[u8], ino: u64, kind: u8, off: i64) -> *mut dirent64 {
     let len = name.len().min(ent.d_name.len() - 1);
-    for (d, &c) in ent.d_name.iter_mut().zip(&name[..len]) {
+    for (d, &c) in ent.d_name.iter_mut().zip(crate::bytes::head(name, len)) {
         *d = c as c_char;
     }
-    ent.d_name[len] = 0;
+    if let Some(end) = ent.d_name.get_mut(len) {
+        *end = 0;
+    }
     ent.d_ino = ino;
     ent.d_off = off;
     ent.d_type = kind;
@@ -315,7 +334,9 @@ pub unsafe extern "C" fn closedir(d: *mut DIR) -> c_int {
             s.upper_fd = -1;
         }
         let base = SLOTS.as_ptr() as usize;
-        USED[(d as usize - base) / size_of::<Slot>()].store(false, Ordering::Release);
+        if let Some(used) = USED.get((d as usize - base) / size_of::<Slot>()) {
+            used.store(false, Ordering::Release);
+        }
         return 0;
     }
     // SAFETY: closedir's signature; the program's stream.
@@ -473,17 +494,7 @@ macro_rules! scandir {
                 Some(f) => unsafe { f(p, list, filter, compare) },
                 None => fail(libc::ENOSYS),
             };
-            let Some(m) = mirage::get() else {
-                return in1(path, real);
-            };
-            let mut out: Buf = [0; PATH_MAX];
-            match m.resolve(libc::AT_FDCWD, path, true, &mut out) {
-                Place::Pass => in1(path, real),
-                Place::Real | Place::Upper { .. } => real(out.as_ptr().cast()),
-                Place::Node(i) => scan_virtual(m, i, list, filter, compare),
-                Place::Missing => fail(libc::ENOENT),
-                Place::Fail(e) => fail(e),
-            }
+            by_path(path, real, |m, i| scan_virtual(m, i, list, filter, compare))
         }
     )*};
 }

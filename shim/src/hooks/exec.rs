@@ -223,9 +223,13 @@ fn child_env(carry: Carry, envp: Argv) -> Result<ChildEnv, c_int> {
         {
             // SAFETY: reserved: the translated list is at most `library_path_len` long.
             let buf = unsafe { core::slice::from_raw_parts_mut(strings, library_path_len) };
-            buf[..16].copy_from_slice(b"LD_LIBRARY_PATH=");
-            let written =
-                translate::list_to_physical(maps, list, &mut buf[16..]).map_err(|_| libc::E2BIG);
+            let key = crate::bytes::put(buf, 0, b"LD_LIBRARY_PATH=");
+            let written = match (key, buf.get_mut(16..)) {
+                (Some(_), Some(rest)) => {
+                    translate::list_to_physical(maps, list, rest).map_err(|_| libc::E2BIG)
+                }
+                _ => Err(libc::E2BIG),
+            };
             match written {
                 Ok(w) => {
                     entry = strings.cast();
@@ -279,7 +283,11 @@ fn child_env(carry: Carry, envp: Argv) -> Result<ChildEnv, c_int> {
         put(unsafe {
             push(
                 &mut strings,
-                &[env::MIRAGE_CWD.bytes(), b"=", &cwd[16..16 + n]],
+                &[
+                    env::MIRAGE_CWD.bytes(),
+                    b"=",
+                    crate::bytes::head(crate::bytes::tail(&cwd, 16), n),
+                ],
             )
         });
     }
@@ -457,17 +465,7 @@ fn search_path() -> &'static [u8] {
 /// handed to translate it). An empty entry is the working directory.
 fn candidate(dir: &[u8], name: &[u8], buf: &mut Buf) -> Option<usize> {
     let dir: &[u8] = if dir.is_empty() { b"." } else { dir };
-    let len = dir.len() + 1 + name.len();
-    if len >= PATH_MAX {
-        return None;
-    }
-    let mut at = 0;
-    for part in [dir, b"/", name] {
-        buf[at..at + part.len()].copy_from_slice(part);
-        at += part.len();
-    }
-    buf[at] = 0;
-    Some(at)
+    crate::bytes::put_c(buf, 0, &[dir, b"/", name])
 }
 
 // --- posix_spawn -------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ use crate::real::{Real, fail};
 /// `src` rewritten outbound into `buf` when it lies under a physical root; else `src` itself.
 fn outbound<'a>(cfg: &Config, src: &'a [u8], buf: &'a mut Buf) -> Result<&'a [u8], c_int> {
     match to_canonical(cfg, src, buf) {
-        Ok(Some(len)) => Ok(&buf[..len]),
+        Ok(Some(len)) => Ok(crate::bytes::head(buf, len)),
         Ok(None) => Ok(src),
         Err(_) => Err(libc::ENAMETOOLONG),
     }
@@ -52,7 +52,7 @@ pub unsafe extern "C" fn getcwd(buf: *mut c_char, size: size_t) -> *mut c_char {
     if mirage::get().is_some()
         && let Some(n) = mirage::cwd(&mut virt)
     {
-        return copy_cwd(&virt[..n], buf, size);
+        return copy_cwd(crate::bytes::head(&virt, n), buf, size);
     }
     let Some(cfg) = config::get() else {
         // SAFETY: the program's arguments, untouched.
@@ -167,7 +167,7 @@ fn readlink_at(dirfd: c_int, path: *const c_char, buf: *mut c_char, size: size_t
             && unsafe { CStr::from_ptr(path) }.to_bytes() == b"/proc/self/cwd"
             && let Some(n) = mirage::cwd(&mut out)
         {
-            return give(&out[..n]);
+            return give(crate::bytes::head(&out, n));
         }
         match m.resolve(dirfd, path, false, &mut out) {
             Place::Pass => {}
@@ -199,7 +199,7 @@ fn readlink_plain(dirfd: c_int, path: *const c_char, buf: *mut c_char, size: siz
             return fail(-n as c_int);
         }
         let mut out: Buf = [0; PATH_MAX];
-        let target = match outbound(cfg, &raw[..n as usize], &mut out) {
+        let target = match outbound(cfg, crate::bytes::head(&raw, n as usize), &mut out) {
             Ok(t) => t,
             Err(e) => return fail(e),
         };
@@ -301,13 +301,13 @@ pub unsafe extern "C" fn realpath(path: *const c_char, resolved: *mut c_char) ->
                 if !exists {
                     return fail(libc::ENOENT);
                 }
-                return give_path(&name[..n], resolved);
+                return give_path(crate::bytes::head(&name, n), resolved);
             }
             Place::Node(i) => {
                 let Some(n) = m.abs_path(i, &mut virt) else {
                     return fail(libc::ENAMETOOLONG);
                 };
-                return give_path(&virt[..n], resolved);
+                return give_path(crate::bytes::head(&virt, n), resolved);
             }
             Place::Missing => return fail(libc::ENOENT),
             Place::Fail(e) => return fail(e),
@@ -324,7 +324,7 @@ pub unsafe extern "C" fn realpath(path: *const c_char, resolved: *mut c_char) ->
         // (it must exist; every symlink is resolved). libc's realpath is the fallback when
         // /proc is not there.
         let found = match kernel_realpath(path, &mut raw) {
-            Ok(len) => &raw[..len],
+            Ok(len) => crate::bytes::head(&raw, len),
             Err(None) => {
                 // SAFETY: realpath writes at most PATH_MAX bytes into `raw`.
                 if unsafe { real(path, raw.as_mut_ptr().cast()) }.is_null() {
@@ -365,16 +365,9 @@ fn kernel_realpath(path: *const c_char, out: &mut Buf) -> Result<usize, Option<c
         return Err(Some(libc::EINVAL));
     }
     // SAFETY: `path` is the program's NUL-terminated string.
-    let fd = unsafe { kernel::openat(libc::AT_FDCWD, path.cast(), libc::O_PATH | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(Some(-fd as c_int));
-    }
-    let len = kernel::fd_path(fd as c_int, &mut out[..PATH_MAX]);
-    kernel::close(fd as c_int);
-    match len {
-        n if n < 0 || out[0] != b'/' => Err(None),
-        n if n as usize >= PATH_MAX => Err(Some(libc::ENAMETOOLONG)),
-        n => Ok(n as usize),
+    match unsafe { kernel::real_name(path.cast(), &mut out[..]) }? {
+        n if n >= PATH_MAX => Err(Some(libc::ENAMETOOLONG)),
+        n => Ok(n),
     }
 }
 

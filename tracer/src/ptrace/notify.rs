@@ -37,7 +37,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::{read_link, read_paths, status_ids};
-use crate::event::{Event, Syscall};
+use crate::event::{Event, RawPath, Syscall};
 use crate::syscalls::{self, Returns, Spec};
 
 /// `SECCOMP_IOCTL_NOTIF_SET_FLAGS` and its one flag (Linux 6.6; not in every libc crate).
@@ -205,7 +205,7 @@ impl Seen {
             process.shim_text = Some(vec![range]);
             return None;
         }
-        let returned = predict(spec, &args, pid, tid, resolved.first().map(String::as_str));
+        let returned = predict(spec, &args, pid, tid, resolved.first().map(|p| &p[..]));
         let text = process.shim_text.as_deref().unwrap_or_default();
         let rip = n.data.instruction_pointer;
         let event = Syscall {
@@ -229,12 +229,18 @@ impl Seen {
 
 /// The path a `getcwd` or `readlink(at)` is about to return (see the module doc), cut to the
 /// caller's buffer size; `None` when the call will fail.
-fn predict(spec: &Spec, args: &[u64; 6], pid: i32, tid: i32, path: Option<&str>) -> Option<String> {
+fn predict(
+    spec: &Spec,
+    args: &[u64; 6],
+    pid: i32,
+    tid: i32,
+    path: Option<&[u8]>,
+) -> Option<RawPath> {
     // The buffer size follows the buffer in all three calls.
     let (mut target, size) = match spec.returns {
         Returns::Nothing => return None,
         Returns::CString(buf) => {
-            let cwd = read_link(&format!("/proc/{tid}/cwd"));
+            let cwd = read_link(format!("/proc/{tid}/cwd"));
             // getcwd fails with ERANGE rather than cut the path.
             if cwd.is_empty() || cwd.len() >= args[buf + 1] as usize {
                 return None;
@@ -242,7 +248,7 @@ fn predict(spec: &Spec, args: &[u64; 6], pid: i32, tid: i32, path: Option<&str>)
             return Some(cwd);
         }
         Returns::Counted(buf) => {
-            let target = read_link(&own_proc(path?, pid, tid));
+            let target = read_link(own_proc(path?, pid, tid));
             if target.is_empty() {
                 return None; // not a link (EINVAL) or gone: the call fails
             }
@@ -252,30 +258,30 @@ fn predict(spec: &Spec, args: &[u64; 6], pid: i32, tid: i32, path: Option<&str>)
     if size == 0 {
         return None;
     }
-    if target.len() > size {
-        let mut cut = size;
-        while !target.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        target.truncate(cut);
-    }
+    // readlink cuts bytes, not characters.
+    target.0.truncate(size);
     Some(target)
 }
 
 /// `path` with `/proc/self` and `/proc/thread-self` made the caller's (for velo they name
 /// velo).
-fn own_proc(path: &str, pid: i32, tid: i32) -> String {
-    let under = |prefix: &str| {
+fn own_proc(path: &[u8], pid: i32, tid: i32) -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStringExt;
+    let under = |prefix: &[u8]| {
         path.strip_prefix(prefix)
-            .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+            .filter(|rest| rest.is_empty() || rest.starts_with(b"/"))
     };
-    if let Some(rest) = under("/proc/self") {
-        format!("/proc/{pid}{rest}")
-    } else if let Some(rest) = under("/proc/thread-self") {
-        format!("/proc/{pid}/task/{tid}{rest}")
+    let mut out = Vec::new();
+    if let Some(rest) = under(b"/proc/self") {
+        out.extend_from_slice(format!("/proc/{pid}").as_bytes());
+        out.extend_from_slice(rest);
+    } else if let Some(rest) = under(b"/proc/thread-self") {
+        out.extend_from_slice(format!("/proc/{pid}/task/{tid}").as_bytes());
+        out.extend_from_slice(rest);
     } else {
-        path.to_owned()
+        out.extend_from_slice(path);
     }
+    std::ffi::OsString::from_vec(out)
 }
 
 #[cfg(test)]
@@ -284,13 +290,13 @@ mod tests {
 
     #[test]
     fn proc_self_and_thread_self_become_the_callers() {
-        assert_eq!(own_proc("/proc/self/exe", 7, 9), "/proc/7/exe");
-        assert_eq!(own_proc("/proc/self", 7, 9), "/proc/7");
+        assert_eq!(own_proc(b"/proc/self/exe", 7, 9), "/proc/7/exe");
+        assert_eq!(own_proc(b"/proc/self", 7, 9), "/proc/7");
         assert_eq!(
-            own_proc("/proc/thread-self/cwd", 7, 9),
+            own_proc(b"/proc/thread-self/cwd", 7, 9),
             "/proc/7/task/9/cwd"
         );
-        assert_eq!(own_proc("/proc/selfish", 7, 9), "/proc/selfish");
-        assert_eq!(own_proc("/tmp/x", 7, 9), "/tmp/x");
+        assert_eq!(own_proc(b"/proc/selfish", 7, 9), "/proc/selfish");
+        assert_eq!(own_proc(b"/tmp/x", 7, 9), "/tmp/x");
     }
 }

@@ -100,8 +100,7 @@ fn build_script(exe: &str) -> Option<(String, PathBuf)> {
 
 /// Where rustc writes dep-info under Cargo: `…/deps/<crate>-<hash>.d` or, for build
 /// scripts, `…/build/<pkg>-<hash>/<name>-<hash>.d`.
-fn is_dep_info(path: &str) -> bool {
-    let path = Path::new(path);
+fn is_dep_info(path: &Path) -> bool {
     let parent = path.parent();
     path.extension().is_some_and(|e| e == "d")
         && (parent
@@ -188,9 +187,9 @@ impl Units {
                         && is_open(&s.syscall)
                         && s.ret.is_none_or(|r| r >= 0)
                         && let Some(path) = s.resolved.first()
-                        && is_dep_info(path)
+                        && is_dep_info(path.as_path())
                     {
-                        let path = PathBuf::from(path);
+                        let path = path.as_path().to_owned();
                         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
                         let crate_name = strip_unit_hash(stem).unwrap_or(stem).to_owned();
                         let u = *compile_units.entry(path.clone()).or_insert_with(|| {
@@ -512,7 +511,7 @@ pub fn undeclared(events: &[Event], units: &Units, project: &Project) -> Vec<Und
         let Some(path) = s.resolved.first().or(s.paths.first()) else {
             continue;
         };
-        let Some(rel) = project.relative(Path::new(path)) else {
+        let Some(rel) = project.relative(path.as_path()) else {
             continue;
         };
         if !project.physical[0].join(&rel).is_file() {

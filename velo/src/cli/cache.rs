@@ -54,6 +54,16 @@ pub struct ProjectArgs {
     no_default_features: bool,
 }
 
+/// The project and its target directory.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TargetArgs {
+    #[command(flatten)]
+    project: ProjectArgs,
+    /// The target directory [default: ROOT/target]
+    #[arg(long, value_name = "DIR")]
+    target_dir: Option<PathBuf>,
+}
+
 /// Print the content key of the project and each input it is made of.
 #[derive(Debug, clap::Args)]
 pub struct KeyArgs {
@@ -71,10 +81,7 @@ pub struct KeyArgs {
 #[derive(Debug, clap::Args)]
 pub struct SaveArgs {
     #[command(flatten)]
-    project: ProjectArgs,
-    /// The target directory [default: ROOT/target]
-    #[arg(long, value_name = "DIR")]
-    target_dir: Option<PathBuf>,
+    target: TargetArgs,
     /// Leave out rustc's incremental caches (`incremental/`): smaller snapshots, but an edit
     /// after restore recompiles its crate from scratch.
     #[arg(long)]
@@ -91,10 +98,7 @@ pub struct SaveArgs {
 #[derive(Debug, clap::Args)]
 pub struct RestoreArgs {
     #[command(flatten)]
-    project: ProjectArgs,
-    /// The target directory [default: ROOT/target]
-    #[arg(long, value_name = "DIR")]
-    target_dir: Option<PathBuf>,
+    target: TargetArgs,
     #[arg(long)]
     json: bool,
 }
@@ -110,10 +114,7 @@ pub struct ListArgs {
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
     #[command(flatten)]
-    project: ProjectArgs,
-    /// The target directory [default: ROOT/target]
-    #[arg(long, value_name = "DIR")]
-    target_dir: Option<PathBuf>,
+    target: TargetArgs,
     #[arg(long)]
     json: bool,
 }
@@ -149,16 +150,12 @@ fn project(args: &ProjectArgs, target_dir: Option<&Path>) -> Result<Project> {
 
 fn key_cmd(args: KeyArgs) -> Result<ExitCode> {
     let key = project(&args.project, None)?.key;
-    if args.json {
-        output::json(&key)?;
-    } else {
-        print!("{}", cache::text::key(&key));
-    }
+    output::show(args.json, &key, cache::text::key)?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn save_cmd(store: &Path, args: SaveArgs) -> Result<ExitCode> {
-    let project = project(&args.project, args.target_dir.as_deref())?;
+    let project = project(&args.target.project, args.target.target_dir.as_deref())?;
     let saved = cache::save(
         store,
         &project,
@@ -166,44 +163,29 @@ fn save_cmd(store: &Path, args: SaveArgs) -> Result<ExitCode> {
         &output::Bar::default(),
     )
     .with_context(|| format!("cannot save {}", project.target_dir.display()))?;
-    if args.json {
-        output::json(&saved)?;
-    } else {
-        print!("{}", cache::text::saved(&saved));
-    }
+    output::show(args.json, &saved, cache::text::saved)?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn restore_cmd(store: &Path, args: RestoreArgs) -> Result<ExitCode> {
-    let project = project(&args.project, args.target_dir.as_deref())?;
+    let project = project(&args.target.project, args.target.target_dir.as_deref())?;
     let restored = cache::restore_cold(store, &project, &output::Bar::default())?;
-    if args.json {
-        output::json(&restored)?;
-    } else {
-        let text = cache::text::restored(restored.as_ref(), &project.key.key, &project.target_dir);
-        print!("{text}");
-    }
+    output::show(args.json, &restored, |r| {
+        cache::text::restored(r.as_ref(), &project.key.key, &project.target_dir)
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn list_cmd(store: &Path, args: ListArgs) -> Result<ExitCode> {
     let listing = cache::Listing::of_store(store)?;
-    if args.json {
-        output::json(&listing)?;
-    } else {
-        print!("{}", cache::text::listing(&listing));
-    }
+    output::show(args.json, &listing, cache::text::listing)?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn status_cmd(store: &Path, args: StatusArgs) -> Result<ExitCode> {
-    let project = project(&args.project, args.target_dir.as_deref())?;
+    let project = project(&args.target.project, args.target.target_dir.as_deref())?;
     let status = cache::Status::of(store, &project)?;
-    if args.json {
-        output::json(&status)?;
-    } else {
-        print!("{}", cache::text::status(&status));
-    }
+    output::show(args.json, &status, cache::text::status)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -97,6 +97,19 @@ pub fn init_logging() {
         .init();
 }
 
+/// `-- CMD ARGS…` of `velo run` and `velo trace`: the command to run.
+#[derive(Debug, clap::Args)]
+pub struct Program {
+    /// The command and its arguments.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        required = true,
+        value_name = "CMD"
+    )]
+    pub command: Vec<std::ffi::OsString>,
+}
+
 /// `--backend` of `velo trace` and `velo audit`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Backend {

@@ -56,6 +56,21 @@ impl velo::cache::Progress for Bar {
     }
 }
 
+/// `value` as JSON with `--json`, else its text report, on stdout.
+pub fn show<T: Serialize>(
+    json_wanted: bool,
+    value: &T,
+    text: impl FnOnce(&T) -> String,
+) -> anyhow::Result<()> {
+    if json_wanted {
+        json(value)
+    } else {
+        let mut out = std::io::stdout().lock();
+        out.write_all(text(value).as_bytes())?;
+        Ok(())
+    }
+}
+
 /// Pretty JSON on stdout, newline-terminated.
 pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();

@@ -1,6 +1,5 @@
 //! `velo run [--manifest APP.velo] [--base BASE.velo]… [--isolate] -- CMD ARGS…`
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -98,14 +97,8 @@ pub struct Args {
     #[arg(long, value_name = "URL")]
     remote: Option<String>,
 
-    /// The command and its arguments.
-    #[arg(
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        required = true,
-        value_name = "CMD"
-    )]
-    command: Vec<OsString>,
+    #[command(flatten)]
+    program: super::Program,
 }
 
 pub fn run(store_dir: &Path, args: Args) -> Result<ExitCode> {
@@ -128,7 +121,7 @@ pub fn run(store_dir: &Path, args: Args) -> Result<ExitCode> {
         remote: args
             .remote
             .or_else(|| std::env::var("VELO_REMOTE").ok().filter(|u| !u.is_empty())),
-        command: args.command,
+        command: args.program.command,
     };
     let status = execute::execute(store_dir, &request, &|line| eprintln!("velo: {line}"))?;
     Ok(velo::child::exit_like(status))

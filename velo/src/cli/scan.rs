@@ -56,11 +56,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let report = velo::scan::scan(&target, &roots, &home_like, &|n| bar.inc(n));
     bar.finish_and_clear();
     let report = report.with_context(|| format!("velo scan {}", target.display()))?;
-    if args.json {
-        output::json(&report)?;
-    } else {
-        print!("{}", velo::scan::text(&report));
-    }
+    output::show(args.json, &report, velo::scan::text)?;
     Ok(if report.crates.iter().any(|c| c.will_miss_cache) {
         ExitCode::from(1)
     } else {

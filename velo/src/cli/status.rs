@@ -49,10 +49,6 @@ pub fn run(store: &std::path::Path, args: Args) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     };
-    if args.json {
-        output::json(&status)?;
-        return Ok(code);
-    }
-    print!("{}", velo::status::Text(&status));
+    output::show(args.json, &status, |s| velo::status::Text(s).to_string())?;
     Ok(code)
 }

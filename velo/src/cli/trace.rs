@@ -1,6 +1,5 @@
 //! `velo trace [--backend …] [--inception] [--root DIR] [--events FILE] [--json] -- CMD ARGS…`
 
-use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -39,14 +38,8 @@ pub struct Args {
     /// bigger buffer rides out longer stalls of the reader, and costs ~0.6 ms of start-up per MiB.
     #[arg(long, value_name = "MIB", default_value_t = velo_tracer::ebpf::DEFAULT_RING_MIB, value_parser = ring_mib)]
     buffer: u32,
-    /// The command and its arguments.
-    #[arg(
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        required = true,
-        value_name = "CMD"
-    )]
-    command: Vec<OsString>,
+    #[command(flatten)]
+    program: super::Program,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -76,7 +69,7 @@ impl Args {
             root: self.root.clone(),
             events: self.events.clone(),
             buffer_mib: self.buffer,
-            command: self.command.clone(),
+            command: self.program.command.clone(),
         }
     }
 }

@@ -162,20 +162,7 @@ pub fn run(opts: &Options) -> Result<()> {
     ];
 
     // Per call: outside the tree, and a file of the tree.
-    exec(
-        Command::new(env!("CARGO"))
-            .current_dir(crate::util::root())
-            .args([
-                "build",
-                "--quiet",
-                "--release",
-                "-p",
-                "velo-e2e",
-                "--bin",
-                "shim-bench",
-            ]),
-    )?;
-    let bench = crate::util::root().join("target/release/shim-bench");
+    let bench = crate::util::build_shim_bench()?;
     let bench_s = bench.to_str().context("a UTF-8 path")?.to_owned();
     let calls = |cmd: &mut Command| -> Result<(f64, f64)> {
         let mut best = (f64::INFINITY, f64::INFINITY);
@@ -183,10 +170,7 @@ pub fn run(opts: &Options) -> Result<()> {
             let out = cmd.stdout(std::process::Stdio::piped()).output()?;
             anyhow::ensure!(out.status.success(), "{cmd:?} failed");
             let t: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-            let ns = |k: &str| {
-                t[k].as_f64()
-                    .with_context(|| format!("shim-bench printed no {k}"))
-            };
+            let ns = |k: &str| crate::util::bench_ns(&t, k);
             best = (best.0.min(ns("stat_ns")?), best.1.min(ns("open_ns")?));
         }
         Ok(best)

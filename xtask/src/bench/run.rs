@@ -140,32 +140,20 @@ pub fn run(opts: &Options) -> Result<()> {
     let bwrap =
         which("bwrap").context("bubblewrap is not installed (apt-get install bubblewrap)")?;
     // Build the busybox farm once: the rows compare starting a sandbox, not building a farm.
-    exec(&mut velo_cmd(&[
+    const ISOLATED_TRUE: &[&str] = &[
         "run",
         "--isolate",
         "--manifest",
         "busybox.velo",
         "--",
         "/bin/true",
-    ]))?;
+    ];
+    exec(&mut velo_cmd(ISOLATED_TRUE))?;
     let mut velo_times = Vec::new();
     let mut bwrap_times = Vec::new();
     let runs = opts.runs.max(10);
     for _ in 0..runs {
-        velo_times.push(
-            time(|| {
-                exec(&mut velo_cmd(&[
-                    "run",
-                    "--isolate",
-                    "--manifest",
-                    "busybox.velo",
-                    "--",
-                    "/bin/true",
-                ]))
-            })?
-            .0
-            .as_secs_f64(),
-        );
+        velo_times.push(time(|| exec(&mut velo_cmd(ISOLATED_TRUE)))?.0.as_secs_f64());
         let mut b = Command::new(&bwrap);
         b.args([
             "--unshare-user",

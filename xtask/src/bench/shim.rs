@@ -34,19 +34,11 @@ struct Tools {
 
 pub fn run(opts: &Options) -> Result<()> {
     let velo = build_velo(true)?;
-    exec(Command::new(env!("CARGO")).current_dir(root()).args([
-        "build",
-        "--quiet",
-        "--release",
-        "-p",
-        "velo-e2e",
-        "--bin",
-        "shim-bench",
-    ]))?;
+    let bench = crate::util::build_shim_bench()?;
     let dir = velo.parent().context("velo's directory")?;
     let tools = Tools {
         shim: dir.join("libvelo_shim.so"),
-        bench: dir.join("shim-bench"),
+        bench,
         velo: velo.clone(),
     };
     let work = super::work_dir(opts)?;
@@ -203,11 +195,7 @@ fn shim_bench(
             .env_remove("VRIFT_PHYSICAL_ROOT");
         cmd.envs(env.iter().copied());
         let t: serde_json::Value = serde_json::from_str(&output(&mut cmd)?)?;
-        let ns = |key: &str| {
-            t[key]
-                .as_f64()
-                .with_context(|| format!("shim-bench printed no {key}"))
-        };
+        let ns = |key: &str| crate::util::bench_ns(&t, key);
         best.stat_ns = best.stat_ns.min(ns("stat_ns")?);
         best.open_ns = best.open_ns.min(ns("open_ns")?);
     }
@@ -321,11 +309,7 @@ fn per_call(tools: &Tools, work: &Path, runs: usize) -> Result<(Vec<String>, f64
             cmd.env("VRIFT_PHYSICAL_ROOT", project);
         }
         let t: serde_json::Value = serde_json::from_str(&output(&mut cmd)?)?;
-        let ns = |key: &str| {
-            t[key]
-                .as_f64()
-                .with_context(|| format!("shim-bench printed no {key}"))
-        };
+        let ns = |key: &str| crate::util::bench_ns(&t, key);
         for (call, libc_key, hook_key) in [
             ("stat", "stat_ns", "hook_stat_ns"),
             ("open+close", "open_ns", "hook_open_ns"),

@@ -38,7 +38,7 @@ pub unsafe extern "C" fn chdir(path: *const c_char) -> c_int {
             if r == 0 {
                 let r = real!(REAL: F, m.empty.as_ptr().cast());
                 if r == 0 {
-                    mirage::set_cwd(Some(&name[..n]), None);
+                    mirage::set_cwd(Some(crate::bytes::head(&name, n)), None);
                 }
                 return r;
             }
@@ -68,7 +68,7 @@ fn enter(m: &Mirage, index: u32, go_to_empty: impl FnOnce() -> c_int) -> c_int {
     };
     let r = go_to_empty();
     if r == 0 {
-        mirage::set_cwd(Some(&buf[..len]), Some(index));
+        mirage::set_cwd(Some(crate::bytes::head(&buf, len)), Some(index));
     }
     r
 }
