@@ -170,10 +170,11 @@ pub fn run(
         ));
     }
 
-    let remote = std::env::var("VELO_REMOTE")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .map(|url| crate::remote::open(Some(&url)));
+    // A remote that is misconfigured costs a normal build, as one that is down does.
+    let remote: Option<Remote> = match crate::remote::config::configured(None) {
+        Ok(settings) => settings.map(|s| crate::remote::open(&s)),
+        Err(e) => Some(Err(e)),
+    };
     let mut remote_said = Vec::new();
     let cold = cache::is_cold(&project.target_dir);
     if cold && let Some(remote) = &remote {
@@ -250,6 +251,21 @@ pub fn run(
 
 type Remote = Result<Box<dyn crate::remote::Backend>, crate::remote::Error>;
 
+/// Why the remote tier could not serve `velo cargo`: said in velo's last line.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error(transparent)]
+    Remote(#[from] crate::remote::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    #[error(transparent)]
+    Cache(#[from] cache::Error),
+    #[error("snapshot {0} is not in the store")]
+    NoSnapshot(String),
+    #[error("{0}")]
+    Unopened(String),
+}
+
 /// `n` bytes in MiB, for the summary line.
 fn mib(n: u64) -> String {
     format!("{:.1} MiB", n as f64 / f64::from(1 << 20))
@@ -260,10 +276,10 @@ fn fetch_from_remote(
     store_root: &Path,
     remote: &Remote,
     key: &str,
-) -> Result<Option<String>, crate::remote::Error> {
+) -> Result<Option<String>, RemoteError> {
     let remote = remote
         .as_ref()
-        .map_err(|e| crate::remote::Error::Cache(e.to_string()))?;
+        .map_err(|e| RemoteError::Unopened(e.to_string()))?;
     if let Ok(local) = Store::open_existing(store_root)
         && snapshot::list_key(&local, key).is_ok_and(|l| !l.is_empty())
     {
@@ -273,11 +289,12 @@ fn fetch_from_remote(
     Ok(
         crate::remote::fetch_snapshot(&store, remote.as_ref(), key)?.map(|(id, moved)| {
             format!(
-                "fetched snapshot {id} from {} ({} of {} blobs, {})",
+                "fetched snapshot {id} from {} ({} of {} blobs, {}, {} requests)",
                 remote.url(),
                 moved.transferred,
                 moved.blobs,
-                mib(moved.compressed_bytes)
+                mib(moved.compressed_bytes),
+                moved.requests
             )
         }),
     )
@@ -289,25 +306,26 @@ fn push_to_remote(
     remote: &Remote,
     key: &str,
     id: &str,
-) -> Result<String, crate::remote::Error> {
+) -> Result<String, RemoteError> {
     let remote = remote
         .as_ref()
-        .map_err(|e| crate::remote::Error::Cache(e.to_string()))?;
+        .map_err(|e| RemoteError::Unopened(e.to_string()))?;
     if remote.read_only() {
         return Ok(format!("remote {} is read-only: not pushed", remote.url()));
     }
     let store = Store::open_existing(store_root)?;
-    let stored = snapshot::list_key(&store, key)
-        .map_err(|e| crate::remote::Error::Cache(e.to_string()))?
+    let stored = snapshot::list_key(&store, key)?
         .into_iter()
         .find(|s| s.snapshot.id == id)
-        .ok_or_else(|| crate::remote::Error::Cache(format!("snapshot {id} is not in the store")))?;
+        .ok_or_else(|| RemoteError::NoSnapshot(id.to_owned()))?;
     let moved = crate::remote::push_snapshot(&store, remote.as_ref(), &stored)?;
     Ok(format!(
-        "pushed to {} ({} new blobs, {})",
+        "pushed to {} ({} new blobs in {} packs, {}, {} requests)",
         remote.url(),
         moved.transferred,
-        mib(moved.compressed_bytes)
+        moved.packs,
+        mib(moved.compressed_bytes),
+        moved.requests
     ))
 }
 

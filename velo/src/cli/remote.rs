@@ -52,7 +52,7 @@ pub struct PullArgs {
 }
 
 pub fn push(store: &std::path::Path, args: PushArgs) -> Result<ExitCode> {
-    let remote = velo::remote::open(args.remote.as_deref())?;
+    let remote = velo::remote::open(&velo::remote::config::required(args.remote.as_deref())?)?;
     let store = Store::open_existing(store)?;
     let mut all = Vec::new();
     for manifest in &args.manifests {
@@ -77,7 +77,7 @@ pub fn push(store: &std::path::Path, args: PushArgs) -> Result<ExitCode> {
 }
 
 pub fn pull(store: &std::path::Path, args: PullArgs) -> Result<ExitCode> {
-    let remote = velo::remote::open(args.remote.as_deref())?;
+    let remote = velo::remote::open(&velo::remote::config::required(args.remote.as_deref())?)?;
     let store = Store::open_or_create(store, Access::Private, "velo pull")?;
     let moved = velo::remote::pull(&store, remote.as_ref(), &args.id, &args.output)?;
     if args.json {

@@ -92,8 +92,9 @@ pub struct Args {
     #[arg(short, long)]
     verbose: bool,
 
-    /// Fetch blobs the store lacks from this remote before running [default: $VELO_REMOTE, if
-    /// set]. Every blob is checked against its name first (docs/remote.md).
+    /// Fetch blobs the store lacks from this remote before running [default: $VELO_REMOTE, else
+    /// [remote] url in ~/.config/velo/config.toml, if set]. Every blob is checked against its
+    /// name first (docs/remote.md).
     #[arg(long, value_name = "URL")]
     remote: Option<String>,
 
@@ -118,9 +119,7 @@ pub fn run(store_dir: &Path, args: Args) -> Result<ExitCode> {
         keep: args.keep,
         keep_upper: args.keep_upper,
         verbose: args.verbose,
-        remote: args
-            .remote
-            .or_else(|| std::env::var("VELO_REMOTE").ok().filter(|u| !u.is_empty())),
+        remote: velo::remote::config::configured(args.remote.as_deref())?,
         command: args.program.command,
     };
     let status = execute::execute(store_dir, &request, &|line| eprintln!("velo: {line}"))?;

@@ -1,43 +1,81 @@
-//! The remote tier: blobs and manifests shared between machines through object storage.
+//! The remote tier: blobs, manifests and `velo cache` snapshots shared between machines through
+//! object storage the user already runs (S3 and everything that speaks its API, or a shared
+//! directory).
 //!
 //! # Object layout
 //!
 //! ```text
-//! <prefix>/velo-remote        marker and format version ("velo remote 1")
-//! <prefix>/blobs/ab/ab12…ef   a blob, zstd-compressed; `.x` for the executable variant
-//! <prefix>/manifests/<id>     a manifest's bytes (its id is their BLAKE3)
+//! <prefix>/velo-remote          marker and format version ("velo remote 2")
+//! <prefix>/packs/<name>         small blobs, one zstd frame each, back to back
+//! <prefix>/blobs/ab/ab12…ef     a large blob alone, zstd-compressed; `.x` for the executable
+//! <prefix>/indexes/<id>         where each blob of manifest <id> is: its pack and frame, or
+//!                               alone (zstd-compressed JSON)
+//! <prefix>/manifests/<id>       a manifest's bytes (its id is their BLAKE3)
 //! <prefix>/snapshots/<key>/<id>.<hash>
-//!                             a `velo cache` snapshot record of content key <key> (JSON;
-//!                             <hash> is its BLAKE3), written after its manifest and blobs
+//!                               a `velo cache` snapshot record of content key <key> (JSON;
+//!                               <hash> is its BLAKE3), written after its manifest
 //! ```
 //!
-//! Every object is named by the BLAKE3 of its *uncompressed* content, so what a machine pulls is
-//! checked against its name before anything enters the local store: a blob is decompressed with
-//! a size cap (the size the manifest declares), hashed and compared with its key; a manifest is
-//! hashed and compared with the id asked for. A mismatch is a miss and a warning, never a wrong
-//! file. Publishing is ordered: every blob first, the manifest last, with a create-if-absent
-//! write, so a reader never finds a manifest whose blobs are not all there (unless a prune took
-//! them, which a pull reports as missing blobs).
+//! # Why packs
+//!
+//! A `target/` holds thousands of files, most of them small (fingerprints, dep-info, `.o` and
+//! `.rmeta` files). One object each would make a restore thousands of requests, and request
+//! latency, not bandwidth, would set its time. So a push groups the blobs the remote lacks into
+//! packs of about [`pack::TARGET`] bytes ([`pack`]); a blob of [`pack::ALONE`] bytes or more
+//! travels alone. A restore of velo's own `target/` is then tens of requests. Each blob is its
+//! own zstd frame inside the pack, so a reader can check (and keep) blob by blob.
+//!
+//! # Trust
+//!
+//! Everything is checked against its name before it enters a local store. A blob is
+//! decompressed with a cap of the size the manifest declares, hashed and compared with its key;
+//! a pack is named by the BLAKE3 of the list of blobs it holds (each named by the BLAKE3 of its
+//! content), and a reader checks both; a manifest must hash to the id asked for; an index is
+//! only a hint (a lying index yields blobs that fail their check). A mismatch is a miss and a
+//! warning, never a wrong file.
+//!
+//! # Publish order
+//!
+//! Packs and alone blobs first, then the index, then the manifest, then (for a snapshot) its
+//! record, each with a create-if-absent write (`If-None-Match: *` on S3). A reader that finds a
+//! manifest finds everything it names, unless a prune took it since; that is a miss. Two runners
+//! pushing the same snapshot at once both succeed: the first index and manifest stay, and the
+//! second's packs are garbage for the next prune.
+//!
+//! # Few requests
+//!
+//! A push learns where the remote keeps blobs from indexes it has seen: the local copies of
+//! indexes this machine pushed or pulled ([`known`]), and for a snapshot the indexes of the
+//! remote's newest snapshots of the same key. Those blobs do not travel again, so a snapshot
+//! after a one-line edit uploads a pack or two. Transfers run in parallel, a bounded number at a
+//! time; the S3 backend retries what the server calls temporary (429, 5xx, dropped connections)
+//! with jittered backoff, and gives up on a transfer whose bytes stop flowing ([`s3`]).
 //!
 //! The storage is behind [`Backend`]: S3-compatible stores through OpenDAL ([`s3::S3Backend`]),
 //! and a shared directory with the same semantics ([`fs::FsBackend`]); GCS, Azure or the GitHub
 //! Actions cache can follow.
-//!
-//! Not yet: packs of small files, parallel transfers and retries, prune, a read-only mode.
-//! docs/remote.md says what works.
 
+pub mod config;
 pub mod fs;
+pub mod known;
+pub mod pack;
+pub mod prune;
 pub mod s3;
+pub mod sync;
 
-use std::collections::BTreeSet;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
 
-use crate::manifest::{Kind, Manifest};
-use crate::store::{self, BlobKey, Store};
+pub use config::{Mode, Settings};
+pub use prune::{Pruned, RemoteSnapshot, list_snapshots, prune};
+pub use sync::{Moved, fetch_blobs, fetch_snapshot, pull, push, push_snapshot};
+
+use crate::store::{self, BlobKey};
 
 /// First line of the `velo-remote` marker.
-const MARKER: &[u8] = b"velo remote 1\n";
+const MARKER: &[u8] = b"velo remote 2\n";
 
 /// zstd level for uploads: fast, and most of a target/ compresses well anyway.
 const LEVEL: i32 = 3;
@@ -45,18 +83,27 @@ const LEVEL: i32 = 3;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
-        "no remote: pass --remote URL or set VELO_REMOTE (s3://BUCKET/PREFIX, or file:///shared/dir)"
+        "no remote: pass --remote URL, set VELO_REMOTE, or write [remote] url = \"…\" in {} \
+         (s3://BUCKET/PREFIX, or file:///shared/dir)",
+        .0.display()
     )]
-    NoRemote,
+    NoRemote(PathBuf),
     #[error("remote {0:?}: unsupported URL (use s3://BUCKET/PREFIX or file:///ABSOLUTE/DIR)")]
     BadUrl(String),
-    #[error("remote {url}: {op} {key}: {source}")]
+    #[error("{what}={value:?}: use read-only or read-write")]
+    BadMode { what: String, value: String },
+    #[error("{}: {message}", .path.display())]
+    Config { path: PathBuf, message: String },
+    #[error("remote {url}: {op} {key}")]
     Io {
         url: String,
         op: &'static str,
         key: String,
-        source: std::io::Error,
+        #[source]
+        source: io::Error,
     },
+    #[error("remote {0} is read-only here (VELO_REMOTE_MODE=read-only): nothing was written")]
+    ReadOnly(String),
     #[error("remote {url} holds no manifest {id}: push it first (velo push MANIFEST)")]
     NoManifest { url: String, id: String },
     #[error(
@@ -77,37 +124,71 @@ pub enum Error {
         count: usize,
         first: String,
     },
-    #[error("{0}")]
-    Cache(String),
+    #[error(
+        "blob {blob} is missing or corrupt in the local store (velo status --verify): nothing unsound is uploaded"
+    )]
+    Unsound { blob: String },
     #[error("{0:?} is not a manifest id (64 hex digits)")]
     BadId(String),
     #[error(transparent)]
     Store(#[from] store::Error),
     #[error(transparent)]
     Manifest(#[from] crate::manifest::ReadError),
-    #[error("writing {}: {source}", .path.display())]
-    Output {
+    #[error(transparent)]
+    Snapshot(#[from] Box<crate::cache::Error>),
+    #[error("{op} {}", .path.display())]
+    Local {
+        op: &'static str,
         path: PathBuf,
-        source: std::io::Error,
+        #[source]
+        source: io::Error,
     },
 }
 
-/// Object storage, as the remote tier needs it: whole-object reads and writes by key.
+/// An object found by [`Backend::list_all`].
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// Its key, from the remote's root (`packs/ab…`).
+    pub key: String,
+    pub modified: SystemTime,
+    pub size: u64,
+}
+
+/// Object storage, as the remote tier needs it: whole objects by key.
 pub trait Backend: Send + Sync {
     /// The URL, for messages.
     fn url(&self) -> &str;
     /// The object at `key`, or `None` if there is none.
-    fn get(&self, key: &str) -> std::io::Result<Option<Vec<u8>>>;
+    fn get(&self, key: &str) -> io::Result<Option<Vec<u8>>>;
     /// Whether an object exists at `key`.
-    fn exists(&self, key: &str) -> std::io::Result<bool>;
+    fn exists(&self, key: &str) -> io::Result<bool>;
+    /// Writes `bytes` at `key`. For content-addressed objects (packs, blobs), whose every
+    /// version under one name is the same.
+    fn put(&self, key: &str, bytes: Vec<u8>) -> io::Result<()>;
     /// Writes `bytes` at `key` unless an object is already there; `false` if one was. Readers
     /// see the whole object or none.
-    fn put_if_absent(&self, key: &str, bytes: &[u8]) -> std::io::Result<bool>;
+    fn put_if_absent(&self, key: &str, bytes: &[u8]) -> io::Result<bool>;
     /// The names of the objects directly under `prefix` (a "directory" ending in `/`).
-    fn list(&self, prefix: &str) -> std::io::Result<Vec<String>>;
+    fn list(&self, prefix: &str) -> io::Result<Vec<String>>;
+    /// Every object below `prefix`, at any depth, with its time.
+    fn list_all(&self, prefix: &str) -> io::Result<Vec<Listed>>;
+    fn delete(&self, key: &str) -> io::Result<()>;
+    /// Several objects at once: in parallel, a bounded number at a time, where the storage is
+    /// across a network. In the order of `keys`.
+    fn get_many(&self, keys: &[String]) -> Vec<io::Result<Option<Vec<u8>>>> {
+        keys.iter().map(|k| self.get(k)).collect()
+    }
+    /// Several [`put`](Backend::put)s at once, as [`get_many`](Backend::get_many).
+    fn put_many(&self, objects: Vec<(String, Vec<u8>)>) -> Vec<io::Result<()>> {
+        objects.into_iter().map(|(k, b)| self.put(&k, b)).collect()
+    }
     /// Whether this remote refuses writes (`VELO_REMOTE_MODE=read-only`).
     fn read_only(&self) -> bool {
         false
+    }
+    /// How many requests this process has sent so far.
+    fn requests(&self) -> u64 {
+        0
     }
 }
 
@@ -115,67 +196,131 @@ pub trait Backend: Send + Sync {
 /// reaches the storage (for pull requests, which must not be able to change what main restores).
 struct ReadOnly(Box<dyn Backend>);
 
+fn refused() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        "the remote is read-only here (VELO_REMOTE_MODE=read-only)",
+    )
+}
+
 impl Backend for ReadOnly {
     fn url(&self) -> &str {
         self.0.url()
     }
-    fn get(&self, key: &str) -> std::io::Result<Option<Vec<u8>>> {
+    fn get(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
         self.0.get(key)
     }
-    fn exists(&self, key: &str) -> std::io::Result<bool> {
+    fn exists(&self, key: &str) -> io::Result<bool> {
         self.0.exists(key)
     }
-    fn put_if_absent(&self, _: &str, _: &[u8]) -> std::io::Result<bool> {
-        Err(std::io::Error::new(
-            std::io::ErrorKind::PermissionDenied,
-            "the remote is read-only here (VELO_REMOTE_MODE=read-only)",
-        ))
+    fn put(&self, _: &str, _: Vec<u8>) -> io::Result<()> {
+        Err(refused())
     }
-    fn list(&self, prefix: &str) -> std::io::Result<Vec<String>> {
+    fn put_if_absent(&self, _: &str, _: &[u8]) -> io::Result<bool> {
+        Err(refused())
+    }
+    fn list(&self, prefix: &str) -> io::Result<Vec<String>> {
         self.0.list(prefix)
+    }
+    fn list_all(&self, prefix: &str) -> io::Result<Vec<Listed>> {
+        self.0.list_all(prefix)
+    }
+    fn delete(&self, _: &str) -> io::Result<()> {
+        Err(refused())
+    }
+    fn get_many(&self, keys: &[String]) -> Vec<io::Result<Option<Vec<u8>>>> {
+        self.0.get_many(keys)
     }
     fn read_only(&self) -> bool {
         true
     }
 }
 
-/// The remote at `url` (`--remote`), else `$VELO_REMOTE`; read-only when
-/// `VELO_REMOTE_MODE=read-only`.
-pub fn open(url: Option<&str>) -> Result<Box<dyn Backend>, Error> {
-    let backend = open_backend(url)?;
-    match std::env::var("VELO_REMOTE_MODE").as_deref() {
-        Ok("read-only") => Ok(Box::new(ReadOnly(backend))),
-        Ok("read-write") | Ok("") | Err(_) => Ok(backend),
-        Ok(other) => Err(Error::Cache(format!(
-            "VELO_REMOTE_MODE={other:?}: use read-only or read-write"
-        ))),
+/// Counts the requests that reach the storage (`velo cargo`'s last line, `bench remote`).
+struct Counted {
+    inner: Box<dyn Backend>,
+    requests: AtomicU64,
+}
+
+impl Counted {
+    fn count(&self, n: usize) {
+        self.requests.fetch_add(n as u64, Ordering::Relaxed);
     }
 }
 
-fn open_backend(url: Option<&str>) -> Result<Box<dyn Backend>, Error> {
-    let url = match url {
-        Some(u) => u.to_owned(),
-        None => std::env::var("VELO_REMOTE")
-            .ok()
-            .filter(|u| !u.is_empty())
-            .ok_or(Error::NoRemote)?,
-    };
-    if let Some(dir) = url.strip_prefix("file://")
+impl Backend for Counted {
+    fn url(&self) -> &str {
+        self.inner.url()
+    }
+    fn get(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
+        self.count(1);
+        self.inner.get(key)
+    }
+    fn exists(&self, key: &str) -> io::Result<bool> {
+        self.count(1);
+        self.inner.exists(key)
+    }
+    fn put(&self, key: &str, bytes: Vec<u8>) -> io::Result<()> {
+        self.count(1);
+        self.inner.put(key, bytes)
+    }
+    fn put_if_absent(&self, key: &str, bytes: &[u8]) -> io::Result<bool> {
+        self.count(1);
+        self.inner.put_if_absent(key, bytes)
+    }
+    fn list(&self, prefix: &str) -> io::Result<Vec<String>> {
+        self.count(1);
+        self.inner.list(prefix)
+    }
+    fn list_all(&self, prefix: &str) -> io::Result<Vec<Listed>> {
+        self.count(1);
+        self.inner.list_all(prefix)
+    }
+    fn delete(&self, key: &str) -> io::Result<()> {
+        self.count(1);
+        self.inner.delete(key)
+    }
+    fn get_many(&self, keys: &[String]) -> Vec<io::Result<Option<Vec<u8>>>> {
+        self.count(keys.len());
+        self.inner.get_many(keys)
+    }
+    fn put_many(&self, objects: Vec<(String, Vec<u8>)>) -> Vec<io::Result<()>> {
+        self.count(objects.len());
+        self.inner.put_many(objects)
+    }
+    fn read_only(&self) -> bool {
+        self.inner.read_only()
+    }
+    fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+/// The remote `settings` name: read-only when their mode says so; every request counted.
+pub fn open(settings: &Settings) -> Result<Box<dyn Backend>, Error> {
+    let url = &settings.url;
+    let backend: Box<dyn Backend> = if let Some(dir) = url.strip_prefix("file://")
         && dir.starts_with('/')
     {
-        return Ok(Box::new(fs::FsBackend::new(&url, dir)));
-    }
-    if let Some(rest) = url.strip_prefix("s3://") {
-        return s3::S3Backend::new(&url, rest)
-            .map(|b| Box::new(b) as Box<dyn Backend>)
-            .map_err(|source| Error::Io {
-                url: url.clone(),
-                op: "opening",
-                key: String::new(),
-                source,
-            });
-    }
-    Err(Error::BadUrl(url))
+        Box::new(fs::FsBackend::new(url, dir))
+    } else if let Some(rest) = url.strip_prefix("s3://") {
+        Box::new(s3::S3Backend::new(url, rest).map_err(|source| Error::Io {
+            url: url.clone(),
+            op: "opening",
+            key: String::new(),
+            source,
+        })?)
+    } else {
+        return Err(Error::BadUrl(url.clone()));
+    };
+    let backend = match settings.mode {
+        Mode::ReadOnly => Box::new(ReadOnly(backend)),
+        Mode::ReadWrite => backend,
+    };
+    Ok(Box::new(Counted {
+        inner: backend,
+        requests: AtomicU64::new(0),
+    }))
 }
 
 fn blob_key(key: &BlobKey) -> String {
@@ -187,7 +332,15 @@ fn manifest_key(id: &str) -> String {
     format!("manifests/{id}")
 }
 
-fn io(remote: &dyn Backend, op: &'static str, key: &str) -> impl FnOnce(std::io::Error) -> Error {
+fn index_key(id: &str) -> String {
+    format!("indexes/{id}")
+}
+
+fn pack_key(name: &str) -> String {
+    format!("packs/{name}")
+}
+
+fn io(remote: &dyn Backend, op: &'static str, key: &str) -> impl FnOnce(io::Error) -> Error {
     let (url, key) = (remote.url().to_owned(), key.to_owned());
     move |source| Error::Io {
         url,
@@ -197,284 +350,7 @@ fn io(remote: &dyn Backend, op: &'static str, key: &str) -> impl FnOnce(std::io:
     }
 }
 
-/// What a push or a pull moved.
-#[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct Moved {
-    pub manifest_id: String,
-    /// Blobs the manifest names (each once).
-    pub blobs: u64,
-    /// Blobs that travelled, and their bytes before and after compression.
-    pub transferred: u64,
-    pub bytes: u64,
-    pub compressed_bytes: u64,
-}
-
-/// Uploads what `remote` lacks of `manifest` (its blobs from `store`), then the manifest.
-pub fn push(store: &Store, remote: &dyn Backend, manifest: &Path) -> Result<Moved, Error> {
-    if remote.read_only() {
-        return Err(Error::Cache(format!(
-            "remote {} is read-only here (VELO_REMOTE_MODE=read-only): nothing is pushed",
-            remote.url()
-        )));
-    }
-    let bytes = std::fs::read(manifest).map_err(|source| Error::Output {
-        path: manifest.to_owned(),
-        source,
-    })?;
-    let tree = Manifest::read(manifest)?;
-    let id = tree.id().to_string();
-    remote
-        .put_if_absent("velo-remote", MARKER)
-        .map_err(io(remote, "writing", "velo-remote"))?;
-    let mut moved = Moved {
-        manifest_id: id.clone(),
-        ..Moved::default()
-    };
-    for (key, size) in blobs_of(&tree) {
-        moved.blobs += 1;
-        let name = blob_key(&key);
-        if remote
-            .exists(&name)
-            .map_err(io(remote, "checking", &name))?
-        {
-            continue;
-        }
-        if store.ensure(&key, size)? != store::Fitness::Sound {
-            // Never upload what the store cannot vouch for.
-            return Err(Error::Store(store::Error::io(
-                "reading",
-                store.blob_path(&key),
-                std::io::Error::other(
-                    "the blob is missing or corrupt in the local store (velo status --verify)",
-                ),
-            )));
-        }
-        let path = store.blob_path(&key);
-        let data = std::fs::read(&path).map_err(|e| store::Error::io("reading", &path, e))?;
-        let packed =
-            zstd::bulk::compress(&data, LEVEL).map_err(io(remote, "compressing", &name))?;
-        if remote
-            .put_if_absent(&name, &packed)
-            .map_err(io(remote, "uploading", &name))?
-        {
-            moved.transferred += 1;
-            moved.bytes += data.len() as u64;
-            moved.compressed_bytes += packed.len() as u64;
-        }
-    }
-    // Last: a reader that finds the manifest finds every blob.
-    let key = manifest_key(&id);
-    remote
-        .put_if_absent(&key, &bytes)
-        .map_err(io(remote, "uploading", &key))?;
-    Ok(moved)
-}
-
-/// Brings manifest `id` from `remote` into `output` and the blobs the local store lacks into
-/// `store`; every object is checked against its name first.
-pub fn pull(store: &Store, remote: &dyn Backend, id: &str, output: &Path) -> Result<Moved, Error> {
-    if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(Error::BadId(id.to_owned()));
-    }
-    let key = manifest_key(id);
-    let bytes = remote
-        .get(&key)
-        .map_err(io(remote, "downloading", &key))?
-        .ok_or_else(|| Error::NoManifest {
-            url: remote.url().to_owned(),
-            id: id.to_owned(),
-        })?;
-    let actual = blake3::hash(&bytes).to_hex().to_string();
-    if actual != id.to_ascii_lowercase() {
-        return Err(Error::CorruptManifest {
-            url: remote.url().to_owned(),
-            id: id.to_owned(),
-            actual,
-        });
-    }
-    let tree = Manifest::decode(&bytes).map_err(|e| Error::CorruptManifest {
-        url: remote.url().to_owned(),
-        id: id.to_owned(),
-        actual: format!("{actual}, and it does not decode: {e}"),
-    })?;
-    // fetch_blobs made the blobs durable: the manifest may name them now.
-    let moved = fetch_blobs(store, remote, &tree, id)?;
-    store::write_atomic(output, &bytes, true)?;
-    store.register_root(output)?;
-    Ok(moved)
-}
-
-/// Brings every blob of `tree` (manifest `id`, for messages) that `store` lacks, or holds
-/// unsound, from `remote`, each checked against its key first; [`Error::MissingBlobs`] if any
-/// could not be had. Blobs already sound cost one `lstat` each.
-pub fn fetch_blobs(
-    store: &Store,
-    remote: &dyn Backend,
-    tree: &Manifest,
-    id: &str,
-) -> Result<Moved, Error> {
-    let _lock = store.lock(store::LockMode::Shared)?;
-    let mut moved = Moved {
-        manifest_id: id.to_owned(),
-        ..Moved::default()
-    };
-    let mut missing = Vec::new();
-    for (key, size) in blobs_of(tree) {
-        moved.blobs += 1;
-        if store.ensure(&key, size)? == store::Fitness::Sound {
-            continue;
-        }
-        let name = blob_key(&key);
-        let Some(packed) = remote
-            .get(&name)
-            .map_err(io(remote, "downloading", &name))?
-        else {
-            missing.push(name);
-            continue;
-        };
-        match unpack(&packed, size) {
-            Some(data) if blake3::hash(&data) == key.hash => {
-                store.insert_bytes(key.hash, key.exec, &data)?;
-                moved.transferred += 1;
-                moved.bytes += data.len() as u64;
-                moved.compressed_bytes += packed.len() as u64;
-            }
-            _ => {
-                tracing::warn!(object = %name, remote = remote.url(), "a remote blob does not match its name: not used");
-                eprintln!(
-                    "velo: warning: {} on {} does not match its name; not used",
-                    name,
-                    remote.url()
-                );
-                missing.push(name);
-            }
-        }
-    }
-    if let Some(first) = missing.first() {
-        return Err(Error::MissingBlobs {
-            url: remote.url().to_owned(),
-            id: id.to_owned(),
-            count: missing.len(),
-            first: first.clone(),
-        });
-    }
-    store.sync()?;
-    Ok(moved)
-}
-
-/// Pushes a `velo cache` snapshot: its manifest and blobs ([`push`]), then its record, last.
-pub fn push_snapshot(
-    store: &Store,
-    remote: &dyn Backend,
-    stored: &crate::cache::snapshot::Stored,
-) -> Result<Moved, Error> {
-    let moved = push(store, remote, &stored.manifest)?;
-    let record = std::fs::read(&stored.record).map_err(|source| Error::Output {
-        path: stored.record.clone(),
-        source,
-    })?;
-    let key = format!(
-        "snapshots/{}/{}.{}",
-        stored.snapshot.key,
-        stored.snapshot.id,
-        blake3::hash(&record).to_hex()
-    );
-    remote
-        .put_if_absent(&key, &record)
-        .map_err(io(remote, "uploading", &key))?;
-    Ok(moved)
-}
-
-/// Fetches the newest snapshot of content key `key` the remote holds (record, manifest and the
-/// blobs the store lacks) into the local store, where `velo cache restore` finds it. `None` when
-/// the remote has no snapshot of the key. A record whose bytes do not match its name is skipped
-/// with a warning.
-pub fn fetch_snapshot(
-    store: &Store,
-    remote: &dyn Backend,
-    key: &str,
-) -> Result<Option<(String, Moved)>, Error> {
-    let prefix = format!("snapshots/{key}/");
-    let mut names = remote
-        .list(&prefix)
-        .map_err(io(remote, "listing", &prefix))?;
-    // Ids sort by time; the newest first.
-    names.sort_unstable_by(|a, b| b.cmp(a));
-    for name in names {
-        let Some((id, hash)) = name.rsplit_once('.') else {
-            continue;
-        };
-        let object = format!("{prefix}{name}");
-        let Some(record) = remote
-            .get(&object)
-            .map_err(io(remote, "downloading", &object))?
-        else {
-            continue;
-        };
-        let snapshot = match serde_json::from_slice::<crate::cache::snapshot::Snapshot>(&record) {
-            Ok(s)
-                if blake3::hash(&record).to_hex().as_str() == hash
-                    && s.id == id
-                    && s.key == key =>
-            {
-                s
-            }
-            _ => {
-                eprintln!(
-                    "velo: warning: snapshot record {object} on {} does not match its name; not used",
-                    remote.url()
-                );
-                continue;
-            }
-        };
-        let dir = store.snapshots_dir().join(key);
-        std::fs::create_dir_all(&dir).map_err(|source| Error::Output {
-            path: dir.clone(),
-            source,
-        })?;
-        let manifest = dir.join(format!("{id}.velo"));
-        let moved = pull(store, remote, &snapshot.manifest, &manifest)?;
-        store::write_atomic(&dir.join(format!("{id}.json")), &record, true)?;
-        return Ok(Some((id.to_owned(), moved)));
-    }
-    Ok(None)
-}
-
-/// `packed` decompressed, if it holds exactly `size` bytes (never more are decompressed).
-fn unpack(packed: &[u8], size: u64) -> Option<Vec<u8>> {
-    let mut decoder = zstd::stream::read::Decoder::new(packed).ok()?;
-    let mut out = Vec::with_capacity(usize::try_from(size).ok()?.min(64 << 20));
-    // One byte more than declared tells "too long" from "exactly".
-    (&mut decoder).take(size + 1).read_to_end(&mut out).ok()?;
-    (out.len() as u64 == size).then_some(out)
-}
-
-/// Each blob of `tree` once, with its size.
-fn blobs_of(tree: &Manifest) -> Vec<(BlobKey, u64)> {
-    let mut seen = BTreeSet::new();
-    tree.entries()
-        .iter()
-        .filter_map(|e| match e.kind {
-            Kind::File { size, .. } => e.blob().map(|b| (b, size)),
-            _ => None,
-        })
-        .filter(|(b, _)| seen.insert(*b))
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn unpacking_stops_at_the_declared_size() {
-        let data = vec![7u8; 10_000];
-        let packed = zstd::bulk::compress(&data, 3).unwrap();
-        assert_eq!(super::unpack(&packed, 10_000).as_deref(), Some(&data[..]));
-        assert_eq!(super::unpack(&packed, 100), None, "longer than declared");
-        assert_eq!(
-            super::unpack(&packed, 20_000),
-            None,
-            "shorter than declared"
-        );
-        assert_eq!(super::unpack(b"not zstd", 8), None);
-    }
+/// Whether `id` is a manifest id: 64 hex digits.
+fn is_id(id: &str) -> bool {
+    id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }

@@ -97,7 +97,7 @@ pub struct Request {
     pub keep_upper: Option<PathBuf>,
     pub verbose: bool,
     /// Fetch the blobs the store lacks from this remote first.
-    pub remote: Option<String>,
+    pub remote: Option<crate::remote::Settings>,
     /// The program and its arguments (at least the program).
     pub command: Vec<OsString>,
 }
@@ -141,13 +141,14 @@ pub fn execute(store_dir: &Path, req: &Request, note: &dyn Fn(&str)) -> Result<E
 /// A machine that lacks blobs pulls them (into a store created for them, if need be).
 fn fetch(
     store_dir: &Path,
-    url: &str,
+    settings: &crate::remote::Settings,
     layers: &[&PathBuf],
     verbose: bool,
     note: &dyn Fn(&str),
 ) -> Result<(), Error> {
     let store = Store::open_or_create(store_dir, store::Access::Private, "velo run --remote")?;
-    let remote = crate::remote::open(Some(url))?;
+    let remote = crate::remote::open(settings)?;
+    let url = &settings.url;
     for path in layers {
         let tree = Manifest::read(path)?;
         let id = tree.id().to_string();

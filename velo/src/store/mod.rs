@@ -18,6 +18,7 @@
 //!   quarantine/           corrupt blobs moved aside ([`Store::quarantine`]); `gc --run` empties it
 //!   farms/, mirage/       `velo run`'s run directories, farm cache and shim images (`run`)
 //!   cache/                `velo cache` snapshot records (`cache::snapshot`)
+//!   remote/               what each remote holds, as far as this machine knows (`remote::known`)
 //! ```
 //!
 //! The top directory's mode is the store's [`Access`]: 0700 unless created shared. A store this
@@ -496,6 +497,13 @@ impl Store {
     /// `mirage/` (in [`Store::scratch`]): shim mode's image of each tree.
     pub fn images_dir(&self) -> io::Result<PathBuf> {
         Ok(self.scratch()?.join("mirage"))
+    }
+
+    /// `remote/<hash of the URL>/` (in [`Store::scratch`]): what this machine knows a remote
+    /// holds (copies of the indexes it pushed or pulled: `remote::known`).
+    pub fn remote_dir(&self, url: &str) -> io::Result<PathBuf> {
+        let hash = blake3::hash(url.as_bytes()).to_hex();
+        Ok(self.scratch()?.join("remote").join(&hash[..16]))
     }
 
     /// Takes the store lock; blocks while another process holds it incompatibly. The exclusive
