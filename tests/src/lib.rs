@@ -825,6 +825,8 @@ fn workspace_root() -> PathBuf {
         .to_owned()
 }
 
+pub mod faults;
+
 /// A fresh S3 server for `test`, or `None` (and a loud skip) when moto cannot be had.
 pub fn s3_server(test: &str, dir: &Path) -> Option<S3Server> {
     use std::io::{Read, Write};
@@ -859,6 +861,28 @@ pub fn s3_server(test: &str, dir: &Path) -> Option<S3Server> {
                 && conn.read_to_string(&mut answer).is_ok()
                 && answer.starts_with("HTTP/1.1 200")
             {
+                // The release must refuse a conditional PUT over an existing key (412): velo's
+                // create-if-absent writes, and so its publish order, rest on it. (Signed as a
+                // client would, though moto does not check it: unsigned, moto answers 403.)
+                let put = |port: u16| {
+                    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+                    let request = format!(
+                        "PUT /velo/.probe HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nIf-None-Match: *\r\n\
+                         Authorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0\r\n\
+                         x-amz-content-sha256: UNSIGNED-PAYLOAD\r\nx-amz-date: 20260101T000000Z\r\n\
+                         Content-Length: 1\r\nConnection: close\r\n\r\nx"
+                    );
+                    conn.write_all(request.as_bytes()).ok()?;
+                    let mut answer = String::new();
+                    conn.read_to_string(&mut answer).ok()?;
+                    answer.split_whitespace().nth(1).map(str::to_owned)
+                };
+                let (first, second) = (put(port), put(port));
+                assert_eq!(
+                    (first.as_deref(), second.as_deref()),
+                    (Some("200"), Some("412")),
+                    "moto {MOTO_VERSION} must answer a conditional PUT on an existing key with 412"
+                );
                 return Some(server);
             }
         }

@@ -442,3 +442,183 @@ fn a_push_killed_at_any_point_leaves_the_remote_consistent() {
         "seed {seed}: no push was interrupted; the test proved nothing"
     );
 }
+
+/// Through a network that answers 503 and 429, drops connections and stalls (a proxy in front
+/// of the S3 server), a push and a pull still complete, and what arrives is the same tree.
+#[test]
+fn through_a_faulty_network_every_transfer_still_completes() {
+    let env = Env::new();
+    let Some(s3) = velo_e2e::s3_server(
+        "through_a_faulty_network_every_transfer_still_completes",
+        env.path(),
+    ) else {
+        return;
+    };
+    let proxy = velo_e2e::faults::Proxy::start(
+        s3.port,
+        velo_e2e::faults::Faults {
+            every: 3,
+            stall: std::time::Duration::from_secs(4),
+            ..Default::default()
+        },
+    );
+    let velo = |args: &[&str]| {
+        let mut cmd = env.velo(args);
+        for (k, v) in s3.env() {
+            cmd = cmd.env(k, v);
+        }
+        cmd.env("AWS_ENDPOINT_URL", proxy.endpoint())
+            // A stalled answer is given up on after 1 s of silence, and retried.
+            .env("VELO_REMOTE_TIMEOUT", "1")
+    };
+    velo_e2e::generate_tree(&env.path().join("t"), 300, 5);
+    env.write("t/big.bin", vec![3u8; 17 << 20]);
+    velo(&["ingest", "t", "-o", "t.velo"]).ok();
+    let id = velo(&["manifest", "id", "t.velo"]).ok().stdout();
+    let id = id.trim();
+    let url = "s3://velo/faulty";
+    let pushed = velo(&["push", "--remote", url, "--json", "t.velo"])
+        .ok()
+        .json();
+    let pulled = velo(&["pull", "--remote", url, id, "-o", "b.velo", "--json"])
+        .env("VELO_STORE", env.path().join("b-store"))
+        .ok()
+        .json();
+    assert_eq!(pulled["transferred"], pushed[0]["transferred"], "{pulled}");
+    let b_id = velo(&["manifest", "id", "b.velo"]).ok().stdout();
+    assert_eq!(b_id.trim(), id);
+    assert!(
+        proxy.injected() >= 3,
+        "faults were injected: {} of {} requests",
+        proxy.injected(),
+        proxy.requests()
+    );
+
+    // A server that is down: a clear error naming the remote, soon.
+    let down = velo_e2e::faults::Proxy::start(
+        s3.port,
+        velo_e2e::faults::Faults {
+            down: true,
+            ..Default::default()
+        },
+    );
+    let started = std::time::Instant::now();
+    velo(&["pull", "--remote", url, id, "-o", "c.velo"])
+        .env("AWS_ENDPOINT_URL", down.endpoint())
+        .env("VELO_STORE", env.path().join("c-store"))
+        .fails()
+        .stderr_has(&["remote s3://velo/faulty", "downloading manifests/"]);
+    assert!(started.elapsed().as_secs() < 30, "retries are bounded");
+}
+
+/// Two snapshots of one key: the second uploads only what changed, `velo cache list --remote`
+/// shows both, and a prune keeps the newest (which machine B, configured by its config file
+/// rather than VELO_REMOTE, still restores with nothing compiled) and deletes what nothing kept
+/// names: the older snapshot's record, manifest and index, and a stale pushed tree with its pack.
+#[test]
+fn a_second_snapshot_moves_little_and_prune_keeps_what_the_newest_needs() {
+    use crate::cache::{REGISTRY_CRATES, compiled, summary};
+    let env = Env::new();
+    let url = remote_url(&env);
+    let a = env.path().join("a/src/app");
+    velo_e2e::copy_fresh(&velo_e2e::fixture("registry-app"), &a);
+    let home_a = env.path().join("a/cargo-home");
+    velo_e2e::private_cargo_home(&home_a, REGISTRY_CRATES, &a);
+    let first = cargo_on(&env, "a", &a, &home_a, &url);
+    let main = a.join("src/main.rs");
+    let text = fs::read_to_string(&main).unwrap();
+    fs::write(&main, format!("{text}\n// a one-line edit\n")).unwrap();
+    let second = cargo_on(&env, "a", &a, &home_a, &url);
+    assert_eq!(compiled(&second).len(), 1, "{}", second.explain());
+    let mib = |line: &str| -> f64 {
+        let at = line.find("pushed to").expect("a push");
+        let rest = &line[at..];
+        let end = rest.find(" MiB").expect("its size");
+        rest[..end].rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let (one, two) = (mib(&summary(&first)), mib(&summary(&second)));
+    assert!(
+        two < one / 2.0,
+        "the second push carries what changed: {two} MiB vs {one} MiB\n{}",
+        summary(&second)
+    );
+
+    let listed = env
+        .velo(["cache", "list", "--remote", &url, "--json"])
+        .ok()
+        .json();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    // A tree pushed on its own: past the cut-off, nothing keeps it.
+    tree(&env);
+    env.velo(["ingest", "t", "-o", "t.velo"]).ok();
+    env.velo(["push", "--remote", &url, "t.velo"]).ok();
+    let packs = || files_under(&env.path().join("remote/packs")).len();
+    let before = packs();
+    let pruned = env
+        .velo([
+            "cache",
+            "prune",
+            "--remote",
+            &url,
+            "--older-than",
+            "0s",
+            "--grace",
+            "0s",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(pruned["snapshots"], 1, "{pruned}");
+    assert_eq!(pruned["snapshots_kept"], 1, "{pruned}");
+    assert!(
+        packs() < before,
+        "the older snapshot's own packs went: {pruned}"
+    );
+    let listed = env
+        .velo(["cache", "list", "--remote", &url, "--json"])
+        .ok()
+        .json();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+
+    // Machine B names the remote in its config file only.
+    let config = env.path().join("b/config");
+    env.write(
+        "b/config/velo/config.toml",
+        format!("[remote]\nurl = \"{url}\"\n"),
+    );
+    let home_b = env.path().join("b/ci/cargo-home");
+    velo_e2e::second_machine_cargo_home(&home_a, &home_b);
+    let b = env.path().join("b/builds/app");
+    velo_e2e::copy_fresh(&a, &b);
+    let _ = fs::remove_dir_all(b.join("target"));
+    let mut cmd = env
+        .velo(["cargo", "build", "--offline"])
+        .clean_cargo_env()
+        .dir(&b)
+        .env("VELO_STORE", env.path().join("b/store"))
+        .env("HOME", env.path().join("b/home"))
+        .env("CARGO_HOME", &home_b)
+        .env("XDG_CONFIG_HOME", &config)
+        .env_remove("VELO_REMOTE");
+    cmd.cmd.env_remove("PWD");
+    let build = cmd.ok();
+    assert_eq!(
+        compiled(&build),
+        Vec::<String>::new(),
+        "{}",
+        build.explain()
+    );
+    assert!(
+        summary(&build).contains("fetched snapshot"),
+        "{}",
+        summary(&build)
+    );
+
+    // A config file velo cannot read is named, with what it expects.
+    env.write("b/config/velo/config.toml", "[remote]\nurl = 3\n");
+    env.velo(["cache", "list", "--remote"])
+        .env("XDG_CONFIG_HOME", &config)
+        .env_remove("VELO_REMOTE")
+        .fails()
+        .stderr_has(&["config.toml", "[remote] with url"]);
+}

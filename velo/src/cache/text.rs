@@ -110,6 +110,48 @@ pub fn listing(listing: &Listing) -> String {
     )
 }
 
+/// The remote's snapshots, newest first.
+pub fn remote_listing(url: &str, snapshots: &[crate::remote::RemoteSnapshot]) -> String {
+    if snapshots.is_empty() {
+        return format!(
+            "no snapshots on {url} (velo cargo build pushes one when VELO_REMOTE is set)\n"
+        );
+    }
+    let mut table = human::table(["snapshot", "key", "profile", "created", "files", "size"]);
+    for s in snapshots {
+        table.add_row([
+            s.id.clone(),
+            short(&s.key).to_owned(),
+            s.profile.clone(),
+            human::age(s.created),
+            s.files.to_string(),
+            bytes(s.bytes),
+        ]);
+    }
+    let keys: std::collections::BTreeSet<&str> = snapshots.iter().map(|s| s.key.as_str()).collect();
+    format!(
+        "{table}\n{} snapshots of {} keys on {url}\n",
+        snapshots.len(),
+        keys.len()
+    )
+}
+
+/// What a prune deleted, or would.
+pub fn pruned(url: &str, p: &crate::remote::Pruned) -> String {
+    format!(
+        "{} {url}: {} snapshot records, {} manifests, {} indexes, {} packs, {} blobs ({}); kept {} snapshots; {} unreferenced objects younger than the grace period left\n",
+        if p.dry_run { "would prune" } else { "pruned" },
+        p.snapshots,
+        p.manifests,
+        p.indexes,
+        p.packs,
+        p.blobs,
+        bytes(p.bytes),
+        p.snapshots_kept,
+        p.young
+    )
+}
+
 /// The project, its key and target directory, and what a restore would do.
 pub fn status(status: &Status) -> String {
     let mut out = format!(

@@ -24,13 +24,16 @@ velo cargo build                 # restore if target/ is cold, build projected, 
 velo cache save                  # snapshot target/ after a build under velo inception\n  \
 velo cache restore               # in another checkout: target/ comes back fresh\n  \
 velo cache status                # the key, the snapshot restore would pick, what is stale\n  \
-velo cache list                  # every snapshot, its size and what it shares")]
+velo cache list                  # every snapshot, its size and what it shares\n  \
+velo cache list --remote         # the snapshots on the remote ($VELO_REMOTE)\n  \
+velo cache prune --remote --older-than 30d --dry-run")]
 pub enum Command {
     Key(KeyArgs),
     Save(SaveArgs),
     Restore(RestoreArgs),
     List(ListArgs),
     Status(StatusArgs),
+    Prune(PruneArgs),
 }
 
 /// What identifies the project and its build.
@@ -103,11 +106,66 @@ pub struct RestoreArgs {
     json: bool,
 }
 
-/// List every snapshot in the store: key, age, size, and the bytes only it holds.
+/// List every snapshot in the store: key, age, size, and the bytes only it holds; with
+/// --remote, the snapshots on the remote.
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
+    /// List the remote's snapshots instead [URL default: $VELO_REMOTE, else [remote] url in
+    /// ~/.config/velo/config.toml]
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
+    remote: Option<String>,
     #[arg(long)]
     json: bool,
+}
+
+/// Delete old snapshots from a remote, and the objects only they used.
+///
+/// Mark: snapshot records newer than --older-than are kept, and so is the newest record of every
+/// key, however old; manifests pushed with `velo push` are kept while newer than --older-than.
+/// Sweep: packs, blobs, indexes and manifests nothing kept names are deleted once they are older
+/// than --grace, which must be longer than the longest push (a push uploads its packs before
+/// the index that names them). A restore racing a prune can miss, never restore a wrong file.
+/// The local store is pruned by `velo gc`.
+#[derive(Debug, clap::Args)]
+pub struct PruneArgs {
+    /// The remote [URL default: $VELO_REMOTE, else [remote] url in ~/.config/velo/config.toml]
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "", required = true)]
+    remote: Option<String>,
+    /// Keep snapshots newer than this (s, m, h or d: `30d`, `12h`).
+    #[arg(long, value_name = "AGE", default_value = "30d", value_parser = age)]
+    older_than: std::time::Duration,
+    /// Leave unreferenced objects younger than this (a push may be about to name them).
+    #[arg(long, value_name = "AGE", default_value = "24h", value_parser = age)]
+    grace: std::time::Duration,
+    /// Say what would be deleted; delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+/// `30d`, `12h`, `90m`, `45s`.
+fn age(text: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: a number and a unit (30d, 12h, 90m, 45s)"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("{text:?}: the unit is s, m, h or d (30d, 12h)")),
+    };
+    Ok(std::time::Duration::from_secs(n * seconds))
+}
+
+fn remote(flag: &str) -> Result<Box<dyn velo::remote::Backend>> {
+    let flag = Some(flag).filter(|f| !f.is_empty());
+    Ok(velo::remote::open(&velo::remote::config::required(flag)?)?)
 }
 
 /// The project's key, its target directory, and the snapshot restore would pick.
@@ -126,6 +184,7 @@ pub fn run(store: &Path, cmd: Command) -> Result<ExitCode> {
         Command::Restore(args) => restore_cmd(store, args),
         Command::List(args) => list_cmd(store, args),
         Command::Status(args) => status_cmd(store, args),
+        Command::Prune(args) => prune_cmd(args),
     }
 }
 
@@ -177,8 +236,23 @@ fn restore_cmd(store: &Path, args: RestoreArgs) -> Result<ExitCode> {
 }
 
 fn list_cmd(store: &Path, args: ListArgs) -> Result<ExitCode> {
+    if let Some(flag) = &args.remote {
+        let remote = remote(flag)?;
+        let listed = velo::remote::list_snapshots(remote.as_ref())?;
+        output::show(args.json, &listed, |l| {
+            cache::text::remote_listing(remote.url(), l)
+        })?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let listing = cache::Listing::of_store(store)?;
     output::show(args.json, &listing, cache::text::listing)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn prune_cmd(args: PruneArgs) -> Result<ExitCode> {
+    let remote = remote(args.remote.as_deref().unwrap_or_default())?;
+    let pruned = velo::remote::prune(remote.as_ref(), args.older_than, args.grace, args.dry_run)?;
+    output::show(args.json, &pruned, |p| cache::text::pruned(remote.url(), p))?;
     Ok(ExitCode::SUCCESS)
 }
 
