@@ -206,9 +206,13 @@ fn inception(velo: &Path, work: &Path, checkouts: &[&str]) -> Result<()> {
 
 /// `velo cargo build` saves a snapshot; a fresh clone restores it and compiles nothing.
 fn cache(velo: &Path, work: &Path, store: &Path) -> Result<()> {
+    // Alice's builds push their snapshots to the demo's shared remote (the last step uses it).
+    let remote = format!("file://{}", work.join("remote").display());
     let velo_cargo = |dir: &Path| {
         let mut cmd = user_command(velo, dir);
-        cmd.env("VELO_STORE", store).args(["cargo", "build"]);
+        cmd.env("VELO_STORE", store)
+            .env("VELO_REMOTE", &remote)
+            .args(["cargo", "build"]);
         cmd
     };
     step("velo cargo build: build projected and save target/ under the content key");
@@ -466,5 +470,38 @@ fn velo_run(velo: &Path, work: &Path, store: &Path) -> Result<()> {
             .stdout(std::process::Stdio::null()),
     )?;
     println!("    machine B's store holds the tree, every blob checked against its name");
+
+    step(
+        "a cold CI runner (its own store and HOME, another path): velo cargo build fetches \
+         the sample's snapshot from the remote, restores it, and compiles nothing",
+    );
+    let runner = work.join("machine-c");
+    let clone = runner.join("builds/41d9/sample");
+    std::fs::create_dir_all(clone.parent().expect("parent"))?;
+    exec(
+        Command::new("cp")
+            .arg("-r")
+            .arg(root().join("examples/sample"))
+            .arg(&clone),
+    )?;
+    println!("$ cd machine-c/builds/41d9/sample && VELO_REMOTE={remote} velo cargo build");
+    let out = user_command(velo, &clone)
+        .env("VELO_STORE", runner.join("store"))
+        .env("HOME", runner.join("home"))
+        .env("VELO_REMOTE", &remote)
+        .args(["cargo", "build"])
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    print!("{stderr}");
+    ensure!(out.status.success(), "velo cargo build on machine C failed");
+    ensure!(
+        stderr.contains("fetched snapshot")
+            && !stderr
+                .lines()
+                .any(|l| l.trim_start().starts_with("Compiling")),
+        "machine C did not restore from the remote"
+    );
+    println!("$ velo cache list --remote {remote}");
+    exec(&mut velo_cmd(&["cache", "list", "--remote", &remote]))?;
     Ok(())
 }

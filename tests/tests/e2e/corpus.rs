@@ -132,3 +132,75 @@ fn scan_of_a_plain_hyperfine_build_agrees_with_cargo() {
 fn scan_of_a_plain_b3sum_build_agrees_with_cargo() {
     assert_eq!(scan_matches_cargo_after_a_move(B3SUM), Vec::<String>::new());
 }
+
+/// Machine B through the S3 server: `b3sum` (a build script compiling C and assembly) built on
+/// machine A and pushed; B has its own store, HOME, checkout path and `CARGO_HOME` (downloads,
+/// no extracted sources) and shares nothing with A but the server. Cargo itself finds every
+/// unit fresh on B (`-v`: no `Dirty` line), and nothing is compiled.
+#[test]
+fn b3sum_built_on_one_machine_is_fresh_on_another_through_s3() {
+    let env = Env::new();
+    let Some(s3) = velo_e2e::s3_server(
+        "b3sum_built_on_one_machine_is_fresh_on_another_through_s3",
+        env.path(),
+    ) else {
+        return;
+    };
+    let on = |machine: &str, dir: &Path, home: &Path| {
+        let mut cmd = env
+            .velo(["cargo", "build", "--locked", "-v"])
+            .clean_cargo_env()
+            .dir(dir)
+            .env("VELO_STORE", env.path().join(machine).join("store"))
+            .env("HOME", env.path().join(machine).join("home"))
+            .env("CARGO_HOME", home)
+            .env("VELO_REMOTE", "s3://velo/corpus");
+        for (k, v) in s3.env() {
+            cmd = cmd.env(k, v);
+        }
+        cmd.cmd.env_remove("PWD");
+        cmd.ok()
+    };
+    let a = env.path().join("alice").join(B3SUM);
+    published_crate(B3SUM, &a);
+    let home_a = velo_e2e::user_cargo_home();
+    let first = on("a", &a, &home_a);
+    assert!(!compiled(&first).is_empty(), "{}", first.explain());
+    assert!(
+        summary(&first).contains("pushed to s3://velo/corpus"),
+        "{}",
+        summary(&first)
+    );
+
+    let home_b = env.path().join("b/cargo-home");
+    for part in ["index", "cache"] {
+        velo_e2e::copy_fresh(
+            &home_a.join("registry").join(part),
+            &home_b.join("registry").join(part),
+        );
+    }
+    let b = env.path().join("ci/builds/51c0").join(B3SUM);
+    published_crate(B3SUM, &b);
+    let build = on("b", &b, &home_b);
+    assert_eq!(
+        dirty_by_own_input(&build.stderr()),
+        Vec::<String>::new(),
+        "{}",
+        build.explain()
+    );
+    assert_eq!(
+        compiled(&build),
+        Vec::<String>::new(),
+        "{}",
+        build.explain()
+    );
+    let line = summary(&build);
+    assert!(line.contains("fetched snapshot"), "{line}");
+    let (fresh, total) = units(&line);
+    assert_eq!(fresh, total, "{line}");
+    let out = Cmd::new(b.join("target/debug/b3sum"))
+        .arg("--version")
+        .ok()
+        .stdout();
+    assert!(out.contains("1.8.7"), "{out}");
+}

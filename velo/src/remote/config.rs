@@ -73,6 +73,11 @@ fn read_file() -> Result<(PathBuf, RemoteTable), Error> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Ok((path, RemoteTable::default()));
         }
+        // Another user's HOME (a program run with sudo -u, say): not this user's configuration.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            tracing::debug!(path = %path.display(), "the config file is not readable: not used");
+            return Ok((path, RemoteTable::default()));
+        }
         Err(e) => {
             return Err(Error::Config {
                 path,

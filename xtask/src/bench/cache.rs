@@ -25,7 +25,7 @@ use super::{Options, Times, du_bytes, write_rows};
 use crate::util::{build_velo, exec, root, time, user_cargo, user_command};
 
 /// `git archive HEAD` of velo's workspace into `dest`: a checkout with fresh mtimes.
-fn checkout(dest: &Path) -> Result<()> {
+pub(super) fn checkout(dest: &Path) -> Result<()> {
     std::fs::create_dir_all(dest)?;
     let archive = Command::new("git")
         .current_dir(root())

@@ -5,6 +5,7 @@
 
 mod cache;
 mod modes;
+mod remote;
 mod run;
 mod scan;
 mod shim;
@@ -50,6 +51,9 @@ enum Area {
     Trace,
     /// velo scan vs grep -rF on the fixture's target and velo's own target/debug.
     Scan,
+    /// A cold runner restoring velo's workspace from an S3 server vs a clean build; requests
+    /// per restore; a second snapshot's upload; restore vs `tar | zstd` through the same server.
+    Remote,
 }
 
 pub fn run(opts: Options) -> Result<()> {
@@ -61,6 +65,7 @@ pub fn run(opts: Options) -> Result<()> {
         Area::Cache => cache::run(&opts),
         Area::Trace => trace::run(&opts),
         Area::Scan => scan::run(&opts),
+        Area::Remote => remote::run(&opts),
     }
 }
 
