@@ -51,13 +51,7 @@ pub fn run(opts: Options) -> Result<()> {
     let checkouts = ["alice/src/sample", "ci-runner/builds/7f3a/sample"];
     for checkout in checkouts {
         let dest = work.join(checkout);
-        std::fs::create_dir_all(dest.parent().expect("parent"))?;
-        exec(
-            Command::new("cp")
-                .arg("-a")
-                .arg(root().join("examples/sample"))
-                .arg(&dest),
-        )?;
+        copy_sample(&dest, true)?;
         println!("    {}", dest.display());
     }
 
@@ -182,13 +176,7 @@ fn inception(velo: &Path, work: &Path, checkouts: &[&str]) -> Result<()> {
     );
 
     let native = work.join("native/sample");
-    std::fs::create_dir_all(native.parent().expect("parent"))?;
-    exec(
-        Command::new("cp")
-            .arg("-a")
-            .arg(root().join("examples/sample"))
-            .arg(&native),
-    )?;
+    copy_sample(&native, true)?;
     exec(user_cargo(&native).args(["build", "--quiet"]))?;
     let native_moved = work.join("native-moved/elsewhere/sample");
     std::fs::create_dir_all(native_moved.parent().expect("parent"))?;
@@ -202,6 +190,18 @@ fn inception(velo: &Path, work: &Path, checkouts: &[&str]) -> Result<()> {
     let (fresh, compiled) = count_units(&out.stderr);
     println!("    without velo: {fresh} fresh, {compiled} compiled (the absolute paths moved)");
     Ok(())
+}
+
+/// A copy of the bundled sample at `dest`: with its mtimes (`cp -a`, a moved checkout), or
+/// with new ones (`cp -r`, a fresh clone).
+fn copy_sample(dest: &Path, keep_mtimes: bool) -> Result<()> {
+    std::fs::create_dir_all(dest.parent().expect("parent"))?;
+    exec(
+        Command::new("cp")
+            .arg(if keep_mtimes { "-a" } else { "-r" })
+            .arg(root().join("examples/sample"))
+            .arg(dest),
+    )
 }
 
 /// `velo cargo build` saves a snapshot; a fresh clone restores it and compiles nothing.
@@ -218,15 +218,7 @@ fn cache(velo: &Path, work: &Path, store: &Path) -> Result<()> {
     step("velo cargo build: build projected and save target/ under the content key");
     let first = work.join("cache/alice/sample");
     let clone = work.join("cache/ci-runner/builds/8b1c/sample");
-    for dir in [&first, &clone] {
-        std::fs::create_dir_all(dir.parent().expect("parent"))?;
-    }
-    exec(
-        Command::new("cp")
-            .arg("-r")
-            .arg(root().join("examples/sample"))
-            .arg(&first),
-    )?;
+    copy_sample(&first, false)?;
     println!("$ cd cache/alice/sample && velo cargo build");
     let started = std::time::Instant::now();
     exec(&mut velo_cargo(&first))?;
@@ -237,12 +229,7 @@ fn cache(velo: &Path, work: &Path, store: &Path) -> Result<()> {
          sets the mtimes of stamp's byte-identical files back (its build script prints no \
          rerun-if-changed, so Cargo fingerprints it by mtime)",
     );
-    exec(
-        Command::new("cp")
-            .arg("-r")
-            .arg(root().join("examples/sample"))
-            .arg(&clone),
-    )?;
+    copy_sample(&clone, false)?;
     println!("$ cd cache/ci-runner/builds/8b1c/sample && velo cargo build");
     let started = std::time::Instant::now();
     let out = velo_cargo(&clone).output()?;
@@ -477,13 +464,7 @@ fn velo_run(velo: &Path, work: &Path, store: &Path) -> Result<()> {
     );
     let runner = work.join("machine-c");
     let clone = runner.join("builds/41d9/sample");
-    std::fs::create_dir_all(clone.parent().expect("parent"))?;
-    exec(
-        Command::new("cp")
-            .arg("-r")
-            .arg(root().join("examples/sample"))
-            .arg(&clone),
-    )?;
+    copy_sample(&clone, false)?;
     println!("$ cd machine-c/builds/41d9/sample && VELO_REMOTE={remote} velo cargo build");
     let out = user_command(velo, &clone)
         .env("VELO_STORE", runner.join("store"))

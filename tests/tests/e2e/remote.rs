@@ -256,19 +256,31 @@ fn cargo_with(
     cmd.ok()
 }
 
+/// Machine A: the registry-app fixture at `a/src/app` with its own `CARGO_HOME`, built with
+/// `velo cargo` against the remote `url` (and `extra` environment). Its checkout, its
+/// `CARGO_HOME` and the build.
+fn machine_a(
+    env: &Env,
+    url: &str,
+    extra: &[(&'static str, String)],
+) -> (std::path::PathBuf, std::path::PathBuf, velo_e2e::Run) {
+    let a = env.path().join("a/src/app");
+    velo_e2e::copy_fresh(&velo_e2e::fixture("registry-app"), &a);
+    let home_a = env.path().join("a/cargo-home");
+    velo_e2e::private_cargo_home(&home_a, crate::cache::REGISTRY_CRATES, &a);
+    let first = cargo_with(env, "a", &a, &home_a, url, extra);
+    (a, home_a, first)
+}
+
 /// Machine B shares nothing with machine A but the remote: not the store, not HOME, not the
 /// checkout path, not CARGO_HOME. Its cold build restores from the remote, compiles nothing,
 /// and the binary works.
 #[test]
 fn velo_cargo_on_a_cold_machine_restores_from_the_remote_with_every_unit_fresh() {
-    use crate::cache::{REGISTRY_CRATES, compiled, summary};
+    use crate::cache::{compiled, summary};
     let env = Env::new();
     let url = remote_url(&env);
-    let a = env.path().join("a/src/app");
-    velo_e2e::copy_fresh(&velo_e2e::fixture("registry-app"), &a);
-    let home_a = env.path().join("a/cargo-home");
-    velo_e2e::private_cargo_home(&home_a, REGISTRY_CRATES, &a);
-    let first = cargo_on(&env, "a", &a, &home_a, &url);
+    let (_, home_a, first) = machine_a(&env, &url, &[]);
     assert!(compiled(&first).len() >= 5, "{}", first.explain());
     assert!(summary(&first).contains("pushed to"), "{}", summary(&first));
 
@@ -312,7 +324,7 @@ fn velo_cargo_on_a_cold_machine_restores_from_the_remote_with_every_unit_fresh()
 /// from the bucket with nothing compiled.
 #[test]
 fn through_a_real_s3_server_machine_b_restores_and_compiles_nothing() {
-    use crate::cache::{REGISTRY_CRATES, compiled, summary};
+    use crate::cache::{compiled, summary};
     let env = Env::new();
     let Some(s3) = velo_e2e::s3_server(
         "through_a_real_s3_server_machine_b_restores_and_compiles_nothing",
@@ -352,11 +364,7 @@ fn through_a_real_s3_server_machine_b_restores_and_compiles_nothing() {
         s3.requests()
     );
 
-    let a = env.path().join("a/src/app");
-    velo_e2e::copy_fresh(&velo_e2e::fixture("registry-app"), &a);
-    let home_a = env.path().join("a/cargo-home");
-    velo_e2e::private_cargo_home(&home_a, REGISTRY_CRATES, &a);
-    let first = cargo_with(&env, "a", &a, &home_a, url, &aws);
+    let (_, home_a, first) = machine_a(&env, url, &aws);
     assert!(compiled(&first).len() >= 5, "{}", first.explain());
     assert!(
         summary(&first).contains("pushed to s3://velo/ci-cache"),
@@ -517,14 +525,10 @@ fn through_a_faulty_network_every_transfer_still_completes() {
 /// names: the older snapshot's record, manifest and index, and a stale pushed tree with its pack.
 #[test]
 fn a_second_snapshot_moves_little_and_prune_keeps_what_the_newest_needs() {
-    use crate::cache::{REGISTRY_CRATES, compiled, summary};
+    use crate::cache::{compiled, summary};
     let env = Env::new();
     let url = remote_url(&env);
-    let a = env.path().join("a/src/app");
-    velo_e2e::copy_fresh(&velo_e2e::fixture("registry-app"), &a);
-    let home_a = env.path().join("a/cargo-home");
-    velo_e2e::private_cargo_home(&home_a, REGISTRY_CRATES, &a);
-    let first = cargo_on(&env, "a", &a, &home_a, &url);
+    let (a, home_a, first) = machine_a(&env, &url, &[]);
     let main = a.join("src/main.rs");
     let text = fs::read_to_string(&main).unwrap();
     fs::write(&main, format!("{text}\n// a one-line edit\n")).unwrap();

@@ -437,3 +437,54 @@ fn the_exit_status_passes_through_and_killing_velo_kills_the_tracees_with(backen
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// The eBPF backend keeps up with a 100,000-stat burst while a cargo build runs beside it on
+/// the same two cores, writing every event to the log as well: nothing is dropped, and every
+/// stat is in the log.
+#[test]
+fn a_stat_burst_beside_a_running_build_drops_nothing() {
+    let _tracing = velo_e2e::tracer_lock();
+    if !velo_e2e::is_root() {
+        velo_e2e::skip(
+            "a_stat_burst_beside_a_running_build_drops_nothing",
+            "loading BPF programs needs root",
+        );
+        return;
+    }
+    let env = Env::new();
+    let raw = raw(&env);
+    let ws = workspace(&env);
+    let log = env.path().join("burst.jsonl");
+    let n = 100_000;
+    let script = format!(
+        "cargo build --offline -q & {} stat {n} Cargo.toml; wait",
+        raw.display()
+    );
+    let run = trace(
+        "ebpf",
+        &env,
+        &ws,
+        &[
+            "--json",
+            "--events",
+            log.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    )
+    .ok();
+    let found = findings(&run);
+    assert_eq!(found["counts"]["dropped"], 0, "{found:#}");
+    let stats = events(&log)
+        .iter()
+        .filter(|e| e["syscall"] == "newfstatat" && e["paths"][0] == "Cargo.toml")
+        .count();
+    assert_eq!(stats, n, "every stat of the burst is in the log");
+    assert!(
+        ws.join("target/debug").is_dir(),
+        "the build ran beside the burst: {}",
+        run.explain()
+    );
+}

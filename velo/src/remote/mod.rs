@@ -128,6 +128,8 @@ pub enum Error {
         "blob {blob} is missing or corrupt in the local store (velo status --verify): nothing unsound is uploaded"
     )]
     Unsound { blob: String },
+    #[error("{0} panicked")]
+    Panicked(&'static str),
     #[error("{0:?} is not a manifest id (64 hex digits)")]
     BadId(String),
     #[error(transparent)]

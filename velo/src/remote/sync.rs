@@ -323,38 +323,73 @@ pub fn fetch_blobs(
         .filter(|(_, frames)| frames.iter().any(|f| needed.contains_key(&f.blob)))
         .map(|(name, _)| name)
         .collect();
-    for batch in packs.chunks(BATCH_OBJECTS) {
-        let keys: Vec<String> = batch.iter().map(|n| pack_key(n)).collect();
-        for ((name, object), got) in batch.iter().zip(&keys).zip(remote.get_many(&keys)) {
-            let Some(bytes) = got.map_err(io(remote, "downloading", object))? else {
-                continue; // gone (a prune): its blobs are looked for alone, then missing
-            };
-            moved.compressed_bytes += bytes.len() as u64;
-            let wanted = |k: &BlobKey| needed.contains_key(&k.file_name());
-            match pack::unpack(name, &index.packs[*name], &bytes, &wanted) {
-                Ok(blobs) => {
-                    blobs.par_iter().try_for_each(|u| {
-                        store
-                            .insert_bytes(u.key.hash, u.key.exec, &u.data)
-                            .map(drop)
-                    })?;
-                    moved.packs += 1;
-                    for u in blobs {
-                        needed.remove(&u.key.file_name());
-                        moved.transferred += 1;
-                        moved.bytes += u.data.len() as u64;
-                    }
-                    // A wanted frame the pack did not give failed its check.
-                    for f in &index.packs[*name] {
-                        if needed.contains_key(&f.blob) {
-                            warn_unused(&format!("blob {} in {object}", f.blob), remote);
+    // Downloads here, checks and stores on another thread: the next packs travel while the
+    // last ones are decompressed, hashed and written.
+    let index = &index;
+    let (needed, unpacked) = std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(&String, String, Vec<u8>)>(BATCH_OBJECTS);
+        let worker = scope.spawn(move || -> Result<_, Error> {
+            let mut needed = needed;
+            let mut moved = Moved::default();
+            for (name, object, bytes) in rx {
+                moved.compressed_bytes += bytes.len() as u64;
+                let frames = &index.packs[name];
+                let wanted = |k: &BlobKey| needed.contains_key(&k.file_name());
+                match pack::unpack(name, frames, &bytes, &wanted) {
+                    Ok(blobs) => {
+                        blobs.par_iter().try_for_each(|u| {
+                            store
+                                .insert_bytes(u.key.hash, u.key.exec, &u.data)
+                                .map(drop)
+                        })?;
+                        moved.packs += 1;
+                        for u in blobs {
+                            needed.remove(&u.key.file_name());
+                            moved.transferred += 1;
+                            moved.bytes += u.data.len() as u64;
+                        }
+                        // A wanted frame the pack did not give failed its check.
+                        for f in frames {
+                            if needed.contains_key(&f.blob) {
+                                warn_unused(&format!("blob {} in {object}", f.blob), remote);
+                            }
                         }
                     }
+                    Err(pack::Bad::Name) => warn_unused(&object, remote),
                 }
-                Err(pack::Bad::Name) => warn_unused(object, remote),
+            }
+            Ok((needed, moved))
+        });
+        let mut downloaded = Ok(());
+        'batches: for batch in packs.chunks(BATCH_OBJECTS) {
+            let keys: Vec<String> = batch.iter().map(|n| pack_key(n)).collect();
+            let got = remote.get_many(&keys);
+            for ((name, object), got) in batch.iter().zip(keys).zip(got) {
+                match got {
+                    // Gone (a prune): its blobs are looked for alone, then missing.
+                    Ok(None) => {}
+                    Ok(Some(bytes)) => {
+                        if tx.send((name, object, bytes)).is_err() {
+                            break 'batches; // the worker stopped: its error says why
+                        }
+                    }
+                    Err(e) => {
+                        downloaded = Err(io(remote, "downloading", &object)(e));
+                        break 'batches;
+                    }
+                }
             }
         }
-    }
+        drop(tx);
+        let worked = worker
+            .join()
+            .unwrap_or(Err(Error::Panicked("checking the downloaded packs")));
+        downloaded.and(worked)
+    })?;
+    moved.packs += unpacked.packs;
+    moved.transferred += unpacked.transferred;
+    moved.bytes += unpacked.bytes;
+    moved.compressed_bytes += unpacked.compressed_bytes;
     // What no pack gave: alone (large blobs, and a pack's blob that failed its check).
     let rest: Vec<(BlobKey, u64)> = needed.values().copied().collect();
     let mut missing = Vec::new();

@@ -13,7 +13,10 @@ use std::process::{Command, Stdio};
 use anyhow::Result;
 
 use super::store::rm;
-use super::{Expect, Options, Times, copy_fixture, measure_interleaved, strace, write_rows};
+use super::{
+    Expect, Options, Times, copy_fixture, measure_interleaved, measure_interleaved_cpu,
+    paired_ratio, strace, write_rows,
+};
 use crate::util::{build_velo, exec, user_cargo, user_command};
 
 pub fn run(opts: &Options) -> Result<()> {
@@ -44,7 +47,9 @@ pub fn run(opts: &Options) -> Result<()> {
     let none = || Ok(());
 
     let mut rows = Vec::new();
+    let mut paired = Vec::new();
     let mut section = |name: &str, n: Times, e: Times, p: Times, s: Times, target: f64| {
+        paired.push(Paired::of(name, &n, &e, &p, &s, target));
         rows.push(n.row(&format!("{name}: native"), "baseline".into()));
         rows.push(e.row(
             &format!("{name}: velo trace --backend ebpf"),
@@ -64,7 +69,9 @@ pub fn run(opts: &Options) -> Result<()> {
         ));
     };
 
-    // Each workload's four commands are timed in turn (see `measure_interleaved`).
+    // Each workload's four commands are timed in turn (see `measure_interleaved`); their CPU
+    // times are kept for the paired table.
+    let cpu_times = std::cell::RefCell::new(Vec::<Vec<Times>>::new());
     let four = |runs: usize, prepare: &dyn Fn() -> Result<()>, args: &[&str]| {
         let (mut n, mut e, mut p, mut s) = (
             || native(args),
@@ -72,24 +79,26 @@ pub fn run(opts: &Options) -> Result<()> {
             || traced("ptrace", args),
             || straced(args),
         );
-        let times = measure_interleaved(
+        let (times, cpu) = measure_interleaved_cpu(
             runs,
             prepare,
             &mut [&mut n, &mut e, &mut p, &mut s],
             Expect::Success,
         )?;
         let [n, e, p, s]: [Times; 4] = times.try_into().expect("four commands");
+        cpu_times.borrow_mut().push(cpu);
         anyhow::Ok((n, e, p, s))
     };
     eprintln!("clean builds …");
-    let runs = opts.runs;
+    // More rounds than the other areas: a round of this VM varies more than the targets' 5 %.
+    let runs = opts.runs.max(8);
     let (n, e, p, s) = four(runs, &clean, &["build"])?;
     section("clean cargo build (fixture)", n, e, p, s, 1.05);
 
     eprintln!("no-op builds …");
     exec(native(&["build"]).stderr(Stdio::null()))?;
     // Fast commands: more runs, so that one disturbed run does not decide.
-    let runs_fast = runs.max(10);
+    let runs_fast = runs.max(20);
     let (n, e, p, s) = four(runs_fast, &none, &["build"])?;
     section("no-op cargo build (fixture)", n, e, p, s, 1.2);
 
@@ -101,7 +110,7 @@ pub fn run(opts: &Options) -> Result<()> {
             .args(find_args);
         c
     };
-    let times = measure_interleaved(
+    let (times, cpu) = measure_interleaved_cpu(
         runs_fast,
         none,
         &mut [
@@ -122,7 +131,8 @@ pub fn run(opts: &Options) -> Result<()> {
         Expect::Success,
     )?;
     let [n, e, p, s]: [Times; 4] = times.try_into().expect("four commands");
-    section("find /usr -name '*.h'", n, e, p, s, 1.2);
+    cpu_times.borrow_mut().push(cpu);
+    section("find /usr -name '*.h'", n, e, p, s, 1.3);
 
     // The fixed cost of each backend: tracing `true`.
     let startup = |backend: &str| {
@@ -162,5 +172,58 @@ pub fn run(opts: &Options) -> Result<()> {
         super::store::machine()?
     )?;
     write_rows(&mut report, &rows)?;
+    writeln!(
+        report,
+        "## Paired per-round ratios\n\nEach round times the four commands of a workload back \
+         to back, so a ratio taken within a round cancels the drift the round shares. Median \
+         of the rounds' ratios, with a 95% confidence interval for it (order statistics). The \
+         ptrace column is its overhead over strace's (traced minus native time), round by \
+         round.\n"
+    )?;
+    writeln!(
+        report,
+        "| workload | eBPF / native, wall | eBPF / native, CPU | eBPF target | ptrace overhead / strace overhead | target |"
+    )?;
+    writeln!(report, "|---|---|---|---|---|---|")?;
+    for (p, cpu) in paired.iter().zip(cpu_times.borrow().iter()) {
+        let cpu_ratio = paired_ratio(&cpu[0], &cpu[1]);
+        writeln!(
+            report,
+            "| {} | {} | {} | ≤ {}× | {} | ≤ 0.5× |",
+            p.name,
+            interval(p.ebpf),
+            interval(cpu_ratio),
+            p.target,
+            interval(p.ptrace_overhead)
+        )?;
+    }
+    writeln!(report)?;
     super::finish(opts, "trace", &report, &work)
+}
+
+/// A workload's paired ratios.
+struct Paired {
+    name: String,
+    target: f64,
+    ebpf: Option<(f64, f64, f64)>,
+    ptrace_overhead: Option<(f64, f64, f64)>,
+}
+
+impl Paired {
+    fn of(name: &str, n: &Times, e: &Times, p: &Times, s: &Times, target: f64) -> Paired {
+        let over = |t: &Times| Times(t.0.iter().zip(&n.0).map(|(t, n)| t - n).collect());
+        Paired {
+            name: name.to_owned(),
+            target,
+            ebpf: paired_ratio(n, e),
+            ptrace_overhead: paired_ratio(&over(s), &over(p)),
+        }
+    }
+}
+
+fn interval(r: Option<(f64, f64, f64)>) -> String {
+    match r {
+        Some((median, lo, hi)) => format!("{median:.3}× [{lo:.3}, {hi:.3}]"),
+        None => "(too few rounds)".into(),
+    }
 }
