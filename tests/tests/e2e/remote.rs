@@ -274,7 +274,8 @@ fn machine_a(
 
 /// Machine B shares nothing with machine A but the remote: not the store, not HOME, not the
 /// checkout path, not CARGO_HOME. Its cold build restores from the remote, compiles nothing,
-/// and the binary works.
+/// and the binary works. A snapshot whose objects went, and a remote that cannot serve, cost a
+/// normal build.
 #[test]
 fn velo_cargo_on_a_cold_machine_restores_from_the_remote_with_every_unit_fresh() {
     use crate::cache::{compiled, summary};
@@ -304,6 +305,21 @@ fn velo_cargo_on_a_cold_machine_restores_from_the_remote_with_every_unit_fresh()
         .ok()
         .stdout();
     assert!(out.contains("spaces=4"), "{out}");
+
+    // A snapshot whose packs went (a prune racing the restore) is a miss: a normal build.
+    for pack in files_under(&env.path().join("remote/packs")) {
+        fs::remove_file(env.path().join("remote/packs").join(pack)).unwrap();
+    }
+    let d = env.path().join("d/app");
+    velo_e2e::copy_fresh(&velo_e2e::fixture("registry-app"), &d);
+    let missed = cargo_on(&env, "d", &d, &home_b, &url);
+    assert!(compiled(&missed).len() >= 5, "{}", missed.explain());
+    assert!(
+        missed.stderr().contains("trying an older one")
+            && summary(&missed).contains("remote: no snapshot of this key"),
+        "{}",
+        missed.explain()
+    );
 
     // A remote that cannot serve costs a normal build, and velo's last line says so.
     let c = env.path().join("c/app");
@@ -481,6 +497,12 @@ fn through_a_faulty_network_every_transfer_still_completes() {
     };
     velo_e2e::generate_tree(&env.path().join("t"), 300, 5);
     env.write("t/big.bin", vec![3u8; 17 << 20]);
+    // Incompressible and over 64 MiB: uploaded in parts, each of which may meet a fault.
+    let mut rng = velo_e2e::Rng::seeded(3);
+    let huge: Vec<u8> = (0..(70 << 20) / 8)
+        .flat_map(|_| rng.next_u64().to_le_bytes())
+        .collect();
+    env.write("t/huge.bin", huge);
     velo(&["ingest", "t", "-o", "t.velo"]).ok();
     let id = velo(&["manifest", "id", "t.velo"]).ok().stdout();
     let id = id.trim();
@@ -495,6 +517,10 @@ fn through_a_faulty_network_every_transfer_still_completes() {
     assert_eq!(pulled["transferred"], pushed[0]["transferred"], "{pulled}");
     let b_id = velo(&["manifest", "id", "b.velo"]).ok().stdout();
     assert_eq!(b_id.trim(), id);
+    assert!(
+        s3.requests().contains("partNumber="),
+        "the 70 MiB blob went up in parts"
+    );
     assert!(
         proxy.injected() >= 3,
         "faults were injected: {} of {} requests",

@@ -206,7 +206,8 @@ async fn put(op: &Operator, key: String, bytes: Vec<u8>) -> io::Result<()> {
     let large = bytes.len() >= MULTIPART;
     let mut write = op.write_with(&key, bytes);
     if large {
-        write = write.chunk(PART).concurrent(4);
+        // Parts one after another: objects already travel several at once (`put_many`).
+        write = write.chunk(PART);
     }
     write.await.map(drop).map_err(to_io)
 }
