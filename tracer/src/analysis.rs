@@ -21,7 +21,7 @@ use std::os::unix::ffi::OsStrExt;
 use serde::Serialize;
 use velo_intercept::table::{self, Platform};
 
-use crate::event::{Event, RawPath};
+use crate::event::{Event, RawPath, Syscall};
 
 /// The roots the analysis looks for.
 #[derive(Debug, Clone, Default)]
@@ -259,19 +259,59 @@ pub struct Recorder<'r> {
     events: Vec<Event>,
     analyzed: usize,
     analyzer: Analyzer<'r>,
+    keep: Keep,
+    /// Events seen but not kept ([`Keep::Findings`]), counted into the findings at the end.
+    passed: Counts,
+    passed_pids: HashSet<i32>,
+}
+
+/// Which events a [`Recorder`] keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    /// Every one (an event log, `velo audit`).
+    All,
+    /// Those a finding can come from: process events, and syscalls that name a path under a
+    /// root, return one, write, or rename. A `find /usr` of 60,000 stats keeps almost none, and
+    /// the reader's memory stays flat.
+    Findings,
 }
 
 impl<'r> Recorder<'r> {
-    pub fn new(roots: &'r Roots, platform: Platform) -> Self {
+    pub fn new(roots: &'r Roots, platform: Platform, keep: Keep) -> Self {
         Self {
             events: Vec::new(),
             analyzed: 0,
             analyzer: Analyzer::new(roots, platform),
+            keep,
+            passed: Counts::default(),
+            passed_pids: HashSet::new(),
         }
     }
 
     pub fn push(&mut self, event: Event) {
+        if self.keep == Keep::Findings
+            && let Event::Syscall(s) = &event
+            && !self.matters(s)
+        {
+            // Counted, as the analysis would count it, and dropped.
+            self.passed.events += 1;
+            self.passed.syscalls += 1;
+            self.passed_pids.insert(s.pid);
+            return;
+        }
         self.events.push(event);
+    }
+
+    /// Whether a finding can come from `s` (see [`Keep::Findings`]).
+    fn matters(&self, s: &Syscall) -> bool {
+        let roots = self.analyzer.roots;
+        s.writes
+            || s.syscall.starts_with("rename")
+            || s.returned.is_some()
+            || s.paths.iter().chain(&s.resolved).any(|p| roots.any(p))
+            // A path the tracer could not resolve may be anywhere.
+            || s.resolved.len() < s.paths.len()
+            || s.resolved.iter().any(|p| p.is_empty())
     }
 
     /// Analyzes up to `max` events not yet analyzed; whether there were any.
@@ -289,7 +329,19 @@ impl<'r> Recorder<'r> {
     pub fn finish(mut self) -> (Vec<Event>, Findings) {
         self.catch_up(usize::MAX);
         let roots = self.analyzer.roots;
-        let findings = add_written_leaks(self.analyzer.finish(), &self.events, roots);
+        let mut findings = self.analyzer.finish();
+        findings.counts.events += self.passed.events;
+        findings.counts.syscalls += self.passed.syscalls;
+        let kept: HashSet<i32> = self
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Syscall(s) => Some(s.pid),
+                _ => None,
+            })
+            .collect();
+        findings.counts.processes += self.passed_pids.difference(&kept).count();
+        let findings = add_written_leaks(findings, &self.events, roots);
         (self.events, findings)
     }
 }
@@ -474,6 +526,53 @@ mod tests {
         assert_eq!(f.unshimmed[0].exe, "/bin/busybox");
         assert_eq!(f.counts.processes, 3);
         assert!(entry_points(Platform::Linux, "no_such_syscall").is_empty());
+    }
+
+    #[test]
+    fn keeping_only_what_findings_need_gives_the_same_findings() {
+        let roots = Roots {
+            canonical: vec!["/vrift_workspace".into()],
+            physical: vec!["/home/a/proj".into()],
+        };
+        let mut events = vec![
+            call(
+                10,
+                "/usr/bin/raw",
+                "openat",
+                "/vrift_workspace/src/lib.rs",
+                None,
+            ),
+            call(10, "/usr/bin/raw", "getcwd", "", Some("/home/a/proj/src")),
+            call(
+                11,
+                "/bin/busybox",
+                "newfstatat",
+                "/home/a/proj/Cargo.toml",
+                None,
+            ),
+        ];
+        for i in 0..100 {
+            events.push(call(
+                12,
+                "/usr/bin/find",
+                "newfstatat",
+                &format!("/usr/lib/{i}"),
+                None,
+            ));
+        }
+        let run = |keep| {
+            let mut r = Recorder::new(&roots, Platform::Linux, keep);
+            for e in &events {
+                r.push(e.clone());
+            }
+            r.finish()
+        };
+        let (all_events, all) = run(Keep::All);
+        let (kept, some) = run(Keep::Findings);
+        assert_eq!(all_events.len(), 103);
+        assert_eq!(kept.len(), 3, "the stats outside every root are not kept");
+        assert_eq!(some, all, "the same findings and counts");
+        assert_eq!(some.counts.processes, 3);
     }
 
     #[test]

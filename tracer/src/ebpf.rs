@@ -488,7 +488,7 @@ impl Decoder {
                         self.cwd.insert(pid, resolved[0].clone());
                     }
                     "fchdir" if raw.ret == 0 => {
-                        match self.descriptor_path(pid, raw.args[0] as i32) {
+                        match self.descriptor_path(pid, raw.args[0] as i32).cloned() {
                             Some(dir) => self.cwd.insert(pid, dir),
                             None => self.cwd.remove(&pid),
                         };
@@ -572,40 +572,39 @@ impl Decoder {
     }
 
     /// The path behind `fd`: from the events, else from `/proc` while the process lives.
-    fn descriptor_path(&mut self, pid: i32, fd: i32) -> Option<RawPath> {
-        if let Some(d) = self.fds.get(&pid).and_then(|fds| fds.get(&fd)) {
-            return Some(d.path.clone());
+    fn descriptor_path(&mut self, pid: i32, fd: i32) -> Option<&RawPath> {
+        let known = self.fds.get(&pid).is_some_and(|fds| fds.contains_key(&fd));
+        if !known {
+            let path = crate::proc::fd(pid, fd)?;
+            // An inherited descriptor: remembered, since the calls that change it are all seen.
+            self.fds.entry(pid).or_default().insert(
+                fd,
+                Descriptor {
+                    path,
+                    cloexec: false,
+                },
+            );
         }
-        let path = crate::proc::fd(pid, fd)?;
-        // An inherited descriptor: remembered, since the calls that change it are all seen.
-        self.fds.entry(pid).or_default().insert(
-            fd,
-            Descriptor {
-                path: path.clone(),
-                cloexec: false,
-            },
-        );
-        Some(path)
+        self.fds.get(&pid)?.get(&fd).map(|d| &d.path)
     }
 
-    /// `path` made absolute; best effort, the process may be gone.
+    /// `path` made absolute; best effort, the process may be gone. The base is borrowed from
+    /// what the decoder keeps: one allocation per path, the result's.
     fn resolve(&mut self, pid: i32, tid: i32, dirfd: Option<i32>, path: &[u8]) -> RawPath {
         if path.starts_with(b"/") {
             return RawPath::from(path);
         }
         let base = match dirfd {
             Some(fd) if fd != libc::AT_FDCWD => self.descriptor_path(pid, fd),
-            _ => match self.cwd.get(&pid) {
-                Some(cwd) => Some(cwd.clone()),
-                None => {
-                    let cwd = crate::proc::cwd(tid);
-                    if let Some(cwd) = &cwd {
-                        self.cwd.insert(pid, cwd.clone());
-                    }
-                    cwd
+            _ => {
+                if !self.cwd.contains_key(&pid)
+                    && let Some(cwd) = crate::proc::cwd(tid)
+                {
+                    self.cwd.insert(pid, cwd);
                 }
-            },
+                self.cwd.get(&pid)
+            }
         };
-        crate::proc::absolute(path, || base)
+        crate::proc::join(base.map(|b| &b[..]), path)
     }
 }

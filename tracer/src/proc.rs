@@ -36,17 +36,25 @@ pub fn absolute(path: &[u8], base: impl FnOnce() -> Option<RawPath>) -> RawPath 
     if path.starts_with(b"/") {
         return RawPath::from(path);
     }
-    match base() {
-        Some(base) if path.is_empty() => base,
-        Some(RawPath(mut base)) => {
-            if !base.ends_with(b"/") {
-                base.push(b'/');
-            }
-            base.extend_from_slice(path);
-            RawPath(base)
-        }
-        None => RawPath::default(),
+    join(base().as_deref(), path)
+}
+
+/// `path` (relative) joined to `base` in one allocation of the final size; `base` itself for
+/// an empty path; empty when the base is unknown.
+pub fn join(base: Option<&[u8]>, path: &[u8]) -> RawPath {
+    let Some(base) = base else {
+        return RawPath::default();
+    };
+    if path.is_empty() {
+        return RawPath::from(base);
     }
+    let mut joined = Vec::with_capacity(base.len() + 1 + path.len());
+    joined.extend_from_slice(base);
+    if !joined.ends_with(b"/") {
+        joined.push(b'/');
+    }
+    joined.extend_from_slice(path);
+    RawPath(joined)
 }
 
 #[cfg(test)]

@@ -38,6 +38,9 @@ pub struct Request {
     /// eBPF's ring buffer, in MiB.
     pub buffer_mib: u32,
     pub command: Vec<OsString>,
+    /// Keep every event in [`Run::events`] (`velo audit` reads them all); otherwise only those
+    /// a finding can come from, unless `events` asks for a log of all.
+    pub keep_all: bool,
 }
 
 impl Request {
@@ -50,6 +53,7 @@ impl Request {
             events: None,
             buffer_mib: velo_tracer::ebpf::DEFAULT_RING_MIB,
             command,
+            keep_all: true,
         }
     }
 }
@@ -160,6 +164,11 @@ pub fn traced(args: &Request, note: &dyn Fn(&str)) -> Result<Run, Error> {
     let recorder = std::cell::RefCell::new(analysis::Recorder::new(
         &roots,
         velo_intercept::table::Platform::Linux,
+        if args.keep_all || args.events.is_some() {
+            analysis::Keep::All
+        } else {
+            analysis::Keep::Findings
+        },
     ));
     let mut sink = |e: Event| recorder.borrow_mut().push(e);
     let mut idle = || recorder.borrow_mut().catch_up(4096);

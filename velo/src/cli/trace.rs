@@ -70,6 +70,7 @@ impl Args {
             events: self.events.clone(),
             buffer_mib: self.buffer,
             command: self.program.command.clone(),
+            keep_all: false,
         }
     }
 }
