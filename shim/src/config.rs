@@ -7,7 +7,7 @@ use crate::bytes;
 use velo_intercept::env;
 use velo_intercept::translate::{self, Mapping};
 
-use crate::environ::{entry, find_shim, getenv};
+use crate::environ::{entry, getenv};
 use crate::once::Once;
 
 /// Longest root, and longest `KEY=VALUE` we keep for re-adding to a child's environment.
@@ -115,14 +115,8 @@ fn load(s: &mut Storage) -> bool {
         map.physical(),
         &mut s.env_physical,
     );
-    let shim = getenv(env::LD_PRELOAD.c())
-        .and_then(find_shim)
-        .unwrap_or(&[]);
-    let env_preload = if shim.is_empty() {
-        &[][..]
-    } else {
-        entry(env::LD_PRELOAD.bytes(), shim, &mut s.env_preload).unwrap_or(&[])
-    };
+    let (shim, env_preload) = crate::environ::shim_preload(&mut s.env_preload);
+    let env_preload = env_preload.unwrap_or(&[]);
     let (Some(env_canonical), Some(env_physical)) = (env_canonical, env_physical) else {
         return false;
     };

@@ -21,6 +21,19 @@ pub fn entry<'b>(key: &[u8], value: &[u8], buf: &'b mut [u8]) -> Option<&'b [u8]
     buf.get(..=len)
 }
 
+/// This library's entry in the environment's `LD_PRELOAD` (empty when it is not there), and
+/// `LD_PRELOAD=<that entry>\0` in `buf` for a child's environment (`None` when there is no
+/// entry or it does not fit).
+pub fn shim_preload(buf: &mut [u8]) -> (&'static [u8], Option<&[u8]>) {
+    let shim = getenv(env::LD_PRELOAD.c())
+        .and_then(find_shim)
+        .unwrap_or(&[]);
+    if shim.is_empty() {
+        return (shim, None);
+    }
+    (shim, entry(env::LD_PRELOAD.bytes(), shim, buf))
+}
+
 /// The entry of a `LD_PRELOAD` list (space- or colon-separated) that is this library.
 pub fn find_shim(list: &'static [u8]) -> Option<&'static [u8]> {
     let name = env::SHIM_FILE_NAME.as_bytes();

@@ -33,7 +33,7 @@ use velo_intercept::env;
 use velo_intercept::mirage::{self, Entry, Image};
 
 use crate::bytes;
-use crate::environ::{entry, find_shim, getenv};
+use crate::environ::{entry, getenv};
 use crate::once::Once;
 use crate::path::{Buf, PATH_MAX};
 use crate::real::keep_errno;
@@ -196,14 +196,8 @@ fn load(s: &mut Storage) -> bool {
             set_cwd(Some(cwd), None);
         }
     }
-    let shim = getenv(env::LD_PRELOAD.c())
-        .and_then(find_shim)
-        .unwrap_or(&[]);
-    let env_preload = if shim.is_empty() {
-        &[][..]
-    } else {
-        entry(env::LD_PRELOAD.bytes(), shim, &mut s.env_preload).map_or(&[][..], statics)
-    };
+    let (shim, env_preload) = crate::environ::shim_preload(&mut s.env_preload);
+    let env_preload = env_preload.map_or(&[][..], statics);
     s.mirage = Some(Mirage {
         upper: upper_static,
         shim,

@@ -91,15 +91,9 @@ pub fn listing(listing: &Listing) -> String {
         "only here",
     ]);
     for s in &listing.snapshots {
-        table.add_row([
-            s.id.clone(),
-            short(&s.key).to_owned(),
-            s.profile.clone(),
-            human::age(s.created),
-            s.files.to_string(),
-            bytes(s.bytes),
-            bytes(s.unique_bytes),
-        ]);
+        let mut row = snapshot_row(&s.id, &s.key, &s.profile, s.created, s.files, s.bytes);
+        row.push(bytes(s.unique_bytes));
+        table.add_row(row);
     }
     format!(
         "{table}\n{} snapshots, {} in all, {} in the store ({:.1}x shared)\n",
@@ -108,6 +102,25 @@ pub fn listing(listing: &Listing) -> String {
         bytes(listing.stored_bytes),
         listing.logical_bytes as f64 / listing.stored_bytes.max(1) as f64
     )
+}
+
+/// A snapshot's row: id, short key, profile, age, files, size.
+fn snapshot_row(
+    id: &str,
+    key: &str,
+    profile: &str,
+    created: u64,
+    files: u64,
+    size: u64,
+) -> Vec<String> {
+    vec![
+        id.to_owned(),
+        short(key).to_owned(),
+        profile.to_owned(),
+        human::age(created),
+        files.to_string(),
+        bytes(size),
+    ]
 }
 
 /// The remote's snapshots, newest first.
@@ -119,14 +132,9 @@ pub fn remote_listing(url: &str, snapshots: &[crate::remote::RemoteSnapshot]) ->
     }
     let mut table = human::table(["snapshot", "key", "profile", "created", "files", "size"]);
     for s in snapshots {
-        table.add_row([
-            s.id.clone(),
-            short(&s.key).to_owned(),
-            s.profile.clone(),
-            human::age(s.created),
-            s.files.to_string(),
-            bytes(s.bytes),
-        ]);
+        table.add_row(snapshot_row(
+            &s.id, &s.key, &s.profile, s.created, s.files, s.bytes,
+        ));
     }
     let keys: std::collections::BTreeSet<&str> = snapshots.iter().map(|s| s.key.as_str()).collect();
     format!(
