@@ -257,6 +257,19 @@ impl Env {
         Cmd { cmd }
     }
 
+    /// A `velo` command as another machine runs it: its own store and HOME, under
+    /// `MACHINE/` in this env's directory (nothing shared with the default store).
+    pub fn velo_on<I, S>(&self, machine: &str, args: I) -> Cmd
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let root = self.path().join(machine);
+        self.velo(args)
+            .env("VELO_STORE", root.join("store"))
+            .env("HOME", root.join("home"))
+    }
+
     /// Runs `velo ingest ARGS… --json`, expects success and returns the JSON summary.
     pub fn ingest_json(&self, args: &[&str]) -> serde_json::Value {
         let mut all = vec!["ingest"];
@@ -305,8 +318,10 @@ impl Cmd {
         self
     }
 
+    /// Runs in `dir`, without the caller's `PWD` (which would name the wrong directory: a
+    /// shell or velo that trusts `PWD` would see the test's directory instead).
     pub fn dir(mut self, dir: impl AsRef<Path>) -> Cmd {
-        self.cmd.current_dir(dir);
+        self.cmd.current_dir(dir).env_remove("PWD");
         self
     }
 
@@ -336,6 +351,15 @@ impl Cmd {
 
     pub fn env(mut self, key: &str, value: impl AsRef<OsStr>) -> Cmd {
         self.cmd.env(key, value);
+        self
+    }
+
+    /// Several variables at once, such as [`S3Server::env`].
+    pub fn envs<K: AsRef<OsStr>, V: AsRef<OsStr>>(
+        mut self,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Cmd {
+        self.cmd.envs(vars);
         self
     }
 

@@ -450,6 +450,14 @@ mod tests {
     use super::*;
     use crate::event::Syscall;
 
+    /// The canonical root and one physical project root.
+    fn roots(physical: impl Into<crate::event::RawPath>) -> Roots {
+        Roots {
+            canonical: vec!["/vrift_workspace".into()],
+            physical: vec![physical.into()],
+        }
+    }
+
     fn call(pid: i32, exe: &str, name: &str, path: &str, returned: Option<&str>) -> Event {
         Event::Syscall(Syscall {
             pid,
@@ -477,10 +485,7 @@ mod tests {
 
     #[test]
     fn the_three_findings_are_told_apart_and_grouped() {
-        let roots = Roots {
-            canonical: vec!["/vrift_workspace".into()],
-            physical: vec!["/home/a/proj".into()],
-        };
+        let roots = roots("/home/a/proj");
         let events = vec![
             call(
                 10,
@@ -530,10 +535,7 @@ mod tests {
 
     #[test]
     fn keeping_only_what_findings_need_gives_the_same_findings() {
-        let roots = Roots {
-            canonical: vec!["/vrift_workspace".into()],
-            physical: vec!["/home/a/proj".into()],
-        };
+        let roots = roots("/home/a/proj");
         let mut events = vec![
             call(
                 10,
@@ -578,10 +580,7 @@ mod tests {
     #[test]
     fn a_root_that_is_not_utf8_still_matches_its_paths() {
         let root = &b"/home/caf\xe9/proj"[..];
-        let roots = Roots {
-            canonical: vec!["/vrift_workspace".into()],
-            physical: vec![root.into()],
-        };
+        let roots = roots(root);
         let mut leak = call(10, "/usr/bin/raw", "getcwd", "", None);
         let mut lossy = call(10, "/usr/bin/raw", "getcwd", "", None);
         if let (Event::Syscall(s), Event::Syscall(t)) = (&mut leak, &mut lossy) {
@@ -599,10 +598,7 @@ mod tests {
     fn recorded_dtrace_output_gives_the_same_findings() {
         let text = include_str!("../../tests/fixtures/trace/dtrace-build.txt");
         let events = crate::dtrace::parse(text).unwrap();
-        let roots = Roots {
-            canonical: vec!["/vrift_workspace".into()],
-            physical: vec!["/Users/alice/proj".into()],
-        };
+        let roots = roots("/Users/alice/proj");
         let f = analyze(&events, &roots, Platform::MacOs);
         assert_eq!(f.uncaught.len(), 1);
         assert_eq!(

@@ -33,6 +33,27 @@ pub fn age(created: u64) -> String {
     }
 }
 
+/// An age as people write it: `30d`, `12h`, `90m`, `45s`.
+pub fn parse_age(text: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: a number and a unit (30d, 12h, 90m, 45s)"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("{text:?}: the unit is s, m, h or d (30d, 12h)")),
+    };
+    n.checked_mul(seconds)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{text:?}: too long"))
+}
+
 /// A borderless table whose first row is a header.
 pub fn table<I, S>(header: I) -> Table
 where
@@ -57,5 +78,27 @@ mod tests {
         assert_eq!(super::bytes(1023), "1023 B");
         assert_eq!(super::bytes(1536), "1.5 KiB");
         assert_eq!(super::bytes(5 << 30), "5.0 GiB");
+    }
+
+    #[test]
+    fn ages_are_a_number_and_a_unit() {
+        use std::time::Duration;
+        assert_eq!(super::parse_age("30d"), Ok(Duration::from_secs(30 * 86400)));
+        assert_eq!(super::parse_age("90m"), Ok(Duration::from_secs(5400)));
+        assert!(
+            super::parse_age("30")
+                .unwrap_err()
+                .contains("unit is s, m, h or d")
+        );
+        assert!(
+            super::parse_age("d")
+                .unwrap_err()
+                .contains("a number and a unit")
+        );
+        assert!(
+            super::parse_age("99999999999999999d")
+                .unwrap_err()
+                .contains("too long")
+        );
     }
 }

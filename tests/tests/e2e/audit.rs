@@ -14,9 +14,7 @@ fn workspace(env: &Env) -> PathBuf {
 fn audit(env: &Env, ws: &Path, args: &[&str]) -> Cmd {
     let mut all = vec!["audit", "--root", ws.to_str().unwrap()];
     all.extend_from_slice(args);
-    let mut cmd = env.velo(all).clean_cargo_env().dir(ws);
-    cmd.cmd.env_remove("PWD");
-    cmd
+    env.velo(all).clean_cargo_env().dir(ws)
 }
 
 /// `ws` built with plain cargo, then `velo audit --no-build --format json`.

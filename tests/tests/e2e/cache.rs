@@ -86,7 +86,6 @@ pub(crate) fn velo_cargo(env: &Env, dir: &Path, home: Option<&Path>, args: &[&st
     let mut all = vec!["cargo"];
     all.extend_from_slice(args);
     let mut cmd = env.velo(all).clean_cargo_env().dir(dir);
-    cmd.cmd.env_remove("PWD");
     if let Some(home) = home {
         cmd = cmd.env("CARGO_HOME", home);
     }
@@ -307,9 +306,11 @@ fn incremental_caches_travel_unless_left_out() {
     copy_fresh(&fixture("inception-ws"), &c);
     let lean = env.path().join("lean-store");
     let velo_lean = |args: &[&str], dir: &Path| {
-        let mut cmd = env.velo(args).clean_cargo_env().dir(dir);
-        cmd = cmd.env("VELO_STORE", &lean);
-        cmd.ok()
+        env.velo(args)
+            .clean_cargo_env()
+            .dir(dir)
+            .env("VELO_STORE", &lean)
+            .ok()
     };
     velo_lean(&["inception", "--", "cargo", "build"], &c);
     velo_lean(&["cache", "save", "--no-incremental"], &c);

@@ -147,19 +147,13 @@ fn b3sum_built_on_one_machine_is_fresh_on_another_through_s3() {
         return;
     };
     let on = |machine: &str, dir: &Path, home: &Path| {
-        let mut cmd = env
-            .velo(["cargo", "build", "--locked", "-v"])
+        env.velo_on(machine, ["cargo", "build", "--locked", "-v"])
             .clean_cargo_env()
             .dir(dir)
-            .env("VELO_STORE", env.path().join(machine).join("store"))
-            .env("HOME", env.path().join(machine).join("home"))
             .env("CARGO_HOME", home)
-            .env("VELO_REMOTE", "s3://velo/corpus");
-        for (k, v) in s3.env() {
-            cmd = cmd.env(k, v);
-        }
-        cmd.cmd.env_remove("PWD");
-        cmd.ok()
+            .env("VELO_REMOTE", "s3://velo/corpus")
+            .envs(s3.env())
+            .ok()
     };
     let a = env.path().join("alice").join(B3SUM);
     published_crate(B3SUM, &a);

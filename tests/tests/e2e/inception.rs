@@ -12,9 +12,7 @@ const CANONICAL: &str = "/vrift_workspace";
 fn inception(env: &Env, dir: &Path, args: &[&str]) -> Cmd {
     let mut all = vec!["inception", "--"];
     all.extend_from_slice(args);
-    let mut cmd = env.velo(all).clean_cargo_env().dir(dir);
-    cmd.cmd.env_remove("PWD");
-    cmd
+    env.velo(all).clean_cargo_env().dir(dir)
 }
 
 /// The fixture workspace copied to `rel` under the env.
@@ -545,7 +543,7 @@ fn cargo_home_is_projected_at_cargo_home_and_survives_a_cleared_environment() {
         out, "home=/cargo-home\nthe real CARGO_HOME\nthe real CARGO_HOME\n/cargo-home\n",
         "{out}"
     );
-    let mut off = env
+    let off = env
         .velo([
             "inception",
             "--no-cargo-home",
@@ -557,7 +555,6 @@ fn cargo_home_is_projected_at_cargo_home_and_survives_a_cleared_environment() {
         .clean_cargo_env()
         .dir(&ws)
         .env("CARGO_HOME", &home);
-    off.cmd.env_remove("PWD");
     let run = off.run();
     assert_ne!(run.code(), Some(0), "no /cargo-home without the mapping");
     assert!(

@@ -7,12 +7,7 @@ use velo_e2e::{Env, files_under};
 
 /// A second machine's view: its own store and HOME, the same remote.
 fn machine_b(env: &Env) -> impl Fn(&[&str]) -> velo_e2e::Cmd + '_ {
-    move |args: &[&str]| {
-        env.velo(args)
-            .env("VELO_STORE", env.path().join("b-store"))
-            .env("HOME", env.path().join("b-home"))
-            .env("VELO_REMOTE", remote_url(env))
-    }
+    move |args: &[&str]| env.velo_on("b", args).env("VELO_REMOTE", remote_url(env))
 }
 
 fn remote_url(env: &Env) -> String {
@@ -76,18 +71,19 @@ fn push_then_pull_moves_only_what_is_missing_and_the_ids_agree() {
     // fetches what it lacks from the remote.
     fs::copy(env.path().join("t.velo"), env.path().join("c.velo")).unwrap();
     let run = env
-        .velo([
-            "run",
-            "--mode",
-            "farm",
-            "--manifest",
-            "c.velo",
-            "--",
-            "cat",
-            "lib/data.bin",
-        ])
-        .env("VELO_STORE", env.path().join("c-store"))
-        .env("HOME", env.path().join("c-home"))
+        .velo_on(
+            "c",
+            [
+                "run",
+                "--mode",
+                "farm",
+                "--manifest",
+                "c.velo",
+                "--",
+                "cat",
+                "lib/data.bin",
+            ],
+        )
         .env("VELO_REMOTE", remote_url(&env))
         .ok();
     assert_eq!(run.stdout().len(), 200_000);
@@ -147,7 +143,7 @@ fn a_corrupted_remote_object_is_detected_and_never_used() {
         !env.path().join("b.velo").exists(),
         "no manifest without its blobs"
     );
-    let blobs = env.path().join("b-store/blobs");
+    let blobs = env.path().join("b/store/blobs");
     let stored: Vec<Vec<u8>> = files_under(&blobs)
         .iter()
         .map(|p| fs::read(blobs.join(p)).unwrap())
@@ -241,19 +237,13 @@ fn cargo_with(
     url: &str,
     extra: &[(&'static str, String)],
 ) -> velo_e2e::Run {
-    let mut cmd = env
-        .velo(["cargo", "build", "--offline"])
+    env.velo_on(machine, ["cargo", "build", "--offline"])
         .clean_cargo_env()
         .dir(dir)
-        .env("VELO_STORE", env.path().join(machine).join("store"))
-        .env("HOME", env.path().join(machine).join("home"))
         .env("CARGO_HOME", home)
-        .env("VELO_REMOTE", url);
-    for (k, v) in extra {
-        cmd = cmd.env(k, v);
-    }
-    cmd.cmd.env_remove("PWD");
-    cmd.ok()
+        .env("VELO_REMOTE", url)
+        .envs(extra.iter().cloned())
+        .ok()
 }
 
 /// Machine A: the registry-app fixture at `a/src/app` with its own `CARGO_HOME`, built with
@@ -350,13 +340,7 @@ fn through_a_real_s3_server_machine_b_restores_and_compiles_nothing() {
     };
     let url = "s3://velo/ci-cache";
     let aws = s3.env();
-    let velo = |args: &[&str]| {
-        let mut cmd = env.velo(args);
-        for (k, v) in &aws {
-            cmd = cmd.env(k, v);
-        }
-        cmd
-    };
+    let velo = |args: &[&str]| env.velo(args).envs(aws.iter().cloned());
     tree(&env);
     velo(&["ingest", "t", "-o", "t.velo"]).ok();
     let id = velo(&["manifest", "id", "t.velo"]).ok().stdout();
@@ -370,7 +354,7 @@ fn through_a_real_s3_server_machine_b_restores_and_compiles_nothing() {
         .json();
     assert_eq!(again[0]["transferred"], 0, "{again}");
     let pulled = velo(&["pull", "--remote", url, id, "-o", "b.velo", "--json"])
-        .env("VELO_STORE", env.path().join("b-store"))
+        .env("VELO_STORE", env.path().join("b/store"))
         .ok()
         .json();
     assert_eq!(pulled["transferred"], 2, "{pulled}");
@@ -487,11 +471,9 @@ fn through_a_faulty_network_every_transfer_still_completes() {
         },
     );
     let velo = |args: &[&str]| {
-        let mut cmd = env.velo(args);
-        for (k, v) in s3.env() {
-            cmd = cmd.env(k, v);
-        }
-        cmd.env("AWS_ENDPOINT_URL", proxy.endpoint())
+        env.velo(args)
+            .envs(s3.env())
+            .env("AWS_ENDPOINT_URL", proxy.endpoint())
             // A stalled answer is given up on after 1 s of silence, and retried.
             .env("VELO_REMOTE_TIMEOUT", "1")
     };
@@ -511,7 +493,7 @@ fn through_a_faulty_network_every_transfer_still_completes() {
         .ok()
         .json();
     let pulled = velo(&["pull", "--remote", url, id, "-o", "b.velo", "--json"])
-        .env("VELO_STORE", env.path().join("b-store"))
+        .env("VELO_STORE", env.path().join("b/store"))
         .ok()
         .json();
     assert_eq!(pulled["transferred"], pushed[0]["transferred"], "{pulled}");
@@ -621,17 +603,14 @@ fn a_second_snapshot_moves_little_and_prune_keeps_what_the_newest_needs() {
     let b = env.path().join("b/builds/app");
     velo_e2e::copy_fresh(&a, &b);
     let _ = fs::remove_dir_all(b.join("target"));
-    let mut cmd = env
-        .velo(["cargo", "build", "--offline"])
+    let build = env
+        .velo_on("b", ["cargo", "build", "--offline"])
         .clean_cargo_env()
         .dir(&b)
-        .env("VELO_STORE", env.path().join("b/store"))
-        .env("HOME", env.path().join("b/home"))
         .env("CARGO_HOME", &home_b)
         .env("XDG_CONFIG_HOME", &config)
-        .env_remove("VELO_REMOTE");
-    cmd.cmd.env_remove("PWD");
-    let build = cmd.ok();
+        .env_remove("VELO_REMOTE")
+        .ok();
     assert_eq!(
         compiled(&build),
         Vec::<String>::new(),

@@ -182,11 +182,8 @@ fn cache_report_formats() {
     velo_e2e::copy_fresh(&velo_e2e::fixture("inception-ws"), &a);
     let b = env.path().join("b");
     velo_e2e::copy_fresh(&velo_e2e::fixture("inception-ws"), &b);
-    let velo = |args: &[&str], dir: &std::path::Path| {
-        let mut cmd = env.velo(args).clean_cargo_env().dir(dir);
-        cmd.cmd.env_remove("PWD");
-        cmd.ok()
-    };
+    let velo =
+        |args: &[&str], dir: &std::path::Path| env.velo(args).clean_cargo_env().dir(dir).ok();
     velo(&["inception", "--", "cargo", "build"], &a);
     let mut settings = insta::Settings::clone_current();
     settings.add_filter(&regex_escape(env.path().to_str().unwrap()), "[ENV]");
@@ -402,21 +399,19 @@ fn audit_traced_report_formats() {
         let ws = env.path().join(format!("leaky-{format}"));
         velo_e2e::copy_tree(&velo_e2e::fixture("leaky-ws"), &ws);
         let out = env.path().join(format!("report.{format}"));
-        let mut cmd = env
-            .velo([
-                "audit",
-                "--root",
-                ws.to_str().unwrap(),
-                "--format",
-                format,
-                "--out",
-                out.to_str().unwrap(),
-            ])
-            .clean_cargo_env()
-            .env("VELO_FIXTURE_BUSYBOX", &busybox)
-            .dir(&ws);
-        cmd.cmd.env_remove("PWD");
-        cmd.ok();
+        env.velo([
+            "audit",
+            "--root",
+            ws.to_str().unwrap(),
+            "--format",
+            format,
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .clean_cargo_env()
+        .env("VELO_FIXTURE_BUSYBOX", &busybox)
+        .dir(&ws)
+        .ok();
         fs::read_to_string(&out).unwrap()
     };
     let mut settings = insta::Settings::clone_current();

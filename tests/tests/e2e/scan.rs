@@ -7,12 +7,10 @@ use velo_e2e::{Cmd, Env, copy_tree, dirty_by_own_input, fixture};
 
 fn build(env: &Env, dir: &Path, projected: bool) {
     if projected {
-        let mut cmd = env
-            .velo(["inception", "--", "cargo", "build"])
+        env.velo(["inception", "--", "cargo", "build"])
             .clean_cargo_env()
-            .dir(dir);
-        cmd.cmd.env_remove("PWD");
-        cmd.ok();
+            .dir(dir)
+            .ok();
     } else {
         Cmd::new("cargo")
             .arg("build")

@@ -27,9 +27,7 @@ fn workspace(env: &Env) -> PathBuf {
 fn trace(backend: &str, env: &Env, dir: &Path, args: &[&str]) -> Cmd {
     let mut all = vec!["trace", "--backend", backend];
     all.extend_from_slice(args);
-    let mut cmd = env.velo(all).clean_cargo_env().dir(dir);
-    cmd.cmd.env_remove("PWD");
-    cmd
+    env.velo(all).clean_cargo_env().dir(dir)
 }
 
 /// The findings JSON velo printed after the command's own output.

@@ -132,35 +132,16 @@ pub struct PruneArgs {
     #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "", required = true)]
     remote: Option<String>,
     /// Keep snapshots newer than this (s, m, h or d: `30d`, `12h`).
-    #[arg(long, value_name = "AGE", default_value = "30d", value_parser = age)]
+    #[arg(long, value_name = "AGE", default_value = "30d", value_parser = velo::human::parse_age)]
     older_than: std::time::Duration,
     /// Leave unreferenced objects younger than this (a push may be about to name them).
-    #[arg(long, value_name = "AGE", default_value = "24h", value_parser = age)]
+    #[arg(long, value_name = "AGE", default_value = "24h", value_parser = velo::human::parse_age)]
     grace: std::time::Duration,
     /// Say what would be deleted; delete nothing.
     #[arg(long)]
     dry_run: bool,
     #[arg(long)]
     json: bool,
-}
-
-/// `30d`, `12h`, `90m`, `45s`.
-fn age(text: &str) -> Result<std::time::Duration, String> {
-    let (number, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: a number and a unit (30d, 12h, 90m, 45s)"))?;
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => return Err(format!("{text:?}: the unit is s, m, h or d (30d, 12h)")),
-    };
-    Ok(std::time::Duration::from_secs(n * seconds))
 }
 
 fn remote(flag: &str) -> Result<Box<dyn velo::remote::Backend>> {

@@ -115,48 +115,7 @@ pub fn run(store_dir: &std::path::Path, args: Args) -> Result<ExitCode> {
             skipped.path, skipped.reason
         );
     }
-    if args.json {
-        output::json(&report)?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!(
-        "ingested {} -> {}",
-        args.dir.display(),
-        report.output.display()
-    );
-    println!("  manifest id  {}", report.manifest_id);
-    println!(
-        "  tree         {} files ({}), {} dirs, {} symlinks",
-        report.files,
-        output::bytes(report.bytes),
-        report.dirs,
-        report.symlinks
-    );
-    println!(
-        "  store        {} new blobs ({}), {} already stored",
-        report.new_blobs,
-        output::bytes(report.new_bytes),
-        output::bytes(report.deduplicated_bytes)
-    );
-    if report.replaced_blobs > 0 {
-        println!(
-            "  healed       {} corrupt blobs quarantined and written again from this tree",
-            report.replaced_blobs
-        );
-    }
-    if report.unchanged_files + report.unchanged_dirs > 0 {
-        println!(
-            "  unchanged    {} files not read again, {} directories not listed again (stat index)",
-            report.unchanged_files, report.unchanged_dirs
-        );
-    }
-    if !report.skipped.is_empty() {
-        println!(
-            "  skipped      {} entries (see warnings above)",
-            report.skipped.len()
-        );
-    }
-    println!("  time         {:.2} s", report.seconds);
+    output::show(args.json, &report, |r| ingest::text::report(&args.dir, r))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -23,6 +23,7 @@
 mod entry;
 mod gitignore;
 pub mod index;
+pub mod text;
 mod tree;
 mod walk;
 

@@ -14,6 +14,7 @@
 
 pub mod diff;
 pub mod encoding;
+pub mod text;
 
 use std::cmp::Ordering;
 use std::fmt;

@@ -101,10 +101,8 @@ pub fn run(opts: &Options) -> Result<()> {
             .env("HOME", work.join(name).join("home"))
             .env("CARGO_HOME", home)
             .env("VELO_REMOTE", url)
-            .env_remove("VELO_REMOTE_MODE");
-        for (k, v) in s3.env() {
-            cmd.env(k, v);
-        }
+            .env_remove("VELO_REMOTE_MODE")
+            .envs(s3.env());
         cmd
     };
 
