@@ -144,11 +144,6 @@ pub struct PruneArgs {
     json: bool,
 }
 
-fn remote(flag: &str) -> Result<Box<dyn velo::remote::Backend>> {
-    let flag = Some(flag).filter(|f| !f.is_empty());
-    Ok(velo::remote::open(&velo::remote::config::required(flag)?)?)
-}
-
 /// The project's key, its target directory, and the snapshot restore would pick.
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
@@ -218,7 +213,7 @@ fn restore_cmd(store: &Path, args: RestoreArgs) -> Result<ExitCode> {
 
 fn list_cmd(store: &Path, args: ListArgs) -> Result<ExitCode> {
     if let Some(flag) = &args.remote {
-        let remote = remote(flag)?;
+        let remote = velo::remote::open_required(Some(flag))?;
         let listed = velo::remote::list_snapshots(remote.as_ref())?;
         output::show(args.json, &listed, |l| {
             cache::text::remote_listing(remote.url(), l)
@@ -231,7 +226,7 @@ fn list_cmd(store: &Path, args: ListArgs) -> Result<ExitCode> {
 }
 
 fn prune_cmd(args: PruneArgs) -> Result<ExitCode> {
-    let remote = remote(args.remote.as_deref().unwrap_or_default())?;
+    let remote = velo::remote::open_required(args.remote.as_deref())?;
     let pruned = velo::remote::prune(remote.as_ref(), args.older_than, args.grace, args.dry_run)?;
     output::show(args.json, &pruned, |p| cache::text::pruned(remote.url(), p))?;
     Ok(ExitCode::SUCCESS)

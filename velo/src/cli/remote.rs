@@ -52,46 +52,24 @@ pub struct PullArgs {
 }
 
 pub fn push(store: &std::path::Path, args: PushArgs) -> Result<ExitCode> {
-    let remote = velo::remote::open(&velo::remote::config::required(args.remote.as_deref())?)?;
+    let remote = velo::remote::open_required(args.remote.as_deref())?;
     let store = Store::open_existing(store)?;
     let mut all = Vec::new();
     for manifest in &args.manifests {
-        let moved = velo::remote::push(&store, remote.as_ref(), manifest)?;
-        if !args.json {
-            println!(
-                "pushed {} ({}): {} of {} blobs uploaded, {} ({} compressed)",
-                manifest.display(),
-                &moved.manifest_id[..16],
-                moved.transferred,
-                moved.blobs,
-                output::bytes(moved.bytes),
-                output::bytes(moved.compressed_bytes)
-            );
-        }
-        all.push(moved);
+        all.push(velo::remote::push(&store, remote.as_ref(), manifest)?);
     }
-    if args.json {
-        output::json(&all)?;
-    }
+    output::show(args.json, &all, |m| {
+        velo::remote::text::pushed(&args.manifests, m)
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn pull(store: &std::path::Path, args: PullArgs) -> Result<ExitCode> {
-    let remote = velo::remote::open(&velo::remote::config::required(args.remote.as_deref())?)?;
+    let remote = velo::remote::open_required(args.remote.as_deref())?;
     let store = Store::open_or_create(store, Access::Private, "velo pull")?;
     let moved = velo::remote::pull(&store, remote.as_ref(), &args.id, &args.output)?;
-    if args.json {
-        output::json(&moved)?;
-    } else {
-        println!(
-            "pulled {} -> {}: {} of {} blobs downloaded, {} ({} compressed)",
-            &moved.manifest_id[..16],
-            args.output.display(),
-            moved.transferred,
-            moved.blobs,
-            output::bytes(moved.bytes),
-            output::bytes(moved.compressed_bytes)
-        );
-    }
+    output::show(args.json, &moved, |m| {
+        velo::remote::text::pulled(&args.output, m)
+    })?;
     Ok(ExitCode::SUCCESS)
 }

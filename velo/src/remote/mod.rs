@@ -62,6 +62,7 @@ pub mod pack;
 pub mod prune;
 pub mod s3;
 pub mod sync;
+pub mod text;
 
 use std::io;
 use std::path::PathBuf;
@@ -296,6 +297,12 @@ impl Backend for Counted {
     fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
     }
+}
+
+/// The remote a command that needs one names: `flag` (`--remote`), else `$VELO_REMOTE`, else
+/// the config file ([`config::required`]), opened.
+pub fn open_required(flag: Option<&str>) -> Result<Box<dyn Backend>, Error> {
+    open(&config::required(flag.filter(|f| !f.is_empty()))?)
 }
 
 /// The remote `settings` name: read-only when their mode says so; every request counted.
