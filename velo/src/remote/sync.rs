@@ -335,18 +335,16 @@ pub fn fetch_blobs(
                 moved.compressed_bytes += bytes.len() as u64;
                 let frames = &index.packs[name];
                 let wanted = |k: &BlobKey| needed.contains_key(&k.file_name());
-                match pack::unpack(name, frames, &bytes, &wanted) {
-                    Ok(blobs) => {
-                        blobs.par_iter().try_for_each(|u| {
-                            store
-                                .insert_bytes(u.key.hash, u.key.exec, &u.data)
-                                .map(drop)
-                        })?;
+                let take =
+                    |k: &BlobKey, data: &[u8]| store.insert_bytes(k.hash, k.exec, data).map(drop);
+                match pack::unpack(name, frames, &bytes, &wanted, &take) {
+                    Ok(taken) => {
                         moved.packs += 1;
-                        for u in blobs {
-                            needed.remove(&u.key.file_name());
-                            moved.transferred += 1;
-                            moved.bytes += u.data.len() as u64;
+                        for key in taken {
+                            if let Some((_, size)) = needed.remove(&key.file_name()) {
+                                moved.transferred += 1;
+                                moved.bytes += size;
+                            }
                         }
                         // A wanted frame the pack did not give failed its check.
                         for f in frames {
@@ -355,6 +353,7 @@ pub fn fetch_blobs(
                             }
                         }
                     }
+                    Err(pack::Bad::Take(e)) => return Err(e.into()),
                     Err(pack::Bad::Name) => warn_unused(&object, remote),
                 }
             }
