@@ -162,7 +162,8 @@ pub fn unpack<E: Send>(
     Ok(taken.map_err(Bad::Take)?.into_iter().flatten().collect())
 }
 
-/// `packed` decompressed, if it holds exactly `size` bytes (never more are decompressed).
+/// `packed` decompressed, if it holds exactly `size` bytes (decompression stops at a bound:
+/// the thread's buffer up to [`ALONE`], `size` + 1 above it).
 pub fn unpack_exactly(packed: &[u8], size: u64) -> Option<Vec<u8>> {
     if size > ALONE {
         let out = unpack_at_most(packed, size)?;
@@ -173,8 +174,8 @@ pub fn unpack_exactly(packed: &[u8], size: u64) -> Option<Vec<u8>> {
 
 /// `f` of `packed` decompressed, if it holds exactly `size` (≤ [`ALONE`]) bytes.
 ///
-/// One call into this thread's buffer, grown to `size` and never past [`ALONE`], which zstd
-/// does not write beyond, with this thread's reused context: the streaming decoder's extra copy
+/// One call into this thread's buffer, grown to at least `size` (its capacity stays below
+/// twice [`ALONE`]), which zstd does not write beyond, with this thread's reused context: the streaming decoder's extra copy
 /// and a fresh context per frame were a fifth of a pull's time. Larger blobs stream (see
 /// [`unpack_at_most`]), so a lying size cannot make velo allocate it up front.
 fn with_unpacked<T>(packed: &[u8], size: u64, f: impl FnOnce(&[u8]) -> T) -> Option<T> {
@@ -199,7 +200,8 @@ fn with_unpacked<T>(packed: &[u8], size: u64, f: impl FnOnce(&[u8]) -> T) -> Opt
         }
         buffer.clear();
         buffer.reserve(size);
-        // Decompresses into the spare capacity, which may exceed `size`: the length tells.
+        // Decompresses into the spare capacity, which may exceed `size`: the length tells. A
+        // `take` that reentered here (it does not) would find the buffer borrowed: a miss.
         context
             .as_mut()?
             .decompress_to_buffer(packed, buffer)
