@@ -177,22 +177,48 @@ pub fn run(
     };
     let mut remote_said = Vec::new();
     let cold = cache::is_cold(&project.target_dir);
-    if cold && let Some(remote) = &remote {
-        // A cold target on a machine without a snapshot of the key: bring the remote's newest.
-        // A remote that is down or wrong costs a normal build, never a failed one.
-        remote_said.push(match fetch_from_remote(store, remote, &project.key.key) {
-            Ok(Some(line)) => line,
-            Ok(None) => "remote: no snapshot of this key".to_owned(),
-            Err(e) => format!("remote unavailable ({e}): building without it"),
-        });
-    }
+    let mut from_remote = false;
+    // The registry sources a snapshot's checks name, before they are hashed: Cargo would
+    // extract them during the build, with new mtimes, and the units would be dirty.
+    let fetch_sources = |snapshots: &[&snapshot::Snapshot]| {
+        fetch_missing_registry_sources(snapshots, &project, args, note);
+    };
     let restore = if cold {
-        fetch_missing_registry_sources(store, &project, args, note);
-        match cache::restore_cold(store, &project, progress) {
-            Ok(Some(r)) => Restore::Restored(r),
-            Ok(None) => Restore::Nothing,
-            Err(e) => Restore::Failed(e.to_string()),
+        let mut restore = None;
+        if let Some(remote) = &remote
+            && !has_local_snapshot(store, &project.key.key)
+        {
+            // A cold target on a machine without a snapshot of the key: the remote's newest,
+            // straight into target/. A remote that is down or wrong costs a normal build,
+            // never a failed one.
+            match restore_from_remote(store, remote, &project, progress, &fetch_sources) {
+                Ok(Some((restored, line))) => {
+                    remote_said.push(line);
+                    from_remote = true;
+                    restore = Some(Restore::Restored(restored));
+                }
+                Ok(None) => remote_said.push("remote: no snapshot of this key".to_owned()),
+                // The local side failed (a full disk): said as a failed restore.
+                Err(RemoteError::Remote(crate::remote::Error::Snapshot(e))) => {
+                    restore = Some(Restore::Failed(e.to_string()));
+                }
+                Err(e) => {
+                    remote_said.push(format!("remote unavailable ({e}): building without it"))
+                }
+            }
         }
+        restore.unwrap_or_else(|| {
+            if let Ok(local) = Store::open_existing(store)
+                && let Ok(stored) = snapshot::list_key(&local, &project.key.key)
+            {
+                fetch_sources(&stored.iter().map(|s| &s.snapshot).collect::<Vec<_>>());
+            }
+            match cache::restore_cold(store, &project, progress) {
+                Ok(Some(r)) => Restore::Restored(r),
+                Ok(None) => Restore::Nothing,
+                Err(e) => Restore::Failed(e.to_string()),
+            }
+        })
     } else {
         Restore::Warm
     };
@@ -211,15 +237,11 @@ pub fn run(
         started,
     );
 
-    let has_snapshot = || {
-        Store::open_existing(store)
-            .ok()
-            .and_then(|s| snapshot::list_key(&s, &project.key.key).ok())
-            .is_some_and(|l| !l.is_empty())
-    };
+    // A build that compiled nothing after a restore from the remote has nothing to add: the
+    // remote holds that snapshot.
     let save = if status.success()
         && !cache::is_cold(&project.target_dir)
-        && (compiled > 0 || !has_snapshot())
+        && (compiled > 0 || !(from_remote || has_local_snapshot(store, &project.key.key)))
     {
         match cache::save(store, &project, true, progress) {
             Ok(s) => Save::Saved(s),
@@ -271,32 +293,42 @@ fn mib(n: u64) -> String {
     format!("{:.1} MiB", n as f64 / f64::from(1 << 20))
 }
 
-/// Fetches the remote's newest snapshot of `key` unless the local store has one already.
-fn fetch_from_remote(
+/// Whether the store at `store_root` holds a snapshot of `key`.
+fn has_local_snapshot(store_root: &Path, key: &str) -> bool {
+    Store::open_existing(store_root)
+        .ok()
+        .and_then(|s| snapshot::list_key(&s, key).ok())
+        .is_some_and(|l| !l.is_empty())
+}
+
+/// Restores the project's cold target straight from the remote's newest snapshot of its key;
+/// with what the remote tier says about it for velo's last line.
+fn restore_from_remote(
     store_root: &Path,
     remote: &Remote,
-    key: &str,
-) -> Result<Option<String>, RemoteError> {
+    project: &Project,
+    progress: &dyn Progress,
+    prepare: &dyn Fn(&[&snapshot::Snapshot]),
+) -> Result<Option<(restore::Restored, String)>, RemoteError> {
     let remote = remote
         .as_ref()
         .map_err(|e| RemoteError::Unopened(e.to_string()))?;
-    if let Ok(local) = Store::open_existing(store_root)
-        && snapshot::list_key(&local, key).is_ok_and(|l| !l.is_empty())
-    {
-        return Ok(None);
-    }
     let store = Store::open_or_create(store_root, crate::store::Access::Private, "velo cargo")?;
     Ok(
-        crate::remote::fetch_snapshot(&store, remote.as_ref(), key)?.map(|(id, moved)| {
-            format!(
-                "fetched snapshot {id} from {} ({} of {} blobs, {}, {} requests)",
-                remote.url(),
-                moved.transferred,
-                moved.blobs,
-                mib(moved.compressed_bytes),
-                moved.requests
-            )
-        }),
+        crate::remote::restore(&store, remote.as_ref(), project, progress, prepare)?.map(
+            |(restored, moved)| {
+                let line = format!(
+                    "fetched snapshot {} from {} ({} of {} blobs, {}, {} requests)",
+                    restored.id,
+                    remote.url(),
+                    moved.transferred,
+                    moved.blobs,
+                    mib(moved.compressed_bytes),
+                    moved.requests
+                );
+                (restored, line)
+            },
+        ),
     )
 }
 
@@ -392,21 +424,15 @@ pub fn parse_args(args: &[OsString]) -> Invocation {
 /// unchanged, instead of arriving during the build, newer than every restored file, and
 /// rerunning the build scripts that watch them.
 fn fetch_missing_registry_sources(
-    store: &Path,
+    snapshots: &[&snapshot::Snapshot],
     project: &Project,
     cargo_args: &[OsString],
     note: &dyn Fn(&str),
 ) {
-    let Ok(store) = Store::open_existing(store) else {
-        return;
-    };
-    let Ok(snapshots) = snapshot::list_key(&store, &project.key.key) else {
-        return;
-    };
     let prefix = format!("{}/", velo_intercept::env::CARGO_HOME_ROOT);
     let missing = snapshots
         .iter()
-        .flat_map(|s| s.snapshot.sources.keys())
+        .flat_map(|s| s.sources.keys())
         .filter(|s| s.starts_with(&prefix))
         .filter(|s| !project.physical(s).exists())
         .count();

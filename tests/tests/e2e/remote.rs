@@ -295,6 +295,57 @@ fn velo_cargo_on_a_cold_machine_restores_from_the_remote_with_every_unit_fresh()
         .ok()
         .stdout();
     assert!(out.contains("spaces=4"), "{out}");
+    // Written straight into target/: B's store gained no blob, and is sound.
+    let status: serde_json::Value = serde_json::from_str(
+        &env.velo_on("b", ["status", "--json", "--verify"])
+            .ok()
+            .stdout(),
+    )
+    .unwrap();
+    assert_eq!(status["blobs"], 0, "{status}");
+    assert_eq!(status["missing_blobs"], serde_json::json!([]), "{status}");
+
+    // A pack whose bytes were changed: its frames fail their check, nothing of it is written,
+    // and the restore is a miss (a normal build that works).
+    let packs = env.path().join("remote/packs");
+    let saved: Vec<(std::path::PathBuf, Vec<u8>)> = files_under(&packs)
+        .iter()
+        .map(|p| {
+            let path = packs.join(p);
+            let bytes = fs::read(&path).unwrap();
+            (path, bytes)
+        })
+        .collect();
+    for (path, bytes) in &saved {
+        let mut forged = bytes.clone();
+        for b in forged.iter_mut().skip(64).step_by(997) {
+            *b ^= 0x5a;
+        }
+        fs::write(path, forged).unwrap();
+    }
+    let e = env.path().join("e/app");
+    velo_e2e::copy_fresh(&velo_e2e::fixture("registry-app"), &e);
+    let forged = cargo_on(&env, "e", &e, &home_b, &url);
+    assert!(compiled(&forged).len() >= 5, "{}", forged.explain());
+    assert!(
+        forged.stderr().contains("not used") && forged.stderr().contains("trying an older one"),
+        "{}",
+        forged.explain()
+    );
+    let out = velo_e2e::Cmd::new(e.join("target/debug/registry-app"))
+        .ok()
+        .stdout();
+    assert!(out.contains("spaces=4"), "{out}");
+    assert!(
+        fs::read_dir(&e)
+            .unwrap()
+            .flatten()
+            .all(|d| !d.file_name().to_string_lossy().starts_with(".velo-restore")),
+        "no half-restored tree is left beside target/"
+    );
+    for (path, bytes) in saved {
+        fs::write(path, bytes).unwrap();
+    }
 
     // A snapshot whose packs went (a prune racing the restore) is a miss: a normal build.
     for pack in files_under(&env.path().join("remote/packs")) {

@@ -61,6 +61,9 @@ pub enum Error {
         "snapshot {id} is missing {count} blob(s) in the store (garbage-collected, corrupt, or of another size than recorded); nothing was restored. Build normally and save again (`velo cargo build`)"
     )]
     MissingBlobs { id: String, count: usize },
+    /// What a [`restore::Supply`] (a remote) said when it could not serve.
+    #[error(transparent)]
+    Supply(Box<dyn std::error::Error + Send + Sync>),
     #[error("snapshot record {}: {reason}", .path.display())]
     BadRecord { path: PathBuf, reason: String },
     #[error("{op} {}: {source}{hint}", .path.display(), hint = disk_full_hint(.source))]
@@ -119,7 +122,7 @@ pub fn restore_cold(
         return Ok(None);
     };
     progress.start("restoring", Some(plan.stored.snapshot.bytes));
-    let restored = restore::apply(&store, project, &plan, &|n| progress.advance(n));
+    let restored = restore::apply(&store, project, &plan, &|n| progress.advance(n), None);
     progress.finish();
     Ok(Some(restored?))
 }

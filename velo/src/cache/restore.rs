@@ -26,11 +26,12 @@
 //! Source contents are never touched; source mtimes only in step 5, only where content is
 //! proven identical.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -40,7 +41,7 @@ use super::snapshot::{self, Snapshot, Stored};
 use super::{Error, Project, hash_sources, io_err};
 use crate::manifest::{Kind, Manifest};
 use crate::run::farm;
-use crate::store::{self, LockMode, Store};
+use crate::store::{self, BlobKey, LockMode, Store};
 
 /// Why a check is restored stale.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -103,7 +104,14 @@ pub struct Plan {
 
 /// The best snapshot of the project's key, or `None` when the key has none.
 pub fn plan(store: &Store, project: &Project) -> Result<Option<Plan>, Error> {
-    let candidates = snapshot::list_key(store, &project.key.key)?;
+    Ok(plan_among(
+        project,
+        snapshot::list_key(store, &project.key.key)?,
+    ))
+}
+
+/// The best of `candidates` (snapshots of the project's key, newest first) for `project`.
+pub fn plan_among(project: &Project, candidates: Vec<Stored>) -> Option<Plan> {
     let sources: BTreeSet<&String> = candidates
         .iter()
         .flat_map(|c| c.snapshot.sources.keys())
@@ -129,7 +137,7 @@ pub fn plan(store: &Store, project: &Project) -> Result<Option<Plan>, Error> {
         // reverse to keep the newest.
         .rev()
         .max_by_key(|(_, e)| e.fresh);
-    Ok(best.map(|(stored, mut evaluation)| {
+    best.map(|(stored, mut evaluation)| {
         let packages = package_mtime::plan(project, &stored.snapshot.packages);
         evaluation.pinned = packages.pins.iter().map(|p| p.units.len()).sum();
         evaluation
@@ -145,7 +153,7 @@ pub fn plan(store: &Store, project: &Project) -> Result<Option<Plan>, Error> {
             clock,
             packages,
         }
-    }))
+    })
 }
 
 /// The clock the kernel stamps file times with (`CLOCK_REALTIME_COARSE`: a file written after
@@ -174,6 +182,20 @@ fn file_clock_after(newest: Option<std::time::SystemTime>) -> std::time::Duratio
     }
 }
 
+/// Where a restore finds the blobs the local store lacks (a remote): each is written straight
+/// into the restored tree, so a cold restore writes its bytes once, not into the store and then
+/// again into `target/`. The local store does not gain them; the next save stores what the
+/// build left.
+pub trait Supply: Sync {
+    /// Hands each of `blobs` (key and size, each once) to `put`, at most once, after checking
+    /// its bytes against its key. Returns how many it could not bring (absent, or failing their
+    /// check); the first error of `put` stops it and is returned.
+    fn supply(&self, blobs: Vec<(BlobKey, u64)>, put: &Put<'_>) -> Result<usize, Error>;
+}
+
+/// What a [`Supply`] hands each blob's checked bytes to.
+pub type Put<'a> = dyn Fn(&BlobKey, &[u8]) -> Result<(), Error> + Sync + 'a;
+
 /// What a restore did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Restored {
@@ -183,6 +205,8 @@ pub struct Restored {
     pub bytes: u64,
     pub reflinked: u64,
     pub copied: u64,
+    /// Files written straight from a [`Supply`] (a remote).
+    pub fetched: u64,
     pub fresh: usize,
     pub stale: Vec<Stale>,
     /// Units made fresh by dating their package's byte-identical files back.
@@ -196,12 +220,14 @@ const STALE_TIME: libc::timespec = libc::timespec {
     tv_nsec: 0,
 };
 
-/// Restores `plan` into `project.target_dir`, which must be missing or empty.
+/// Restores `plan` into `project.target_dir`, which must be missing or empty: from the store,
+/// and what it lacks from `elsewhere` when there is one.
 pub fn apply(
     store: &Store,
     project: &Project,
     plan: &Plan,
     progress: &(dyn Fn(u64) + Sync),
+    elsewhere: Option<&dyn Supply>,
 ) -> Result<Restored, Error> {
     let started = Instant::now();
     let target = &project.target_dir;
@@ -220,12 +246,17 @@ pub fn apply(
         .prefix(".velo-restore-")
         .tempdir_in(parent)
         .map_err(io_err("creating a staging directory in", parent))?;
-    let stats = farm::materialize_with_progress(
+    let absent = match elsewhere {
+        Some(_) => absent_blobs(store, &manifest, staging.path())?,
+        None => HashMap::new(),
+    };
+    let stats = farm::materialize_except(
         store,
         &manifest,
         staging.path(),
         farm::Method::Copy,
         progress,
+        &|blob| absent.contains_key(blob),
     )
     .map_err(|e| match e {
         // A corrupt blob is as good as a missing one: nothing of it reaches target/.
@@ -238,6 +269,35 @@ pub fn apply(
         farm::Error::Store(e) => Error::Store(*e),
         farm::Error::Io { op, path, source } => Error::Io { op, path, source },
     })?;
+
+    let mut fetched = 0;
+    if let Some(supply) = elsewhere
+        && !absent.is_empty()
+    {
+        let put = |blob: &BlobKey, data: &[u8]| -> Result<(), Error> {
+            let Some(absent) = absent.get(blob) else {
+                return Ok(());
+            };
+            // A lying index may offer a blob twice: the first copy, already checked, stays.
+            if absent.made.swap(true, Ordering::Relaxed) {
+                return Ok(());
+            }
+            for path in &absent.paths {
+                write_new(path, data)?;
+                progress(data.len() as u64);
+            }
+            Ok(())
+        };
+        let blobs = absent.iter().map(|(b, a)| (*b, a.size)).collect();
+        let lacking = supply.supply(blobs, &put)?;
+        if lacking > 0 {
+            return Err(Error::MissingBlobs {
+                id: plan.stored.snapshot.id.clone(),
+                count: lacking,
+            });
+        }
+        fetched = absent.values().map(|a| a.paths.len() as u64).sum();
+    }
 
     // 1 ns before the clock reading: every source hashed as unchanged is no newer, and any
     // write from that reading on (even within the same clock tick) is newer.
@@ -297,11 +357,66 @@ pub fn apply(
         bytes: manifest.logical_bytes(),
         reflinked: stats.reflinked,
         copied: stats.copied,
+        fetched,
         fresh: plan.evaluation.fresh,
         stale,
         pinned,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// A blob the store lacks, and where the restored tree has it.
+struct Absent {
+    size: u64,
+    paths: Vec<PathBuf>,
+    made: AtomicBool,
+}
+
+/// The blobs of `manifest` the store lacks or holds unsound, with their paths under `staging`.
+fn absent_blobs(
+    store: &Store,
+    manifest: &Manifest,
+    staging: &Path,
+) -> Result<HashMap<BlobKey, Absent>, Error> {
+    let files: Vec<(BlobKey, u64, &[u8])> = manifest
+        .entries()
+        .iter()
+        .filter_map(|e| match e.kind {
+            Kind::File { size, .. } => Some((e.blob()?, size, e.path.as_slice())),
+            _ => None,
+        })
+        .collect();
+    let lacking: Vec<bool> = files
+        .par_iter()
+        .with_min_len(256)
+        .map(|(blob, size, _)| Ok(store.ensure(blob, *size)? != store::Fitness::Sound))
+        .collect::<Result<_, store::Error>>()?;
+    let mut absent: HashMap<BlobKey, Absent> = HashMap::new();
+    for ((blob, size, path), _) in files.into_iter().zip(lacking).filter(|(_, l)| *l) {
+        absent
+            .entry(blob)
+            .or_insert_with(|| Absent {
+                size,
+                paths: Vec::new(),
+                made: AtomicBool::new(false),
+            })
+            .paths
+            .push(staging.join(store::bytes_to_path(path)));
+    }
+    Ok(absent)
+}
+
+/// Writes a new private file (its mode is set with the others').
+fn write_new(path: &Path, data: &[u8]) -> Result<(), Error> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(data))
+        .map_err(io_err("writing", path))
 }
 
 fn set_mtime(path: &Path, mtime: libc::timespec) -> Result<(), Error> {

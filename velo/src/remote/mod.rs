@@ -60,6 +60,7 @@ pub mod fs;
 pub mod known;
 pub mod pack;
 pub mod prune;
+pub mod restore;
 pub mod s3;
 pub mod sync;
 pub mod text;
@@ -71,7 +72,8 @@ use std::time::SystemTime;
 
 pub use config::{Mode, Settings};
 pub use prune::{Pruned, RemoteSnapshot, list_snapshots, prune};
-pub use sync::{Moved, fetch_blobs, fetch_snapshot, pull, push, push_snapshot};
+pub use restore::restore;
+pub use sync::{Moved, fetch_blobs, pull, push, push_snapshot};
 
 use crate::store::{self, BlobKey};
 

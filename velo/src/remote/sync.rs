@@ -236,10 +236,21 @@ fn groups(blobs: &[(BlobKey, u64)], target: u64) -> Vec<&[(BlobKey, u64)]> {
 /// Brings manifest `id` from `remote` into `output` and the blobs the local store lacks into
 /// `store`; every object is checked against its name first.
 pub fn pull(store: &Store, remote: &dyn Backend, id: &str, output: &Path) -> Result<Moved, Error> {
+    let started = remote.requests();
+    let (bytes, tree) = get_manifest(remote, id)?;
+    // fetch_blobs made the blobs durable: the manifest may name them now.
+    let mut moved = fetch_blobs(store, remote, &tree, id)?;
+    store::write_atomic(output, &bytes, true)?;
+    store.register_root(output)?;
+    moved.requests = remote.requests() - started;
+    Ok(moved)
+}
+
+/// Manifest `id`'s bytes from `remote`, checked against the id, and decoded.
+pub fn get_manifest(remote: &dyn Backend, id: &str) -> Result<(Vec<u8>, Manifest), Error> {
     if !is_id(id) {
         return Err(Error::BadId(id.to_owned()));
     }
-    let started = remote.requests();
     let key = manifest_key(id);
     let bytes = remote
         .get(&key)
@@ -261,15 +272,10 @@ pub fn pull(store: &Store, remote: &dyn Backend, id: &str, output: &Path) -> Res
         id: id.to_owned(),
         actual: format!("{actual}, and it does not decode: {e}"),
     })?;
-    // fetch_blobs made the blobs durable: the manifest may name them now.
-    let mut moved = fetch_blobs(store, remote, &tree, id)?;
-    store::write_atomic(output, &bytes, true)?;
-    store.register_root(output)?;
-    moved.requests = remote.requests() - started;
-    Ok(moved)
+    Ok((bytes, tree))
 }
 
-fn warn_unused(what: &str, remote: &dyn Backend) {
+pub(super) fn warn_unused(what: &str, remote: &dyn Backend) {
     tracing::warn!(
         object = what,
         remote = remote.url(),
@@ -292,20 +298,61 @@ pub fn fetch_blobs(
     id: &str,
 ) -> Result<Moved, Error> {
     let _lock = store.lock(store::LockMode::Shared)?;
+    let all = blobs_of(tree);
+    let mut needed = Vec::new();
+    for &(key, size) in &all {
+        if store.ensure(&key, size)? != store::Fitness::Sound {
+            needed.push((key, size));
+        }
+    }
+    let take = |k: &BlobKey, data: &[u8]| store.insert_bytes(k.hash, k.exec, data).map(drop);
+    let mut fetched = fetch(store, remote, id, needed, &take)?.map_err(Error::Store)?;
+    fetched.moved.blobs = all.len() as u64;
+    if let Some(first) = fetched.missing.first() {
+        return Err(Error::MissingBlobs {
+            url: remote.url().to_owned(),
+            id: id.to_owned(),
+            count: fetched.missing.len(),
+            first: first.clone(),
+        });
+    }
+    store.sync()?;
+    Ok(fetched.moved)
+}
+
+/// What [`fetch`] brought, and the objects it could not have (absent, or failing their check).
+#[derive(Debug, Default)]
+pub struct Fetched {
+    pub moved: Moved,
+    pub missing: Vec<String>,
+}
+
+/// Hands each of `needed` (blobs of manifest `id`, with their sizes) to `take`, once, after
+/// checking it against its key: from the packs the remote's index of `id` names, then alone.
+/// The outer error is the remote's; the inner one is the first that `take` returned, which
+/// stops the fetch. The index is remembered for later pushes ([`known`]) once all came.
+pub fn fetch<E: Send>(
+    store: &Store,
+    remote: &dyn Backend,
+    id: &str,
+    needed: Vec<(BlobKey, u64)>,
+    take: &pack::Take<'_, E>,
+) -> Result<Result<Fetched, E>, Error> {
     let started = remote.requests();
     let mut moved = Moved {
         manifest_id: id.to_owned(),
+        blobs: needed.len() as u64,
         ..Moved::default()
     };
-    let mut needed: HashMap<String, (BlobKey, u64)> = HashMap::new();
-    for (key, size) in blobs_of(tree) {
-        moved.blobs += 1;
-        if store.ensure(&key, size)? != store::Fitness::Sound {
-            needed.insert(key.file_name(), (key, size));
-        }
-    }
+    let needed: HashMap<String, (BlobKey, u64)> = needed
+        .into_iter()
+        .map(|(key, size)| (key.file_name(), (key, size)))
+        .collect();
     if needed.is_empty() {
-        return Ok(moved);
+        return Ok(Ok(Fetched {
+            moved,
+            missing: Vec::new(),
+        }));
     }
     let key = index_key(id);
     let index_bytes = remote.get(&key).map_err(io(remote, "downloading", &key))?;
@@ -323,21 +370,19 @@ pub fn fetch_blobs(
         .filter(|(_, frames)| frames.iter().any(|f| needed.contains_key(&f.blob)))
         .map(|(name, _)| name)
         .collect();
-    // Downloads here, checks and stores on another thread: the next packs travel while the
-    // last ones are decompressed, hashed and written.
+    // Downloads here, checks and hand-overs on another thread: the next packs travel while the
+    // last ones are decompressed, hashed and taken.
     let index = &index;
-    let (needed, unpacked) = std::thread::scope(|scope| {
+    let (downloaded, worked) = std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<(&String, String, Vec<u8>)>(BATCH_OBJECTS);
-        let worker = scope.spawn(move || -> Result<_, Error> {
+        let worker = scope.spawn(move || -> Result<_, E> {
             let mut needed = needed;
             let mut moved = Moved::default();
             for (name, object, bytes) in rx {
                 moved.compressed_bytes += bytes.len() as u64;
                 let frames = &index.packs[name];
                 let wanted = |k: &BlobKey| needed.contains_key(&k.file_name());
-                let take =
-                    |k: &BlobKey, data: &[u8]| store.insert_bytes(k.hash, k.exec, data).map(drop);
-                match pack::unpack(name, frames, &bytes, &wanted, &take) {
+                match pack::unpack(name, frames, &bytes, &wanted, take) {
                     Ok(taken) => {
                         moved.packs += 1;
                         for key in taken {
@@ -353,7 +398,7 @@ pub fn fetch_blobs(
                             }
                         }
                     }
-                    Err(pack::Bad::Take(e)) => return Err(e.into()),
+                    Err(pack::Bad::Take(e)) => return Err(e),
                     Err(pack::Bad::Name) => warn_unused(&object, remote),
                 }
             }
@@ -380,11 +425,14 @@ pub fn fetch_blobs(
             }
         }
         drop(tx);
-        let worked = worker
-            .join()
-            .unwrap_or(Err(Error::Panicked("checking the downloaded packs")));
-        downloaded.and(worked)
-    })?;
+        (downloaded, worker.join())
+    });
+    let (needed, unpacked) = match worked {
+        Ok(Ok(done)) => done,
+        Ok(Err(e)) => return Ok(Err(e)),
+        Err(_) => return Err(Error::Panicked("checking the downloaded packs")),
+    };
+    downloaded?;
     moved.packs += unpacked.packs;
     moved.transferred += unpacked.transferred;
     moved.bytes += unpacked.bytes;
@@ -401,7 +449,9 @@ pub fn fetch_blobs(
             };
             match pack::unpack_exactly(&packed, *size) {
                 Some(data) if blake3::hash(&data) == key.hash => {
-                    store.insert_bytes(key.hash, key.exec, &data)?;
+                    if let Err(e) = take(key, &data) {
+                        return Ok(Err(e));
+                    }
                     moved.transferred += 1;
                     moved.bytes += data.len() as u64;
                     moved.compressed_bytes += packed.len() as u64;
@@ -413,24 +463,20 @@ pub fn fetch_blobs(
             }
         }
     }
-    if let Some(first) = missing.first() {
-        return Err(Error::MissingBlobs {
-            url: remote.url().to_owned(),
-            id: id.to_owned(),
-            count: missing.len(),
-            first: first.clone(),
-        });
-    }
-    store.sync()?;
-    if let Some(bytes) = index_bytes {
+    if missing.is_empty()
+        && let Some(bytes) = index_bytes
+    {
         known::remember(store, remote.url(), id, &bytes);
     }
     moved.requests = remote.requests() - started;
-    Ok(moved)
+    Ok(Ok(Fetched { moved, missing }))
 }
 
 /// The remote's snapshot records of content key `key`, newest first: (object, id, hash).
-fn records(remote: &dyn Backend, key: &str) -> Result<Vec<(String, String, String)>, Error> {
+pub(super) fn records(
+    remote: &dyn Backend,
+    key: &str,
+) -> Result<Vec<(String, String, String)>, Error> {
     let prefix = format!("snapshots/{key}/");
     let mut names = remote
         .list(&prefix)
@@ -447,7 +493,7 @@ fn records(remote: &dyn Backend, key: &str) -> Result<Vec<(String, String, Strin
 }
 
 /// A snapshot record from the remote, if its bytes match its name.
-fn record(
+pub(super) fn record(
     remote: &dyn Backend,
     object: &str,
     id: &str,
@@ -528,42 +574,6 @@ pub fn push_snapshot(
         .map_err(io(remote, "uploading", &object))?;
     moved.requests = remote.requests() - started;
     Ok(moved)
-}
-
-/// Fetches the newest snapshot of content key `key` the remote holds whole (record, manifest
-/// and the blobs the store lacks) into the local store, where `velo cache restore` finds it.
-/// `None` when the remote has no usable snapshot of the key. A record that does not match its
-/// name, or whose objects went missing (a prune), is skipped with a warning.
-pub fn fetch_snapshot(
-    store: &Store,
-    remote: &dyn Backend,
-    key: &str,
-) -> Result<Option<(String, Moved)>, Error> {
-    let started = remote.requests();
-    for (object, id, hash) in records(remote, key)? {
-        let Some((snapshot, bytes)) = record(remote, &object, &id, &hash, key)? else {
-            continue;
-        };
-        let dir = store.snapshots_dir().join(key);
-        std::fs::create_dir_all(&dir).map_err(|source| Error::Local {
-            op: "creating",
-            path: dir.clone(),
-            source,
-        })?;
-        let manifest = dir.join(format!("{id}.velo"));
-        let mut moved = match pull(store, remote, &snapshot.manifest, &manifest) {
-            Ok(moved) => moved,
-            Err(e @ Error::MissingBlobs { .. }) => {
-                eprintln!("velo: warning: snapshot {id}: {e}; trying an older one");
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        store::write_atomic(&dir.join(format!("{id}.json")), &bytes, true)?;
-        moved.requests = remote.requests() - started;
-        return Ok(Some((id, moved)));
-    }
-    Ok(None)
 }
 
 /// Each blob of `tree` once, with its size, in the manifest's order.
