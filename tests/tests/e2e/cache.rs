@@ -193,6 +193,22 @@ fn a_fresh_checkout_restores_with_every_unit_fresh_and_sources_untouched() {
     );
     let app = std::fs::metadata(b.join("target/debug/app")).unwrap();
     assert!(app.mode() & 0o200 != 0, "writable");
+    // The uplifted binary is one file with its deps/ original, as Cargo left it on A.
+    let links = |ws: &Path| {
+        let app = std::fs::metadata(ws.join("target/debug/app")).unwrap();
+        let deps = velo_e2e::files_under(&ws.join("target/debug/deps"))
+            .into_iter()
+            .filter(|f| {
+                std::fs::metadata(ws.join("target/debug/deps").join(f))
+                    .unwrap()
+                    .ino()
+                    == app.ino()
+            })
+            .count();
+        (app.nlink(), deps)
+    };
+    assert_eq!(links(&a), (2, 1), "Cargo links the uplifted binary");
+    assert_eq!(links(&b), links(&a), "restored as Cargo left it");
 }
 
 #[test]

@@ -246,8 +246,9 @@ pub fn apply(
         .prefix(".velo-restore-")
         .tempdir_in(parent)
         .map_err(io_err("creating a staging directory in", parent))?;
+    let links = uplifted(&manifest);
     let absent = match elsewhere {
-        Some(_) => absent_blobs(store, &manifest, staging.path())?,
+        Some(_) => absent_blobs(store, &manifest, staging.path(), &links)?,
         None => HashMap::new(),
     };
     let stats = farm::materialize_except(
@@ -256,7 +257,7 @@ pub fn apply(
         staging.path(),
         farm::Method::Copy,
         progress,
-        &|blob| absent.contains_key(blob),
+        &|path, blob| links.contains_key(path) || absent.contains_key(blob),
     )
     .map_err(|e| match e {
         // A corrupt blob is as good as a missing one: nothing of it reaches target/.
@@ -297,6 +298,12 @@ pub fn apply(
             });
         }
         fetched = absent.values().map(|a| a.paths.len() as u64).sum();
+    }
+    for (uplift, (from, size)) in &links {
+        let to = staging.path().join(store::bytes_to_path(uplift));
+        std::fs::hard_link(staging.path().join(store::bytes_to_path(from)), &to)
+            .map_err(io_err("linking", &to))?;
+        progress(*size);
     }
 
     // 1 ns before the clock reading: every source hashed as unchanged is no newer, and any
@@ -372,11 +379,55 @@ struct Absent {
     made: AtomicBool,
 }
 
-/// The blobs of `manifest` the store lacks or holds unsound, with their paths under `staging`.
+/// The files Cargo hard-links ("uplifts") from `deps/` into the directory above it
+/// (`debug/deps/velo-1f2e…` → `debug/velo`), by path: each with the path of the file in `deps/`
+/// it is restored as a link to, and its size. A restore links them as Cargo left them, rather
+/// than writing a second copy (a quarter of velo's own `target/`). Only a non-empty file directly
+/// in a profile directory (`debug/`, `<triple>/release/`), whose blob a file of that directory's
+/// `deps/` has: two files that merely hold the same bytes elsewhere (empty stamps, build-script
+/// output) stay apart, as Cargo may rewrite one of them in place.
+fn uplifted(manifest: &Manifest) -> HashMap<&[u8], (&[u8], u64)> {
+    let files = || {
+        manifest.entries().iter().filter_map(|e| match e.kind {
+            Kind::File { size, .. } if size > 0 => Some((e.blob()?, size, e.path.as_slice())),
+            _ => None,
+        })
+    };
+    let profile_dir = |dir: &[u8]| {
+        !dir.is_empty() && dir.split(|&b| b == b'/').count() <= 2 && !dir.starts_with(b"build")
+    };
+    let mut in_deps: HashMap<(&[u8], BlobKey), &[u8]> = HashMap::new();
+    for (blob, _, path) in files() {
+        let dir = parent_dir(path);
+        if let Some(profile) = dir.strip_suffix(b"/deps")
+            && profile_dir(profile)
+        {
+            in_deps.entry((profile, blob)).or_insert(path);
+        }
+    }
+    files()
+        .filter_map(|(blob, size, path)| {
+            let dir = parent_dir(path);
+            let from = in_deps.get(&(dir, blob))?;
+            (profile_dir(dir) && *from != path).then_some((path, (*from, size)))
+        })
+        .collect()
+}
+
+/// `path`'s directory (empty at the top).
+fn parent_dir(path: &[u8]) -> &[u8] {
+    path.iter()
+        .rposition(|&b| b == b'/')
+        .map_or(&path[..0], |i| &path[..i])
+}
+
+/// The blobs of `manifest` the store lacks or holds unsound, with their paths under `staging`
+/// (but for the `links`, which are made from another path).
 fn absent_blobs(
     store: &Store,
     manifest: &Manifest,
     staging: &Path,
+    links: &HashMap<&[u8], (&[u8], u64)>,
 ) -> Result<HashMap<BlobKey, Absent>, Error> {
     let files: Vec<(BlobKey, u64, &[u8])> = manifest
         .entries()
@@ -385,6 +436,7 @@ fn absent_blobs(
             Kind::File { size, .. } => Some((e.blob()?, size, e.path.as_slice())),
             _ => None,
         })
+        .filter(|(_, _, path)| !links.contains_key(path))
         .collect();
     let lacking: Vec<bool> = files
         .par_iter()

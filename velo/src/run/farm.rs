@@ -217,27 +217,26 @@ pub fn materialize_with_progress(
     method: Method,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Stats, Error> {
-    materialize_except(store, manifest, dest, method, progress, &|_| false)
+    materialize_except(store, manifest, dest, method, progress, &|_, _| false)
 }
 
-/// [`materialize_with_progress`], but the files of the blobs `elsewhere` names are left for the
-/// caller to make (a restore writes them straight from a remote); they count in
-/// [`Stats::files`], and their directories are made.
+/// [`materialize_with_progress`], but the files `left` names (by path and blob) are left for
+/// the caller to make (a restore writes some straight from a remote, and links others); they
+/// count in [`Stats::files`], and their directories are made.
 pub fn materialize_except(
     store: &Store,
     manifest: &Manifest,
     dest: &Path,
     method: Method,
     progress: &(dyn Fn(u64) + Sync),
-    elsewhere: &(dyn Fn(&BlobKey) -> bool + Sync),
+    left: &(dyn Fn(&[u8], &BlobKey) -> bool + Sync),
 ) -> Result<Stats, Error> {
     // Nothing corrupt, missing or of another size than declared is ever made into a file.
     check_needs(
         store,
         manifest.entries().iter().filter_map(|e| match e.kind {
-            Kind::File { size, .. } => {
-                Some((e.blob()?, size, e.path.as_slice())).filter(|(blob, _, _)| !elsewhere(blob))
-            }
+            Kind::File { size, .. } => Some((e.blob()?, size, e.path.as_slice()))
+                .filter(|(blob, _, path)| !left(path, blob)),
             _ => None,
         }),
     )?;
@@ -266,7 +265,7 @@ pub fn materialize_except(
         .entries()
         .iter()
         .filter_map(|e| {
-            let blob = e.blob().filter(|b| !elsewhere(b))?;
+            let blob = e.blob().filter(|b| !left(&e.path, b))?;
             let size = match e.kind {
                 Kind::File { size, .. } => size,
                 _ => 0,
