@@ -1,6 +1,6 @@
 //! The eBPF backend: kernel programs watch, the traced processes never stop.
 //!
-//! The programs (`velo-ebpf`, C compiled by clang) are loaded with aya: raw tracepoints on
+//! The programs (`velo-ebpf`, C compiled by clang) are loaded with aya: hooks on
 //! `sys_enter`/`sys_exit` filtered by a `watched` map of syscall numbers (filled here from
 //! [`crate::syscalls`]) and a `traced` set of process ids, and `tp_btf` hooks on fork, exec and
 //! exit that grow and shrink that set. The command is forked by hand and waits on a pipe until
@@ -15,8 +15,9 @@
 //! `close`, fork and exec (the kernel reports those calls as short descriptor records). Only a
 //! descriptor the events never showed (inherited by the command) is read from `/proc`.
 //!
-//! Start-up is kept short (~20 ms) by loading without parsing all of the kernel's BTF: [`load`]
-//! says how; [`btf`] finds the four struct offsets and three type ids the programs need.
+//! Start-up is kept short (~10 ms) by loading without parsing all of the kernel's BTF: [`load`]
+//! says how; [`btf`] finds the four struct offsets and four type ids the programs need, once a
+//! boot ([`KERNEL_CACHE`]); the programs are verified in parallel.
 //!
 //! Needs root (`kernel.unprivileged_bpf_disabled`) and a kernel with BTF.
 
@@ -104,7 +105,7 @@ const LAYOUT_FIELDS: [&str; 4] = [
 
 /// `struct layout` of velo.bpf.c: byte offsets of the kernel struct fields the programs read.
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct Layout {
     task_pid: u32,
     task_tgid: u32,
@@ -118,40 +119,131 @@ unsafe impl aya::Pod for Layout {}
 /// Each program and the tracepoint it is attached to.
 const PROGRAMS: [(&str, Hook); 5] = [
     ("velo_sys_enter", Hook::Raw("sys_enter")),
-    ("velo_sys_exit", Hook::Raw("sys_exit")),
+    ("velo_sys_exit", Hook::Btf("sys_exit")),
     ("velo_fork", Hook::Btf("sched_process_fork")),
     ("velo_exec", Hook::Btf("sched_process_exec")),
     ("velo_exit", Hook::Btf("sched_process_exit")),
 ];
 
 /// What the programs need from the kernel's BTF.
+#[derive(Debug, PartialEq)]
 struct Kernel {
     layout: Layout,
     /// The id of each `tp_btf` hook's `btf_trace_<tracepoint>` typedef, by tracepoint.
-    trace_ids: std::collections::HashMap<&'static str, u32>,
+    trace_ids: HashMap<&'static str, u32>,
 }
 
-fn read_kernel() -> Result<Kernel, Error> {
-    let data = btf::vmlinux().map_err(load_err)?;
-    let btf = btf::Btf::parse(&data).map_err(load_err)?;
-    let fields = btf.offsets(&LAYOUT_FIELDS).map_err(load_err)?;
-    let mut trace_ids = std::collections::HashMap::new();
-    for (_, hook) in PROGRAMS {
-        if let Hook::Btf(tp) = hook {
+/// Where [`Kernel::read`] keeps what it found for the rest of this boot: root's, on a tmpfs.
+pub const KERNEL_CACHE: &str = "/run/velo/kernel-btf";
+
+impl Kernel {
+    /// What the kernel's BTF says, from `cache` when it was written during this boot (the
+    /// running kernel's types cannot change before the next), else scanned and written there
+    /// for the next run. Scanning 5 MB of BTF was most of the tracer's start-up; reading the
+    /// cache is one small file. A cache that cannot be read, written or trusted is passed over.
+    fn read(cache: Option<&std::path::Path>) -> Result<Kernel, Error> {
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|b| b.trim().to_owned())
+            .ok()
+            .filter(|b| !b.is_empty());
+        let (Some(cache), Some(boot)) = (cache, boot) else {
+            return Kernel::scan();
+        };
+        if let Some(k) = std::fs::read_to_string(cache)
+            .ok()
+            .and_then(|text| Kernel::parse(&text, &boot))
+        {
+            return Ok(k);
+        }
+        let k = Kernel::scan()?;
+        if let Err(e) = k.write(cache, &boot) {
+            tracing::debug!(cache = %cache.display(), "not caching the kernel's BTF: {e}");
+        }
+        Ok(k)
+    }
+
+    fn scan() -> Result<Kernel, Error> {
+        let data = btf::vmlinux().map_err(load_err)?;
+        let btf = btf::Btf::parse(&data).map_err(load_err)?;
+        let fields = btf.offsets(&LAYOUT_FIELDS).map_err(load_err)?;
+        let mut trace_ids = HashMap::new();
+        for tp in tracepoints() {
             let id = btf
                 .typedef_id(&format!("btf_trace_{tp}"))
                 .map_err(load_err)?;
             trace_ids.insert(tp, id);
         }
+        Ok(Kernel {
+            layout: Layout {
+                task_pid: fields["task_struct.pid"],
+                task_tgid: fields["task_struct.tgid"],
+                task_exit_code: fields["task_struct.exit_code"],
+                bprm_filename: fields["linux_binprm.filename"],
+            },
+            trace_ids,
+        })
     }
-    Ok(Kernel {
-        layout: Layout {
-            task_pid: fields["task_struct.pid"],
-            task_tgid: fields["task_struct.tgid"],
-            task_exit_code: fields["task_struct.exit_code"],
-            bprm_filename: fields["linux_binprm.filename"],
-        },
-        trace_ids,
+
+    /// The cache's text: the boot it belongs to, then one `name value` line per number.
+    fn text(&self, boot: &str) -> String {
+        let l = &self.layout;
+        let mut text = format!("boot {boot}\n");
+        for (name, v) in
+            LAYOUT_FIELDS
+                .iter()
+                .zip([l.task_pid, l.task_tgid, l.task_exit_code, l.bprm_filename])
+        {
+            text += &format!("{name} {v}\n");
+        }
+        for tp in tracepoints() {
+            text += &format!("btf_trace_{tp} {}\n", self.trace_ids[tp]);
+        }
+        text
+    }
+
+    /// The cache's numbers, when it is this boot's and has every one.
+    fn parse(text: &str, boot: &str) -> Option<Kernel> {
+        let values: HashMap<&str, u32> = text
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .filter_map(|(k, v)| Some((k, v.parse().ok()?)))
+            .collect();
+        if text.lines().next()? != format!("boot {boot}") {
+            return None;
+        }
+        let field = |name: &str| values.get(name).copied();
+        let mut trace_ids = HashMap::new();
+        for tp in tracepoints() {
+            trace_ids.insert(tp, field(&format!("btf_trace_{tp}"))?);
+        }
+        Some(Kernel {
+            layout: Layout {
+                task_pid: field("task_struct.pid")?,
+                task_tgid: field("task_struct.tgid")?,
+                task_exit_code: field("task_struct.exit_code")?,
+                bprm_filename: field("linux_binprm.filename")?,
+            },
+            trace_ids,
+        })
+    }
+
+    /// Writes the cache whole or not at all: a temporary file renamed over it.
+    fn write(&self, cache: &std::path::Path, boot: &str) -> std::io::Result<()> {
+        let dir = cache.parent().unwrap_or(std::path::Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let tmp = dir.join(format!(".kernel-btf.{}", std::process::id()));
+        std::fs::write(&tmp, self.text(boot))?;
+        std::fs::rename(&tmp, cache).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+    }
+}
+
+/// The tracepoints the `tp_btf` programs are loaded for.
+fn tracepoints() -> impl Iterator<Item = &'static str> {
+    PROGRAMS.iter().filter_map(|(_, hook)| match hook {
+        Hook::Btf(tp) => Some(*tp),
+        Hook::Raw(_) => None,
     })
 }
 
@@ -176,23 +268,26 @@ pub fn trace(
         return Err(Error::NotRoot);
     }
     let started = std::time::Instant::now();
-    // The kernel's BTF is read on another thread while the maps are made and the raw
-    // tracepoint programs verified.
-    let scan = std::cell::RefCell::new(Some(std::thread::spawn(read_kernel)));
-    let kernel = std::cell::OnceCell::new();
+    // What the kernel's BTF says is read on another thread while the maps are made and the
+    // first programs verified; the tp_btf programs wait for it.
+    let scan = std::sync::Mutex::new(Some(std::thread::spawn(|| {
+        Kernel::read(Some(std::path::Path::new(KERNEL_CACHE)))
+    })));
+    let kernel = std::sync::OnceLock::<Result<Kernel, String>>::new();
     let kernel = || -> Result<&Kernel, Error> {
-        if let Some(k) = kernel.get() {
-            return Ok(k);
-        }
-        let handle = scan
-            .borrow_mut()
-            .take()
-            .ok_or_else(|| load_err("no kernel BTF"))?;
-        let k = handle
-            .join()
-            .map_err(|_| load_err("reading the kernel's BTF panicked"))??;
-        tracing::debug!(elapsed = ?started.elapsed(), layout = ?k.layout, "read the kernel's BTF");
-        Ok(kernel.get_or_init(|| k))
+        kernel
+            .get_or_init(|| {
+                let handle = scan.lock().ok().and_then(|mut h| h.take());
+                let k = handle
+                    .ok_or("no kernel BTF")?
+                    .join()
+                    .map_err(|_| "reading the kernel's BTF panicked")?
+                    .map_err(|e| e.to_string())?;
+                tracing::debug!(elapsed = ?started.elapsed(), layout = ?k.layout, "read the kernel's BTF");
+                Ok(k)
+            })
+            .as_ref()
+            .map_err(|e| Error::Load(e.clone()))
     };
     let btf_id = |tp: &str| -> Result<u32, Error> {
         kernel()?
@@ -519,9 +614,8 @@ impl Decoder {
                     pid,
                     tid: raw.tid as i32,
                     ppid: self.ppid.get(&pid).copied().unwrap_or(0),
-                    exe: self.exe.get(&pid).cloned().unwrap_or_else(|| {
-                        String::from_utf8_lossy(velo_ebpf::c_str(&raw.comm)).into_owned()
-                    }),
+                    // Known from the command, its forks and execs.
+                    exe: self.exe.get(&pid).cloned().unwrap_or_default(),
                     syscall: spec.name.to_owned(),
                     paths,
                     resolved,
@@ -606,5 +700,48 @@ impl Decoder {
             }
         };
         crate::proc::join(base.map(|b| &b[..]), path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kernel_cache_is_used_within_a_boot_and_passed_over_otherwise() {
+        if let Err(e) = std::fs::metadata(btf::VMLINUX) {
+            eprintln!("SKIPPED: no kernel BTF to scan ({e})");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("velo/kernel-btf");
+        let scanned = Kernel::read(Some(&cache)).unwrap();
+        assert_eq!(scanned, Kernel::scan().unwrap());
+        let text = std::fs::read_to_string(&cache).expect("the scan was cached");
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+        assert_eq!(text.lines().next(), Some(&*format!("boot {}", boot.trim())));
+
+        // Within this boot the file is believed, whatever it says: here, one changed number.
+        let changed = text.replace(
+            &format!("task_struct.pid {}", scanned.layout.task_pid),
+            "task_struct.pid 7",
+        );
+        std::fs::write(&cache, &changed).unwrap();
+        assert_eq!(Kernel::read(Some(&cache)).unwrap().layout.task_pid, 7);
+
+        // Another boot's numbers, a missing one or garbage: scanned again, and rewritten.
+        let stale = [
+            changed.replacen("boot ", "boot 0", 1),
+            changed.replace("task_struct.exit_code", "task_struct.other"),
+            "\u{0}garbage".to_owned(),
+        ];
+        for text in stale {
+            std::fs::write(&cache, &text).unwrap();
+            assert_eq!(Kernel::read(Some(&cache)).unwrap(), scanned, "{text:?}");
+            assert_eq!(
+                Kernel::parse(&std::fs::read_to_string(&cache).unwrap(), boot.trim()),
+                Some(Kernel::scan().unwrap())
+            );
+        }
     }
 }

@@ -30,17 +30,15 @@ struct velo_event {
 	__s64 ret;      /* syscall return value */
 	__u64 args[6];
 	__u64 ip;       /* user instruction pointer at the syscall */
-	char comm[16];
 	__u16 len[3];   /* bytes of each string after the header, NUL included */
 	__u16 pad;
 };
 
-_Static_assert(sizeof(struct velo_event) == 112, "size");
+_Static_assert(sizeof(struct velo_event) == 96, "size");
 _Static_assert(__builtin_offsetof(struct velo_event, nr) == 16, "nr");
 _Static_assert(__builtin_offsetof(struct velo_event, args) == 32, "args");
 _Static_assert(__builtin_offsetof(struct velo_event, ip) == 80, "ip");
-_Static_assert(__builtin_offsetof(struct velo_event, comm) == 88, "comm");
-_Static_assert(__builtin_offsetof(struct velo_event, len) == 104, "len");
+_Static_assert(__builtin_offsetof(struct velo_event, len) == 88, "len");
 
 /* How user space describes a watched syscall (`watched` map, indexed by number):
  * bits 0-2: path argument + 1; bits 3-5: second path argument + 1;

@@ -1,7 +1,7 @@
 //! The kernel side of velo's eBPF tracer, and the record it shares with user space.
 //!
 //! The programs are C (`bpf/velo.bpf.c`), compiled by clang from `build.rs` into [`OBJECT`]:
-//! raw tracepoints on `sys_enter`/`sys_exit` for the watched file syscalls, `tp_btf` hooks on
+//! hooks on `sys_enter` (raw) and `sys_exit` (`tp_btf`) for the watched file syscalls, `tp_btf` hooks on
 //! process fork, exec and exit that keep the set of traced processes, a ring buffer and a
 //! counter of dropped events. The kernel struct fields they read are at offsets user space
 //! puts in their `layout` map (`velo_tracer`'s `ebpf::Layout`). A record is a [`Header`]
@@ -68,7 +68,6 @@ pub struct Header {
     pub ret: i64,
     pub args: [u64; 6],
     pub ip: u64,
-    pub comm: [u8; 16],
     /// Bytes of each string after the header, NUL included (0: absent).
     pub len: [u16; 3],
     pub pad: u16,
@@ -141,7 +140,7 @@ mod tests {
     #[test]
     fn the_rust_layout_matches_the_c_header() {
         let found = asserts();
-        assert!(found.len() >= 6, "the header's asserts were read");
+        assert!(found.len() >= 5, "the header's asserts were read");
         for (expr, n) in found {
             let actual = match expr.as_str() {
                 "sizeof(struct velo_event)" => core::mem::size_of::<Header>(),
@@ -154,7 +153,6 @@ mod tests {
                         "nr" => core::mem::offset_of!(Header, nr),
                         "args" => core::mem::offset_of!(Header, args),
                         "ip" => core::mem::offset_of!(Header, ip),
-                        "comm" => core::mem::offset_of!(Header, comm),
                         "len" => core::mem::offset_of!(Header, len),
                         other => panic!("no Rust field for {other}"),
                     }

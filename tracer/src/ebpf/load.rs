@@ -94,15 +94,14 @@ pub struct Loaded {
 }
 
 /// Loads `object`, with the map `events` made `ring_bytes` long, and attaches each program to
-/// its hook. `btf_id` gives the kernel BTF id a `tp_btf` hook's tracepoint is loaded against; it is first asked
-/// after the raw-tracepoint programs are verified, so whatever it waits for has that long to
-/// get ready. `fill` runs before any program is attached, so the programs never see their maps
+/// its hook. `btf_id` gives the kernel BTF id a `tp_btf` hook's tracepoint is loaded against;
+/// the programs are verified in parallel, so whatever it waits for overlaps their verification. `fill` runs before any program is attached, so the programs never see their maps
 /// empty.
 pub fn load(
     object: &[u8],
     ring_bytes: u32,
     programs: &[(&str, Hook)],
-    mut btf_id: impl FnMut(&str) -> Result<u32, Error>,
+    btf_id: impl Fn(&str) -> Result<u32, Error> + Sync,
     fill: impl FnOnce(&mut HashMap<String, Map>) -> Result<(), Error>,
 ) -> Result<Loaded, Error> {
     let mut obj = aya_obj::Object::parse(object).map_err(load_err)?;
@@ -149,30 +148,39 @@ pub fn load(
     .map_err(load_err)?;
     obj.relocate_calls(&text_sections).map_err(load_err)?;
 
-    // Raw tracepoints first: they need nothing from `btf_id`.
-    let mut order: Vec<usize> = (0..programs.len()).collect();
-    order.sort_by_key(|&i| matches!(programs[i].1, Hook::Btf(_)));
-    let mut fds: Vec<Option<OwnedFd>> = programs.iter().map(|_| None).collect();
-    for i in order {
-        let (name, hook) = programs[i];
-        let program = obj
-            .programs
-            .get(name)
-            .ok_or_else(|| load_err(format!("no program {name}")))?;
-        let function = &obj.functions[&program.function_key()];
-        let target = match hook {
-            Hook::Raw(_) => None,
-            Hook::Btf(tp) => Some(btf_id(tp)?),
-        };
-        fds[i] = Some(load_program(
-            name,
-            &function.instructions,
-            &program.license,
-            target,
-        )?);
-    }
-    let fds: Vec<OwnedFd> = fds.into_iter().flatten().collect();
+    // Each program is verified on a thread of its own: verification is most of the start-up,
+    // and the kernel does it on the calling thread. The slowest (sys_exit's) then overlaps the
+    // others and the wait for `btf_id`.
+    let (obj, btf_id) = (&obj, &btf_id);
+    let fds: Vec<Result<OwnedFd, Error>> = std::thread::scope(|s| {
+        let threads: Vec<_> = programs
+            .iter()
+            .map(|&(name, hook)| {
+                s.spawn(move || {
+                    let program = obj
+                        .programs
+                        .get(name)
+                        .ok_or_else(|| load_err(format!("no program {name}")))?;
+                    let function = &obj.functions[&program.function_key()];
+                    let target = match hook {
+                        Hook::Raw(_) => None,
+                        Hook::Btf(tp) => Some(btf_id(tp)?),
+                    };
+                    load_program(name, &function.instructions, &program.license, target)
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Err(load_err("loading a program panicked")))
+            })
+            .collect()
+    });
+    let fds: Vec<OwnedFd> = fds.into_iter().collect::<Result<_, _>>()?;
     fill(&mut maps)?;
+    tracing::debug!("filled the maps");
     let mut links = Vec::new();
     for (&(name, hook), fd) in programs.iter().zip(&fds) {
         // A tp_btf program's tracepoint is the one it was loaded for: no name.
@@ -188,6 +196,7 @@ pub fn load(
         };
         let link = bpf(BPF_RAW_TRACEPOINT_OPEN, &mut open)
             .map_err(|e| load_err(format!("attaching {name} to tracepoint {tp}: {e}")))?;
+        tracing::debug!(program = name, "attached");
         links.push(link);
     }
     Ok(Loaded {
@@ -221,8 +230,23 @@ fn load_program(
     for (dst, src) in attr.prog_name[..15].iter_mut().zip(name.bytes()) {
         *dst = src;
     }
+    // At debug level the verifier reports what it did (BPF_LOG_STATS: instructions processed,
+    // time): most of the tracer's start-up is spent there.
+    let mut stats = [0u8; 512];
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        attr.log_level = 4;
+        attr.log_size = stats.len() as u32;
+        attr.log_buf = stats.as_mut_ptr() as u64;
+    }
     let refused = match bpf(BPF_PROG_LOAD, &mut attr) {
-        Ok(fd) => return Ok(fd),
+        Ok(fd) => {
+            if attr.log_level != 0 {
+                let end = memchr::memchr(0, &stats).unwrap_or(stats.len());
+                let log = String::from_utf8_lossy(&stats[..end]);
+                tracing::debug!(program = name, verifier = %log.trim().replace('\n', "; "));
+            }
+            return Ok(fd);
+        }
         Err(e) => e,
     };
     let mut log = vec![0u8; 1 << 20];
