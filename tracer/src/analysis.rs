@@ -112,6 +112,9 @@ pub struct Findings {
     pub uncaught: Vec<Uncaught>,
     pub leaks: Vec<Leak>,
     pub unshimmed: Vec<Unshimmed>,
+    /// The eBPF programs' costs, when asked for (`velo trace --program-costs`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub programs: Vec<crate::backend::ProgramCost>,
 }
 
 impl Findings {

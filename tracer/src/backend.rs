@@ -68,6 +68,19 @@ pub struct Options {
     pub shim_file_name: String,
     /// ptrace: stop at every syscall's exit for its return value (for an event log).
     pub returns: bool,
+    /// eBPF: have the kernel count each program's runs and run time (`BPF_ENABLE_STATS`,
+    /// ~20 ns per run while it is on), for [`Traced::programs`].
+    pub program_costs: bool,
+}
+
+/// What one kernel program cost during a traced run, by the kernel's own count.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ProgramCost {
+    pub name: String,
+    /// Times it ran, on every CPU: for the syscall hooks, every syscall of the machine.
+    pub runs: u64,
+    /// Nanoseconds it ran in all.
+    pub ns: u64,
 }
 
 /// How a traced command ended, and what was lost.
@@ -76,6 +89,8 @@ pub struct Traced {
     pub outcome: Outcome,
     /// Events the kernel could not queue (eBPF's ring buffer was full).
     pub dropped: u64,
+    /// Each kernel program's cost, when [`Options::program_costs`] asked for it.
+    pub programs: Vec<ProgramCost>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,10 +120,11 @@ pub fn trace(
     match backend {
         #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
         Backend::Ebpf => {
-            let traced = crate::ebpf::trace(cmd, opts.ring_bytes, sink, idle)?;
+            let traced = crate::ebpf::trace(cmd, opts.ring_bytes, opts.program_costs, sink, idle)?;
             Ok(Traced {
                 outcome: traced.outcome,
                 dropped: traced.dropped,
+                programs: traced.programs,
             })
         }
         #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
@@ -124,12 +140,14 @@ pub fn trace(
             Ok(Traced {
                 outcome,
                 dropped: 0,
+                programs: Vec::new(),
             })
         }
         #[cfg(target_os = "macos")]
         Backend::Dtrace => Ok(Traced {
             outcome: crate::dtrace::trace(cmd, sink).map_err(Error::Dtrace)?,
             dropped: 0,
+            programs: Vec::new(),
         }),
         #[allow(
             unreachable_patterns,

@@ -60,11 +60,13 @@ pub fn unavailable() -> Option<String> {
 }
 
 /// What a traced run gave besides the events.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Traced {
     pub outcome: Outcome,
     /// Events the kernel could not queue (the ring buffer was full).
     pub dropped: u64,
+    /// Each program's runs and run time, when asked for.
+    pub programs: Vec<crate::backend::ProgramCost>,
 }
 
 fn load_err(e: impl std::fmt::Display) -> Error {
@@ -253,10 +255,12 @@ pub const DEFAULT_RING_MIB: u32 = 8;
 /// Runs `cmd` watched by the kernel programs, passing every event to `sink`. Events travel
 /// through a ring buffer of `ring_bytes` (a power of two, at least a page). `idle` runs when
 /// the buffer is empty, for a bounded piece of other work; while it says it did some, the
-/// reader looks at the buffer again rather than sleep.
+/// reader looks at the buffer again rather than sleep. With `program_costs` the kernel counts
+/// each program's runs and run time meanwhile.
 pub fn trace(
     cmd: &Command,
     ring_bytes: u32,
+    program_costs: bool,
     sink: &mut dyn FnMut(Event),
     idle: &mut dyn FnMut() -> bool,
 ) -> Result<Traced, Error> {
@@ -317,6 +321,11 @@ pub fn trace(
         let mut map_layout: Array<_, Layout> =
             Array::try_from(map_mut(maps, "layout")?).map_err(load_err)?;
         map_layout.set(0, layout, 0).map_err(load_err)
+    };
+    // Held while the command runs: the kernel keeps run-time statistics while it is open.
+    let _stats = match program_costs {
+        true => Some(load::enable_stats()?),
+        false => None,
     };
     let mut loaded = load::load(velo_ebpf::OBJECT, ring_bytes, &PROGRAMS, btf_id, fill)?;
     tracing::debug!(elapsed = ?started.elapsed(), "attached the programs");
@@ -409,7 +418,15 @@ pub fn trace(
     )
     .and_then(|a| a.get(&0, 0))
     .unwrap_or(0);
-    Ok(Traced { outcome, dropped })
+    let programs = match program_costs {
+        true => loaded.costs()?,
+        false => Vec::new(),
+    };
+    Ok(Traced {
+        outcome,
+        dropped,
+        programs,
+    })
 }
 
 /// A forked child that waits on a pipe before it execs the command.

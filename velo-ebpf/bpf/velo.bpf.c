@@ -250,6 +250,26 @@ int velo_sys_exit(__u64 *ctx)
 	__u32 tgid = id >> 32, tid = (__u32)id;
 	if (!bpf_map_lookup_elem(&traced, &tgid))
 		return 0;
+	if (spec & VELO_SPEC_DESCRIPTOR) {
+		/* The header alone, built in place in the ring: the reader wants the descriptors,
+		 * not a name. (`find` closes a descriptor for every file it stats.) */
+		struct velo_event *d = bpf_ringbuf_reserve(&events, sizeof(*d), 0);
+		if (!d) {
+			count_drop();
+			return 0;
+		}
+		__builtin_memset(d, 0, sizeof(*d));
+		d->kind = VELO_DESCRIPTOR;
+		d->pid = tgid;
+		d->tid = tid;
+		d->nr = nr;
+		d->ret = ret;
+		d->args[0] = regs->di;
+		d->args[1] = regs->si;
+		d->args[2] = regs->dx;
+		bpf_ringbuf_submit(d, wakeup_flags(sizeof(*d)));
+		return 0;
+	}
 	__u32 zero = 0;
 	struct record *r = bpf_map_lookup_elem(&scratch, &zero);
 	if (!r)
@@ -273,7 +293,7 @@ int velo_sys_exit(__u64 *ctx)
 			h->args[i] = p->args[i];
 		h->ip = p->ip;
 	}
-	h->kind = (spec & VELO_SPEC_DESCRIPTOR) ? VELO_DESCRIPTOR : VELO_SYSCALL;
+	h->kind = VELO_SYSCALL;
 	h->pid = tgid;
 	h->tid = tid;
 	h->aux = 0;
@@ -281,11 +301,6 @@ int velo_sys_exit(__u64 *ctx)
 	h->ret = ret;
 	h->len[0] = h->len[1] = h->len[2] = 0;
 	h->pad = 0;
-	if (spec & VELO_SPEC_DESCRIPTOR) {
-		/* The header alone: the reader wants the descriptors, not the name. */
-		send(r, 0);
-		return 0;
-	}
 	/* Arguments are picked by index into args[] (masked: the verifier sees the bound), not
 	 * by a switch per string, whose branches multiplied the states the verifier explores. */
 	__u32 a0 = spec & 7, a1 = (spec >> 3) & 7, rarg = (spec >> 6) & 7;

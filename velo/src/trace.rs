@@ -41,6 +41,8 @@ pub struct Request {
     /// Keep every event in [`Run::events`] (`velo audit` reads them all); otherwise only those
     /// a finding can come from, unless `events` asks for a log of all.
     pub keep_all: bool,
+    /// eBPF: count each kernel program's runs and run time ([`Findings::programs`]).
+    pub program_costs: bool,
 }
 
 impl Request {
@@ -54,6 +56,7 @@ impl Request {
             buffer_mib: velo_tracer::ebpf::DEFAULT_RING_MIB,
             command,
             keep_all: true,
+            program_costs: false,
         }
     }
 }
@@ -179,11 +182,12 @@ pub fn traced(args: &Request, note: &dyn Fn(&str)) -> Result<Run, Error> {
             ring_bytes: args.buffer_mib << 20,
             shim_file_name: velo_intercept::env::SHIM_FILE_NAME.into(),
             returns: args.events.is_some(),
+            program_costs: args.program_costs,
         },
         &mut sink,
         &mut idle,
     )?;
-    let (outcome, dropped) = (traced.outcome, traced.dropped);
+    let (outcome, dropped, programs) = (traced.outcome, traced.dropped, traced.programs);
     let (events, findings) = recorder.into_inner().finish();
     if let Some(f) = sink_file.as_mut() {
         for e in &events {
@@ -203,6 +207,7 @@ pub fn traced(args: &Request, note: &dyn Fn(&str)) -> Result<Run, Error> {
         findings.unshimmed.clear();
     }
     findings.counts.dropped = dropped;
+    findings.programs = programs;
     if dropped > 0 {
         note(&format!(
             "warning: {dropped} events were dropped (the ring buffer was full): findings may be incomplete; a larger --buffer (now {} MiB) keeps them",
@@ -256,6 +261,28 @@ pub fn exit_code(outcome: velo_tracer::command::Outcome) -> std::process::ExitCo
             std::process::ExitCode::from(128 + sig as u8)
         }
     }
+}
+
+/// What each kernel program cost (`--program-costs`): runs, time, and time per run; and the
+/// total per event delivered, what a traced file syscall cost the machine in BPF programs.
+pub fn program_costs(f: &Findings) -> String {
+    let mut table = crate::human::table(["program", "runs", "ms", "ns/run"]);
+    let per = |ns: u64, n: u64| if n == 0 { 0 } else { ns / n };
+    for p in &f.programs {
+        table.add_row([
+            p.name.clone(),
+            p.runs.to_string(),
+            format!("{:.1}", p.ns as f64 / 1e6),
+            per(p.ns, p.runs).to_string(),
+        ]);
+    }
+    let total: u64 = f.programs.iter().map(|p| p.ns).sum();
+    format!(
+        "{table}\nall programs: {:.1} ms, {} ns per event delivered ({} events; the syscall hooks run for every syscall of the machine)\n",
+        total as f64 / 1e6,
+        per(total, f.counts.events as u64),
+        f.counts.events
+    )
 }
 
 /// The counts line of a traced run: `(backend): N events, …`.

@@ -486,3 +486,80 @@ fn a_stat_burst_beside_a_running_build_drops_nothing() {
         run.explain()
     );
 }
+
+/// `--program-costs` reports the kernel's own count of each program's runs and run time: the
+/// syscall hooks ran at least once per traced stat, and every program is named.
+#[test]
+fn program_costs_are_the_kernels_count_of_each_program() {
+    let _tracing = velo_e2e::tracer_lock();
+    let env = Env::new();
+    let raw = raw(&env);
+    let n = 2000;
+    let stat = [raw.to_str().unwrap(), "stat", "2000", "/"];
+    let ptrace = trace(
+        "ptrace",
+        &env,
+        env.path(),
+        &[&["--program-costs", "--"][..], &stat].concat(),
+    )
+    .ok();
+    assert!(
+        ptrace
+            .stderr()
+            .contains("the ptrace backend runs no kernel programs"),
+        "{}",
+        ptrace.explain()
+    );
+    if !velo_e2e::is_root() {
+        velo_e2e::skip(
+            "program_costs_are_the_kernels_count_of_each_program",
+            "loading BPF programs needs root",
+        );
+        return;
+    }
+    let run = trace(
+        "ebpf",
+        &env,
+        env.path(),
+        &[&["--program-costs", "--json", "--"][..], &stat].concat(),
+    )
+    .ok();
+    let found = findings(&run);
+    let programs = found["programs"].as_array().expect("programs in the JSON");
+    let names: Vec<&str> = programs
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "velo_sys_enter",
+            "velo_sys_exit",
+            "velo_fork",
+            "velo_exec",
+            "velo_exit"
+        ]
+    );
+    for p in &programs[..2] {
+        assert!(p["runs"].as_u64().unwrap() >= n, "{p}");
+        assert!(p["ns"].as_u64().unwrap() > 0, "{p}");
+    }
+    let exec = &programs[3];
+    assert!(
+        exec["runs"].as_u64().unwrap() >= 1,
+        "the command's exec: {exec}"
+    );
+
+    let text = trace(
+        "ebpf",
+        &env,
+        env.path(),
+        &[&["--program-costs", "--"][..], &stat].concat(),
+    )
+    .ok();
+    assert!(
+        text.stderr().contains("velo_sys_exit") && text.stderr().contains("ns per event delivered"),
+        "{}",
+        text.explain()
+    );
+}

@@ -18,7 +18,10 @@ use aya_obj::generated::bpf_insn;
 use super::{Error, load_err};
 
 const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
+const BPF_ENABLE_STATS: libc::c_long = 32;
+const BPF_STATS_RUN_TIME: u32 = 0;
 const BPF_PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
 const BPF_PROG_TYPE_TRACING: u32 = 26;
 const BPF_TRACE_RAW_TP: u32 = 23;
@@ -68,9 +71,18 @@ struct RawTracepointOpen {
     _pad: u32,
 }
 
-fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<OwnedFd> {
+/// `union bpf_attr` for `BPF_OBJ_GET_INFO_BY_FD`.
+#[repr(C)]
+struct ObjGetInfo {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+/// A `bpf(2)` command that answers with a number (a descriptor, or 0).
+fn bpf_call<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<i64> {
     // SAFETY: `attr` is the `bpf_attr` layout of `cmd`, its pointers valid for the call.
-    let fd = unsafe {
+    let n = unsafe {
         libc::syscall(
             libc::SYS_bpf,
             cmd,
@@ -78,11 +90,25 @@ fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<OwnedFd> {
             size_of::<T>() as libc::c_uint,
         )
     };
-    if fd < 0 {
+    if n < 0 {
         return Err(std::io::Error::last_os_error());
     }
+    Ok(n)
+}
+
+/// A `bpf(2)` command that returns a new descriptor.
+fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<OwnedFd> {
+    let fd = bpf_call(cmd, attr)?;
     // SAFETY: a new descriptor the kernel just returned to us.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Turns on the kernel's count of each BPF program's runs and run time, until the returned
+/// descriptor is closed.
+pub fn enable_stats() -> Result<OwnedFd, Error> {
+    let mut kind = BPF_STATS_RUN_TIME;
+    bpf(BPF_ENABLE_STATS, &mut kind)
+        .map_err(|e| load_err(format!("enabling BPF run-time statistics: {e}")))
 }
 
 /// The object's maps and its programs, attached; everything is detached and freed on drop.
@@ -90,7 +116,33 @@ pub struct Loaded {
     pub maps: HashMap<String, Map>,
     /// Attachments first: dropped before the programs they hold.
     _links: Vec<OwnedFd>,
-    _programs: Vec<OwnedFd>,
+    programs: Vec<(&'static str, OwnedFd)>,
+}
+
+impl Loaded {
+    /// Each program's runs and run time so far, as the kernel counts them (see
+    /// [`enable_stats`]; zero without it).
+    pub fn costs(&self) -> Result<Vec<crate::backend::ProgramCost>, Error> {
+        self.programs
+            .iter()
+            .map(|(name, fd)| {
+                // SAFETY: plain old data; all zeroes is a valid value.
+                let mut info: aya_obj::generated::bpf_prog_info = unsafe { std::mem::zeroed() };
+                let mut attr = ObjGetInfo {
+                    bpf_fd: fd.as_raw_fd() as u32,
+                    info_len: size_of_val(&info) as u32,
+                    info: std::ptr::from_mut(&mut info) as u64,
+                };
+                bpf_call(BPF_OBJ_GET_INFO_BY_FD, &mut attr)
+                    .map_err(|e| load_err(format!("reading program {name}'s statistics: {e}")))?;
+                Ok(crate::backend::ProgramCost {
+                    name: (*name).to_owned(),
+                    runs: info.run_cnt,
+                    ns: info.run_time_ns,
+                })
+            })
+            .collect()
+    }
 }
 
 /// Loads `object`, with the map `events` made `ring_bytes` long, and attaches each program to
@@ -100,7 +152,7 @@ pub struct Loaded {
 pub fn load(
     object: &[u8],
     ring_bytes: u32,
-    programs: &[(&str, Hook)],
+    programs: &[(&'static str, Hook)],
     btf_id: impl Fn(&str) -> Result<u32, Error> + Sync,
     fill: impl FnOnce(&mut HashMap<String, Map>) -> Result<(), Error>,
 ) -> Result<Loaded, Error> {
@@ -202,7 +254,7 @@ pub fn load(
     Ok(Loaded {
         maps,
         _links: links,
-        _programs: fds,
+        programs: programs.iter().map(|(name, _)| *name).zip(fds).collect(),
     })
 }
 

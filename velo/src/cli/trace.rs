@@ -38,6 +38,10 @@ pub struct Args {
     /// bigger buffer rides out longer stalls of the reader, and costs ~0.6 ms of start-up per MiB.
     #[arg(long, value_name = "MIB", default_value_t = velo_tracer::ebpf::DEFAULT_RING_MIB, value_parser = ring_mib)]
     buffer: u32,
+    /// eBPF: print what each kernel program cost (runs, time, ns per run, from the kernel's
+    /// own BPF statistics) on stderr, and in the --json output as `programs`.
+    #[arg(long)]
+    program_costs: bool,
     #[command(flatten)]
     program: super::Program,
 }
@@ -49,6 +53,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
     } else {
         eprintln!("velo trace {}", velo::trace::summary(&run.findings));
         print!("{}", velo::trace::text(&run.findings));
+    }
+    if args.program_costs && run.findings.programs.is_empty() {
+        eprintln!(
+            "velo trace: --program-costs: the {} backend runs no kernel programs; only --backend ebpf has costs to show",
+            run.findings.backend
+        );
+    } else if args.program_costs && !args.json {
+        eprint!("{}", velo::trace::program_costs(&run.findings));
     }
     Ok(velo::trace::exit_code(run.outcome))
 }
@@ -71,6 +83,7 @@ impl Args {
             buffer_mib: self.buffer,
             command: self.program.command.clone(),
             keep_all: false,
+            program_costs: self.program_costs,
         }
     }
 }
