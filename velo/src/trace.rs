@@ -267,7 +267,7 @@ pub fn exit_code(outcome: velo_tracer::command::Outcome) -> std::process::ExitCo
 /// total per event delivered, what a traced file syscall cost the machine in BPF programs.
 pub fn program_costs(f: &Findings) -> String {
     let mut table = crate::human::table(["program", "runs", "ms", "ns/run"]);
-    let per = |ns: u64, n: u64| if n == 0 { 0 } else { ns / n };
+    let per = |ns: u64, n: u64| ns.checked_div(n).unwrap_or(0);
     for p in &f.programs {
         table.add_row([
             p.name.clone(),
