@@ -17,7 +17,8 @@ use super::{Backend, output};
 #[command(after_help = "Examples:\n  \
 velo trace --inception -- cargo build\n  \
 velo trace --inception --events build.jsonl --json -- make\n  \
-velo trace -- ./tool           # without the projection: leaks of the physical path only")]
+velo trace -- ./tool           # without the projection: leaks of the physical path only\n  \
+velo trace --program-costs -- find /usr   # what the eBPF programs cost, per run and per event")]
 pub struct Args {
     #[arg(long, value_enum, default_value = "auto")]
     backend: Backend,

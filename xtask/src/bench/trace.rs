@@ -241,7 +241,14 @@ fn program_costs(velo_trace: Command) -> Result<Costs> {
     }
     let out = c.stderr(Stdio::null()).output()?;
     anyhow::ensure!(out.status.success(), "{c:?} failed");
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    // The findings follow whatever the command printed (find's paths).
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let start = match stdout.rfind("\n{\n") {
+        Some(i) => i + 1,
+        None => 0,
+    };
+    let json: serde_json::Value = serde_json::from_str(&stdout[start..])
+        .map_err(|e| anyhow::anyhow!("the findings JSON of {c:?}: {e}"))?;
     let programs = json["programs"]
         .as_array()
         .ok_or_else(|| anyhow::anyhow!("no programs in the output of {c:?}"))?
