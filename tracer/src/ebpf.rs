@@ -1,7 +1,7 @@
 //! The eBPF backend: kernel programs watch, the traced processes never stop.
 //!
-//! The programs (`velo-ebpf`, C compiled by clang) are loaded with aya: hooks on
-//! `sys_enter`/`sys_exit` filtered by a `watched` map of syscall numbers (filled here from
+//! The programs (`velo-ebpf`, C compiled by clang) are loaded with aya: a hook on `sys_exit`
+//! filtered by a `watched` map of syscall numbers (filled here from
 //! [`crate::syscalls`]) and a `traced` set of process ids, and `tp_btf` hooks on fork, exec and
 //! exit that grow and shrink that set. The command is forked by hand and waits on a pipe until
 //! its pid is in `traced`, so its first syscall after exec is seen. Events arrive through a ring
@@ -95,8 +95,6 @@ fn spec_bits(spec: &syscalls::Spec) -> u32 {
 mod btf;
 mod load;
 
-use load::Hook;
-
 /// The kernel struct fields the programs read (`struct layout` in velo.bpf.c).
 const LAYOUT_FIELDS: [&str; 4] = [
     "task_struct.pid",
@@ -118,13 +116,12 @@ struct Layout {
 // SAFETY: plain u32s, no padding.
 unsafe impl aya::Pod for Layout {}
 
-/// Each program and the tracepoint it is attached to.
-const PROGRAMS: [(&str, Hook); 5] = [
-    ("velo_sys_enter", Hook::Raw("sys_enter")),
-    ("velo_sys_exit", Hook::Btf("sys_exit")),
-    ("velo_fork", Hook::Btf("sched_process_fork")),
-    ("velo_exec", Hook::Btf("sched_process_exec")),
-    ("velo_exit", Hook::Btf("sched_process_exit")),
+/// Each program and the tracepoint it is attached to, as `tp_btf` (typed by the kernel's BTF).
+const PROGRAMS: [(&str, &str); 4] = [
+    ("velo_sys_exit", "sys_exit"),
+    ("velo_fork", "sched_process_fork"),
+    ("velo_exec", "sched_process_exec"),
+    ("velo_exit", "sched_process_exit"),
 ];
 
 /// What the programs need from the kernel's BTF.
@@ -243,10 +240,7 @@ impl Kernel {
 
 /// The tracepoints the `tp_btf` programs are loaded for.
 fn tracepoints() -> impl Iterator<Item = &'static str> {
-    PROGRAMS.iter().filter_map(|(_, hook)| match hook {
-        Hook::Btf(tp) => Some(*tp),
-        Hook::Raw(_) => None,
-    })
+    PROGRAMS.iter().map(|(_, tp)| *tp)
 }
 
 /// The ring buffer's size when the user does not choose one (`velo trace --buffer`).
@@ -429,6 +423,24 @@ pub fn trace(
     })
 }
 
+/// The path an exec was given and the directory descriptor it is relative to, from the kernel's
+/// name for it (`bprm->filename`): the path itself, or for `execveat` relative to a descriptor
+/// N, `/dev/fd/N/PATH` (`/dev/fd/N` with `AT_EMPTY_PATH`).
+fn exec_argument(filename: &[u8]) -> (&[u8], Option<i32>) {
+    let Some(rest) = filename.strip_prefix(b"/dev/fd/") else {
+        return (filename, None);
+    };
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    let fd = std::str::from_utf8(&rest[..digits])
+        .ok()
+        .and_then(|d| d.parse().ok());
+    match (fd, &rest[digits..]) {
+        (Some(fd), []) => (b"", Some(fd)),
+        (Some(fd), [b'/', path @ ..]) => (path, Some(fd)),
+        _ => (filename, None),
+    }
+}
+
 /// A forked child that waits on a pipe before it execs the command.
 struct Waiting {
     pid: i32,
@@ -493,6 +505,18 @@ struct Decoder {
     fds: HashMap<i32, HashMap<i32, Descriptor>>,
     /// Processes whose exit record was read.
     exited: std::collections::HashSet<i32>,
+    /// Each successful exec's path, from its exec record: the syscall's own record follows
+    /// it, without arguments (the exec replaced them).
+    execs: HashMap<i32, Exec>,
+}
+
+/// A successful exec, as its exec record tells it.
+struct Exec {
+    given: RawPath,
+    resolved: RawPath,
+    /// Relative to a descriptor: an `execveat`. (The record that follows says `execve` for
+    /// both here, as the exec rewrote the registers.)
+    at_descriptor: bool,
 }
 
 #[derive(Clone)]
@@ -532,10 +556,14 @@ impl Decoder {
                 });
             }
             velo_ebpf::KIND_EXEC => {
+                // The path as given, resolved against the process's directory or execveat's
+                // descriptor (the kernel names it /dev/fd/N/…), before close-on-exec
+                // descriptors go: execveat's may be one.
+                let (given, dirfd) = exec_argument(record.path0);
+                let resolved = self.resolve(pid, raw.tid as i32, dirfd, given);
                 // The kernel's name for the new program while the process lives; else the
-                // name it was started by, resolved only when that means the same to velo
-                // (not `/proc/self/exe`, not a path relative to the process's directory).
-                let mut name = String::from_utf8_lossy(record.path0).into_owned();
+                // resolved path, canonical, unless it is `/proc/…` (velo's own, here).
+                let mut name = String::from_utf8_lossy(&resolved).into_owned();
                 if name == "/proc/self/exe"
                     && let Some(previous) = self.exe.get(&pid)
                 {
@@ -553,6 +581,14 @@ impl Decoder {
                     .unwrap_or(name);
                 self.exe.insert(pid, exe.clone());
                 self.shim.remove(&pid);
+                self.execs.insert(
+                    pid,
+                    Exec {
+                        given: RawPath::from(given),
+                        resolved,
+                        at_descriptor: dirfd.is_some(),
+                    },
+                );
                 if let Some(fds) = self.fds.get_mut(&pid) {
                     fds.retain(|_, d| !d.cloexec);
                 }
@@ -566,6 +602,7 @@ impl Decoder {
                     (None, Some(status & 0x7f))
                 };
                 self.fds.remove(&pid);
+                self.execs.remove(&pid);
                 self.exited.insert(pid);
                 sink(Event::Exit { pid, code, signal });
             }
@@ -584,15 +621,26 @@ impl Decoder {
                     self.shim.insert(pid, range);
                     return;
                 }
-                let resolved: Vec<RawPath> = spec
-                    .paths
-                    .iter()
-                    .zip(&paths)
-                    .map(|(arg, path)| {
-                        let dirfd = arg.dirfd.map(|d| raw.args[d] as i32);
-                        self.resolve(pid, raw.tid as i32, dirfd, path)
-                    })
-                    .collect();
+                let exec = matches!(spec.name, "execve" | "execveat") && raw.ret == 0;
+                let mut name = spec.name;
+                let resolved: Vec<RawPath> = match exec.then(|| self.execs.remove(&pid)) {
+                    Some(Some(exec)) => {
+                        if exec.at_descriptor {
+                            name = "execveat";
+                        }
+                        paths = vec![exec.given];
+                        vec![exec.resolved]
+                    }
+                    _ => spec
+                        .paths
+                        .iter()
+                        .zip(&paths)
+                        .map(|(arg, path)| {
+                            let dirfd = arg.dirfd.map(|d| raw.args[d] as i32);
+                            self.resolve(pid, raw.tid as i32, dirfd, path)
+                        })
+                        .collect(),
+                };
                 // Follow the working directory and descriptors from the events themselves: the
                 // process may be gone (and its /proc entry with it) by the time they are read.
                 match spec.name {
@@ -633,7 +681,7 @@ impl Decoder {
                     ppid: self.ppid.get(&pid).copied().unwrap_or(0),
                     // Known from the command, its forks and execs.
                     exe: self.exe.get(&pid).cloned().unwrap_or_default(),
-                    syscall: spec.name.to_owned(),
+                    syscall: name.to_owned(),
                     paths,
                     resolved,
                     ret: Some(raw.ret),
@@ -723,6 +771,18 @@ impl Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_exec_path_names_its_descriptor_as_the_kernel_spells_it() {
+        assert_eq!(exec_argument(b"/usr/bin/cc"), (&b"/usr/bin/cc"[..], None));
+        assert_eq!(exec_argument(b"bin/tool"), (&b"bin/tool"[..], None));
+        assert_eq!(
+            exec_argument(b"/dev/fd/7/bin/tool"),
+            (&b"bin/tool"[..], Some(7))
+        );
+        assert_eq!(exec_argument(b"/dev/fd/12"), (&b""[..], Some(12)));
+        assert_eq!(exec_argument(b"/dev/fd/x/y"), (&b"/dev/fd/x/y"[..], None));
+    }
 
     #[test]
     fn the_kernel_cache_is_used_within_a_boot_and_passed_over_otherwise() {

@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 /* velo's tracer, kernel side.
  *
- * - sys_enter (a raw tracepoint) saves execve's arguments and path per thread, as their memory is
- *   gone at exit; sys_exit (tp_btf: its register frame is typed by the kernel's BTF, so its
- *   fields are plain loads) reads, for a traced process and a watched syscall, the path
- *   arguments (paged in by then) and any returned path, and sends one event.
+ * - tp_btf sys_exit: for a traced process and a watched syscall, reads the arguments from the
+ *   register frame (typed by the kernel's BTF, so plain loads), the path arguments (paged in by
+ *   then) and any returned path, and sends one record. Nothing is hooked at syscall entry: the
+ *   one call whose arguments are gone at exit, a successful exec, gets its path from the exec
+ *   record sched_process_exec sent just before, and a hook on entry cost every syscall of the
+ *   machine a program run.
  * - tp_btf sched_process_fork / exec / exit: keep the set of traced processes (the command and
  *   its descendants) and report the process tree. The few kernel struct fields they read sit
  *   at offsets user space found in the kernel's BTF (the `layout` map), not at CO-RE
@@ -34,15 +36,6 @@ struct layout {
 	__u32 bprm_filename;
 };
 
-/* execve's path and arguments, saved at entry: a successful exec replaces the memory and the
- * registers they were in. Every other call is read whole at its exit, where its registers still
- * hold its arguments and its path arguments are paged in. */
-struct pending {
-	__u64 args[6];
-	__u64 ip;
-	char path[VELO_PATH_LEN];
-};
-
 /* A record being put together: the header, then its strings at variable offsets. Each string
  * is read with at most VELO_PATH_LEN - 1 bytes, so a string starts below 2 × 256 and ends below
  * 3 × 256: offsets masked with 511 and 1023 are no-ops the verifier can see as bounds. */
@@ -69,15 +62,7 @@ struct {
 	__type(value, __u32);
 } watched SEC(".maps");
 
-/* Threads inside an execve (preallocated: no allocation on the syscall path). */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
-	__type(key, __u32);
-	__type(value, struct pending);
-} pending SEC(".maps");
-
-/* Per-CPU scratch: index 0 for syscall records and pending execs, 1 for process records, which
+/* Per-CPU scratch: index 0 for syscall records, 1 for process records, which
  * the scheduler's tracepoints may send while a syscall record is being built on this CPU. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -85,13 +70,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct record);
 } scratch SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct pending);
-} exec_scratch SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -177,52 +155,6 @@ static __always_inline __u32 kernel_str(struct record *r, __u32 off, const void 
 #define F_DUPFD 0
 #define F_DUPFD_CLOEXEC 1030
 
-/* The end of the register frame, from r10 on: all sys_enter needs in one read of 80 bytes
- * rather than 168 (the x86_64 syscall ABI passes arguments in di, si, dx, r10, r8, r9; orig_ax
- * holds the number). */
-struct velo_regs_tail {
-	unsigned long r10, r9, r8, ax, cx, dx, si, di, orig_ax, ip;
-};
-
-static __always_inline void put_args(__u64 *args, __u64 *ip, const struct velo_regs_tail *t)
-{
-	args[0] = t->di;
-	args[1] = t->si;
-	args[2] = t->dx;
-	args[3] = t->r10;
-	args[4] = t->r8;
-	args[5] = t->r9;
-	*ip = t->ip;
-}
-
-SEC("raw_tracepoint/sys_enter")
-int velo_sys_enter(void *ctx)
-{
-	/* The context read as a plain u64 array: aya cannot relocate CO-RE accesses to
-	 * bpf_raw_tracepoint_args. args[0] = struct pt_regs *, args[1] = syscall number. Every
-	 * syscall of the machine comes here, and all but execs leave at the first test. */
-	__u64 *a = ctx;
-	__u64 nr = a[1];
-	if (nr != NR_EXECVE && nr != NR_EXECVEAT)
-		return 0;
-	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tgid = id >> 32, tid = (__u32)id;
-	if (!bpf_map_lookup_elem(&traced, &tgid))
-		return 0;
-	__u32 zero = 0;
-	struct pending *p = bpf_map_lookup_elem(&exec_scratch, &zero);
-	if (!p)
-		return 0;
-	struct velo_regs_tail t;
-	if (bpf_probe_read_kernel(&t, sizeof(t), &((const struct velo_pt_regs *)a[0])->r10))
-		return 0;
-	put_args(p->args, &p->ip, &t);
-	p->path[0] = 0;
-	bpf_probe_read_user_str(p->path, STR_MAX, (void *)p->args[nr == NR_EXECVE ? 0 : 1]);
-	bpf_map_update_elem(&pending, &tid, p, BPF_ANY);
-	return 0;
-}
-
 /* sys_exit(struct pt_regs *regs, long ret). A tp_btf program: `regs` is typed by the kernel's
  * BTF, so the verifier lets its fields be read by plain loads (checked against the kernel's
  * struct pt_regs, whose x86_64 layout is an ABI) rather than a bpf_probe_read_kernel of the
@@ -275,12 +207,6 @@ int velo_sys_exit(__u64 *ctx)
 	if (!r)
 		return 0;
 	struct velo_event *h = &r->h;
-	struct pending *p = 0;
-	if (nr == NR_EXECVE || nr == NR_EXECVEAT)
-		p = bpf_map_lookup_elem(&pending, &tid);
-	/* Always from the registers, then from the saved entry for an exec: were the two copies
-	 * branches, clang would merge their loads into one instruction on two kinds of pointer,
-	 * which the verifier refuses. */
 	h->args[0] = regs->di;
 	h->args[1] = regs->si;
 	h->args[2] = regs->dx;
@@ -288,11 +214,6 @@ int velo_sys_exit(__u64 *ctx)
 	h->args[4] = regs->r8;
 	h->args[5] = regs->r9;
 	h->ip = regs->ip;
-	if (p) {
-		for (int i = 0; i < 6; i++)
-			h->args[i] = p->args[i];
-		h->ip = p->ip;
-	}
 	h->kind = VELO_SYSCALL;
 	h->pid = tgid;
 	h->tid = tid;
@@ -303,15 +224,17 @@ int velo_sys_exit(__u64 *ctx)
 	h->pad = 0;
 	/* Arguments are picked by index into args[] (masked: the verifier sees the bound), not
 	 * by a switch per string, whose branches multiplied the states the verifier explores. */
+	if ((nr == NR_EXECVE || nr == NR_EXECVEAT) && ret == 0) {
+		/* The exec replaced the registers and the memory the arguments were in (args[] and
+		 * ip are the new program's): the header alone, after the exec record with the path. */
+		send(r, 0);
+		return 0;
+	}
 	__u32 a0 = spec & 7, a1 = (spec >> 3) & 7, rarg = (spec >> 6) & 7;
 	const __u64 *args = h->args;
-	__u32 off = 0, n;
-	if (p)
-		n = kernel_str(r, off, p->path);
-	else if (a0)
+	__u32 off = 0, n = 0;
+	if (a0)
 		n = user_str(r, off, (void *)args[(a0 - 1) & 7]);
-	else
-		n = 0;
 	h->len[0] = n;
 	off += n;
 	if (a1) {
@@ -338,8 +261,6 @@ int velo_sys_exit(__u64 *ctx)
 		}
 	}
 	send(r, off & (4 * VELO_PATH_LEN - 1));
-	if (p)
-		bpf_map_delete_elem(&pending, &tid);
 	return 0;
 }
 

@@ -1,7 +1,7 @@
 //! The kernel side of velo's eBPF tracer, and the record it shares with user space.
 //!
 //! The programs are C (`bpf/velo.bpf.c`), compiled by clang from `build.rs` into [`OBJECT`]:
-//! hooks on `sys_enter` (raw) and `sys_exit` (`tp_btf`) for the watched file syscalls, `tp_btf` hooks on
+//! a `tp_btf` hook on `sys_exit` for the watched file syscalls, `tp_btf` hooks on
 //! process fork, exec and exit that keep the set of traced processes, a ring buffer and a
 //! counter of dropped events. The kernel struct fields they read are at offsets user space
 //! puts in their `layout` map (`velo_tracer`'s `ebpf::Layout`). A record is a [`Header`]

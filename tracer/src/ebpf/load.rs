@@ -1,8 +1,8 @@
-//! Loads `velo-ebpf`'s object: its maps, its five tracepoint programs, their attachments.
+//! Loads `velo-ebpf`'s object: its maps, its four tracepoint programs, their attachments.
 //!
 //! aya's `EbpfLoader` would do all of this, but it parses the whole of the kernel's BTF before
 //! anything else, whether the object needs it or not (see [`super::btf`]). velo's programs
-//! need almost none: no CO-RE relocations, and the three `tp_btf` attach points are three type
+//! need almost none: no CO-RE relocations, and the four `tp_btf` attach points are four type
 //! ids, found by [`super::btf`]'s quick scan. So this loader takes the parts
 //! of aya that cost nothing: `aya-obj` reads the ELF object and links its map references and
 //! calls, `aya::maps::MapData` creates the maps (and later reads and writes them, the ring
@@ -22,19 +22,8 @@ const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
 const BPF_ENABLE_STATS: libc::c_long = 32;
 const BPF_STATS_RUN_TIME: u32 = 0;
-const BPF_PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
 const BPF_PROG_TYPE_TRACING: u32 = 26;
 const BPF_TRACE_RAW_TP: u32 = 23;
-
-/// Where a program is attached.
-#[derive(Clone, Copy)]
-pub enum Hook {
-    /// `raw_tracepoint/NAME`: attached by name, its arguments untyped.
-    Raw(&'static str),
-    /// `tp_btf/NAME`: the same tracepoint, typed by the kernel's BTF: loading names the BTF id
-    /// of the kernel's `btf_trace_NAME` typedef.
-    Btf(&'static str),
-}
 
 /// The head of `union bpf_attr` for `BPF_PROG_LOAD` (include/uapi/linux/bpf.h); the kernel
 /// treats the fields after it as zero.
@@ -145,14 +134,15 @@ impl Loaded {
     }
 }
 
-/// Loads `object`, with the map `events` made `ring_bytes` long, and attaches each program to
-/// its hook. `btf_id` gives the kernel BTF id a `tp_btf` hook's tracepoint is loaded against;
-/// the programs are verified in parallel, so whatever it waits for overlaps their verification. `fill` runs before any program is attached, so the programs never see their maps
-/// empty.
+/// Loads `object`, with the map `events` made `ring_bytes` long, and attaches each
+/// `(program, tracepoint)` as `tp_btf`. `btf_id` gives the kernel BTF id a tracepoint is loaded
+/// against; the programs are verified in parallel, so whatever it waits for overlaps their
+/// verification. `fill` runs before any program is attached, so the programs never see their
+/// maps empty.
 pub fn load(
     object: &[u8],
     ring_bytes: u32,
-    programs: &[(&'static str, Hook)],
+    programs: &[(&'static str, &'static str)],
     btf_id: impl Fn(&str) -> Result<u32, Error> + Sync,
     fill: impl FnOnce(&mut HashMap<String, Map>) -> Result<(), Error>,
 ) -> Result<Loaded, Error> {
@@ -207,17 +197,14 @@ pub fn load(
     let fds: Vec<Result<OwnedFd, Error>> = std::thread::scope(|s| {
         let threads: Vec<_> = programs
             .iter()
-            .map(|&(name, hook)| {
+            .map(|&(name, tp)| {
                 s.spawn(move || {
                     let program = obj
                         .programs
                         .get(name)
                         .ok_or_else(|| load_err(format!("no program {name}")))?;
                     let function = &obj.functions[&program.function_key()];
-                    let target = match hook {
-                        Hook::Raw(_) => None,
-                        Hook::Btf(tp) => Some(btf_id(tp)?),
-                    };
+                    let target = btf_id(tp)?;
                     load_program(name, &function.instructions, &program.license, target)
                 })
             })
@@ -234,15 +221,10 @@ pub fn load(
     fill(&mut maps)?;
     tracing::debug!("filled the maps");
     let mut links = Vec::new();
-    for (&(name, hook), fd) in programs.iter().zip(&fds) {
+    for (&(name, tp), fd) in programs.iter().zip(&fds) {
         // A tp_btf program's tracepoint is the one it was loaded for: no name.
-        let (tp, named) = match hook {
-            Hook::Raw(tp) => (tp, true),
-            Hook::Btf(tp) => (tp, false),
-        };
-        let c_tp = CString::new(tp).map_err(load_err)?;
         let mut open = RawTracepointOpen {
-            name: if named { c_tp.as_ptr() as u64 } else { 0 },
+            name: 0,
             prog_fd: fd.as_raw_fd() as u32,
             _pad: 0,
         };
@@ -258,27 +240,24 @@ pub fn load(
     })
 }
 
-/// Loads one program: a raw tracepoint, or a tp_btf one for the kernel BTF id `btf_target`.
+/// Loads one `tp_btf` program for the kernel BTF id `btf_target` (its tracepoint's typedef).
 /// When the verifier refuses it, loads it again with a log and returns the log's end, which
 /// says why.
 fn load_program(
     name: &str,
     insns: &[bpf_insn],
     license: &CString,
-    btf_target: Option<u32>,
+    btf_target: u32,
 ) -> Result<OwnedFd, Error> {
     let mut attr = ProgLoad {
-        prog_type: BPF_PROG_TYPE_RAW_TRACEPOINT,
+        prog_type: BPF_PROG_TYPE_TRACING,
+        expected_attach_type: BPF_TRACE_RAW_TP,
+        attach_btf_id: btf_target,
         insn_cnt: insns.len() as u32,
         insns: insns.as_ptr() as u64,
         license: license.as_ptr() as u64,
         ..ProgLoad::default()
     };
-    if let Some(id) = btf_target {
-        attr.prog_type = BPF_PROG_TYPE_TRACING;
-        attr.expected_attach_type = BPF_TRACE_RAW_TP;
-        attr.attach_btf_id = id;
-    }
     for (dst, src) in attr.prog_name[..15].iter_mut().zip(name.bytes()) {
         *dst = src;
     }
