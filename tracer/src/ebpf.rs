@@ -141,24 +141,22 @@ impl Kernel {
     /// for the next run. Scanning 5 MB of BTF was most of the tracer's start-up; reading the
     /// cache is one small file. A cache that cannot be read, written or trusted is passed over.
     fn read(cache: Option<&std::path::Path>) -> Result<Kernel, Error> {
-        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-            .map(|b| b.trim().to_owned())
-            .ok()
-            .filter(|b| !b.is_empty());
-        let (Some(cache), Some(boot)) = (cache, boot) else {
-            return Kernel::scan();
-        };
-        if let Some(k) = std::fs::read_to_string(cache)
-            .ok()
-            .and_then(|text| Kernel::parse(&text, &boot))
-        {
+        if let Some(k) = cache.and_then(Kernel::cached) {
             return Ok(k);
         }
         let k = Kernel::scan()?;
-        if let Err(e) = k.write(cache, &boot) {
+        if let Some((cache, boot)) = cache.zip(boot_id())
+            && let Err(e) = k.write(cache, &boot)
+        {
             tracing::debug!(cache = %cache.display(), "not caching the kernel's BTF: {e}");
         }
         Ok(k)
+    }
+
+    /// What `cache` says, when it was written during this boot.
+    fn cached(cache: &std::path::Path) -> Option<Kernel> {
+        let boot = boot_id()?;
+        Kernel::parse(&std::fs::read_to_string(cache).ok()?, &boot)
     }
 
     fn scan() -> Result<Kernel, Error> {
@@ -238,6 +236,14 @@ impl Kernel {
     }
 }
 
+/// This boot's id: the kernel's types cannot change before it does.
+fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|b| b.trim().to_owned())
+        .ok()
+        .filter(|b| !b.is_empty())
+}
+
 /// The tracepoints the `tp_btf` programs are loaded for.
 fn tracepoints() -> impl Iterator<Item = &'static str> {
     PROGRAMS.iter().map(|(_, tp)| *tp)
@@ -266,12 +272,21 @@ pub fn trace(
         return Err(Error::NotRoot);
     }
     let started = std::time::Instant::now();
-    // What the kernel's BTF says is read on another thread while the maps are made and the
-    // first programs verified; the tp_btf programs wait for it.
-    let scan = std::sync::Mutex::new(Some(std::thread::spawn(|| {
-        Kernel::read(Some(std::path::Path::new(KERNEL_CACHE)))
-    })));
+    // The command is forked first, while velo is small and has one thread (a fork copies the
+    // page tables of the ring's mappings too), and waits; should loading fail, it reads the
+    // end of its pipe and exits without running.
+    let child = spawn_waiting(cmd)?;
+    // What the kernel's BTF says, from this boot's cache; else scanned on another thread while
+    // the maps are made (the programs wait for it).
+    let cache = std::path::Path::new(KERNEL_CACHE);
     let kernel = std::sync::OnceLock::<Result<Kernel, String>>::new();
+    let scan = std::sync::Mutex::new(match Kernel::cached(cache) {
+        Some(k) => {
+            let _ = kernel.set(Ok(k));
+            None
+        }
+        None => Some(std::thread::spawn(|| Kernel::read(Some(cache)))),
+    });
     let kernel = || -> Result<&Kernel, Error> {
         kernel
             .get_or_init(|| {
@@ -321,9 +336,9 @@ pub fn trace(
         true => Some(load::enable_stats()?),
         false => None,
     };
-    let mut loaded = load::load(velo_ebpf::OBJECT, ring_bytes, &PROGRAMS, btf_id, fill)?;
+    let mut loaded = load::load(velo_ebpf::OBJECT, ring_bytes, &PROGRAMS, btf_id, fill)
+        .inspect_err(|_| child.abandon())?;
     tracing::debug!(elapsed = ?started.elapsed(), "attached the programs");
-    let child = spawn_waiting(cmd)?;
     {
         let mut traced: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(
             loaded
@@ -448,6 +463,15 @@ struct Waiting {
 }
 
 impl Waiting {
+    /// Lets the child go without running the command, and reaps it.
+    fn abandon(&self) {
+        // SAFETY: our descriptor and our child; the child exits when the pipe closes.
+        unsafe {
+            libc::close(self.go);
+            libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+        }
+    }
+
     fn release(self) -> Result<(), Error> {
         // SAFETY: writing one byte to our pipe, then closing it.
         let n = unsafe { libc::write(self.go, b"x".as_ptr().cast(), 1) };
