@@ -154,7 +154,7 @@ pub fn run(opts: &Options) -> Result<()> {
     rows.push(n.row("start-up: true, native", "baseline".into()));
     rows.push(e.row(
         "start-up: velo trace --backend ebpf -- true",
-        "4 offsets and 4 type ids from the kernel's BTF (scanned once a boot, then cached), 5 programs verified in parallel and attached, an 8 MiB ring mapped".into(),
+        "4 offsets and 4 type ids from the kernel's BTF (scanned once a boot, then cached), 4 programs verified in parallel and attached, an 8 MiB ring mapped".into(),
     ));
     rows.push(p.row(
         "start-up: velo trace --backend ptrace -- true",
@@ -273,26 +273,24 @@ fn write_costs(report: &mut String, costs: &[(&str, Costs)]) -> Result<()> {
         "## Where the eBPF backend's time goes\n\nThe kernel's own count of each program's runs \
          and run time (`velo trace --program-costs`, BPF_ENABLE_STATS), one untimed run per \
          workload. The syscall hooks run for every syscall of the machine, so runs exceed the \
-         traced events; the statistics themselves add two clock reads to every run (sys_enter, \
-         which for all but execs is one comparison, shows about what that costs). Per event: \
+         traced events; the statistics themselves add two clock reads to every run. Per event: \
          all programs' time over the events delivered.\n"
     )?;
     writeln!(
         report,
-        "| workload | events | syscalls seen | sys_exit ns/run | sys_enter ns/run | all programs, ms | ns per event |"
+        "| workload | events | syscalls seen | sys_exit ns/run | all programs, ms | ns per event |"
     )?;
-    writeln!(report, "|---|---:|---:|---:|---:|---:|---:|")?;
+    writeln!(report, "|---|---:|---:|---:|---:|---:|")?;
     for (name, c) in costs {
         let find = |n: &str| c.programs.iter().find(|p| p.0 == n);
         let per = |p: Option<&(String, u64, u64)>| p.map_or(0, |p| p.2 / p.1.max(1));
         let total: u64 = c.programs.iter().map(|p| p.2).sum();
         writeln!(
             report,
-            "| {name} | {} | {} | {} | {} | {:.1} | {} |",
+            "| {name} | {} | {} | {} | {:.1} | {} |",
             c.events,
             find("velo_sys_exit").map_or(0, |p| p.1),
             per(find("velo_sys_exit")),
-            per(find("velo_sys_enter")),
             total as f64 / 1e6,
             total / c.events.max(1)
         )?;
