@@ -176,6 +176,7 @@ pub fn load(
         defs.insert(name.clone(), def);
         maps.insert(name, map);
     }
+    tracing::debug!("made the maps");
     let text_sections = obj.functions.keys().map(|&(section, _)| section).collect();
     obj.relocate_maps(
         maps.iter().map(|(name, map)| {
@@ -218,6 +219,7 @@ pub fn load(
             .collect()
     });
     let fds: Vec<OwnedFd> = fds.into_iter().collect::<Result<_, _>>()?;
+    tracing::debug!("verified the programs");
     fill(&mut maps)?;
     tracing::debug!("filled the maps");
     let mut links = Vec::new();
