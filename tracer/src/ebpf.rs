@@ -132,20 +132,17 @@ struct Kernel {
     trace_ids: HashMap<&'static str, u32>,
 }
 
-/// Where [`Kernel::read`] keeps what it found for the rest of this boot: root's, on a tmpfs.
+/// Where [`Kernel::scan_into`] keeps what it found for the rest of this boot: root's, on a tmpfs.
 pub const KERNEL_CACHE: &str = "/run/velo/kernel-btf";
 
 impl Kernel {
-    /// What the kernel's BTF says, from `cache` when it was written during this boot (the
-    /// running kernel's types cannot change before the next), else scanned and written there
-    /// for the next run. Scanning 5 MB of BTF was most of the tracer's start-up; reading the
-    /// cache is one small file. A cache that cannot be read, written or trusted is passed over.
-    fn read(cache: Option<&std::path::Path>) -> Result<Kernel, Error> {
-        if let Some(k) = cache.and_then(Kernel::cached) {
-            return Ok(k);
-        }
+    /// Scans the kernel's BTF and writes what it found to `cache` for the rest of this boot
+    /// (the running kernel's types cannot change before the next): scanning 5 MB of BTF was
+    /// most of the tracer's start-up; reading the cache ([`Kernel::cached`]) is one small file.
+    /// A cache that cannot be written is passed over.
+    fn scan_into(cache: &std::path::Path) -> Result<Kernel, Error> {
         let k = Kernel::scan()?;
-        if let Some((cache, boot)) = cache.zip(boot_id())
+        if let Some(boot) = boot_id()
             && let Err(e) = k.write(cache, &boot)
         {
             tracing::debug!(cache = %cache.display(), "not caching the kernel's BTF: {e}");
@@ -153,7 +150,7 @@ impl Kernel {
         Ok(k)
     }
 
-    /// What `cache` says, when it was written during this boot.
+    /// What `cache` says, when it was written during this boot and has every number.
     fn cached(cache: &std::path::Path) -> Option<Kernel> {
         let boot = boot_id()?;
         Kernel::parse(&std::fs::read_to_string(cache).ok()?, &boot)
@@ -285,7 +282,7 @@ pub fn trace(
             let _ = kernel.set(Ok(k));
             None
         }
-        None => Some(std::thread::spawn(|| Kernel::read(Some(cache)))),
+        None => Some(std::thread::spawn(|| Kernel::scan_into(cache))),
     });
     let kernel = || -> Result<&Kernel, Error> {
         kernel
@@ -816,7 +813,9 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let cache = dir.path().join("velo/kernel-btf");
-        let scanned = Kernel::read(Some(&cache)).unwrap();
+        // What `trace` does: this boot's cache, else a scan that writes it.
+        let read = |c: &std::path::Path| Kernel::cached(c).map_or_else(|| Kernel::scan_into(c), Ok);
+        let scanned = read(&cache).unwrap();
         assert_eq!(scanned, Kernel::scan().unwrap());
         let text = std::fs::read_to_string(&cache).expect("the scan was cached");
         let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
@@ -828,7 +827,7 @@ mod tests {
             "task_struct.pid 7",
         );
         std::fs::write(&cache, &changed).unwrap();
-        assert_eq!(Kernel::read(Some(&cache)).unwrap().layout.task_pid, 7);
+        assert_eq!(read(&cache).unwrap().layout.task_pid, 7);
 
         // Another boot's numbers, a missing one or garbage: scanned again, and rewritten.
         let stale = [
@@ -838,7 +837,7 @@ mod tests {
         ];
         for text in stale {
             std::fs::write(&cache, &text).unwrap();
-            assert_eq!(Kernel::read(Some(&cache)).unwrap(), scanned, "{text:?}");
+            assert_eq!(read(&cache).unwrap(), scanned, "{text:?}");
             assert_eq!(
                 Kernel::parse(&std::fs::read_to_string(&cache).unwrap(), boot.trim()),
                 Some(Kernel::scan().unwrap())

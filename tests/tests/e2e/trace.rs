@@ -41,6 +41,20 @@ fn findings(run: &velo_e2e::Run) -> serde_json::Value {
     serde_json::from_str(&out[start..]).unwrap()
 }
 
+/// Traces `command` in `dir` with an event log at `log` (in the env), and returns its events.
+fn logged(
+    backend: &str,
+    env: &Env,
+    dir: &Path,
+    log: &str,
+    command: &[&str],
+) -> Vec<serde_json::Value> {
+    let log = env.path().join(log);
+    let args = [&["--events", log.to_str().unwrap(), "--"][..], command].concat();
+    trace(backend, env, dir, &args).ok();
+    events(&log)
+}
+
 fn events(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap()
@@ -226,22 +240,13 @@ fn fork_exec_trees_are_followed_and_no_event_is_lost_with(backend: &str) {
     let env = Env::new();
     let raw = raw(&env);
     let ws = workspace(&env);
-    let log = env.path().join("events.jsonl");
-    trace(
+    let all = logged(
         backend,
         &env,
         &ws,
-        &[
-            "--events",
-            log.to_str().unwrap(),
-            "--",
-            raw.to_str().unwrap(),
-            "tree",
-            "4",
-        ],
-    )
-    .ok();
-    let all = events(&log);
+        "events.jsonl",
+        &[raw.to_str().unwrap(), "tree", "4"],
+    );
     // Four processes, each a child of the previous one, each opening its own program.
     let forks: Vec<(i64, i64)> = all
         .iter()
@@ -275,27 +280,17 @@ fn fork_exec_trees_are_followed_and_no_event_is_lost_with(backend: &str) {
     assert_eq!(execs, 4);
 
     // 100,000 syscalls: every one is recorded (ptrace stops the tracee: nothing can drop).
-    let log = env.path().join("stat.jsonl");
     let n = 100_000;
-    trace(
+    let stats = logged(
         backend,
         &env,
         &ws,
-        &[
-            "--events",
-            log.to_str().unwrap(),
-            "--",
-            raw.to_str().unwrap(),
-            "stat",
-            &n.to_string(),
-            "Cargo.toml",
-        ],
+        "stat.jsonl",
+        &[raw.to_str().unwrap(), "stat", &n.to_string(), "Cargo.toml"],
     )
-    .ok();
-    let stats = events(&log)
-        .iter()
-        .filter(|e| e["syscall"] == "newfstatat" && e["paths"][0] == "Cargo.toml")
-        .count();
+    .iter()
+    .filter(|e| e["syscall"] == "newfstatat" && e["paths"][0] == "Cargo.toml")
+    .count();
     assert_eq!(stats, n);
 }
 
@@ -314,23 +309,13 @@ fn exec_calls_carry_their_paths_given_and_resolved() {
 fn exec_calls_carry_their_paths_given_and_resolved_with(backend: &str) {
     let env = Env::new();
     let raw = raw(&env);
-    let log = env.path().join("events.jsonl");
-    trace(
+    let all = logged(
         backend,
         &env,
         env.path(),
-        &[
-            "--events",
-            log.to_str().unwrap(),
-            "--",
-            raw.to_str().unwrap(),
-            "exec",
-            "bin",
-            "raw",
-        ],
-    )
-    .ok();
-    let all = events(&log);
+        "events.jsonl",
+        &[raw.to_str().unwrap(), "exec", "bin", "raw"],
+    );
     // The command's own exec, by velo, comes first: these are the program's.
     let call = |name: &str, path: &str| {
         all.iter()
@@ -367,32 +352,27 @@ fn paths_relative_to_descriptors_are_resolved_after_dup_close_and_reuse_with(bac
     let (a, b) = (env.path().join("a"), env.path().join("b"));
     std::fs::create_dir_all(&a).unwrap();
     std::fs::create_dir_all(&b).unwrap();
-    let log = env.path().join("events.jsonl");
-    trace(
+    let resolved: Vec<(String, String)> = logged(
         backend,
         &env,
         env.path(),
+        "events.jsonl",
         &[
-            "--events",
-            log.to_str().unwrap(),
-            "--",
             raw.to_str().unwrap(),
             "dirfd",
             a.to_str().unwrap(),
             b.to_str().unwrap(),
         ],
     )
-    .ok();
-    let resolved: Vec<(String, String)> = events(&log)
-        .iter()
-        .filter(|e| e["syscall"] == "faccessat" || e["syscall"] == "faccessat2")
-        .map(|e| {
-            (
-                e["paths"][0].as_str().unwrap().to_owned(),
-                e["resolved"][0].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
+    .iter()
+    .filter(|e| e["syscall"] == "faccessat" || e["syscall"] == "faccessat2")
+    .map(|e| {
+        (
+            e["paths"][0].as_str().unwrap().to_owned(),
+            e["resolved"][0].as_str().unwrap().to_owned(),
+        )
+    })
+    .collect();
     let expected: Vec<(String, String)> = [
         ("in-a", &a),
         ("in-b", &b),

@@ -165,16 +165,27 @@ pub fn run(opts: &Options) -> Result<()> {
     // run time, one untimed run per workload.
     eprintln!("program costs …");
     let mut costs = Vec::new();
+    let with_costs = |mut c: Command, command: &[&str]| {
+        c.args([
+            "trace",
+            "--backend",
+            "ebpf",
+            "--program-costs",
+            "--json",
+            "--",
+        ])
+        .args(command);
+        program_costs(c)
+    };
+    let cargo_costs = || with_costs(user_command(&velo, &ws), &["cargo", "build"]);
     clean()?;
+    costs.push(("clean cargo build (fixture)", cargo_costs()?));
+    costs.push(("no-op cargo build (fixture)", cargo_costs()?));
+    let find = [&["find"][..], &find_args].concat();
     costs.push((
-        "clean cargo build (fixture)",
-        program_costs(traced("ebpf", &["build"]))?,
+        "find /usr -name '*.h'",
+        with_costs(Command::new(&velo), &find)?,
     ));
-    costs.push((
-        "no-op cargo build (fixture)",
-        program_costs(traced("ebpf", &["build"]))?,
-    ));
-    costs.push(("find /usr -name '*.h'", program_costs(velo_find("ebpf"))?));
 
     let mut report = String::new();
     writeln!(report, "# Benchmark: velo trace\n")?;
@@ -223,22 +234,8 @@ struct Costs {
     programs: Vec<(String, u64, u64)>,
 }
 
-fn program_costs(velo_trace: Command) -> Result<Costs> {
-    // `velo trace [--backend ebpf] -- CMD` becomes `velo trace --program-costs --json … -- CMD`.
-    let args: Vec<std::ffi::OsString> = velo_trace.get_args().map(Into::into).collect();
-    let mut c = Command::new(velo_trace.get_program());
-    c.arg(&args[0])
-        .args(["--program-costs", "--json"])
-        .args(&args[1..]);
-    if let Some(dir) = velo_trace.get_current_dir() {
-        c.current_dir(dir);
-    }
-    for (k, v) in velo_trace.get_envs() {
-        match v {
-            Some(v) => c.env(k, v),
-            None => c.env_remove(k),
-        };
-    }
+/// Runs `velo trace --program-costs --json … -- CMD` (`c`) and reads the costs it printed.
+fn program_costs(mut c: Command) -> Result<Costs> {
     let out = c.stderr(Stdio::null()).output()?;
     anyhow::ensure!(out.status.success(), "{c:?} failed");
     // The findings follow whatever the command printed (find's paths).
